@@ -1,0 +1,499 @@
+//! Shape descriptors of the Backend kernels, with the buffer sizes each needs.
+//!
+//! Every backend validates its arguments through these (`check` methods) before launching, so
+//! shape errors are the same, with the same messages, on every device.
+//! Layouts are row-major; images are NCHW; convolution weights are `[out, in, kh, kw]`.
+
+use crate::error::{check_len, ensure, Result};
+
+/// Where one matrix operand lives inside a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MatrixLayout {
+    /// Element offset of the first matrix of the batch.
+    pub offset: usize,
+    /// Leading dimension: elements between the starts of consecutive rows as stored.
+    pub ld: usize,
+    /// Elements between consecutive matrices of a strided batch (ignored when batch = 1).
+    pub batch_stride: usize,
+}
+
+impl MatrixLayout {
+    /// A dense matrix stored from the buffer's start with `ld` elements per stored row.
+    pub const fn dense(ld: usize) -> Self {
+        MatrixLayout {
+            offset: 0,
+            ld,
+            batch_stride: 0,
+        }
+    }
+    pub const fn at(offset: usize, ld: usize) -> Self {
+        MatrixLayout {
+            offset,
+            ld,
+            batch_stride: 0,
+        }
+    }
+    pub const fn strided(offset: usize, ld: usize, batch_stride: usize) -> Self {
+        MatrixLayout {
+            offset,
+            ld,
+            batch_stride,
+        }
+    }
+
+    /// Elements the buffer must hold for `batch` matrices of `rows` x `cols` as stored.
+    fn required_len(&self, batch: usize, rows: usize, cols: usize) -> usize {
+        if batch == 0 || rows == 0 || cols == 0 {
+            return 0;
+        }
+        self.offset + (batch - 1) * self.batch_stride + (rows - 1) * self.ld + cols
+    }
+}
+
+/// A (strided-batched) general matrix product, row-major:
+/// for every `t < batch`, `C_t = alpha * op(A_t) * op(B_t) + beta * C_t`, where `op(A_t)` is
+/// m x k, `op(B_t)` is k x n and `C_t` is m x n.
+/// `op(A)[i][p] = A[a.offset + t*a.batch_stride + i*a.ld + p]` when `!trans_a`, and
+/// `A[a.offset + t*a.batch_stride + p*a.ld + i]` when `trans_a` (likewise for B).
+/// When `beta == 0`, C is written without being read (a NaN already in C does not propagate).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmDesc {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f64,
+    pub beta: f64,
+    pub batch: usize,
+    pub a: MatrixLayout,
+    pub b: MatrixLayout,
+    pub c: MatrixLayout,
+}
+
+impl GemmDesc {
+    /// A single dense product `C = op(A) op(B)` with tight leading dimensions.
+    pub fn new(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> Self {
+        GemmDesc {
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            alpha: 1.0,
+            beta: 0.0,
+            batch: 1,
+            a: MatrixLayout::dense(if trans_a { m } else { k }),
+            b: MatrixLayout::dense(if trans_b { k } else { n }),
+            c: MatrixLayout::dense(n),
+        }
+    }
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    pub fn beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    /// Stored (rows, cols) of A and B.
+    fn a_stored(&self) -> (usize, usize) {
+        if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        }
+    }
+    fn b_stored(&self) -> (usize, usize) {
+        if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        }
+    }
+
+    /// Checks leading dimensions and that the buffers hold every element addressed.
+    pub fn check(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
+        let (ar, ac) = self.a_stored();
+        let (br, bc) = self.b_stored();
+        ensure(
+            ar <= 1 || self.a.ld >= ac,
+            "gemm A",
+            "leading dimension smaller than the stored row",
+        )?;
+        ensure(
+            br <= 1 || self.b.ld >= bc,
+            "gemm B",
+            "leading dimension smaller than the stored row",
+        )?;
+        ensure(
+            self.m <= 1 || self.c.ld >= self.n,
+            "gemm C",
+            "leading dimension smaller than n",
+        )?;
+        ensure(
+            self.alpha.is_finite() && self.beta.is_finite(),
+            "gemm",
+            "alpha and beta must be finite",
+        )?;
+        check_len("gemm A", a_len, self.a.required_len(self.batch, ar, ac))?;
+        check_len("gemm B", b_len, self.b.required_len(self.batch, br, bc))?;
+        check_len(
+            "gemm C",
+            c_len,
+            self.c.required_len(self.batch, self.m, self.n),
+        )
+    }
+
+    /// Multiply-adds performed: `batch * m * n * k`.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+/// A 2-D convolution without bias or groups, dilation 1, the same stride and zero padding on
+/// both axes. Input `[batch, in_channels, in_height, in_width]`, weight
+/// `[out_channels, in_channels, kernel_h, kernel_w]`, output
+/// `[batch, out_channels, out_height, out_width]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2dShape {
+    pub fn out_height(&self) -> usize {
+        (self.in_height + 2 * self.padding).saturating_sub(self.kernel_h) / self.stride.max(1) + 1
+    }
+    pub fn out_width(&self) -> usize {
+        (self.in_width + 2 * self.padding).saturating_sub(self.kernel_w) / self.stride.max(1) + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_height * self.in_width
+    }
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.in_channels * self.kernel_h * self.kernel_w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_height() * self.out_width()
+    }
+    pub fn check_shape(&self) -> Result<()> {
+        ensure(self.stride >= 1, "conv2d", "stride must be at least 1")?;
+        ensure(
+            self.kernel_h >= 1 && self.kernel_w >= 1,
+            "conv2d",
+            "kernel must be at least 1x1",
+        )?;
+        ensure(
+            self.in_height + 2 * self.padding >= self.kernel_h
+                && self.in_width + 2 * self.padding >= self.kernel_w,
+            "conv2d",
+            "kernel larger than the padded input",
+        )?;
+        ensure(
+            self.padding < self.kernel_h && self.padding < self.kernel_w,
+            "conv2d",
+            "padding must be smaller than the kernel",
+        )
+    }
+    /// Checks input, weight and output buffer sizes (in either direction of the pass).
+    pub fn check(&self, input_len: usize, weight_len: usize, output_len: usize) -> Result<()> {
+        self.check_shape()?;
+        check_len("conv2d input", input_len, self.input_len())?;
+        check_len("conv2d weight", weight_len, self.weight_len())?;
+        check_len("conv2d output", output_len, self.output_len())
+    }
+    /// Multiply-adds of the forward pass, times two.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.output_len() as f64 * (self.in_channels * self.kernel_h * self.kernel_w) as f64
+    }
+}
+
+/// Batch normalisation over `[batch, channels, spatial]` (spatial = H*W), per channel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub spatial: usize,
+    /// Added to the variance before the square root (PyTorch default 1e-5).
+    pub eps: f64,
+    /// Running-statistics momentum (PyTorch convention: new = (1 - momentum) * old +
+    /// momentum * batch; default 0.1).
+    pub momentum: f64,
+}
+
+impl BatchNormShape {
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn check(&self, data_len: usize, channel_len: usize) -> Result<()> {
+        ensure(
+            self.eps > 0.0 && self.eps.is_finite(),
+            "batch_norm",
+            "eps must be positive",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.momentum),
+            "batch_norm",
+            "momentum must lie in [0, 1]",
+        )?;
+        check_len("batch_norm data", data_len, self.len())?;
+        check_len("batch_norm per-channel", channel_len, self.channels)
+    }
+}
+
+/// Max pooling over NCHW with a square window, the same stride and padding on both axes;
+/// padded positions are never selected (they count as -infinity), as in PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolShape {
+    pub fn out_height(&self) -> usize {
+        (self.in_height + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+    pub fn out_width(&self) -> usize {
+        (self.in_width + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.in_height * self.in_width
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.channels * self.out_height() * self.out_width()
+    }
+    pub fn check(&self, input_len: usize, output_len: usize, argmax_len: usize) -> Result<()> {
+        ensure(
+            self.stride >= 1 && self.kernel >= 1,
+            "max_pool2d",
+            "kernel and stride must be at least 1",
+        )?;
+        ensure(
+            2 * self.padding <= self.kernel,
+            "max_pool2d",
+            "padding must be at most half the kernel",
+        )?;
+        ensure(
+            self.in_height + 2 * self.padding >= self.kernel
+                && self.in_width + 2 * self.padding >= self.kernel,
+            "max_pool2d",
+            "kernel larger than the padded input",
+        )?;
+        check_len("max_pool2d input", input_len, self.input_len())?;
+        check_len("max_pool2d output", output_len, self.output_len())?;
+        check_len("max_pool2d argmax", argmax_len, self.output_len())
+    }
+}
+
+/// ROI-align (torchvision `roi_align`) over features `[batch, channels, height, width]`.
+/// Boxes are rows of 5 values `(batch_index, x1, y1, x2, y2)` in input-image pixels;
+/// output is `[num_rois, channels, pooled_h, pooled_w]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RoiAlignShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub num_rois: usize,
+    pub pooled_h: usize,
+    pub pooled_w: usize,
+    /// Multiplies box coordinates into feature-map coordinates (1 / backbone stride).
+    pub spatial_scale: f64,
+    /// Sampling points per bin along each axis; 0 = adaptive: ceil(roi size / pooled size).
+    pub sampling_ratio: usize,
+    /// `true` shifts box coordinates by -0.5 pixel (torchvision `aligned=True`); DSCL uses
+    /// `false`, where a box is also at least 1x1 feature cell.
+    pub aligned: bool,
+}
+
+impl RoiAlignShape {
+    pub fn features_len(&self) -> usize {
+        self.batch * self.channels * self.height * self.width
+    }
+    pub fn boxes_len(&self) -> usize {
+        self.num_rois * 5
+    }
+    pub fn output_len(&self) -> usize {
+        self.num_rois * self.channels * self.pooled_h * self.pooled_w
+    }
+    pub fn check(&self, features_len: usize, boxes_len: usize, output_len: usize) -> Result<()> {
+        ensure(
+            self.pooled_h >= 1 && self.pooled_w >= 1,
+            "roi_align",
+            "pooled size must be at least 1x1",
+        )?;
+        ensure(
+            self.spatial_scale > 0.0 && self.spatial_scale.is_finite(),
+            "roi_align",
+            "spatial_scale must be positive",
+        )?;
+        check_len("roi_align features", features_len, self.features_len())?;
+        check_len("roi_align boxes", boxes_len, self.boxes_len())?;
+        check_len("roi_align output", output_len, self.output_len())
+    }
+}
+
+/// Row-wise operation over a `rows x cols` row-major matrix of which only the first
+/// `valid_cols` columns take part (the rest are masked: unfilled queue slots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsDesc {
+    pub rows: usize,
+    /// Row stride (elements per stored row).
+    pub cols: usize,
+    /// Columns `valid_cols..cols` are ignored and, where the kernel writes a full row, set to 0.
+    pub valid_cols: usize,
+}
+
+impl RowsDesc {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        RowsDesc {
+            rows,
+            cols,
+            valid_cols: cols,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn check(&self, what: &'static str, matrix_len: usize) -> Result<()> {
+        ensure(
+            self.valid_cols <= self.cols,
+            what,
+            "valid_cols exceeds cols",
+        )?;
+        ensure(
+            self.valid_cols >= 1 || self.rows == 0,
+            what,
+            "a row needs at least one valid column",
+        )?;
+        check_len(what, matrix_len, self.len())
+    }
+}
+
+/// How the positives of an anchor are weighted in the supervised contrastive loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PositiveWeighting {
+    /// SupCon: weight 1 on every positive.
+    SupCon,
+    /// DSCL: weight 1 on the augmented view (column `batch + i`) and `beta / (|P(i)| - 1)` on
+    /// each other positive.
+    Decoupled { beta: f64 },
+}
+
+/// One block of anchors of the supervised contrastive loss (SupCon or DSCL), on logits
+/// already computed as `s_ij = q_i . z_j / tau`, where `z` is the contrast set `[Q; K; U]`.
+/// Anchor `i = row_offset + r` (for block row r) is also column `i` of the contrast set (its
+/// self column, excluded everywhere), and its augmented view is column `batch + i`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContrastiveRowsDesc {
+    /// Anchors in this block, and the rows of the logits block.
+    pub rows: usize,
+    /// Global index of the block's first anchor.
+    pub row_offset: usize,
+    /// B: the number of anchors in the whole batch.
+    pub batch: usize,
+    /// Row stride of the logits block and length of the contrast labels (N = 2B + K).
+    pub cols: usize,
+    /// Columns `valid_cols..cols` are masked (unfilled queue entries): excluded from numerator
+    /// and denominator, and their gradient is 0.
+    pub valid_cols: usize,
+    /// Labels must lie in `0..num_classes`; others are a fault.
+    pub num_classes: u32,
+    pub weighting: PositiveWeighting,
+    /// The gradient written is `grad_scale * dL_i/ds_ij` (1/B for a mean over anchors).
+    pub grad_scale: f64,
+}
+
+impl ContrastiveRowsDesc {
+    pub fn check(&self, logits_len: usize, labels_len: usize, loss_len: usize) -> Result<()> {
+        ensure(
+            self.valid_cols <= self.cols,
+            "contrastive_rows",
+            "valid_cols exceeds cols",
+        )?;
+        ensure(
+            self.row_offset + self.rows <= self.batch,
+            "contrastive_rows",
+            "anchor block extends past the batch",
+        )?;
+        ensure(
+            2 * self.batch <= self.valid_cols,
+            "contrastive_rows",
+            "the contrast set must start with the B queries and B keys",
+        )?;
+        if let PositiveWeighting::Decoupled { beta } = self.weighting {
+            ensure(
+                beta >= 0.0 && beta.is_finite(),
+                "contrastive_rows",
+                "beta must be finite and non-negative",
+            )?;
+        }
+        check_len("contrastive_rows logits", logits_len, self.rows * self.cols)?;
+        check_len("contrastive_rows labels", labels_len, self.cols)?;
+        check_len(
+            "contrastive_rows loss",
+            loss_len,
+            self.row_offset + self.rows,
+        )
+    }
+}
+
+/// SGD with momentum and weight decay, PyTorch semantics (`torch.optim.SGD`):
+/// `g = grad + weight_decay * p`; on the first step `v = g`, afterwards
+/// `v = momentum * v + (1 - dampening) * g`; the step direction is `g + momentum * v` when
+/// `nesterov`, else `v`; `p -= lr * direction`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdParams {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// True on the optimizer's first step, when the velocity is initialised to `g`.
+    pub first_step: bool,
+}
+
+impl SgdParams {
+    pub fn check(&self) -> Result<()> {
+        ensure(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "sgd",
+            "learning rate must be finite and non-negative",
+        )?;
+        ensure(
+            self.momentum.is_finite() && self.momentum >= 0.0,
+            "sgd",
+            "momentum must be finite and non-negative",
+        )?;
+        ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "sgd",
+            "weight decay must be finite and non-negative",
+        )?;
+        ensure(
+            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
+            "sgd",
+            "Nesterov momentum requires a momentum and zero dampening",
+        )
+    }
+}
