@@ -1,0 +1,296 @@
+//! Batch normalisation over `[batch, channels, spatial]`: training forward (batch statistics,
+//! running-statistics update), inference forward, and the training backward.
+
+use crate::desc::BatchNormShape;
+use crate::element::Element;
+use crate::error::Result;
+
+/// Validates every data-sized and channel-sized buffer of one call through the descriptor;
+/// the shortest of each group is the one that can be too short.
+fn check_buffers(
+    shape: &BatchNormShape,
+    data_lens: &[usize],
+    channel_lens: &[usize],
+) -> Result<()> {
+    let shortest = |lens: &[usize]| lens.iter().copied().min().unwrap_or(0);
+    shape.check(shortest(data_lens), shortest(channel_lens))
+}
+
+/// Flat indices of channel `c`'s `batch * spatial` values.
+fn channel_indices(shape: &BatchNormShape, c: usize) -> impl Iterator<Item = usize> {
+    let (channels, spatial) = (shape.channels, shape.spatial);
+    (0..shape.batch).flat_map(move |b| {
+        let start = (b * channels + c) * spatial;
+        start..start + spatial
+    })
+}
+
+/// Training-mode forward, per channel over its n values: two-pass mean and biased variance,
+/// `save_invstd = 1 / sqrt(var + eps)`, `y = (x - mean) * invstd * gamma + beta`, and the
+/// running statistics moved by `momentum` towards the mean and the *unbiased* variance
+/// (left unchanged when n = 1, where it is undefined). A channel with no values (batch or
+/// spatial 0) saves mean 0 and variance 0 and leaves the running statistics alone.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_train<T: Element>(
+    shape: &BatchNormShape,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    y: &mut [T],
+    save_mean: &mut [T],
+    save_invstd: &mut [T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+) -> Result<()> {
+    check_buffers(
+        shape,
+        &[x.len(), y.len()],
+        &[
+            gamma.len(),
+            beta.len(),
+            save_mean.len(),
+            save_invstd.len(),
+            running_mean.len(),
+            running_var.len(),
+        ],
+    )?;
+    let n = shape.batch * shape.spatial;
+    let momentum = shape.momentum;
+    for c in 0..shape.channels {
+        if n == 0 {
+            save_mean[c] = T::zero();
+            save_invstd[c] = T::from_f64(1.0 / libm::sqrt(shape.eps));
+            continue;
+        }
+        let count = n as f64;
+        let mean = channel_indices(shape, c)
+            .map(|e| x[e].to_f64())
+            .sum::<f64>()
+            / count;
+        let var = channel_indices(shape, c)
+            .map(|e| {
+                let d = x[e].to_f64() - mean;
+                d * d
+            })
+            .sum::<f64>()
+            / count;
+        let invstd = 1.0 / libm::sqrt(var + shape.eps);
+        let (g, b) = (gamma[c].to_f64(), beta[c].to_f64());
+        for e in channel_indices(shape, c) {
+            y[e] = T::from_f64((x[e].to_f64() - mean) * invstd * g + b);
+        }
+        save_mean[c] = T::from_f64(mean);
+        save_invstd[c] = T::from_f64(invstd);
+        running_mean[c] =
+            T::from_f64((1.0 - momentum) * running_mean[c].to_f64() + momentum * mean);
+        if n > 1 {
+            let unbiased = var * count / (count - 1.0);
+            running_var[c] =
+                T::from_f64((1.0 - momentum) * running_var[c].to_f64() + momentum * unbiased);
+        }
+    }
+    Ok(())
+}
+
+/// Inference-mode forward with the running statistics:
+/// `y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_inference<T: Element>(
+    shape: &BatchNormShape,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    y: &mut [T],
+) -> Result<()> {
+    check_buffers(
+        shape,
+        &[x.len(), y.len()],
+        &[
+            gamma.len(),
+            beta.len(),
+            running_mean.len(),
+            running_var.len(),
+        ],
+    )?;
+    for c in 0..shape.channels {
+        let mean = running_mean[c].to_f64();
+        let invstd = 1.0 / libm::sqrt(running_var[c].to_f64() + shape.eps);
+        let (g, b) = (gamma[c].to_f64(), beta[c].to_f64());
+        for e in channel_indices(shape, c) {
+            y[e] = T::from_f64((x[e].to_f64() - mean) * invstd * g + b);
+        }
+    }
+    Ok(())
+}
+
+/// Backward of the training forward, with `xhat = (x - save_mean) * save_invstd`:
+/// `dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))` (written),
+/// `dgamma += sum(dy * xhat)`, `dbeta += sum(dy)`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward<T: Element>(
+    shape: &BatchNormShape,
+    x: &[T],
+    grad_y: &[T],
+    gamma: &[T],
+    save_mean: &[T],
+    save_invstd: &[T],
+    grad_x: &mut [T],
+    grad_gamma: &mut [T],
+    grad_beta: &mut [T],
+) -> Result<()> {
+    check_buffers(
+        shape,
+        &[x.len(), grad_y.len(), grad_x.len()],
+        &[
+            gamma.len(),
+            save_mean.len(),
+            save_invstd.len(),
+            grad_gamma.len(),
+            grad_beta.len(),
+        ],
+    )?;
+    let count = (shape.batch * shape.spatial) as f64;
+    for c in 0..shape.channels {
+        let (mean, invstd) = (save_mean[c].to_f64(), save_invstd[c].to_f64());
+        let xhat = |e: usize| (x[e].to_f64() - mean) * invstd;
+        let sum_dy: f64 = channel_indices(shape, c).map(|e| grad_y[e].to_f64()).sum();
+        let sum_dy_xhat: f64 = channel_indices(shape, c)
+            .map(|e| grad_y[e].to_f64() * xhat(e))
+            .sum();
+        grad_gamma[c] = T::from_f64(grad_gamma[c].to_f64() + sum_dy_xhat);
+        grad_beta[c] = T::from_f64(grad_beta[c].to_f64() + sum_dy);
+        if count == 0.0 {
+            continue;
+        }
+        let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
+        let scale = gamma[c].to_f64() * invstd;
+        for e in channel_indices(shape, c) {
+            grad_x[e] =
+                T::from_f64(scale * (grad_y[e].to_f64() - mean_dy - xhat(e) * mean_dy_xhat));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(batch: usize, channels: usize, spatial: usize) -> BatchNormShape {
+        BatchNormShape {
+            batch,
+            channels,
+            spatial,
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+
+    #[test]
+    fn forward_statistics_by_hand() {
+        // One channel holding 1, 2, 3, 4 (two images, two positions): mean 2.5, biased
+        // variance 1.25, unbiased 5/3.
+        let s = shape(2, 1, 2);
+        let x = [1.0f64, 2.0, 3.0, 4.0];
+        let mut y = [0.0; 4];
+        let (mut mean, mut invstd) = ([0.0], [0.0]);
+        let (mut running_mean, mut running_var) = ([1.0], [1.0]);
+        batch_norm_forward_train(
+            &s,
+            &x,
+            &[2.0],
+            &[0.5],
+            &mut y,
+            &mut mean,
+            &mut invstd,
+            &mut running_mean,
+            &mut running_var,
+        )
+        .unwrap();
+        let expected_invstd = 1.0 / (1.25f64 + 1e-5).sqrt();
+        assert_eq!(mean, [2.5]);
+        assert!((invstd[0] - expected_invstd).abs() < 1e-15);
+        assert!((y[0] - (-1.5 * expected_invstd * 2.0 + 0.5)).abs() < 1e-14);
+        assert!((running_mean[0] - (0.9 + 0.25)).abs() < 1e-15);
+        assert!((running_var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn single_value_keeps_running_variance() {
+        let s = shape(1, 1, 1);
+        let mut y = [0.0f64];
+        let (mut mean, mut invstd) = ([0.0], [0.0]);
+        let (mut running_mean, mut running_var) = ([0.0], [3.0]);
+        batch_norm_forward_train(
+            &s,
+            &[4.0],
+            &[1.0],
+            &[0.0],
+            &mut y,
+            &mut mean,
+            &mut invstd,
+            &mut running_mean,
+            &mut running_var,
+        )
+        .unwrap();
+        assert_eq!(y, [0.0]);
+        assert_eq!(running_var, [3.0]);
+        assert!((running_mean[0] - 0.4).abs() < 1e-15);
+    }
+
+    #[test]
+    fn backward_of_a_constant_gradient_is_zero() {
+        // A uniform dy shifts every output equally, which normalisation cancels: dx = 0.
+        let s = shape(1, 1, 3);
+        let x = [1.0f64, 2.0, 4.0];
+        let mut dx = [9.0; 3];
+        let (mut dgamma, mut dbeta) = ([1.0], [1.0]);
+        batch_norm_backward(
+            &s,
+            &x,
+            &[0.5; 3],
+            &[3.0],
+            &[7.0 / 3.0],
+            &[0.8],
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+        )
+        .unwrap();
+        assert!(dx.iter().all(|v| v.abs() < 1e-15));
+        assert!((dbeta[0] - 2.5).abs() < 1e-15);
+        assert!((dgamma[0] - 1.0).abs() < 1e-15);
+        assert!(batch_norm_backward(
+            &s,
+            &x,
+            &[0.5; 2],
+            &[3.0],
+            &[0.0],
+            &[1.0],
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn inference_uses_running_statistics() {
+        let s = shape(1, 2, 1);
+        let mut y = [0.0f64; 2];
+        batch_norm_forward_inference(
+            &s,
+            &[3.0, 3.0],
+            &[1.0, 2.0],
+            &[0.0, 1.0],
+            &[1.0, 3.0],
+            &[4.0 - 1e-5, 1.0],
+            &mut y,
+        )
+        .unwrap();
+        assert!((y[0] - 1.0).abs() < 1e-12);
+        assert!((y[1] - 1.0).abs() < 1e-12);
+    }
+}

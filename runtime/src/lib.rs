@@ -1,0 +1,6 @@
+//! dscl-runtime: everything around the core that needs an operating system: reading data and
+//! test vectors, choosing a backend, and the `runtime` command line.
+
+pub mod backend_choice;
+pub mod vectors;
+pub mod verify;
