@@ -1,1 +1,9 @@
 //! Shared set-up of the benchmarks.
+//!
+//! [`loss`]: one training step of the losses (DSCL + PBSD, forward and backward) at the paper's
+//! shapes, on seeded random L2-normalised rows with long-tailed labels. Used by
+//! `benches/loss.rs` (criterion timing) and `src/bin/loss_memory.rs` (peak memory, per-part
+//! timing); `compare/loss_torch.py` builds the same problem in PyTorch.
+
+pub mod loss;
+pub mod rss;

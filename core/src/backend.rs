@@ -218,7 +218,7 @@ pub trait Backend {
 
     // ---- activations and pooling -----------------------------------------------------------
 
-    /// `y[e] = max(x[e], 0)`.
+    /// `y[e] = max(x[e], 0)`; a NaN passes through (as `torch.relu`).
     fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()>;
     /// `grad_x[e] = grad_y[e]` where `y[e] > 0`, else 0 (uses the forward's output).
     fn relu_backward(
@@ -229,8 +229,9 @@ pub trait Backend {
         len: usize,
     ) -> Result<()>;
     /// Max pooling; `argmax[o]` = index `h * in_width + w` of the chosen input within its
-    /// (image, channel) plane; the first maximum in row-major window order wins ties.
-    /// Records `NonFinite` at the output index when a window holds a NaN.
+    /// (image, channel) plane; the first maximum in row-major window order wins ties. A NaN in
+    /// the window is selected (the last NaN, as PyTorch) and recorded as `NonFinite` at the
+    /// output index.
     fn max_pool2d_forward(
         &self,
         shape: &PoolShape,
@@ -268,8 +269,9 @@ pub trait Backend {
     /// torchvision `roi_align`: for each box and bin, the mean of bilinear samples on a
     /// `sampling_ratio` (or adaptive) grid; samples outside `[-1, size]` contribute 0, those in
     /// `[-1, 0)` are clamped to 0. With `aligned = false` the box is scaled without the
-    /// half-pixel shift and forced to at least 1x1. A batch index outside `0..batch` is recorded
-    /// as `LabelOutOfRange` at the box index.
+    /// half-pixel shift and forced to at least 1x1. A batch index outside `0..batch` (or not a
+    /// whole number) is recorded as `LabelOutOfRange` at the box index and that box's output
+    /// is 0; samples at non-finite coordinates count as outside the map (they add 0).
     fn roi_align_forward(
         &self,
         shape: &RoiAlignShape,
@@ -334,6 +336,8 @@ pub trait Backend {
     /// `dL_i/ds_ij = p_ij - w_ij / W_i` for `j in A(i)`, 0 for `j = i` and masked columns.
     /// Records `LabelOutOfRange` (column index) for a label `>= num_classes` among the first
     /// `valid_cols` labels and `NonFinite` (anchor index) for a non-finite log-sum-exp.
+    /// An anchor whose positives carry no weight (possible only when `labels[batch + i] !=
+    /// labels[i]`, which the losses never build) gets loss 0 and a zero gradient row.
     fn contrastive_rows(
         &self,
         desc: &ContrastiveRowsDesc,

@@ -46,7 +46,10 @@ impl MatrixLayout {
         if batch == 0 || rows == 0 || cols == 0 {
             return 0;
         }
-        self.offset + (batch - 1) * self.batch_stride + (rows - 1) * self.ld + cols
+        self.offset
+            .saturating_add((batch - 1).saturating_mul(self.batch_stride))
+            .saturating_add((rows - 1).saturating_mul(self.ld))
+            .saturating_add(cols)
     }
 }
 
@@ -171,19 +174,29 @@ pub struct Conv2dShape {
 
 impl Conv2dShape {
     pub fn out_height(&self) -> usize {
-        (self.in_height + 2 * self.padding).saturating_sub(self.kernel_h) / self.stride.max(1) + 1
+        out_extent(self.in_height, self.padding, self.kernel_h, self.stride)
     }
     pub fn out_width(&self) -> usize {
-        (self.in_width + 2 * self.padding).saturating_sub(self.kernel_w) / self.stride.max(1) + 1
+        out_extent(self.in_width, self.padding, self.kernel_w, self.stride)
     }
     pub fn input_len(&self) -> usize {
-        self.batch * self.in_channels * self.in_height * self.in_width
+        product(&[self.batch, self.in_channels, self.in_height, self.in_width])
     }
     pub fn weight_len(&self) -> usize {
-        self.out_channels * self.in_channels * self.kernel_h * self.kernel_w
+        product(&[
+            self.out_channels,
+            self.in_channels,
+            self.kernel_h,
+            self.kernel_w,
+        ])
     }
     pub fn output_len(&self) -> usize {
-        self.batch * self.out_channels * self.out_height() * self.out_width()
+        product(&[
+            self.batch,
+            self.out_channels,
+            self.out_height(),
+            self.out_width(),
+        ])
     }
     pub fn check_shape(&self) -> Result<()> {
         ensure(self.stride >= 1, "conv2d", "stride must be at least 1")?;
@@ -193,8 +206,8 @@ impl Conv2dShape {
             "kernel must be at least 1x1",
         )?;
         ensure(
-            self.in_height + 2 * self.padding >= self.kernel_h
-                && self.in_width + 2 * self.padding >= self.kernel_w,
+            padded(self.in_height, self.padding) >= self.kernel_h
+                && padded(self.in_width, self.padding) >= self.kernel_w,
             "conv2d",
             "kernel larger than the padded input",
         )?;
@@ -213,7 +226,10 @@ impl Conv2dShape {
     }
     /// Multiply-adds of the forward pass, times two.
     pub fn flops(&self) -> f64 {
-        2.0 * self.output_len() as f64 * (self.in_channels * self.kernel_h * self.kernel_w) as f64
+        2.0 * self.output_len() as f64
+            * self.in_channels as f64
+            * self.kernel_h as f64
+            * self.kernel_w as f64
     }
 }
 
@@ -232,7 +248,7 @@ pub struct BatchNormShape {
 
 impl BatchNormShape {
     pub fn len(&self) -> usize {
-        self.batch * self.channels * self.spatial
+        product(&[self.batch, self.channels, self.spatial])
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -268,16 +284,21 @@ pub struct PoolShape {
 
 impl PoolShape {
     pub fn out_height(&self) -> usize {
-        (self.in_height + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+        out_extent(self.in_height, self.padding, self.kernel, self.stride)
     }
     pub fn out_width(&self) -> usize {
-        (self.in_width + 2 * self.padding).saturating_sub(self.kernel) / self.stride.max(1) + 1
+        out_extent(self.in_width, self.padding, self.kernel, self.stride)
     }
     pub fn input_len(&self) -> usize {
-        self.batch * self.channels * self.in_height * self.in_width
+        product(&[self.batch, self.channels, self.in_height, self.in_width])
     }
     pub fn output_len(&self) -> usize {
-        self.batch * self.channels * self.out_height() * self.out_width()
+        product(&[
+            self.batch,
+            self.channels,
+            self.out_height(),
+            self.out_width(),
+        ])
     }
     pub fn check(&self, input_len: usize, output_len: usize, argmax_len: usize) -> Result<()> {
         ensure(
@@ -286,13 +307,13 @@ impl PoolShape {
             "kernel and stride must be at least 1",
         )?;
         ensure(
-            2 * self.padding <= self.kernel,
+            self.padding <= self.kernel / 2,
             "max_pool2d",
             "padding must be at most half the kernel",
         )?;
         ensure(
-            self.in_height + 2 * self.padding >= self.kernel
-                && self.in_width + 2 * self.padding >= self.kernel,
+            padded(self.in_height, self.padding) >= self.kernel
+                && padded(self.in_width, self.padding) >= self.kernel,
             "max_pool2d",
             "kernel larger than the padded input",
         )?;
@@ -325,13 +346,13 @@ pub struct RoiAlignShape {
 
 impl RoiAlignShape {
     pub fn features_len(&self) -> usize {
-        self.batch * self.channels * self.height * self.width
+        product(&[self.batch, self.channels, self.height, self.width])
     }
     pub fn boxes_len(&self) -> usize {
-        self.num_rois * 5
+        self.num_rois.saturating_mul(5)
     }
     pub fn output_len(&self) -> usize {
-        self.num_rois * self.channels * self.pooled_h * self.pooled_w
+        product(&[self.num_rois, self.channels, self.pooled_h, self.pooled_w])
     }
     pub fn check(&self, features_len: usize, boxes_len: usize, output_len: usize) -> Result<()> {
         ensure(
@@ -370,7 +391,7 @@ impl RowsDesc {
         }
     }
     pub fn len(&self) -> usize {
-        self.rows * self.cols
+        self.rows.saturating_mul(self.cols)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -432,12 +453,12 @@ impl ContrastiveRowsDesc {
             "valid_cols exceeds cols",
         )?;
         ensure(
-            self.row_offset + self.rows <= self.batch,
+            self.row_offset.saturating_add(self.rows) <= self.batch,
             "contrastive_rows",
             "anchor block extends past the batch",
         )?;
         ensure(
-            2 * self.batch <= self.valid_cols,
+            self.batch.saturating_mul(2) <= self.valid_cols,
             "contrastive_rows",
             "the contrast set must start with the B queries and B keys",
         )?;
@@ -448,12 +469,16 @@ impl ContrastiveRowsDesc {
                 "beta must be finite and non-negative",
             )?;
         }
-        check_len("contrastive_rows logits", logits_len, self.rows * self.cols)?;
+        check_len(
+            "contrastive_rows logits",
+            logits_len,
+            self.rows.saturating_mul(self.cols),
+        )?;
         check_len("contrastive_rows labels", labels_len, self.cols)?;
         check_len(
             "contrastive_rows loss",
             loss_len,
-            self.row_offset + self.rows,
+            self.row_offset.saturating_add(self.rows),
         )
     }
 }
@@ -461,7 +486,8 @@ impl ContrastiveRowsDesc {
 /// SGD with momentum and weight decay, PyTorch semantics (`torch.optim.SGD`):
 /// `g = grad + weight_decay * p`; on the first step `v = g`, afterwards
 /// `v = momentum * v + (1 - dampening) * g`; the step direction is `g + momentum * v` when
-/// `nesterov`, else `v`; `p -= lr * direction`.
+/// `nesterov`, else `v`; `p -= lr * direction`. With `momentum == 0` there is no velocity
+/// (it is left untouched) and the direction is `g`, as in PyTorch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SgdParams {
     pub lr: f64,
@@ -491,9 +517,29 @@ impl SgdParams {
             "weight decay must be finite and non-negative",
         )?;
         ensure(
+            self.dampening.is_finite(),
+            "sgd",
+            "dampening must be finite",
+        )?;
+        ensure(
             !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
             "sgd",
             "Nesterov momentum requires a momentum and zero dampening",
         )
     }
+}
+
+/// A product of dimensions that saturates instead of overflowing: an absurd shape then needs a
+/// buffer no backend has, and the size check refuses it.
+fn product(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
+}
+
+fn padded(extent: usize, padding: usize) -> usize {
+    extent.saturating_add(padding.saturating_mul(2))
+}
+
+/// Output extent of a sliding window: `(extent + 2 * padding - kernel) / stride + 1`.
+fn out_extent(extent: usize, padding: usize, kernel: usize, stride: usize) -> usize {
+    padded(extent, padding).saturating_sub(kernel) / stride.max(1) + 1
 }

@@ -5,9 +5,14 @@ use num_traits::Float;
 
 /// f32 for every device backend; f64 for the reference backend when it checks independent
 /// float64 values or finite differences.
+///
+/// The conversions are named apart from `num_traits`' `to_f64` (which returns an `Option` and
+/// wins method resolution on a `&T`), so `x.widen()` is always the plain conversion.
 pub trait Element: Float + Default + Debug + Send + Sync + 'static {
+    /// Rounds an f64 to the element type.
     fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
+    /// Converts exactly to f64.
+    fn widen(self) -> f64;
 }
 
 impl Element for f32 {
@@ -16,7 +21,7 @@ impl Element for f32 {
         v as f32
     }
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn widen(self) -> f64 {
         self as f64
     }
 }
@@ -27,7 +32,7 @@ impl Element for f64 {
         v
     }
     #[inline(always)]
-    fn to_f64(self) -> f64 {
+    fn widen(self) -> f64 {
         self
     }
 }

@@ -31,7 +31,7 @@ pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
     let download = |buf: &B::Buffer, len: usize| -> Result<Vec<f64>> {
         let mut host = vec![B::Elem::default(); len];
         backend.download(buf, 0, &mut host)?;
-        Ok(host.iter().map(|x| x.to_f64()).collect())
+        Ok(host.iter().map(|x| x.widen()).collect())
     };
 
     let queries = upload(&v.queries)?;

@@ -2,13 +2,15 @@
 //! the proptest runner and the report.
 
 use crate::compare::{compare, compare_u32, KernelStats, Site, Stats};
+use crate::tol;
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::{Backend, BufferLen, Element, Fault};
-use num_traits::Float;
+use num_traits::{Float, Zero};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{
     Config as ProptestConfig, RngSeed, TestCaseError, TestError, TestRunner,
 };
+use std::cell::RefCell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -178,7 +180,7 @@ impl<'a, B: Backend> Ctx<'a, B> {
 
     /// Machine epsilon of the backend's element type, times the configured tolerance scale.
     pub fn eps(&self) -> f64 {
-        B::Elem::epsilon().to_f64() * self.cfg.tol_scale
+        B::Elem::epsilon().widen() * self.cfg.tol_scale
     }
 
     /// `v` as the backend's element type.
@@ -231,7 +233,7 @@ impl<'a, B: Backend> Ctx<'a, B> {
     pub fn read_be(&self, b: &B::Buffer) -> Res<Vec<f64>> {
         let mut out = vec![B::Elem::zero(); b.len()];
         self.be.download(b, 0, &mut out).or_fail("backend download")?;
-        Ok(out.into_iter().map(|x| x.to_f64()).collect())
+        Ok(out.into_iter().map(|x| x.widen()).collect())
     }
 
     /// Downloads a whole oracle buffer.
@@ -297,7 +299,14 @@ impl<'a, B: Backend> Ctx<'a, B> {
             case,
             dims,
         };
-        compare(self.stats, &site, got, exp, tol).map_err(TestCaseError::fail)
+        // Gradual underflow: below the smallest normal number results keep only an absolute
+        // precision, so every non-zero tolerance gets that floor (exact checks stay exact).
+        let floor = tol::UNDERFLOW_FLOOR * B::Elem::min_positive_value().to_f64();
+        let tol: Vec<f64> = tol
+            .iter()
+            .map(|&t| if t > 0.0 { t + floor } else { t })
+            .collect();
+        compare(self.stats, &site, got, exp, &tol).map_err(TestCaseError::fail)
     }
 
     /// Compares a dual index buffer exactly.
@@ -407,25 +416,52 @@ impl fmt::Display for Report {
     }
 }
 
+/// Builds the backend under test, one per case. Implemented for every closure
+/// `FnMut() -> B`; implement it directly for a backend that borrows memory the factory owns
+/// (an arena backend: `make` hands out a backend over the factory's arena, reused by the next
+/// case once this one is dropped).
+pub trait Factory {
+    type Backend<'a>: Backend
+    where
+        Self: 'a;
+    fn make(&mut self) -> Self::Backend<'_>;
+}
+
+impl<B: Backend, F: FnMut() -> B> Factory for F {
+    type Backend<'a>
+        = B
+    where
+        Self: 'a;
+    fn make(&mut self) -> B {
+        self()
+    }
+}
+
+/// One family's case function, generic over the backend (so it can run on a backend type that
+/// borrows from the factory).
+pub(crate) trait CaseFn<V> {
+    fn run<B: Backend>(&self, ctx: &Ctx<'_, B>, value: V) -> Res<()>;
+}
+
 /// Runs `cases` random cases of one family and returns its report, or panics with the shrunk
 /// failing case.
-pub(crate) fn run_family<B, F, S>(
+pub(crate) fn run_family<Fac, S, C>(
     family: &'static str,
     cfg: &Config,
-    make: &F,
+    make: &RefCell<Fac>,
     base_cases: u32,
     strategy: S,
-    case: impl Fn(&Ctx<'_, B>, S::Value) -> Res<()>,
+    case: C,
 ) -> FamilyReport
 where
-    B: Backend,
-    F: Fn() -> B,
+    Fac: Factory,
     S: Strategy,
+    C: CaseFn<S::Value>,
 {
     let stats = Stats::new();
     let cases = cfg.cases(base_cases);
     let seed = cfg.seed_for(family);
-    let backend = make().device_name().to_string();
+    let backend = make.borrow_mut().make().device_name().to_string();
     let config = ProptestConfig {
         cases,
         failure_persistence: None,
@@ -438,8 +474,9 @@ where
     let mut runner = TestRunner::new(config);
     let start = Instant::now();
     let result = runner.run(&strategy, |value| {
-        let ctx = Ctx::new(make(), &stats, cfg);
-        case(&ctx, value)
+        let mut factory = make.borrow_mut();
+        let ctx = Ctx::new(factory.make(), &stats, cfg);
+        case.run(&ctx, value)
     });
     let elapsed = start.elapsed();
     match result {

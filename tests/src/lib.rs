@@ -19,6 +19,22 @@
 //! Inputs are generated in f32 (what a device holds), converted to the backend's element type
 //! and to f64 for the oracle, so both see identical values. Tolerances: [`tol`].
 
+/// Declares a unit struct `$name` implementing `CaseFn<$case>` by calling `$f(ctx, &value)`.
+macro_rules! case_fn {
+    ($name:ident, $case:ty, $f:ident) => {
+        struct $name;
+        impl $crate::harness::CaseFn<$case> for $name {
+            fn run<B: dscl_core::Backend>(
+                &self,
+                ctx: &$crate::harness::Ctx<'_, B>,
+                value: $case,
+            ) -> $crate::harness::Res<()> {
+                $f(ctx, &value)
+            }
+        }
+    };
+}
+
 pub mod compare;
 pub mod conformance;
 pub mod gen;

@@ -82,6 +82,13 @@ pub const LOSS: f64 = 4.0;
 /// difference legitimately changes the answer.
 pub const ROI_ALIGN: f64 = 8.0;
 
+/// Absolute floor added to every non-zero tolerance, in units of the element type's smallest
+/// normal number (`f32::MIN_POSITIVE` = 1.2e-38): results that underflow into the subnormal
+/// range (a softmax probability of `exp(-100)`) keep only an absolute precision of
+/// `MIN_POSITIVE * eps`, and a result below half the smallest subnormal flushes to 0. Far below
+/// any value that matters; exact comparisons (tolerance 0) get no floor.
+pub const UNDERFLOW_FLOOR: f64 = 1.0;
+
 /// `sqrt(n) + 2`.
 pub fn growth(n: usize) -> f64 {
     (n as f64).sqrt() + 2.0

@@ -29,6 +29,7 @@ pub(crate) struct Par<'p> {
 
 impl Par<'_> {
     /// A context that runs everything on the calling thread.
+    #[cfg(test)]
     pub fn serial() -> Par<'static> {
         Par {
             threads: 1,
@@ -63,15 +64,15 @@ impl Par<'_> {
         F: Fn(Range<usize>, P) -> R + Sync,
         J: Fn(R, R) -> R + Sync,
     {
-        let grain = grain.max(1);
         #[cfg(feature = "std")]
         {
+            let grain = grain.max(1);
             if self.threads > 1 && items > grain {
                 let chunk = grain.max(items.div_ceil(self.threads * 4));
                 return self.install(|| split_run(0..items, chunk, parts, &f, &join));
             }
         }
-        let _ = &join;
+        let _ = (&join, grain);
         f(0..items, parts)
     }
 }
@@ -99,12 +100,14 @@ where
     join(a, b)
 }
 
-/// Output memory that can be cut in two after `items` items.
+/// Output memory that can be cut in two after `items` items (only threads cut it).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) trait Split: Send + Sized {
     fn split(self, items: usize) -> (Self, Self);
 }
 
 /// A mutable slice seen as consecutive items of `stride` elements (the last may be shorter).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) struct Rows<'s, T>(pub &'s mut [T], pub usize);
 
 impl<T: Send> Split for Rows<'_, T> {

@@ -88,5 +88,5 @@ pub(crate) fn check_fault<B: Backend>(
 pub(crate) fn read_scalar<B: Backend>(backend: &B, buf: &B::Buffer, index: usize) -> Result<f64> {
     let mut v = [B::Elem::default(); 1];
     backend.download(buf, index, &mut v)?;
-    Ok(v[0].to_f64())
+    Ok(v[0].widen())
 }

@@ -58,9 +58,10 @@ impl ContrastiveShape {
             self.batch
                 .checked_mul(2)
                 .and_then(|b2| b2.checked_add(self.queue_len))
+                .and_then(|n| n.checked_mul(self.dim))
                 .is_some(),
             "queue length",
-            "2B + K overflows",
+            "(2B + K) x d overflows the address space",
         )
     }
 

@@ -62,6 +62,14 @@ impl<B: Backend> PatchSelfDistillation<B> {
         shape.check()?;
         check_temperature(temperature)?;
         ensure(crops >= 1, "crops", "must be at least 1")?;
+        ensure(
+            crops
+                .checked_mul(shape.batch)
+                .and_then(|n| n.checked_mul(shape.dim))
+                .is_some(),
+            "crops",
+            "C x B x d overflows the address space",
+        )?;
         let cols = 1 + shape.queue_len;
         let block_rows = rows_per_block(shape.batch, cols, max_block_elems);
         Ok(PatchSelfDistillation {

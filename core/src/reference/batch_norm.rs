@@ -64,29 +64,29 @@ pub fn batch_norm_forward_train<T: Element>(
         }
         let count = n as f64;
         let mean = channel_indices(shape, c)
-            .map(|e| x[e].to_f64())
+            .map(|e| x[e].widen())
             .sum::<f64>()
             / count;
         let var = channel_indices(shape, c)
             .map(|e| {
-                let d = x[e].to_f64() - mean;
+                let d = x[e].widen() - mean;
                 d * d
             })
             .sum::<f64>()
             / count;
         let invstd = 1.0 / libm::sqrt(var + shape.eps);
-        let (g, b) = (gamma[c].to_f64(), beta[c].to_f64());
+        let (g, b) = (gamma[c].widen(), beta[c].widen());
         for e in channel_indices(shape, c) {
-            y[e] = T::from_f64((x[e].to_f64() - mean) * invstd * g + b);
+            y[e] = T::from_f64((x[e].widen() - mean) * invstd * g + b);
         }
         save_mean[c] = T::from_f64(mean);
         save_invstd[c] = T::from_f64(invstd);
         running_mean[c] =
-            T::from_f64((1.0 - momentum) * running_mean[c].to_f64() + momentum * mean);
+            T::from_f64((1.0 - momentum) * running_mean[c].widen() + momentum * mean);
         if n > 1 {
             let unbiased = var * count / (count - 1.0);
             running_var[c] =
-                T::from_f64((1.0 - momentum) * running_var[c].to_f64() + momentum * unbiased);
+                T::from_f64((1.0 - momentum) * running_var[c].widen() + momentum * unbiased);
         }
     }
     Ok(())
@@ -115,11 +115,11 @@ pub fn batch_norm_forward_inference<T: Element>(
         ],
     )?;
     for c in 0..shape.channels {
-        let mean = running_mean[c].to_f64();
-        let invstd = 1.0 / libm::sqrt(running_var[c].to_f64() + shape.eps);
-        let (g, b) = (gamma[c].to_f64(), beta[c].to_f64());
+        let mean = running_mean[c].widen();
+        let invstd = 1.0 / libm::sqrt(running_var[c].widen() + shape.eps);
+        let (g, b) = (gamma[c].widen(), beta[c].widen());
         for e in channel_indices(shape, c) {
-            y[e] = T::from_f64((x[e].to_f64() - mean) * invstd * g + b);
+            y[e] = T::from_f64((x[e].widen() - mean) * invstd * g + b);
         }
     }
     Ok(())
@@ -153,22 +153,22 @@ pub fn batch_norm_backward<T: Element>(
     )?;
     let count = (shape.batch * shape.spatial) as f64;
     for c in 0..shape.channels {
-        let (mean, invstd) = (save_mean[c].to_f64(), save_invstd[c].to_f64());
-        let xhat = |e: usize| (x[e].to_f64() - mean) * invstd;
-        let sum_dy: f64 = channel_indices(shape, c).map(|e| grad_y[e].to_f64()).sum();
+        let (mean, invstd) = (save_mean[c].widen(), save_invstd[c].widen());
+        let xhat = |e: usize| (x[e].widen() - mean) * invstd;
+        let sum_dy: f64 = channel_indices(shape, c).map(|e| grad_y[e].widen()).sum();
         let sum_dy_xhat: f64 = channel_indices(shape, c)
-            .map(|e| grad_y[e].to_f64() * xhat(e))
+            .map(|e| grad_y[e].widen() * xhat(e))
             .sum();
-        grad_gamma[c] = T::from_f64(grad_gamma[c].to_f64() + sum_dy_xhat);
-        grad_beta[c] = T::from_f64(grad_beta[c].to_f64() + sum_dy);
+        grad_gamma[c] = T::from_f64(grad_gamma[c].widen() + sum_dy_xhat);
+        grad_beta[c] = T::from_f64(grad_beta[c].widen() + sum_dy);
         if count == 0.0 {
             continue;
         }
         let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
-        let scale = gamma[c].to_f64() * invstd;
+        let scale = gamma[c].widen() * invstd;
         for e in channel_indices(shape, c) {
             grad_x[e] =
-                T::from_f64(scale * (grad_y[e].to_f64() - mean_dy - xhat(e) * mean_dy_xhat));
+                T::from_f64(scale * (grad_y[e].widen() - mean_dy - xhat(e) * mean_dy_xhat));
         }
     }
     Ok(())

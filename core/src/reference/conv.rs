@@ -54,7 +54,7 @@ pub fn conv2d_forward<T: Element>(
                                     + iw];
                                 let w = weight
                                     [((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += x.to_f64() * w.to_f64();
+                                acc += x.widen() * w.widen();
                             }
                         }
                     }
@@ -117,7 +117,7 @@ pub fn conv2d_backward_data<T: Element>(
                                     [((n * s.out_channels + o) * out_h + oh) * out_w + ow];
                                 let w = weight
                                     [((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += g.to_f64() * w.to_f64();
+                                acc += g.widen() * w.widen();
                             }
                         }
                     }
@@ -165,12 +165,12 @@ pub fn conv2d_backward_filter<T: Element>(
                                 let x = input[((n * s.in_channels + c) * s.in_height + ih)
                                     * s.in_width
                                     + iw];
-                                acc += g.to_f64() * x.to_f64();
+                                acc += g.widen() * x.widen();
                             }
                         }
                     }
                     let gw = &mut grad_weight[weight_index];
-                    *gw = T::from_f64(gw.to_f64() + acc);
+                    *gw = T::from_f64(gw.widen() + acc);
                     weight_index += 1;
                 }
             }

@@ -15,7 +15,7 @@ pub fn fill<T: Element>(x: &mut [T], offset: usize, len: usize, value: f64) -> R
 pub fn scale<T: Element>(x: &mut [T], len: usize, alpha: f64) -> Result<()> {
     check_len("scale x", x.len(), len)?;
     for v in &mut x[..len] {
-        *v = T::from_f64(v.to_f64() * alpha);
+        *v = T::from_f64(v.widen() * alpha);
     }
     Ok(())
 }
@@ -24,8 +24,8 @@ pub fn scale<T: Element>(x: &mut [T], len: usize, alpha: f64) -> Result<()> {
 pub fn axpy<T: Element>(alpha: f64, x: &[T], y: &mut [T], len: usize) -> Result<()> {
     check_len("axpy x", x.len(), len)?;
     check_len("axpy y", y.len(), len)?;
-    for (yv, xv) in y[..len].iter_mut().zip(&x[..len]) {
-        *yv = T::from_f64(yv.to_f64() + alpha * xv.to_f64());
+    for (yv, &xv) in y[..len].iter_mut().zip(&x[..len]) {
+        *yv = T::from_f64(yv.widen() + alpha * xv.widen());
     }
     Ok(())
 }
@@ -35,8 +35,8 @@ pub fn add<T: Element>(a: &[T], b: &[T], out: &mut [T], len: usize) -> Result<()
     check_len("add a", a.len(), len)?;
     check_len("add b", b.len(), len)?;
     check_len("add out", out.len(), len)?;
-    for ((o, av), bv) in out[..len].iter_mut().zip(&a[..len]).zip(&b[..len]) {
-        *o = T::from_f64(av.to_f64() + bv.to_f64());
+    for ((o, &av), &bv) in out[..len].iter_mut().zip(&a[..len]).zip(&b[..len]) {
+        *o = T::from_f64(av.widen() + bv.widen());
     }
     Ok(())
 }
@@ -51,7 +51,7 @@ pub fn sum<T: Element>(
 ) -> Result<()> {
     check_len("sum x", x.len(), len)?;
     let slot = span("sum out", out.len(), offset, 1)?;
-    let total: f64 = x[..len].iter().map(|v| v.to_f64()).sum();
+    let total: f64 = x[..len].iter().map(|&v| v.widen()).sum();
     out[slot.start] = T::from_f64(scale * total);
     Ok(())
 }

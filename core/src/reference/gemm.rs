@@ -26,15 +26,15 @@ pub fn gemm<T: Element>(desc: &GemmDesc, a: &[T], b: &[T], c: &mut [T]) -> Resul
             for j in 0..desc.n {
                 let dot: f64 = (0..desc.k)
                     .map(|p| {
-                        a[operand_index(&desc.a, desc.trans_a, t, i, p)].to_f64()
-                            * b[operand_index(&desc.b, desc.trans_b, t, p, j)].to_f64()
+                        a[operand_index(&desc.a, desc.trans_a, t, i, p)].widen()
+                            * b[operand_index(&desc.b, desc.trans_b, t, p, j)].widen()
                     })
                     .sum();
                 let out = &mut c[operand_index(&desc.c, false, t, i, j)];
                 let previous = if desc.beta == 0.0 {
                     0.0
                 } else {
-                    desc.beta * out.to_f64()
+                    desc.beta * out.widen()
                 };
                 *out = T::from_f64(desc.alpha * dot + previous);
             }
@@ -52,7 +52,7 @@ pub fn bias_add<T: Element>(x: &mut [T], bias: &[T], rows: usize, cols: usize) -
     }
     for row in x[..rows * cols].chunks_exact_mut(cols) {
         for (v, &bv) in row.iter_mut().zip(bias) {
-            *v = T::from_f64(v.to_f64() + bv.to_f64());
+            *v = T::from_f64(v.widen() + bv.widen());
         }
     }
     Ok(())
@@ -72,8 +72,8 @@ pub fn bias_backward<T: Element>(
     )?;
     check_len("bias_backward grad_bias", grad_bias.len(), cols)?;
     for (col, gb) in grad_bias[..cols].iter_mut().enumerate() {
-        let column_sum: f64 = (0..rows).map(|r| grad_out[r * cols + col].to_f64()).sum();
-        *gb = T::from_f64(gb.to_f64() + column_sum);
+        let column_sum: f64 = (0..rows).map(|r| grad_out[r * cols + col].widen()).sum();
+        *gb = T::from_f64(gb.widen() + column_sum);
     }
     Ok(())
 }

@@ -23,15 +23,15 @@ pub fn sgd_momentum_update<T: Element>(
     check_len("sgd grads", grads.len(), len)?;
     check_len("sgd velocity", velocity.len(), len)?;
     for e in 0..len {
-        let p = weights[e].to_f64();
-        let g = grads[e].to_f64() + params.weight_decay * p;
+        let p = weights[e].widen();
+        let g = grads[e].widen() + params.weight_decay * p;
         let direction = if params.momentum == 0.0 {
             g
         } else {
             let v = if params.first_step {
                 g
             } else {
-                params.momentum * velocity[e].to_f64() + (1.0 - params.dampening) * g
+                params.momentum * velocity[e].widen() + (1.0 - params.dampening) * g
             };
             velocity[e] = T::from_f64(v);
             if params.nesterov {
@@ -54,8 +54,8 @@ pub fn ema_update<T: Element>(
 ) -> Result<()> {
     check_len("ema source", source.len(), len)?;
     check_len("ema target", target.len(), len)?;
-    for (t, s) in target[..len].iter_mut().zip(&source[..len]) {
-        *t = T::from_f64(momentum * t.to_f64() + (1.0 - momentum) * s.to_f64());
+    for (t, &s) in target[..len].iter_mut().zip(&source[..len]) {
+        *t = T::from_f64(momentum * t.widen() + (1.0 - momentum) * s.widen());
     }
     Ok(())
 }

@@ -50,7 +50,7 @@ pub fn max_pool2d_forward<T: Element>(
                 for h in h_start..h_end {
                     for w in w_start..w_end {
                         let index = h * shape.in_width + w;
-                        let value = input[index].to_f64();
+                        let value = input[index].widen();
                         if value > best || value.is_nan() {
                             best = value;
                             best_index = index;
@@ -86,7 +86,7 @@ pub fn max_pool2d_backward<T: Element>(
         for o in plane_index * plane_outputs..(plane_index + 1) * plane_outputs {
             let source = argmax[o] as usize;
             if source < plane {
-                sums[plane_index * plane + source] += grad_y[o].to_f64();
+                sums[plane_index * plane + source] += grad_y[o].widen();
             }
         }
     }
@@ -119,7 +119,7 @@ pub fn global_avg_pool_forward<T: Element>(
     for (p, out) in y[..planes].iter_mut().enumerate() {
         let total: f64 = x[p * spatial..(p + 1) * spatial]
             .iter()
-            .map(|v| v.to_f64())
+            .map(|&v| v.widen())
             .sum();
         *out = T::from_f64(total / spatial as f64);
     }
@@ -147,7 +147,7 @@ pub fn global_avg_pool_backward<T: Element>(
         "spatial size must be at least 1",
     )?;
     for (p, &g) in grad_y[..planes].iter().enumerate() {
-        let share = T::from_f64(g.to_f64() / spatial as f64);
+        let share = T::from_f64(g.widen() / spatial as f64);
         grad_x[p * spatial..(p + 1) * spatial].fill(share);
     }
     Ok(())

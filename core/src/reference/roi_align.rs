@@ -44,7 +44,7 @@ fn decode_roi<T: Element>(
     faults: &FaultSlot,
 ) -> Option<Roi> {
     let row = &boxes[r * 5..r * 5 + 5];
-    let raw_index = libm::trunc(row[0].to_f64());
+    let raw_index = libm::trunc(row[0].widen());
     if !(raw_index >= 0.0 && raw_index < shape.batch as f64) {
         // Negative and NaN indices report u32::MAX: no valid label looks like them.
         let reported = if raw_index >= 0.0 {
@@ -57,10 +57,10 @@ fn decode_roi<T: Element>(
     }
     let offset = if shape.aligned { 0.5 } else { 0.0 };
     let scale = shape.spatial_scale;
-    let start_w = row[1].to_f64() * scale - offset;
-    let start_h = row[2].to_f64() * scale - offset;
-    let end_w = row[3].to_f64() * scale - offset;
-    let end_h = row[4].to_f64() * scale - offset;
+    let start_w = row[1].widen() * scale - offset;
+    let start_h = row[2].widen() * scale - offset;
+    let end_w = row[3].widen() * scale - offset;
+    let end_h = row[4].widen() * scale - offset;
     let mut roi_w = end_w - start_w;
     let mut roi_h = end_h - start_h;
     if !shape.aligned {
@@ -171,7 +171,7 @@ pub fn roi_align_forward<T: Element>(
                 let input = &features[base..base + plane];
                 for_each_tap(shape, roi, |bin, sample| {
                     for (&position, &weight) in sample.positions.iter().zip(&sample.weights) {
-                        sums[bin] += weight * input[position].to_f64();
+                        sums[bin] += weight * input[position].widen();
                     }
                 });
             }
@@ -200,8 +200,8 @@ pub fn roi_align_backward<T: Element>(
     let bins = shape.pooled_h * shape.pooled_w;
     let features_len = shape.features_len();
     let mut sums = alloc_zeroed::<f64>(features_len)?;
-    for (sum, g) in sums.iter_mut().zip(&grad_features[..features_len]) {
-        *sum = g.to_f64();
+    for (sum, &g) in sums.iter_mut().zip(&grad_features[..features_len]) {
+        *sum = g.widen();
     }
     for r in 0..shape.num_rois {
         let Some(roi) = decode_roi(shape, boxes, r, faults) else {
@@ -211,7 +211,7 @@ pub fn roi_align_backward<T: Element>(
             let base = (roi.batch_index * shape.channels + c) * plane;
             let grad_bins = &grad_output[(r * shape.channels + c) * bins..][..bins];
             for_each_tap(shape, &roi, |bin, sample| {
-                let share = grad_bins[bin].to_f64() / roi.count;
+                let share = grad_bins[bin].widen() / roi.count;
                 for (&position, &weight) in sample.positions.iter().zip(&sample.weights) {
                     sums[base + position] += share * weight;
                 }

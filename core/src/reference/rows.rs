@@ -10,22 +10,27 @@ use crate::error::{check_len, Result};
 /// Below this a norm has no usable direction in f32, the precision every device computes in.
 const MIN_NORM: f64 = f32::MIN_POSITIVE as f64;
 
-/// `log sum exp` of `values` as `torch.logsumexp` computes it: shifted by the maximum (a NaN
-/// maximum propagates), except that an infinite maximum shifts by 0, so an all `-inf` row gives
-/// `-inf` and a `+inf` entry gives `+inf` rather than NaN. Returns `(shift, sum of exp(v -
-/// shift))`; the log-sum-exp is `shift + ln(sum)`.
-fn shifted_exp_sum(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
-    let max = values.clone().fold(
+/// The largest of `values`, or NaN when one is NaN (as `torch.max` reports it).
+fn nan_max(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(
         f64::NEG_INFINITY,
-        |m, v| if v > m || v.is_nan() { v } else { m },
-    );
-    let shift = if max.is_infinite() { 0.0 } else { max };
-    (shift, values.map(|v| libm::exp(v - shift)).sum())
+        |m, v| {
+            if v > m || v.is_nan() {
+                v
+            } else {
+                m
+            }
+        },
+    )
 }
 
+/// `log sum exp` of `values` as `torch.logsumexp` computes it: shifted by the maximum, except
+/// that an infinite maximum shifts by 0, so an all `-inf` row gives `-inf` and a `+inf` entry
+/// gives `+inf` rather than NaN.
 fn logsumexp(values: impl Iterator<Item = f64> + Clone) -> f64 {
-    let (shift, sum) = shifted_exp_sum(values);
-    shift + libm::log(sum)
+    let max = nan_max(values.clone());
+    let shift = if max.is_infinite() { 0.0 } else { max };
+    shift + libm::log(values.map(|v| libm::exp(v - shift)).sum::<f64>())
 }
 
 // ---- L2 normalisation ---------------------------------------------------------------------
@@ -47,7 +52,7 @@ pub fn l2_normalize_forward<T: Element>(
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
         let out = &mut y[r * cols..(r + 1) * cols];
-        let norm = libm::sqrt(row.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>());
+        let norm = libm::sqrt(row.iter().map(|&v| v.widen() * v.widen()).sum::<f64>());
         norms[r] = T::from_f64(norm);
         if !norm.is_finite() {
             faults.non_finite(r);
@@ -56,8 +61,8 @@ pub fn l2_normalize_forward<T: Element>(
             faults.zero_norm_row(r);
             out.fill(T::zero());
         } else {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o = T::from_f64(v.to_f64() / norm);
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = T::from_f64(v.widen() / norm);
             }
         }
     }
@@ -83,7 +88,7 @@ pub fn l2_normalize_backward<T: Element>(
         let yr = &y[r * cols..(r + 1) * cols];
         let gr = &grad_y[r * cols..(r + 1) * cols];
         let out = &mut grad_x[r * cols..(r + 1) * cols];
-        let norm = norms[r].to_f64();
+        let norm = norms[r].widen();
         if !(norm.is_finite() && norm >= MIN_NORM) {
             out.fill(T::zero());
             continue;
@@ -91,10 +96,10 @@ pub fn l2_normalize_backward<T: Element>(
         let dot: f64 = yr
             .iter()
             .zip(gr)
-            .map(|(a, b)| a.to_f64() * b.to_f64())
+            .map(|(&a, &b)| a.widen() * b.widen())
             .sum();
-        for ((o, yv), gv) in out.iter_mut().zip(yr).zip(gr) {
-            *o = T::from_f64((gv.to_f64() - yv.to_f64() * dot) / norm);
+        for ((o, &yv), &gv) in out.iter_mut().zip(yr).zip(gr) {
+            *o = T::from_f64((gv.widen() - yv.widen() * dot) / norm);
         }
     }
     Ok(())
@@ -116,12 +121,15 @@ pub fn row_softmax<T: Element>(
     for r in 0..desc.rows {
         let row = &x[r * cols..r * cols + valid];
         let out = &mut y[r * cols..(r + 1) * cols];
-        let (shift, sum) = shifted_exp_sum(row.iter().map(|v| v.to_f64()));
-        if !(shift + libm::log(sum)).is_finite() {
+        let values = row.iter().map(|&v| v.widen());
+        // Plain max subtraction, as torch.softmax: a row with an infinity comes out NaN.
+        let max = nan_max(values.clone());
+        let sum: f64 = values.map(|v| libm::exp(v - max)).sum();
+        if !(max + libm::log(sum)).is_finite() {
             faults.non_finite(r);
         }
-        for (o, v) in out.iter_mut().zip(row) {
-            *o = T::from_f64(libm::exp(v.to_f64() - shift) / sum);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = T::from_f64(libm::exp(v.widen() - max) / sum);
         }
         out[valid..].fill(T::zero());
     }
@@ -139,7 +147,7 @@ pub fn row_logsumexp<T: Element>(
     check_len("row_logsumexp out", out.len(), desc.rows)?;
     for (r, o) in out[..desc.rows].iter_mut().enumerate() {
         let row = &x[r * desc.cols..r * desc.cols + desc.valid_cols];
-        let lse = logsumexp(row.iter().map(|v| v.to_f64()));
+        let lse = logsumexp(row.iter().map(|&v| v.widen()));
         if !lse.is_finite() {
             faults.non_finite(r);
         }
@@ -199,7 +207,7 @@ pub fn contrastive_rows<T: Element>(
         let contrast = || (0..valid).filter(move |&j| j != anchor);
         let is_positive = |j: usize| labels[j] == anchor_label;
 
-        let lse = logsumexp(contrast().map(|j| row[j].to_f64()));
+        let lse = logsumexp(contrast().map(|j| row[j].widen()));
         if !lse.is_finite() {
             faults.non_finite(anchor);
         }
@@ -215,11 +223,11 @@ pub fn contrastive_rows<T: Element>(
             continue;
         }
         let weighted_log_p: f64 = contrast()
-            .map(|j| weight(j) * (row[j].to_f64() - lse))
+            .map(|j| weight(j) * (row[j].widen() - lse))
             .sum();
         loss[anchor] = T::from_f64(-weighted_log_p / total_weight);
         for j in contrast() {
-            let p = libm::exp(row[j].to_f64() - lse);
+            let p = libm::exp(row[j].widen() - lse);
             row[j] = T::from_f64(desc.grad_scale * (p - weight(j) / total_weight));
         }
         row[anchor] = T::zero();
@@ -248,20 +256,20 @@ pub fn soft_cross_entropy<T: Element>(
     for r in 0..desc.rows {
         let row = &mut logits[r * cols..(r + 1) * cols];
         let target = &targets[r * cols..r * cols + valid];
-        let lse = logsumexp(row[..valid].iter().map(|v| v.to_f64()));
+        let lse = logsumexp(row[..valid].iter().map(|&v| v.widen()));
         if !lse.is_finite() {
             faults.non_finite(r);
         }
-        let target_total: f64 = target.iter().map(|t| t.to_f64()).sum();
+        let target_total: f64 = target.iter().map(|&t| t.widen()).sum();
         let cross: f64 = row[..valid]
             .iter()
             .zip(target)
-            .map(|(x, t)| t.to_f64() * (x.to_f64() - lse))
+            .map(|(&x, &t)| t.widen() * (x.widen() - lse))
             .sum();
         loss[r] = T::from_f64(-cross);
-        for (x, t) in row[..valid].iter_mut().zip(target) {
-            let q = libm::exp(x.to_f64() - lse);
-            *x = T::from_f64(grad_scale * (q * target_total - t.to_f64()));
+        for (x, &t) in row[..valid].iter_mut().zip(target) {
+            let q = libm::exp(x.widen() - lse);
+            *x = T::from_f64(grad_scale * (q * target_total - t.widen()));
         }
         row[valid..].fill(T::zero());
     }
@@ -293,13 +301,13 @@ pub fn softmax_cross_entropy<T: Element>(
             row.fill(T::zero());
             continue;
         };
-        let lse = logsumexp(row[..valid].iter().map(|v| v.to_f64()));
+        let lse = logsumexp(row[..valid].iter().map(|&v| v.widen()));
         if !lse.is_finite() {
             faults.non_finite(r);
         }
-        loss[r] = T::from_f64(lse - row[target].to_f64());
+        loss[r] = T::from_f64(lse - row[target].widen());
         for (c, x) in row[..valid].iter_mut().enumerate() {
-            let q = libm::exp(x.to_f64() - lse);
+            let q = libm::exp(x.widen() - lse);
             let onehot = if c == target { 1.0 } else { 0.0 };
             *x = T::from_f64(grad_scale * (q - onehot));
         }
@@ -369,6 +377,12 @@ mod tests {
         assert!(close(out[0], core::f64::consts::LN_2));
         row_logsumexp(&desc, &[f64::NAN, 0.0, 0.0], &mut out, &faults).unwrap();
         assert_eq!(faults.take().map(|f| f.kind), Some(FaultKind::NonFinite));
+        // As torch.softmax: an infinity in the row, or a row of -inf, gives NaN.
+        for row in [[f64::INFINITY, 1.0, 0.0], [f64::NEG_INFINITY; 3]] {
+            row_softmax(&desc, &row, &mut y, &faults).unwrap();
+            assert!(y[..2].iter().all(|v| v.is_nan()) && y[2] == 0.0);
+            assert_eq!(faults.take().map(|f| f.kind), Some(FaultKind::NonFinite));
+        }
     }
 
     #[test]

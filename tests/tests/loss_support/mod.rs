@@ -112,7 +112,7 @@ pub fn upload_labels<B: Backend>(backend: &B, host: &[u32]) -> Result<B::IndexBu
 pub fn download<B: Backend>(backend: &B, buf: &B::Buffer, len: usize) -> Result<Vec<f64>> {
     let mut host = vec![B::Elem::default(); len];
     backend.download(buf, 0, &mut host)?;
-    Ok(host.iter().map(|x| x.to_f64()).collect())
+    Ok(host.iter().map(|x| x.widen()).collect())
 }
 
 /// (loss, dLoss/dqueries) of SupCon or DSCL on `p`.

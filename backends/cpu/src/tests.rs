@@ -1,0 +1,1 @@
+//! Unit tests of the backend against naive f64 loops.

@@ -1,0 +1,238 @@
+//! relu forward/backward (exact), max_pool2d forward (values and argmax exact, ties included) /
+//! backward, global average pooling forward/backward.
+
+use crate::gen::Gen;
+use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::tol;
+use dscl_core::desc::PoolShape;
+use dscl_core::Backend;
+use proptest::prelude::*;
+use std::cell::RefCell;
+
+#[derive(Clone, Debug)]
+struct ReluCase {
+    len: usize,
+    seed: u64,
+}
+
+pub(crate) fn relu<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
+    let strategy = (
+        prop_oneof![1 => 0..=16usize, 2 => 0..=cfg.dim(4000, 300)],
+        any::<u64>(),
+    )
+        .prop_map(|(len, seed)| ReluCase { len, seed });
+    case_fn!(Runner, ReluCase, relu_case);
+    crate::harness::run_family("relu", cfg, make, 24, strategy, Runner)
+}
+
+fn relu_case<B: Backend>(ctx: &Ctx<'_, B>, case: &ReluCase) -> Res<()> {
+    let mut g = Gen::new(case.seed);
+    let len = case.len;
+    // Some exact zeros and negative zeros.
+    let x_init: Vec<f32> = (0..len + g.slack())
+        .map(|_| match g.below(10) {
+            0 => 0.0,
+            1 => -0.0,
+            _ => g.normal(),
+        })
+        .collect();
+    let n = len + g.slack();
+    let x = ctx.buf(&x_init)?;
+    let mut y = ctx.buf(&g.poison(n))?;
+    ctx.be
+        .relu_forward(&x.be, &mut y.be, len)
+        .or_fail("relu_forward")?;
+    ctx.rf
+        .relu_forward(&x.rf, &mut y.rf, len)
+        .or_fail("oracle relu_forward")?;
+    ctx.check("relu_forward", "y", case, &[len], &y, &vec![0.0; n])?;
+
+    // backward on y = relu(x) (host, exact), grad_x written.
+    let y_init: Vec<f32> = (0..len + g.slack())
+        .map(|e| if e < len { x_init[e].max(0.0) } else { 5.0 })
+        .collect();
+    let yb = ctx.buf(&y_init)?;
+    let sl = g.slack();
+    let gy = ctx.buf(&g.normal_vec(len + sl, 1.0))?;
+    let mut gx = ctx.buf(&g.poison(n))?;
+    ctx.be
+        .relu_backward(&yb.be, &gy.be, &mut gx.be, len)
+        .or_fail("relu_backward")?;
+    ctx.rf
+        .relu_backward(&yb.rf, &gy.rf, &mut gx.rf, len)
+        .or_fail("oracle relu_backward")?;
+    ctx.check("relu_backward", "grad_x", case, &[len], &gx, &vec![0.0; n])?;
+    ctx.no_faults("relu", case)
+}
+
+#[derive(Clone, Debug)]
+struct PoolCase {
+    shape: PoolShape,
+    /// Small integers (many ties) instead of continuous values.
+    ties: bool,
+    /// Global average pooling's spatial size.
+    spatial: usize,
+    seed: u64,
+}
+
+pub(crate) fn pooling<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
+    let max_in = cfg.dim(20, 8);
+    let window = prop_oneof![
+        1 => Just((3usize, 2usize, 1usize)), // the ResNet stem pool
+        3 => (1usize..=3, 1usize..=3, 0usize..=1).prop_map(|(k, s, p)| (k, s, p.min(k / 2))),
+    ];
+    let strategy = (
+        (1usize..=2, 1..=cfg.dim(4, 2), window),
+        (0..=max_in, 0..=max_in, any::<bool>()),
+        (1..=cfg.dim(300, 40), any::<u64>()),
+    )
+        .prop_map(
+            |((batch, channels, (kernel, stride, padding)), (eh, ew, ties), (spatial, seed))| {
+                let min = (kernel as isize - 2 * padding as isize).max(1) as usize;
+                PoolCase {
+                    shape: PoolShape {
+                        batch,
+                        channels,
+                        in_height: min + eh,
+                        in_width: min + ew,
+                        kernel,
+                        stride,
+                        padding,
+                    },
+                    ties,
+                    spatial,
+                    seed,
+                }
+            },
+        );
+    case_fn!(Runner, PoolCase, pool_case);
+    crate::harness::run_family("pooling", cfg, make, 48, strategy, Runner)
+}
+
+fn pool_case<B: Backend>(ctx: &Ctx<'_, B>, case: &PoolCase) -> Res<()> {
+    let s = &case.shape;
+    let mut g = Gen::new(case.seed);
+    let eps = ctx.eps();
+    let (oh, ow) = (s.out_height(), s.out_width());
+    let planes = s.batch * s.channels;
+    let in_dims = [s.batch, s.channels, s.in_height, s.in_width];
+    let out_dims = [s.batch, s.channels, oh, ow];
+
+    // ---- max_pool2d forward: values and argmax exact ----
+    let xl = s.input_len() + g.slack();
+    let x_init = if case.ties {
+        g.int_vec(xl, 2)
+    } else {
+        g.normal_vec(xl, 1.0)
+    };
+    let x = ctx.buf(&x_init)?;
+    let on = s.output_len() + g.slack();
+    let mut y = ctx.buf(&g.poison(on))?;
+    let am_init: Vec<u32> = (0..on).map(|_| u32::MAX).collect();
+    let mut am = ctx.idx(&am_init)?;
+    ctx.be
+        .max_pool2d_forward(s, &x.be, &mut y.be, &mut am.be)
+        .or_fail("max_pool2d_forward")?;
+    ctx.rf
+        .max_pool2d_forward(s, &x.rf, &mut y.rf, &mut am.rf)
+        .or_fail("oracle max_pool2d_forward")?;
+    ctx.check("max_pool2d_forward", "y", case, &out_dims, &y, &vec![0.0; on])?;
+    ctx.check_idx("max_pool2d_forward", "argmax", case, &out_dims, &am)?;
+
+    // ---- backward on the oracle's argmax: grad_x = 0, then scatter-add ----
+    let argmax = ctx.read_rf_idx(&am.rf)?;
+    let am_both = ctx.idx(&argmax)?;
+    let sl = g.slack();
+    let gy_init = g.normal_vec(s.output_len() + sl, 1.0);
+    let gy = ctx.buf(&gy_init)?;
+    let xn = s.input_len() + g.slack();
+    let mut gx = ctx.buf(&g.poison(xn))?;
+    ctx.be
+        .max_pool2d_backward(s, &gy.be, &am_both.be, &mut gx.be)
+        .or_fail("max_pool2d_backward")?;
+    ctx.rf
+        .max_pool2d_backward(s, &gy.rf, &am_both.rf, &mut gx.rf)
+        .or_fail("oracle max_pool2d_backward")?;
+    let plane_in = s.in_height * s.in_width;
+    let plane_out = oh * ow;
+    let mut mag = vec![0.0f64; xn];
+    let mut hits = vec![0usize; xn];
+    for p in 0..planes {
+        for o in 0..plane_out {
+            let a = argmax[p * plane_out + o] as usize;
+            if a < plane_in {
+                mag[p * plane_in + a] += (gy_init[p * plane_out + o] as f64).abs();
+                hits[p * plane_in + a] += 1;
+            }
+        }
+    }
+    let t: Vec<f64> = (0..xn)
+        .map(|i| {
+            if i < s.input_len() {
+                tol::REDUCTION * eps * tol::growth(hits[i]) * mag[i]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    ctx.check("max_pool2d_backward", "grad_x", case, &in_dims, &gx, &t)?;
+
+    // ---- global average pooling ----
+    let (b, c, sp) = (s.batch, s.channels, case.spatial);
+    let sl = g.slack();
+    let xg_init = g.normal_vec(b * c * sp + sl, 1.0);
+    let xg = ctx.buf(&xg_init)?;
+    let yn = b * c + g.slack();
+    let mut yg = ctx.buf(&g.poison(yn))?;
+    ctx.be
+        .global_avg_pool_forward(&xg.be, &mut yg.be, b, c, sp)
+        .or_fail("global_avg_pool_forward")?;
+    ctx.rf
+        .global_avg_pool_forward(&xg.rf, &mut yg.rf, b, c, sp)
+        .or_fail("oracle global_avg_pool_forward")?;
+    let t: Vec<f64> = (0..yn)
+        .map(|i| {
+            if i < b * c {
+                let m: f64 = xg_init[i * sp..(i + 1) * sp]
+                    .iter()
+                    .map(|v| (*v as f64).abs())
+                    .sum::<f64>()
+                    / sp as f64;
+                tol::REDUCTION * eps * tol::growth(sp) * m
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    ctx.check("global_avg_pool_forward", "y", &(b, c, sp), &[b, c], &yg, &t)?;
+
+    let sl = g.slack();
+    let gyg_init = g.normal_vec(b * c + sl, 1.0);
+    let gyg = ctx.buf(&gyg_init)?;
+    let xgn = b * c * sp + g.slack();
+    let mut gxg = ctx.buf(&g.poison(xgn))?;
+    ctx.be
+        .global_avg_pool_backward(&gyg.be, &mut gxg.be, b, c, sp)
+        .or_fail("global_avg_pool_backward")?;
+    ctx.rf
+        .global_avg_pool_backward(&gyg.rf, &mut gxg.rf, b, c, sp)
+        .or_fail("oracle global_avg_pool_backward")?;
+    let t: Vec<f64> = (0..xgn)
+        .map(|i| {
+            if i < b * c * sp {
+                tol::ELEMENTWISE * eps * (gyg_init[i / sp] as f64).abs() / sp as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    ctx.check(
+        "global_avg_pool_backward",
+        "grad_x",
+        &(b, c, sp),
+        &[b, c, sp],
+        &gxg,
+        &t,
+    )?;
+    ctx.no_faults("pooling", case)
+}
