@@ -36,7 +36,11 @@ const SHAPES: &[(&str, usize, usize, usize, bool, bool)] = &[
     ("loss_66048x128x256_tn", 66048, 128, 256, true, false),
 ];
 
-fn fill(be: &CpuBackend<'static>, len: usize, seed: u32) -> <CpuBackend<'static> as Backend>::Buffer {
+fn fill(
+    be: &CpuBackend<'static>,
+    len: usize,
+    seed: u32,
+) -> <CpuBackend<'static> as Backend>::Buffer {
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
     let host: Vec<f32> = (0..len)
         .map(|_| {

@@ -23,8 +23,8 @@ fn loss_step(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(2));
     for queue_len in [8192usize, 65536] {
-        let mut step = LossStep::new(&backend, StepConfig::paper(queue_len))
-            .expect("set up the loss step");
+        let mut step =
+            LossStep::new(&backend, StepConfig::paper(queue_len)).expect("set up the loss step");
         // GEMM work of the step, as "elements": criterion then prints GFLOP/s as Gelem/s.
         group.throughput(Throughput::Elements(step.cfg.gemm_flops() as u64));
         group.measurement_time(Duration::from_secs(if queue_len > 16384 { 15 } else { 5 }));

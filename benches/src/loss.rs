@@ -8,8 +8,9 @@
 //! and imbalance 256).
 
 use dscl_core::loss::{
-    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
-    SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_TEMPERATURE,
+    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, PositiveWeighting,
+    QueryGradient, SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_MAX_BLOCK_ELEMS,
+    DEFAULT_TEMPERATURE,
 };
 use dscl_core::{Backend, Element, Result};
 
@@ -215,11 +216,33 @@ pub struct StepPlans<B: Backend> {
 }
 
 impl<B: Backend> StepPlans<B> {
+    /// The plans with the losses' default logits block (`DEFAULT_MAX_BLOCK_ELEMS`).
     pub fn new(backend: &B, cfg: &StepConfig) -> Result<Self> {
+        Self::with_max_block_elems(backend, cfg, DEFAULT_MAX_BLOCK_ELEMS)
+    }
+
+    /// The plans with each logits block bounded by `max_block_elems` elements.
+    pub fn with_max_block_elems(
+        backend: &B,
+        cfg: &StepConfig,
+        max_block_elems: usize,
+    ) -> Result<Self> {
         let shape = cfg.shape();
         Ok(StepPlans {
-            dscl: SupervisedContrastive::dscl(backend, shape, cfg.temperature, cfg.beta)?,
-            pbsd: PatchSelfDistillation::new(backend, shape, cfg.crops, cfg.temperature)?,
+            dscl: SupervisedContrastive::new(
+                backend,
+                shape,
+                PositiveWeighting::Decoupled { beta: cfg.beta },
+                cfg.temperature,
+                max_block_elems,
+            )?,
+            pbsd: PatchSelfDistillation::with_max_block_elems(
+                backend,
+                shape,
+                cfg.crops,
+                cfg.temperature,
+                max_block_elems,
+            )?,
             grad_queries: backend.alloc(cfg.batch * cfg.dim)?,
             grad_students: backend.alloc(cfg.crops * cfg.batch * cfg.dim)?,
         })

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "runtime", version, about = "Decoupled supervised contrastive learning (DSCL + PBSD) for long-tailed recognition")]
+#[command(
+    name = "runtime",
+    version,
+    about = "Decoupled supervised contrastive learning (DSCL + PBSD) for long-tailed recognition"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,7 +82,10 @@ fn verify_on<B: Backend>(backend: &B, vectors: &Vectors, tol: f64) -> Result<Exi
     );
     let got = evaluate(backend, vectors)?;
     let rows = compare(&got, &vectors.expected, tol);
-    println!("{:<28} {:>14} {:>14}  result", "output", "max abs err", "max rel err");
+    println!(
+        "{:<28} {:>14} {:>14}  result",
+        "output", "max abs err", "max rel err"
+    );
     for r in &rows {
         println!(
             "{:<28} {:>14.3e} {:>14.3e}  {}",

@@ -65,8 +65,8 @@ impl Vectors {
         let queue_len = usize_field(&root, "K")?;
         let crops = usize_field(&root, "C")?;
         let num_classes = usize_field(&root, "num_classes")?;
-        let num_classes =
-            u32::try_from(num_classes).map_err(|_| anyhow!("num_classes: {num_classes} is too large"))?;
+        let num_classes = u32::try_from(num_classes)
+            .map_err(|_| anyhow!("num_classes: {num_classes} is too large"))?;
         if batch == 0 || dim == 0 || crops == 0 || num_classes == 0 {
             bail!("B, d, C and num_classes must all be at least 1");
         }
@@ -142,13 +142,20 @@ fn explain_parse_error(text: &str, err: serde_json::Error) -> anyhow::Error {
     let at = text
         .lines()
         .nth(line.saturating_sub(1))
-        .map(|l| l.chars().skip(column.saturating_sub(1)).take(9).collect::<String>())
+        .map(|l| {
+            l.chars()
+                .skip(column.saturating_sub(1))
+                .take(9)
+                .collect::<String>()
+        })
         .unwrap_or_default();
     if ["NaN", "Infinity", "-Infinity", "inf", "nan"]
         .iter()
         .any(|t| at.starts_with(t))
     {
-        anyhow!("non-finite value `{at}` at line {line} column {column}: every number must be finite")
+        anyhow!(
+            "non-finite value `{at}` at line {line} column {column}: every number must be finite"
+        )
     } else {
         anyhow!("malformed JSON at line {line} column {column}: {err}")
     }

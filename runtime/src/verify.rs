@@ -56,7 +56,12 @@ pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
 
     let mut dscl = SupervisedContrastive::dscl(backend, shape, v.temperature, v.beta)?;
     out.dscl_loss = dscl
-        .forward_backward(backend, &inputs, QueryGradient::ThroughContrastSet, &mut grad)
+        .forward_backward(
+            backend,
+            &inputs,
+            QueryGradient::ThroughContrastSet,
+            &mut grad,
+        )
         .context("DSCL")?;
     out.grad_q_dscl = download(&grad, bd)?;
     out.dscl_per_anchor = download(dscl.per_anchor_loss(), v.batch)?;
@@ -65,7 +70,12 @@ pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
 
     let mut supcon = SupervisedContrastive::supcon(backend, shape, v.temperature)?;
     out.supcon_loss = supcon
-        .forward_backward(backend, &inputs, QueryGradient::ThroughContrastSet, &mut grad)
+        .forward_backward(
+            backend,
+            &inputs,
+            QueryGradient::ThroughContrastSet,
+            &mut grad,
+        )
         .context("SupCon")?;
     out.grad_q_supcon = download(&grad, bd)?;
     out.supcon_per_anchor = download(supcon.per_anchor_loss(), v.batch)?;
@@ -111,7 +121,11 @@ pub fn compare(got: &Outputs, expected: &Outputs, tol: f64) -> Vec<Comparison> {
         ("dscl_loss", &[got.dscl_loss], &[expected.dscl_loss]),
         ("supcon_loss", &[got.supcon_loss], &[expected.supcon_loss]),
         ("pbsd_loss", &[got.pbsd_loss], &[expected.pbsd_loss]),
-        ("dscl_per_anchor", &got.dscl_per_anchor, &expected.dscl_per_anchor),
+        (
+            "dscl_per_anchor",
+            &got.dscl_per_anchor,
+            &expected.dscl_per_anchor,
+        ),
         (
             "supcon_per_anchor",
             &got.supcon_per_anchor,

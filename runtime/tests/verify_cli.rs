@@ -32,11 +32,21 @@ fn write_temp(name: &str, contents: &str) -> PathBuf {
 
 #[test]
 fn cpu_backend_passes_the_shipped_vectors() {
-    let out = runtime(&["verify", "--backend", "cpu", vectors_path().to_str().unwrap()]);
+    let out = runtime(&[
+        "verify",
+        "--backend",
+        "cpu",
+        vectors_path().to_str().unwrap(),
+    ]);
     let text = text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("all 11 outputs within 1e-4"), "{text}");
-    for name in ["dscl_loss", "supcon_loss", "pbsd_loss", "grad_students_pbsd"] {
+    for name in [
+        "dscl_loss",
+        "supcon_loss",
+        "pbsd_loss",
+        "grad_students_pbsd",
+    ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
 }
@@ -44,14 +54,28 @@ fn cpu_backend_passes_the_shipped_vectors() {
 #[test]
 fn reference_backend_passes_at_1e9() {
     let path = vectors_path();
-    let out = runtime(&["verify", "--backend", "reference", "--tol", "1e-9", path.to_str().unwrap()]);
+    let out = runtime(&[
+        "verify",
+        "--backend",
+        "reference",
+        "--tol",
+        "1e-9",
+        path.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn an_impossible_tolerance_fails_with_exit_code_1() {
     let path = vectors_path();
-    let out = runtime(&["verify", "--backend", "cpu", "--tol", "1e-12", path.to_str().unwrap()]);
+    let out = runtime(&[
+        "verify",
+        "--backend",
+        "cpu",
+        "--tol",
+        "1e-12",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("FAIL"));
 }
@@ -60,9 +84,21 @@ fn an_impossible_tolerance_fails_with_exit_code_1() {
 fn malformed_files_are_refused_with_a_clear_message() {
     let original = std::fs::read_to_string(vectors_path()).unwrap();
     let cases = [
-        ("missing.json", original.replacen("\"queue_labels\"", "\"queue_labelz\"", 1), "missing field `inputs.queue_labels`"),
-        ("nan.json", original.replacen("\"T\": 0.07", "\"T\": NaN", 1), "non-finite value `NaN`"),
-        ("truncated.json", original[..original.len() / 2].to_string(), "malformed JSON"),
+        (
+            "missing.json",
+            original.replacen("\"queue_labels\"", "\"queue_labelz\"", 1),
+            "missing field `inputs.queue_labels`",
+        ),
+        (
+            "nan.json",
+            original.replacen("\"T\": 0.07", "\"T\": NaN", 1),
+            "non-finite value `NaN`",
+        ),
+        (
+            "truncated.json",
+            original[..original.len() / 2].to_string(),
+            "malformed JSON",
+        ),
     ];
     for (name, contents, message) in cases {
         assert_ne!(contents, original, "{name}: the edit did not apply");
@@ -78,7 +114,12 @@ fn malformed_files_are_refused_with_a_clear_message() {
 
 #[test]
 fn an_unavailable_backend_is_an_error_not_a_panic() {
-    let out = runtime(&["verify", "--backend", "cuda", vectors_path().to_str().unwrap()]);
+    let out = runtime(&[
+        "verify",
+        "--backend",
+        "cuda",
+        vectors_path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("backend `cuda` is not part of this build"));
 }

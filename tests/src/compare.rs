@@ -15,6 +15,8 @@ pub struct KernelStats {
     pub worst_ratio: f64,
     /// Largest absolute difference seen.
     pub worst_abs: f64,
+    /// The element with the worst ratio: (expected, got, tolerance).
+    pub worst_element: (f64, f64, f64),
 }
 
 /// Collects [`KernelStats`] per `kernel/output`.
@@ -27,13 +29,14 @@ impl Stats {
     pub fn new() -> Self {
         Self::default()
     }
-    fn record(&self, key: String, elements: usize, ratio: f64, abs: f64) {
+    fn record(&self, key: String, elements: usize, ratio: f64, abs: f64, at: (f64, f64, f64)) {
         let mut map = self.map.borrow_mut();
         let s = map.entry(key).or_default();
         s.elements += elements;
         s.outputs += 1;
         if ratio > s.worst_ratio {
             s.worst_ratio = ratio;
+            s.worst_element = at;
         }
         if abs > s.worst_abs {
             s.worst_abs = abs;
@@ -99,6 +102,17 @@ pub struct Site<'a> {
     pub case: &'a dyn fmt::Debug,
     /// Dimensions of the output for coordinates (row-major), or empty for flat indices.
     pub dims: &'a [usize],
+    /// Describes a flat index instead of `dims` (strided layouts such as gemm's C).
+    pub locate: Option<&'a dyn Fn(usize) -> String>,
+}
+
+impl Site<'_> {
+    fn at(&self, i: usize) -> String {
+        match self.locate {
+            Some(f) => format!("[{i}] ({})", f(i)),
+            None => coords(i, self.dims),
+        }
+    }
 }
 
 /// Compares `got` (backend) with `exp` (oracle) element by element against `tol`; records the
@@ -142,7 +156,12 @@ pub fn compare(
             worst_abs = d;
         }
     }
-    stats.record(key.clone(), exp.len(), worst.min(1.0e300), worst_abs);
+    let at = if worst_i < exp.len() {
+        (exp[worst_i], got[worst_i], tol[worst_i])
+    } else {
+        (0.0, 0.0, 0.0)
+    };
+    stats.record(key.clone(), exp.len(), worst.min(1.0e300), worst_abs, at);
     if bad == 0 {
         return Ok(());
     }
@@ -154,7 +173,7 @@ pub fn compare(
         site.kernel,
         site.output,
         exp.len(),
-        coords(i, site.dims),
+        site.at(i),
         exp[i],
         got[i],
         (got[i] - exp[i]).abs(),
@@ -167,7 +186,7 @@ pub fn compare(
             .map(|&j| {
                 format!(
                     "{} exp {:e} got {:e} tol {:e}",
-                    coords(j, site.dims),
+                    site.at(j),
                     exp[j],
                     got[j],
                     tol[j]
@@ -181,17 +200,18 @@ pub fn compare(
 }
 
 /// Exact comparison of integer outputs.
-pub fn compare_u32(
-    stats: &Stats,
-    site: &Site<'_>,
-    got: &[u32],
-    exp: &[u32],
-) -> Result<(), String> {
+pub fn compare_u32(stats: &Stats, site: &Site<'_>, got: &[u32], exp: &[u32]) -> Result<(), String> {
     let key = format!("{}/{}", site.kernel, site.output);
     let bad: Vec<usize> = (0..exp.len().min(got.len()))
         .filter(|&i| got[i] != exp[i])
         .collect();
-    stats.record(key, exp.len(), if bad.is_empty() { 0.0 } else { 1e300 }, 0.0);
+    stats.record(
+        key,
+        exp.len(),
+        if bad.is_empty() { 0.0 } else { 1e300 },
+        0.0,
+        (0.0, 0.0, 0.0),
+    );
     if bad.is_empty() && got.len() == exp.len() {
         return Ok(());
     }
@@ -206,7 +226,7 @@ pub fn compare_u32(
         let _ = write!(
             msg,
             "\n  element {}: expected {}, got {}",
-            coords(i, site.dims),
+            site.at(i),
             exp[i],
             got[i]
         );

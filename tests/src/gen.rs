@@ -57,7 +57,9 @@ impl Gen {
     }
 
     pub fn normal_vec(&mut self, n: usize, std: f64) -> Vec<f32> {
-        (0..n).map(|_| (self.normal() as f64 * std) as f32).collect()
+        (0..n)
+            .map(|_| (self.normal() as f64 * std) as f32)
+            .collect()
     }
 
     /// Small integers in `-r..=r` as floats: many exact ties (max-pool argmax rules).

@@ -183,6 +183,11 @@ impl<'a, B: Backend> Ctx<'a, B> {
         B::Elem::epsilon().widen() * self.cfg.tol_scale
     }
 
+    /// The element type's smallest normal number (for underflow terms of tolerances).
+    pub fn tiny(&self) -> f64 {
+        B::Elem::min_positive_value().widen()
+    }
+
     /// `v` as the backend's element type.
     pub fn elems(v: &[f32]) -> Vec<B::Elem> {
         v.iter().map(|&x| B::Elem::from_f64(x as f64)).collect()
@@ -209,11 +214,17 @@ impl<'a, B: Backend> Ctx<'a, B> {
 
     /// An index buffer on each side holding `data`.
     pub fn idx(&self, data: &[u32]) -> Res<DualIdx<B>> {
-        let mut be = self.be.alloc_index(data.len()).or_fail("backend alloc_index")?;
+        let mut be = self
+            .be
+            .alloc_index(data.len())
+            .or_fail("backend alloc_index")?;
         self.be
             .upload_index(&mut be, 0, data)
             .or_fail("backend upload_index")?;
-        let mut rf = self.rf.alloc_index(data.len()).or_fail("oracle alloc_index")?;
+        let mut rf = self
+            .rf
+            .alloc_index(data.len())
+            .or_fail("oracle alloc_index")?;
         self.rf
             .upload_index(&mut rf, 0, data)
             .or_fail("oracle upload_index")?;
@@ -232,14 +243,18 @@ impl<'a, B: Backend> Ctx<'a, B> {
     /// Downloads a whole backend buffer as f64.
     pub fn read_be(&self, b: &B::Buffer) -> Res<Vec<f64>> {
         let mut out = vec![B::Elem::zero(); b.len()];
-        self.be.download(b, 0, &mut out).or_fail("backend download")?;
+        self.be
+            .download(b, 0, &mut out)
+            .or_fail("backend download")?;
         Ok(out.into_iter().map(|x| x.widen()).collect())
     }
 
     /// Downloads a whole oracle buffer.
     pub fn read_rf(&self, b: &OBuf) -> Res<Vec<f64>> {
         let mut out = vec![0.0f64; b.len()];
-        self.rf.download(b, 0, &mut out).or_fail("oracle download")?;
+        self.rf
+            .download(b, 0, &mut out)
+            .or_fail("oracle download")?;
         Ok(out)
     }
 
@@ -293,15 +308,32 @@ impl<'a, B: Backend> Ctx<'a, B> {
         exp: &[f64],
         tol: &[f64],
     ) -> Res<()> {
+        self.check_located(kernel, output, case, dims, None, got, exp, tol)
+    }
+
+    /// [`Ctx::check_values`] with a function that describes a flat index (strided layouts).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_located(
+        &self,
+        kernel: &str,
+        output: &str,
+        case: &dyn fmt::Debug,
+        dims: &[usize],
+        locate: Option<&dyn Fn(usize) -> String>,
+        got: &[f64],
+        exp: &[f64],
+        tol: &[f64],
+    ) -> Res<()> {
         let site = Site {
             kernel,
             output,
             case,
             dims,
+            locate,
         };
         // Gradual underflow: below the smallest normal number results keep only an absolute
         // precision, so every non-zero tolerance gets that floor (exact checks stay exact).
-        let floor = tol::UNDERFLOW_FLOOR * B::Elem::min_positive_value().to_f64();
+        let floor = tol::UNDERFLOW_FLOOR * B::Elem::min_positive_value().widen();
         let tol: Vec<f64> = tol
             .iter()
             .map(|&t| if t > 0.0 { t + floor } else { t })
@@ -325,6 +357,7 @@ impl<'a, B: Backend> Ctx<'a, B> {
             output,
             case,
             dims,
+            locate: None,
         };
         compare_u32(self.stats, &site, &got, &exp).map_err(TestCaseError::fail)
     }
@@ -373,11 +406,16 @@ impl fmt::Display for FamilyReport {
             self.family, self.cases, self.elapsed, self.seed
         )?;
         for (k, s) in &self.kernels {
-            writeln!(
+            write!(
                 f,
                 "    {:<44} {:>10} elements  worst err/tol {:.3}",
                 k, s.elements, s.worst_ratio
             )?;
+            if s.worst_ratio > 0.0 {
+                let (e, g, t) = s.worst_element;
+                write!(f, "  (expected {e:.6e}, got {g:.6e}, tol {t:.2e})")?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }

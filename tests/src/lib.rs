@@ -19,6 +19,9 @@
 //! Inputs are generated in f32 (what a device holds), converted to the backend's element type
 //! and to f64 for the oracle, so both see identical values. Tolerances: [`tol`].
 
+// The checks walk several parallel arrays (inputs, outputs, tolerances) by index.
+#![allow(clippy::needless_range_loop)]
+
 /// Declares a unit struct `$name` implementing `CaseFn<$case>` by calling `$f(ctx, &value)`.
 macro_rules! case_fn {
     ($name:ident, $case:ty, $f:ident) => {

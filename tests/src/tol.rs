@@ -83,11 +83,14 @@ pub const LOSS: f64 = 4.0;
 pub const ROI_ALIGN: f64 = 8.0;
 
 /// Absolute floor added to every non-zero tolerance, in units of the element type's smallest
-/// normal number (`f32::MIN_POSITIVE` = 1.2e-38): results that underflow into the subnormal
-/// range (a softmax probability of `exp(-100)`) keep only an absolute precision of
-/// `MIN_POSITIVE * eps`, and a result below half the smallest subnormal flushes to 0. Far below
-/// any value that matters; exact comparisons (tolerance 0) get no floor.
-pub const UNDERFLOW_FLOOR: f64 = 1.0;
+/// normal number (`f32::MIN_POSITIVE` = 1.2e-38). Below it a result keeps only an absolute
+/// precision, and a backend may flush it to 0 (GPU flush-to-zero, a fast `exp` that returns 0
+/// below the normal range; the CPU backend does): a softmax probability of `exp(-87.5)` may come
+/// back as 0. Twice the smallest normal covers a flushed value just above the threshold. Far
+/// below any value that matters; exact comparisons (tolerance 0) get no floor. Where a flushed
+/// intermediate is multiplied afterwards (soft cross-entropy's `q * sum(targets)`), the check
+/// adds the same floor times that factor.
+pub const UNDERFLOW_FLOOR: f64 = 2.0;
 
 /// `sqrt(n) + 2`.
 pub fn growth(n: usize) -> f64 {

@@ -44,11 +44,8 @@ families!(
 
 #[test]
 fn f64_reference_against_itself() {
-    let report = Conformance::with_config(
-        ReferenceBackend::<f64>::new,
-        Config::small_from_env(),
-    )
-    .run_all();
+    let report =
+        Conformance::with_config(ReferenceBackend::<f64>::new, Config::small_from_env()).run_all();
     // Same code, same inputs: every comparison must be exact.
     for fam in &report.families {
         for (kernel, stats) in &fam.kernels {

@@ -16,7 +16,9 @@ fn problem() -> Problem {
     let (batch, dim, queue_len) = (4, 3, 6);
     let rows = |n: usize, phase: f64| {
         normalized_rows(
-            (0..n * dim).map(|e| ((e as f64) * 0.7 + phase).sin() + 0.1).collect(),
+            (0..n * dim)
+                .map(|e| ((e as f64) * 0.7 + phase).sin() + 0.1)
+                .collect(),
             dim,
         )
     };
@@ -50,7 +52,9 @@ fn each_backend(check: impl Fn(&dyn Fn(&Problem) -> Error, &dyn Fn(&Problem) -> 
     check(&|p| dscl_error(&reference, p), &|p| {
         pbsd(&reference, p, 0.07, usize::MAX).unwrap_err()
     });
-    check(&|p| dscl_error(&cpu, p), &|p| pbsd(&cpu, p, 0.07, usize::MAX).unwrap_err());
+    check(&|p| dscl_error(&cpu, p), &|p| {
+        pbsd(&cpu, p, 0.07, usize::MAX).unwrap_err()
+    });
 }
 
 #[test]
@@ -67,14 +71,27 @@ fn mismatched_shapes_are_named() {
         p.keys.truncate(p.keys.len() - 1);
         assert!(matches!(
             dscl(&p),
-            Error::ShapeMismatch { what: "keys", expected: 12, actual: 11 }
+            Error::ShapeMismatch {
+                what: "keys",
+                expected: 12,
+                actual: 11
+            }
         ));
         let mut p = problem();
         p.students.truncate(5);
-        assert!(matches!(pbsd(&p), Error::ShapeMismatch { what: "students", .. }));
+        assert!(matches!(
+            pbsd(&p),
+            Error::ShapeMismatch {
+                what: "students",
+                ..
+            }
+        ));
         let mut p = problem();
         p.labels.pop();
-        assert!(matches!(dscl(&p), Error::ShapeMismatch { what: "labels", .. }));
+        assert!(matches!(
+            dscl(&p),
+            Error::ShapeMismatch { what: "labels", .. }
+        ));
     });
 }
 
@@ -85,13 +102,23 @@ fn labels_out_of_range_are_named_with_their_index() {
         p.labels[2] = 7;
         assert_eq!(
             dscl(&p),
-            Error::LabelOutOfRange { what: "labels", index: 2, label: 7, num_classes: 3 }
+            Error::LabelOutOfRange {
+                what: "labels",
+                index: 2,
+                label: 7,
+                num_classes: 3
+            }
         );
         let mut p = problem();
         p.queue_labels[4] = 3;
         assert_eq!(
             dscl(&p),
-            Error::LabelOutOfRange { what: "queue_labels", index: 4, label: 3, num_classes: 3 }
+            Error::LabelOutOfRange {
+                what: "queue_labels",
+                index: 4,
+                label: 3,
+                num_classes: 3
+            }
         );
     });
 }
@@ -101,19 +128,49 @@ fn non_finite_features_are_traced_to_their_input_row() {
     each_backend(|dscl, pbsd| {
         let mut p = problem();
         p.keys[3 * 2 + 1] = f64::NAN;
-        assert_eq!(dscl(&p), Error::NonFinite { what: "keys", index: 2 });
+        assert_eq!(
+            dscl(&p),
+            Error::NonFinite {
+                what: "keys",
+                index: 2
+            }
+        );
         let mut p = problem();
         p.queue[5 * 3] = f64::INFINITY;
-        assert_eq!(dscl(&p), Error::NonFinite { what: "queue", index: 5 });
+        assert_eq!(
+            dscl(&p),
+            Error::NonFinite {
+                what: "queue",
+                index: 5
+            }
+        );
         let mut p = problem();
         p.queries[0] = f64::NEG_INFINITY;
-        assert_eq!(dscl(&p), Error::NonFinite { what: "queries", index: 0 });
+        assert_eq!(
+            dscl(&p),
+            Error::NonFinite {
+                what: "queries",
+                index: 0
+            }
+        );
         let mut p = problem();
         p.students[3 * 7] = f64::NAN;
-        assert_eq!(pbsd(&p), Error::NonFinite { what: "students", index: 7 });
+        assert_eq!(
+            pbsd(&p),
+            Error::NonFinite {
+                what: "students",
+                index: 7
+            }
+        );
         let mut p = problem();
         p.teachers[0] = f64::NAN;
-        assert_eq!(pbsd(&p), Error::NonFinite { what: "teachers", index: 0 });
+        assert_eq!(
+            pbsd(&p),
+            Error::NonFinite {
+                what: "teachers",
+                index: 0
+            }
+        );
     });
 }
 
@@ -122,8 +179,20 @@ fn a_queue_that_does_not_fit_is_refused() {
     each_backend(|dscl, pbsd| {
         let mut p = problem();
         p.queue_filled = p.queue_len + 1;
-        assert!(matches!(dscl(&p), Error::InvalidArgument { what: "queue_filled", .. }));
-        assert!(matches!(pbsd(&p), Error::InvalidArgument { what: "queue_filled", .. }));
+        assert!(matches!(
+            dscl(&p),
+            Error::InvalidArgument {
+                what: "queue_filled",
+                ..
+            }
+        ));
+        assert!(matches!(
+            pbsd(&p),
+            Error::InvalidArgument {
+                what: "queue_filled",
+                ..
+            }
+        ));
     });
     let shape = ContrastiveShape {
         batch: 4,
@@ -132,8 +201,16 @@ fn a_queue_that_does_not_fit_is_refused() {
         num_classes: 3,
     };
     let reference = ReferenceBackend::<f64>::new();
-    let err = SupervisedContrastive::dscl(&reference, shape, 0.07, 8.0).err().unwrap();
-    assert!(matches!(err, Error::InvalidArgument { what: "queue length", .. }));
+    let err = SupervisedContrastive::dscl(&reference, shape, 0.07, 8.0)
+        .err()
+        .unwrap();
+    assert!(matches!(
+        err,
+        Error::InvalidArgument {
+            what: "queue length",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -141,13 +218,28 @@ fn bad_hyperparameters_are_refused() {
     let reference = ReferenceBackend::<f64>::new();
     let shape = problem().shape();
     for tau in [0.0, -0.1, f64::NAN, f64::INFINITY] {
-        let err = SupervisedContrastive::dscl(&reference, shape, tau, 8.0).err().unwrap();
-        assert!(matches!(err, Error::InvalidArgument { what: "temperature", .. }), "{tau}");
+        let err = SupervisedContrastive::dscl(&reference, shape, tau, 8.0)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    what: "temperature",
+                    ..
+                }
+            ),
+            "{tau}"
+        );
     }
-    let err = SupervisedContrastive::dscl(&reference, shape, 0.07, -1.0).err().unwrap();
+    let err = SupervisedContrastive::dscl(&reference, shape, 0.07, -1.0)
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::InvalidArgument { what: "beta", .. }));
     let zero_batch = ContrastiveShape { batch: 0, ..shape };
-    let err = SupervisedContrastive::supcon(&reference, zero_batch, 0.07).err().unwrap();
+    let err = SupervisedContrastive::supcon(&reference, zero_batch, 0.07)
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::InvalidArgument { what: "batch", .. }));
 }
 
@@ -157,12 +249,16 @@ fn zero_row_error<B: Backend>(backend: &B) -> Error {
     let mut norm = L2Normalize::new(backend, 4, 3).unwrap();
     let input = upload(backend, &x).unwrap();
     let mut out = backend.alloc(12).unwrap();
-    norm.forward_checked(backend, "queries", &input, &mut out).unwrap_err()
+    norm.forward_checked(backend, "queries", &input, &mut out)
+        .unwrap_err()
 }
 
 #[test]
 fn zero_norm_rows_are_named() {
-    let expected = Error::ZeroNormRow { what: "queries", row: 1 };
+    let expected = Error::ZeroNormRow {
+        what: "queries",
+        row: 1,
+    };
     assert_eq!(zero_row_error(&ReferenceBackend::<f64>::new()), expected);
     assert_eq!(zero_row_error(&CpuBackend::new()), expected);
 }
@@ -191,16 +287,41 @@ fn cross_entropy_names_bad_labels_and_values() {
     ] {
         assert_eq!(
             label_err,
-            Error::LabelOutOfRange { what: "labels", index: 1, label: 3, num_classes: 3 }
+            Error::LabelOutOfRange {
+                what: "labels",
+                index: 1,
+                label: 3,
+                num_classes: 3
+            }
         );
-        assert_eq!(nan_err, Error::NonFinite { what: "logits", index: 1 });
+        assert_eq!(
+            nan_err,
+            Error::NonFinite {
+                what: "logits",
+                index: 1
+            }
+        );
     }
 }
 
 #[test]
 fn errors_read_as_sentences() {
-    let e = Error::LabelOutOfRange { what: "queue_labels", index: 4, label: 3, num_classes: 3 };
-    assert_eq!(e.to_string(), "queue_labels: label 3 at index 4 is outside 0..3");
-    let e = Error::NonFinite { what: "keys", index: 2 };
-    assert_eq!(e.to_string(), "keys: non-finite value (NaN or infinity) at row 2");
+    let e = Error::LabelOutOfRange {
+        what: "queue_labels",
+        index: 4,
+        label: 3,
+        num_classes: 3,
+    };
+    assert_eq!(
+        e.to_string(),
+        "queue_labels: label 3 at index 4 is outside 0..3"
+    );
+    let e = Error::NonFinite {
+        what: "keys",
+        index: 2,
+    };
+    assert_eq!(
+        e.to_string(),
+        "keys: non-finite value (NaN or infinity) at row 2"
+    );
 }

@@ -89,7 +89,10 @@ fn optimal_view_share(
         }
     }
     let g = row.gradient(&s);
-    assert!(g[1..=positives].iter().all(|x| x.abs() < 1e-9), "not converged: {g:?}");
+    assert!(
+        g[1..=positives].iter().all(|x| x.abs() < 1e-9),
+        "not converged: {g:?}"
+    );
     let p = softmax_excluding_self(&s);
     p[1] / p[1..=positives].iter().sum::<f64>()
 }

@@ -12,7 +12,10 @@ fn check(outputs: &dscl_runtime::vectors::Outputs, expected: &Vectors, tol: f64)
     let rows = compare(outputs, &expected.expected, tol);
     assert_eq!(rows.len(), 11, "every output is compared");
     for r in &rows {
-        println!("{:<28} abs {:.3e} rel {:.3e}", r.name, r.max_abs_error, r.max_rel_error);
+        println!(
+            "{:<28} abs {:.3e} rel {:.3e}",
+            r.name, r.max_abs_error, r.max_rel_error
+        );
     }
     let failed: Vec<_> = rows.iter().filter(|r| !r.within_tolerance).collect();
     assert!(failed.is_empty(), "outputs beyond {tol:e}: {failed:#?}");
@@ -44,6 +47,10 @@ fn a_wrong_implementation_is_caught() {
     v.beta = 7.9;
     let got = evaluate(&ReferenceBackend::<f64>::new(), &v).unwrap();
     let rows = compare(&got, &expected.expected, 1e-4);
-    assert!(rows.iter().any(|r| r.name == "dscl_loss" && !r.within_tolerance));
-    assert!(rows.iter().any(|r| r.name == "supcon_loss" && r.within_tolerance));
+    assert!(rows
+        .iter()
+        .any(|r| r.name == "dscl_loss" && !r.within_tolerance));
+    assert!(rows
+        .iter()
+        .any(|r| r.name == "supcon_loss" && r.within_tolerance));
 }

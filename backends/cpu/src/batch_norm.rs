@@ -87,8 +87,14 @@ fn check_all(
 
 /// Runs `f(plane_data, channel - c0, plane_index)` over the planes of channels `c0..c1` of `data`
 /// (`[batch, channels, spatial]`), threaded over planes.
-fn for_block_planes<F>(par: &Par, shape: &BatchNormShape, c0: usize, c1: usize, data: &mut [f32], f: F)
-where
+fn for_block_planes<F>(
+    par: &Par,
+    shape: &BatchNormShape,
+    c0: usize,
+    c1: usize,
+    data: &mut [f32],
+    f: F,
+) where
     F: Fn(&mut [f32], usize, usize) + Sync,
 {
     let (c, s) = (shape.channels, shape.spatial);
@@ -103,15 +109,18 @@ where
         (ELEMENT_GRAIN / s).max(1),
         Rows(&mut data[start..end], s),
         |range, Rows(d, _)| {
-            simd::dispatch(|| {
-                for (k, q) in range.enumerate() {
-                    let plane = c0 + q;
-                    let ch = plane % c;
-                    if ch >= c0 && ch < c1 {
-                        f(&mut d[k * s..(k + 1) * s], ch - c0, plane);
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (k, q) in range.enumerate() {
+                        let plane = c0 + q;
+                        let ch = plane % c;
+                        if ch >= c0 && ch < c1 {
+                            f(&mut d[k * s..(k + 1) * s], ch - c0, plane);
+                        }
                     }
-                }
-            })
+                },
+            )
         },
         unit,
     );
@@ -163,7 +172,7 @@ pub(crate) fn forward_train(
                 Rows(&mut running_var[c0..c1], 1),
             ),
             |range, ((Rows(mu, _), Rows(is, _)), (Rows(sm, _), Rows(si, _)), Rows(rm, _), Rows(rv, _))| {
-                simd::dispatch(|| {
+                simd::dispatch(#[inline(always)] || {
                     for (k, ch) in range.map(|q| q + c0).enumerate() {
                         let planes = (0..shape.batch).map(|b| &x[(b * c + ch) * s..(b * c + ch + 1) * s]);
                         let m = planes.clone().map(simd::sum).sum::<f64>() / nf;
@@ -280,24 +289,27 @@ pub(crate) fn backward(
                 Rows(&mut grad_beta[c0..c1], 1),
             ),
             |range, ((Rows(a, _), Rows(b, _)), Rows(gg, _), Rows(gb, _))| {
-                simd::dispatch(|| {
-                    for (k, ch) in range.map(|q| q + c0).enumerate() {
-                        let mean = save_mean[ch] as f64;
-                        let inv = save_invstd[ch] as f64;
-                        let (mut sdy, mut sdyx) = (0.0, 0.0);
-                        for bi in 0..shape.batch {
-                            let r = (bi * c + ch) * s..(bi * c + ch + 1) * s;
-                            let (p, q) = sums_dy(&x[r.clone()], &grad_y[r], mean);
-                            sdy += p;
-                            sdyx += q;
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (k, ch) in range.map(|q| q + c0).enumerate() {
+                            let mean = save_mean[ch] as f64;
+                            let inv = save_invstd[ch] as f64;
+                            let (mut sdy, mut sdyx) = (0.0, 0.0);
+                            for bi in 0..shape.batch {
+                                let r = (bi * c + ch) * s..(bi * c + ch + 1) * s;
+                                let (p, q) = sums_dy(&x[r.clone()], &grad_y[r], mean);
+                                sdy += p;
+                                sdyx += q;
+                            }
+                            sdyx *= inv;
+                            gb[k] = (gb[k] as f64 + sdy) as f32;
+                            gg[k] = (gg[k] as f64 + sdyx) as f32;
+                            a[k] = sdy / nf;
+                            b[k] = sdyx / nf;
                         }
-                        sdyx *= inv;
-                        gb[k] = (gb[k] as f64 + sdy) as f32;
-                        gg[k] = (gg[k] as f64 + sdyx) as f32;
-                        a[k] = sdy / nf;
-                        b[k] = sdyx / nf;
-                    }
-                })
+                    },
+                )
             },
             unit,
         );

@@ -9,11 +9,13 @@
 //! Images are split into groups, one per thread, each with its own column buffer (and, for
 //! backward-filter, its own partial weight gradient, summed at the end); with fewer images than
 //! threads, images run one after another and each GEMM uses every thread.
-//! [`workspace_len`] covers all three passes for the backend's thread count; a smaller
-//! workspace still works with fewer groups, down to one column buffer.
+//! [`workspace_len`] covers all three passes for the backend's thread count:
+//! `groups * (C*kh*kw*OH*OW + O*C*kh*kw)` with `groups = min(threads, batch)` (the column term
+//! is 0 for a 1x1 stride-1 unpadded convolution); each pass checks the workspace holds it.
 
 use dscl_core::desc::Conv2dShape;
-use dscl_core::{Error, Result};
+use dscl_core::error::check_len;
+use dscl_core::Result;
 
 use crate::gemm::{matmul, Operand};
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
@@ -43,7 +45,10 @@ struct Geo {
 impl Geo {
     fn new(s: &Conv2dShape) -> Geo {
         let (oh, ow) = (s.out_height(), s.out_width());
-        let ckk = s.in_channels * s.kernel_h * s.kernel_w;
+        let ckk = s
+            .in_channels
+            .saturating_mul(s.kernel_h)
+            .saturating_mul(s.kernel_w);
         let direct = s.kernel_h == 1 && s.kernel_w == 1 && s.stride == 1 && s.padding == 0;
         Geo {
             c: s.in_channels,
@@ -56,9 +61,13 @@ impl Geo {
             pad: s.padding,
             oh,
             ow,
-            ohw: oh * ow,
+            ohw: oh.saturating_mul(ow),
             ckk,
-            col: if direct { 0 } else { ckk * oh * ow },
+            col: if direct {
+                0
+            } else {
+                ckk.saturating_mul(oh).saturating_mul(ow)
+            },
             direct,
         }
     }
@@ -156,22 +165,16 @@ fn col2im(g: &Geo, col: &[f32], x: &mut [f32]) {
     }
 }
 
-/// Image groups that run in parallel: one per thread, at most one per image, at most as many
-/// as the workspace holds `per_group` elements for.
-fn groups(par: &Par, batch: usize, per_group: usize, ws_len: usize) -> Result<usize> {
-    let want = par.threads.min(batch).max(1);
-    if per_group == 0 {
-        return Ok(want);
-    }
-    let fit = ws_len / per_group;
-    if fit == 0 {
-        return Err(Error::ShapeMismatch {
-            what: "conv2d workspace",
-            expected: per_group,
-            actual: ws_len,
-        });
-    }
-    Ok(want.min(fit))
+/// Image groups that run in parallel (one per thread, at most one per image), after checking
+/// that the workspace holds what [`workspace_len`] reports: every pass demands the full length,
+/// so a workspace planned for one pass serves all three.
+fn groups(par: &Par, shape: &Conv2dShape, ws_len: usize) -> Result<usize> {
+    check_len(
+        "conv2d workspace",
+        ws_len,
+        workspace_len(par.threads, shape),
+    )?;
+    Ok(par.threads.min(shape.batch).max(1))
 }
 
 /// Workspace elements the three passes need with `threads` threads.
@@ -180,18 +183,16 @@ pub(crate) fn workspace_len(threads: usize, shape: &Conv2dShape) -> usize {
         return 0;
     }
     let g = Geo::new(shape);
-    let groups = threads.min(shape.batch).max(1);
-    if groups > 1 {
-        groups * (g.col + g.o * g.ckk)
-    } else {
-        g.col
-    }
+    // Backward-filter needs the most: a column buffer and a partial gradient per group.
+    let per_group = g.col.saturating_add(g.o.saturating_mul(g.ckk));
+    threads.min(shape.batch).max(1).saturating_mul(per_group)
 }
 
 /// Runs `body(first_image, images_out, group_workspace)` over groups of images, where
 /// `images_out` is the slice of `out` (items of `out_image` elements) for the group's images.
 /// With one group, runs on the calling thread inside the pool (so GEMM can use every thread);
 /// `body` receives the thread count its GEMMs may use.
+#[allow(clippy::too_many_arguments)]
 fn for_groups<F>(
     par: &Par,
     batch: usize,
@@ -214,7 +215,10 @@ fn for_groups<F>(
     par.run(
         n_groups,
         1,
-        (Rows(out, per * out_image), Rows(&mut ws[..n_groups * per_group], per_group)),
+        (
+            Rows(out, per * out_image),
+            Rows(&mut ws[..n_groups * per_group], per_group),
+        ),
         |range, (Rows(o, _), Rows(w, _))| {
             for (k, gi) in range.enumerate() {
                 let o_end = ((k + 1) * per * out_image).min(o.len());
@@ -241,7 +245,7 @@ pub(crate) fn forward(
     if out_len == 0 {
         return Ok(());
     }
-    let n_groups = groups(par, shape.batch, g.col, workspace.len())?;
+    let n_groups = groups(par, shape, workspace.len())?;
     let (in_img, out_img) = (g.in_image(), g.out_image());
     let wt = Operand {
         data: &weight[..g.o * g.ckk],
@@ -292,7 +296,7 @@ pub(crate) fn backward_data(
     if in_len == 0 {
         return Ok(());
     }
-    let n_groups = groups(par, shape.batch, g.col, workspace.len())?;
+    let n_groups = groups(par, shape, workspace.len())?;
     let (in_img, out_img) = (g.in_image(), g.out_image());
     // op(A) = W^T: [ckk, O] from W stored [O, ckk].
     let wt = Operand {
@@ -343,79 +347,70 @@ pub(crate) fn backward_filter(
         return Ok(());
     }
     let (in_img, out_img) = (g.in_image(), g.out_image());
-    // Per image: grad_W [O, ckk] (+)= grad_out_n [O, ohw] x col_n^T, col_n stored [ckk, ohw].
-    let accumulate = |threads: usize, n: usize, col: &mut [f32], dst: &mut [f32], beta: f32| {
-        let x = &input[n * in_img..(n + 1) * in_img];
-        let cols = if g.direct {
-            x
-        } else {
-            im2col(&g, x, col);
-            &col[..]
-        };
-        let gy = Operand {
-            data: &grad_output[n * out_img..(n + 1) * out_img],
-            ld: g.ohw,
-            trans: false,
-        };
-        let cm = Operand {
-            data: cols,
-            ld: g.ohw,
-            trans: true,
-        };
-        matmul(threads, [g.o, g.ckk, g.ohw], 1.0, beta, gy, cm, dst, g.ckk);
-    };
-
+    // Each group of images sums `grad_W^T [ckk, O] = sum_n col_n [ckk, ohw] x grad_out_n^T`
+    // into its own partial (the gemm crate is several times faster producing this layout than
+    // `grad_W [O, ckk]` directly when O is small), then the partials are added, transposed.
     let per_group = g.col + w_len;
-    let parallel = par.threads > 1 && shape.batch > 1 && workspace.len() >= 2 * per_group;
-    if !parallel {
-        if workspace.len() < g.col {
-            return Err(Error::ShapeMismatch {
-                what: "conv2d workspace",
-                expected: g.col,
-                actual: workspace.len(),
-            });
-        }
-        let threads = par.threads;
-        let col = &mut workspace[..g.col];
-        let gw = &mut grad_weight[..w_len];
-        par.install(|| {
-            for n in 0..shape.batch {
-                accumulate(threads, n, col, gw, 1.0);
-            }
-        });
-        return Ok(());
-    }
-
-    // Each group sums its images into its own partial gradient, then the partials are added.
-    let n_groups = groups(par, shape.batch, per_group, workspace.len())?;
+    let n_groups = groups(par, shape, workspace.len())?;
     let per = shape.batch.div_ceil(n_groups);
     let n_groups = shape.batch.div_ceil(per);
     let ws = &mut workspace[..n_groups * per_group];
-    par.run(
-        n_groups,
-        1,
-        Rows(&mut ws[..], per_group),
-        |range, Rows(w, _)| {
-            for (k, gi) in range.enumerate() {
-                let (col, partial) = w[k * per_group..(k + 1) * per_group].split_at_mut(g.col);
-                let images = gi * per..((gi + 1) * per).min(shape.batch);
-                for (j, n) in images.enumerate() {
-                    accumulate(1, n, col, partial, if j == 0 { 0.0 } else { 1.0 });
+    let sum_images = |threads: usize, gi: usize, w: &mut [f32]| {
+        let (col, partial) = w.split_at_mut(g.col);
+        let images = gi * per..((gi + 1) * per).min(shape.batch);
+        for (j, n) in images.enumerate() {
+            let x = &input[n * in_img..(n + 1) * in_img];
+            let cols = if g.direct {
+                x
+            } else {
+                im2col(&g, x, col);
+                &col[..]
+            };
+            let a = Operand {
+                data: cols,
+                ld: g.ohw,
+                trans: false,
+            };
+            let gy = Operand {
+                data: &grad_output[n * out_img..(n + 1) * out_img],
+                ld: g.ohw,
+                trans: true,
+            };
+            let beta = if j == 0 { 0.0 } else { 1.0 };
+            matmul(threads, [g.ckk, g.o, g.ohw], 1.0, beta, a, gy, partial, g.o);
+        }
+    };
+    if n_groups == 1 {
+        let threads = par.threads;
+        par.install(|| sum_images(threads, 0, &mut ws[..]));
+    } else {
+        par.run(
+            n_groups,
+            1,
+            Rows(&mut ws[..], per_group),
+            |range, Rows(w, _)| {
+                for (k, gi) in range.enumerate() {
+                    sum_images(1, gi, &mut w[k * per_group..(k + 1) * per_group]);
                 }
-            }
-        },
-        unit,
-    );
+            },
+            unit,
+        );
+    }
+    // grad_W[o][i] += sum_g partial_g[i][o], threaded over output channels.
     let ws = &*ws;
+    let (o_count, ckk) = (g.o, g.ckk);
     par.run(
-        w_len,
-        ELEMENT_GRAIN,
-        Rows(&mut grad_weight[..w_len], 1),
+        o_count,
+        (ELEMENT_GRAIN / (ckk * n_groups)).max(1),
+        Rows(&mut grad_weight[..w_len], ckk),
         |range, Rows(gw, _)| {
-            for gi in 0..n_groups {
-                let partial = &ws[gi * per_group + g.col..(gi + 1) * per_group];
-                for (d, s) in gw.iter_mut().zip(&partial[range.clone()]) {
-                    *d += s;
+            for (q, o) in range.enumerate() {
+                let row = &mut gw[q * ckk..(q + 1) * ckk];
+                for gi in 0..n_groups {
+                    let partial = &ws[gi * per_group + g.col..(gi + 1) * per_group];
+                    for (i, d) in row.iter_mut().enumerate() {
+                        *d += partial[i * o_count + o];
+                    }
                 }
             }
         },

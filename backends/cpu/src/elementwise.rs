@@ -49,7 +49,12 @@ pub(crate) fn scale(par: &Par, x: &mut [f32], len: usize, alpha: f64) -> Result<
         len,
         ELEMENT_GRAIN,
         Rows(&mut x[..len], 1),
-        |_, Rows(x, _)| simd::dispatch(|| simd::scale(x, a)),
+        |_, Rows(x, _)| {
+            simd::dispatch(
+                #[inline(always)]
+                || simd::scale(x, a),
+            )
+        },
         unit,
     );
     Ok(())
@@ -64,11 +69,14 @@ pub(crate) fn axpy(par: &Par, alpha: f64, x: &[f32], y: &mut [f32], len: usize) 
         ELEMENT_GRAIN,
         Rows(&mut y[..len], 1),
         |r, Rows(y, _)| {
-            simd::dispatch(|| {
-                for (yv, xv) in y.iter_mut().zip(&x[r]) {
-                    *yv += a * xv;
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (yv, xv) in y.iter_mut().zip(&x[r]) {
+                        *yv += a * xv;
+                    }
+                },
+            )
         },
         unit,
     );
@@ -84,11 +92,14 @@ pub(crate) fn add(par: &Par, a: &[f32], b: &[f32], out: &mut [f32], len: usize) 
         ELEMENT_GRAIN,
         Rows(&mut out[..len], 1),
         |r, Rows(o, _)| {
-            simd::dispatch(|| {
-                for ((ov, av), bv) in o.iter_mut().zip(&a[r.clone()]).zip(&b[r]) {
-                    *ov = av + bv;
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for ((ov, av), bv) in o.iter_mut().zip(&a[r.clone()]).zip(&b[r]) {
+                        *ov = av + bv;
+                    }
+                },
+            )
         },
         unit,
     );
@@ -109,7 +120,12 @@ pub(crate) fn sum(
         len,
         ELEMENT_GRAIN,
         (),
-        |r, ()| simd::dispatch(|| simd::sum(&x[r])),
+        |r, ()| {
+            simd::dispatch(
+                #[inline(always)]
+                || simd::sum(&x[r]),
+            )
+        },
         |a, b| a + b,
     );
     out[offset] = (scale * total) as f32;
@@ -125,11 +141,14 @@ pub(crate) fn relu_forward(par: &Par, x: &[f32], y: &mut [f32], len: usize) -> R
         ELEMENT_GRAIN,
         Rows(&mut y[..len], 1),
         |r, Rows(y, _)| {
-            simd::dispatch(|| {
-                for (yv, &xv) in y.iter_mut().zip(&x[r]) {
-                    *yv = if xv < 0.0 { 0.0 } else { xv };
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (yv, &xv) in y.iter_mut().zip(&x[r]) {
+                        *yv = if xv < 0.0 { 0.0 } else { xv };
+                    }
+                },
+            )
         },
         unit,
     );
@@ -152,11 +171,14 @@ pub(crate) fn relu_backward(
         ELEMENT_GRAIN,
         Rows(&mut grad_x[..len], 1),
         |r, Rows(gx, _)| {
-            simd::dispatch(|| {
-                for ((g, &yv), &gy) in gx.iter_mut().zip(&y[r.clone()]).zip(&grad_y[r]) {
-                    *g = if yv > 0.0 { gy } else { 0.0 };
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for ((g, &yv), &gy) in gx.iter_mut().zip(&y[r.clone()]).zip(&grad_y[r]) {
+                        *g = if yv > 0.0 { gy } else { 0.0 };
+                    }
+                },
+            )
         },
         unit,
     );
@@ -171,7 +193,7 @@ pub(crate) fn bias_add(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
-    let len = rows.checked_mul(cols).unwrap_or(usize::MAX);
+    let len = rows.saturating_mul(cols);
     check_len("bias_add x", x.len(), len)?;
     check_len("bias_add bias", bias.len(), cols)?;
     if len == 0 {
@@ -183,13 +205,16 @@ pub(crate) fn bias_add(
         ELEMENT_GRAIN / cols,
         Rows(&mut x[..len], cols),
         |_, Rows(x, _)| {
-            simd::dispatch(|| {
-                for row in x.chunks_exact_mut(cols) {
-                    for (v, b) in row.iter_mut().zip(bias) {
-                        *v += b;
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for row in x.chunks_exact_mut(cols) {
+                        for (v, b) in row.iter_mut().zip(bias) {
+                            *v += b;
+                        }
                     }
-                }
-            })
+                },
+            )
         },
         unit,
     );
@@ -207,7 +232,7 @@ pub(crate) fn bias_backward(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
-    let len = rows.checked_mul(cols).unwrap_or(usize::MAX);
+    let len = rows.saturating_mul(cols);
     check_len("bias_backward grad_out", grad_out.len(), len)?;
     check_len("bias_backward grad_bias", grad_bias.len(), cols)?;
     if len == 0 {
@@ -219,22 +244,25 @@ pub(crate) fn bias_backward(
         (ELEMENT_GRAIN / (rows * BIAS_COLS)).max(1),
         Rows(&mut grad_bias[..cols], BIAS_COLS),
         |range, Rows(gb, _)| {
-            simd::dispatch(|| {
-                for (bi, gb) in range.zip(gb.chunks_mut(BIAS_COLS)) {
-                    let c0 = bi * BIAS_COLS;
-                    let w = gb.len();
-                    let mut acc = [0.0f64; BIAS_COLS];
-                    for r in 0..rows {
-                        let row = &grad_out[r * cols + c0..r * cols + c0 + w];
-                        for (a, &v) in acc.iter_mut().zip(row) {
-                            *a += v as f64;
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (bi, gb) in range.zip(gb.chunks_mut(BIAS_COLS)) {
+                        let c0 = bi * BIAS_COLS;
+                        let w = gb.len();
+                        let mut acc = [0.0f64; BIAS_COLS];
+                        for r in 0..rows {
+                            let row = &grad_out[r * cols + c0..r * cols + c0 + w];
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v as f64;
+                            }
+                        }
+                        for (g, a) in gb.iter_mut().zip(&acc) {
+                            *g = (*g as f64 + a) as f32;
                         }
                     }
-                    for (g, a) in gb.iter_mut().zip(&acc) {
-                        *g = (*g as f64 + a) as f32;
-                    }
-                }
-            })
+                },
+            )
         },
         unit,
     );

@@ -28,9 +28,17 @@ fn op(trans: bool, ld: usize, rows: usize, cols: usize) -> Op {
     let ld = if stored_rows <= 1 { stored_cols } else { ld };
     let span = (stored_rows - 1) * ld + stored_cols;
     if trans {
-        Op { rs: 1, cs: ld, span }
+        Op {
+            rs: 1,
+            cs: ld,
+            span,
+        }
     } else {
-        Op { rs: ld, cs: 1, span }
+        Op {
+            rs: ld,
+            cs: 1,
+            span,
+        }
     }
 }
 
@@ -164,7 +172,7 @@ fn single(
     ldc: usize,
 ) {
     #[cfg(feature = "std")]
-    let parallelism = if threads > 1 && m * n * k >= 48 * 48 * 48 {
+    let parallelism = if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= 48 * 48 * 48 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

@@ -13,7 +13,7 @@
 //! Value faults (NaN, zero-norm rows, labels out of range) go to a fault slot, first fault
 //! wins, read and cleared with [`Backend::take_fault`]. Shapes are checked with the
 //! descriptors' `check` methods; no input makes a kernel panic.
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -359,7 +359,12 @@ fn heap_vec<T: Copy + Default>(len: usize, what: &'static str) -> Result<Vec<T>>
 }
 
 /// `offset + len` as a checked end index: `ShapeMismatch` when it overflows or exceeds `have`.
-pub(crate) fn range_end(what: &'static str, have: usize, offset: usize, len: usize) -> Result<usize> {
+pub(crate) fn range_end(
+    what: &'static str,
+    have: usize,
+    offset: usize,
+    len: usize,
+) -> Result<usize> {
     let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
         what,
         expected: usize::MAX,
@@ -561,7 +566,14 @@ impl<'a> Backend for CpuBackend<'a> {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        conv::backward_data(&self.par(), shape, grad_output, weight, grad_input, workspace)
+        conv::backward_data(
+            &self.par(),
+            shape,
+            grad_output,
+            weight,
+            grad_input,
+            workspace,
+        )
     }
 
     fn conv2d_backward_filter(
@@ -572,7 +584,14 @@ impl<'a> Backend for CpuBackend<'a> {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        conv::backward_filter(&self.par(), shape, input, grad_output, grad_weight, workspace)
+        conv::backward_filter(
+            &self.par(),
+            shape,
+            input,
+            grad_output,
+            grad_weight,
+            workspace,
+        )
     }
 
     // ---- batch normalisation ---------------------------------------------------------------
@@ -842,5 +861,5 @@ impl<'a> Backend for CpuBackend<'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "std"))]
 mod tests;

@@ -33,23 +33,26 @@ pub(crate) fn sgd_momentum(
         ELEMENT_GRAIN,
         (Rows(&mut weights[..len], 1), Rows(&mut velocity[..len], 1)),
         |r, (Rows(w, _), Rows(v, _))| {
-            simd::dispatch(|| {
-                for ((wv, vv), &gv) in w.iter_mut().zip(v.iter_mut()).zip(&grads[r]) {
-                    let g = gv + wd * *wv;
-                    let dir = if use_momentum {
-                        let nv = if first { g } else { mom * *vv + damp * g };
-                        *vv = nv;
-                        if nesterov {
-                            g + mom * nv
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for ((wv, vv), &gv) in w.iter_mut().zip(v.iter_mut()).zip(&grads[r]) {
+                        let g = gv + wd * *wv;
+                        let dir = if use_momentum {
+                            let nv = if first { g } else { mom * *vv + damp * g };
+                            *vv = nv;
+                            if nesterov {
+                                g + mom * nv
+                            } else {
+                                nv
+                            }
                         } else {
-                            nv
-                        }
-                    } else {
-                        g
-                    };
-                    *wv -= lr * dir;
-                }
-            })
+                            g
+                        };
+                        *wv -= lr * dir;
+                    }
+                },
+            )
         },
         unit,
     );
@@ -64,11 +67,6 @@ pub(crate) fn ema(
     target: &mut [f32],
     len: usize,
 ) -> Result<()> {
-    dscl_core::error::ensure(
-        momentum.is_finite(),
-        "ema_update",
-        "momentum must be finite",
-    )?;
     check_len("ema source", source.len(), len)?;
     check_len("ema target", target.len(), len)?;
     let m = momentum as f32;
@@ -78,11 +76,14 @@ pub(crate) fn ema(
         ELEMENT_GRAIN,
         Rows(&mut target[..len], 1),
         |r, Rows(t, _)| {
-            simd::dispatch(|| {
-                for (tv, &sv) in t.iter_mut().zip(&source[r]) {
-                    *tv = m * *tv + one_m * sv;
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (tv, &sv) in t.iter_mut().zip(&source[r]) {
+                        *tv = m * *tv + one_m * sv;
+                    }
+                },
+            )
         },
         unit,
     );

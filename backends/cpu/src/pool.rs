@@ -131,8 +131,8 @@ fn check_global(
     channels: usize,
     spatial: usize,
 ) -> Result<(usize, usize)> {
-    let planes = batch.checked_mul(channels).unwrap_or(usize::MAX);
-    let len = planes.checked_mul(spatial).unwrap_or(usize::MAX);
+    let planes = batch.saturating_mul(channels);
+    let len = planes.saturating_mul(spatial);
     check_len(what, x_len, len)?;
     check_len(what, y_len, planes)?;
     ensure(
@@ -169,11 +169,14 @@ pub(crate) fn global_avg_forward(
         (ELEMENT_GRAIN / spatial).max(1),
         Rows(&mut y[..planes], 1),
         |range, Rows(y, _)| {
-            simd::dispatch(|| {
-                for (q, p) in range.enumerate() {
-                    y[q] = (simd::sum(&x[p * spatial..(p + 1) * spatial]) * inv) as f32;
-                }
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (q, p) in range.enumerate() {
+                        y[q] = (simd::sum(&x[p * spatial..(p + 1) * spatial]) * inv) as f32;
+                    }
+                },
+            )
         },
         unit,
     );

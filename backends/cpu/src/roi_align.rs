@@ -150,7 +150,12 @@ impl Sample {
         let (x0, x1, lx) = axis(x, width);
         let (hy, hx) = (1.0 - ly, 1.0 - lx);
         Some(Sample {
-            at: [y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1],
+            at: [
+                y0 * width + x0,
+                y0 * width + x1,
+                y1 * width + x0,
+                y1 * width + x1,
+            ],
             w: [
                 (hy * hx) as f32,
                 (hy * lx) as f32,

@@ -29,8 +29,19 @@ fn fault(kind: FaultKind, index: usize) -> Option<Fault> {
     })
 }
 
+/// The shift of a log-sum-exp, as `torch.logsumexp` picks it: the maximum, or 0 when the maximum
+/// is infinite (so a row of -inf gives -inf and a +inf entry gives +inf, rather than NaN).
+#[inline(always)]
+fn torch_shift(max: f32) -> f32 {
+    if max.is_infinite() {
+        0.0
+    } else {
+        max
+    }
+}
+
 fn checked_len(rows: usize, cols: usize) -> usize {
-    rows.checked_mul(cols).unwrap_or(usize::MAX)
+    rows.saturating_mul(cols)
 }
 
 // ---- L2 normalisation ----------------------------------------------------------------------
@@ -71,29 +82,32 @@ pub(crate) fn l2_normalize_forward(
         row_grain(cols),
         (Rows(&mut y[..len], cols), Rows(&mut norms[..rows], 1)),
         |range, (Rows(y, _), Rows(nrm, _))| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, i) in range.enumerate() {
-                    let xr = &x[i * cols..(i + 1) * cols];
-                    let yr = &mut y[k * cols..(k + 1) * cols];
-                    let norm = libm::sqrt(sum_squares(xr));
-                    let nf = norm as f32;
-                    nrm[k] = nf;
-                    if !nf.is_finite() {
-                        f = f.or(fault(FaultKind::NonFinite, i));
-                        yr.fill(0.0);
-                    } else if nf < f32::MIN_POSITIVE {
-                        f = f.or(fault(FaultKind::ZeroNormRow, i));
-                        yr.fill(0.0);
-                    } else {
-                        let inv = (1.0 / norm) as f32;
-                        for (yv, &xv) in yr.iter_mut().zip(xr) {
-                            *yv = xv * inv;
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, i) in range.enumerate() {
+                        let xr = &x[i * cols..(i + 1) * cols];
+                        let yr = &mut y[k * cols..(k + 1) * cols];
+                        let norm = libm::sqrt(sum_squares(xr));
+                        let nf = norm as f32;
+                        nrm[k] = nf;
+                        if !nf.is_finite() {
+                            f = f.or(fault(FaultKind::NonFinite, i));
+                            yr.fill(0.0);
+                        } else if nf < f32::MIN_POSITIVE {
+                            f = f.or(fault(FaultKind::ZeroNormRow, i));
+                            yr.fill(0.0);
+                        } else {
+                            let inv = (1.0 / norm) as f32;
+                            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                                *yv = xv * inv;
+                            }
                         }
                     }
-                }
-                f
-            })
+                    f
+                },
+            )
         },
         first_fault,
     ))
@@ -119,23 +133,26 @@ pub(crate) fn l2_normalize_backward(
         row_grain(cols),
         Rows(&mut grad_x[..len], cols),
         |range, Rows(gx, _)| {
-            simd::dispatch(|| {
-                for (k, i) in range.enumerate() {
-                    let yr = &y[i * cols..(i + 1) * cols];
-                    let gr = &grad_y[i * cols..(i + 1) * cols];
-                    let out = &mut gx[k * cols..(k + 1) * cols];
-                    let norm = norms[i];
-                    if !(norm >= f32::MIN_POSITIVE) || !norm.is_finite() {
-                        out.fill(0.0);
-                        continue;
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (k, i) in range.enumerate() {
+                        let yr = &y[i * cols..(i + 1) * cols];
+                        let gr = &grad_y[i * cols..(i + 1) * cols];
+                        let out = &mut gx[k * cols..(k + 1) * cols];
+                        let norm = norms[i];
+                        if !(norm.is_finite() && norm >= f32::MIN_POSITIVE) {
+                            out.fill(0.0);
+                            continue;
+                        }
+                        let d = simd::dot(yr, gr) as f32;
+                        let inv = (1.0 / norm as f64) as f32;
+                        for ((o, &yv), &gv) in out.iter_mut().zip(yr).zip(gr) {
+                            *o = (gv - yv * d) * inv;
+                        }
                     }
-                    let d = simd::dot(yr, gr) as f32;
-                    let inv = (1.0 / norm as f64) as f32;
-                    for ((o, &yv), &gv) in out.iter_mut().zip(yr).zip(gr) {
-                        *o = (gv - yv * d) * inv;
-                    }
-                }
-            })
+                },
+            )
         },
         unit,
     );
@@ -162,21 +179,24 @@ pub(crate) fn softmax(
         row_grain(valid),
         Rows(&mut y[..rows * cols], cols),
         |range, Rows(y, _)| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, i) in range.enumerate() {
-                    let xr = &x[i * cols..i * cols + valid];
-                    let (yv, ym) = y[k * cols..(k + 1) * cols].split_at_mut(valid);
-                    ym.fill(0.0);
-                    let m = simd::max(xr);
-                    let s = simd::exp_to(xr, yv, m);
-                    if !(m as f64 + libm::log(s)).is_finite() {
-                        f = f.or(fault(FaultKind::NonFinite, i));
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, i) in range.enumerate() {
+                        let xr = &x[i * cols..i * cols + valid];
+                        let (yv, ym) = y[k * cols..(k + 1) * cols].split_at_mut(valid);
+                        ym.fill(0.0);
+                        let m = simd::max(xr);
+                        let s = simd::exp_to(xr, yv, m);
+                        if !(m as f64 + libm::log(s)).is_finite() {
+                            f = f.or(fault(FaultKind::NonFinite, i));
+                        }
+                        simd::scale(yv, (1.0 / s) as f32);
                     }
-                    simd::scale(yv, (1.0 / s) as f32);
-                }
-                f
-            })
+                    f
+                },
+            )
         },
         first_fault,
     ))
@@ -200,19 +220,22 @@ pub(crate) fn logsumexp(
         row_grain(valid),
         Rows(&mut out[..rows], 1),
         |range, Rows(out, _)| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, i) in range.enumerate() {
-                    let xr = &x[i * cols..i * cols + valid];
-                    let m = simd::max(xr);
-                    let lse = m as f64 + libm::log(simd::sum_exp(xr, m));
-                    if !lse.is_finite() {
-                        f = f.or(fault(FaultKind::NonFinite, i));
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, i) in range.enumerate() {
+                        let xr = &x[i * cols..i * cols + valid];
+                        let m = torch_shift(simd::max(xr));
+                        let lse = m as f64 + libm::log(simd::sum_exp(xr, m));
+                        if !lse.is_finite() {
+                            f = f.or(fault(FaultKind::NonFinite, i));
+                        }
+                        out[k] = lse as f32;
                     }
-                    out[k] = lse as f32;
-                }
-                f
-            })
+                    f
+                },
+            )
         },
         first_fault,
     ))
@@ -252,7 +275,12 @@ fn exp_positives(x: &mut [f32], labels: &[u32], anchor: u32, m: f32) -> Sweep {
                 cnt[l] += pos as u32;
             }
         }
-        for (l, (xv, &lv)) in xc.into_remainder().iter_mut().zip(lc.remainder()).enumerate() {
+        for (l, (xv, &lv)) in xc
+            .into_remainder()
+            .iter_mut()
+            .zip(lc.remainder())
+            .enumerate()
+        {
             let d = *xv - m;
             let e = simd::exp(d);
             *xv = e;
@@ -305,7 +333,7 @@ impl ContrastiveRow<'_> {
         let view_pos = lab_right[view_at] == anchor;
         let s_view = right[view_at];
 
-        let m = simd::max(left).max(simd::max(right));
+        let m = torch_shift(simd::max(left).max(simd::max(right)));
         let a = exp_positives(left, lab_left, anchor, m);
         let b = exp_positives(right, lab_right, anchor, m);
         let sum = a.exp + b.exp;
@@ -324,7 +352,11 @@ impl ContrastiveRow<'_> {
             None => (1.0, 1.0, count as f64, pos),
             Some(beta) => {
                 let others = count - view_pos as u64;
-                let w_other = if others > 0 { beta / others as f64 } else { 0.0 };
+                let w_other = if others > 0 {
+                    beta / others as f64
+                } else {
+                    0.0
+                };
                 let w_view = if view_pos { 1.0 } else { 0.0 };
                 let pos_others = if view_pos { pos - d_view } else { pos };
                 (
@@ -400,15 +432,18 @@ pub(crate) fn contrastive(
             Rows(&mut loss[row_offset..row_offset + rows], 1),
         ),
         |range, (Rows(lg, _), Rows(ls, _))| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, r) in range.enumerate() {
-                    let (l, rf) = ctx.run(&mut lg[k * cols..(k + 1) * cols], row_offset + r);
-                    ls[k] = l;
-                    f = f.or(rf);
-                }
-                f
-            })
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, r) in range.enumerate() {
+                        let (l, rf) = ctx.run(&mut lg[k * cols..(k + 1) * cols], row_offset + r);
+                        ls[k] = l;
+                        f = f.or(rf);
+                    }
+                    f
+                },
+            )
         },
         first_fault,
     );
@@ -447,7 +482,12 @@ fn exp_targets(x: &mut [f32], t: &[f32], m: f32) -> TargetSweep {
                 acc_td[l] += ts[l] * d;
             }
         }
-        for (l, (xv, &tv)) in xc.into_remainder().iter_mut().zip(tc.remainder()).enumerate() {
+        for (l, (xv, &tv)) in xc
+            .into_remainder()
+            .iter_mut()
+            .zip(tc.remainder())
+            .enumerate()
+        {
             let d = *xv - m;
             let e = simd::exp(d);
             *xv = e;
@@ -487,27 +527,30 @@ pub(crate) fn soft_cross_entropy(
             Rows(&mut loss[..rows], 1),
         ),
         |range, (Rows(lg, _), Rows(ls, _))| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, i) in range.enumerate() {
-                    let (x, masked) = lg[k * cols..(k + 1) * cols].split_at_mut(valid);
-                    masked.fill(0.0);
-                    let t = &targets[i * cols..i * cols + valid];
-                    let m = simd::max(x);
-                    let s = exp_targets(x, t, m);
-                    let log_sum = libm::log(s.exp);
-                    if !(m as f64 + log_sum).is_finite() {
-                        f = f.or(fault(FaultKind::NonFinite, i));
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, i) in range.enumerate() {
+                        let (x, masked) = lg[k * cols..(k + 1) * cols].split_at_mut(valid);
+                        masked.fill(0.0);
+                        let t = &targets[i * cols..i * cols + valid];
+                        let m = torch_shift(simd::max(x));
+                        let s = exp_targets(x, t, m);
+                        let log_sum = libm::log(s.exp);
+                        if !(m as f64 + log_sum).is_finite() {
+                            f = f.or(fault(FaultKind::NonFinite, i));
+                        }
+                        ls[k] = (s.t * log_sum - s.td) as f32;
+                        let a = (grad_scale * s.t / s.exp) as f32;
+                        let b = grad_scale as f32;
+                        for (xv, &tv) in x.iter_mut().zip(t) {
+                            *xv = *xv * a - b * tv;
+                        }
                     }
-                    ls[k] = (s.t * log_sum - s.td) as f32;
-                    let a = (grad_scale * s.t / s.exp) as f32;
-                    let b = grad_scale as f32;
-                    for (xv, &tv) in x.iter_mut().zip(t) {
-                        *xv = *xv * a - b * tv;
-                    }
-                }
-                f
-            })
+                    f
+                },
+            )
         },
         first_fault,
     ))
@@ -539,37 +582,40 @@ pub(crate) fn softmax_cross_entropy(
             Rows(&mut loss[..rows], 1),
         ),
         |range, (Rows(lg, _), Rows(ls, _))| {
-            simd::dispatch(|| {
-                let mut f = None;
-                for (k, i) in range.enumerate() {
-                    let row = &mut lg[k * cols..(k + 1) * cols];
-                    let label = labels[i];
-                    if label as usize >= valid {
-                        f = f.or(Some(Fault {
-                            kind: FaultKind::LabelOutOfRange,
-                            index: i,
-                            value: label,
-                        }));
-                        row.fill(0.0);
-                        ls[k] = 0.0;
-                        continue;
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    let mut f = None;
+                    for (k, i) in range.enumerate() {
+                        let row = &mut lg[k * cols..(k + 1) * cols];
+                        let label = labels[i];
+                        if label as usize >= valid {
+                            f = f.or(Some(Fault {
+                                kind: FaultKind::LabelOutOfRange,
+                                index: i,
+                                value: label,
+                            }));
+                            row.fill(0.0);
+                            ls[k] = 0.0;
+                            continue;
+                        }
+                        let label = label as usize;
+                        let (x, masked) = row.split_at_mut(valid);
+                        masked.fill(0.0);
+                        let m = torch_shift(simd::max(x));
+                        let d_label = (x[label] - m) as f64;
+                        let sum = simd::exp_in_place(x, m);
+                        let log_sum = libm::log(sum);
+                        if !(m as f64 + log_sum).is_finite() {
+                            f = f.or(fault(FaultKind::NonFinite, i));
+                        }
+                        ls[k] = (log_sum - d_label) as f32;
+                        simd::scale(x, (grad_scale / sum) as f32);
+                        x[label] -= scale;
                     }
-                    let label = label as usize;
-                    let (x, masked) = row.split_at_mut(valid);
-                    masked.fill(0.0);
-                    let m = simd::max(x);
-                    let d_label = (x[label] - m) as f64;
-                    let sum = simd::exp_in_place(x, m);
-                    let log_sum = libm::log(sum);
-                    if !(m as f64 + log_sum).is_finite() {
-                        f = f.or(fault(FaultKind::NonFinite, i));
-                    }
-                    ls[k] = (log_sum - d_label) as f32;
-                    simd::scale(x, (grad_scale / sum) as f32);
-                    x[label] -= scale;
-                }
-                f
-            })
+                    f
+                },
+            )
         },
         first_fault,
     ))

@@ -6,14 +6,16 @@
 //! scratch buffers) and run one step, read `VmHWM`. Extra = `VmHWM - VmRSS`. The second step's
 //! extra (scratch already resident) is printed too.
 //!
-//! Usage: `loss_memory [--parts REPS] [K ...]` (default K: 8192 65536). `--parts` also times
-//! DSCL and PBSD separately (mean over REPS steps after one warm-up step).
+//! Usage: `loss_memory [--parts REPS] [--block-elems N] [K ...]` (default K: 8192 65536).
+//! `--parts` also times DSCL and PBSD separately (mean over REPS steps after one warm-up step);
+//! `--block-elems` bounds each logits block (default: the losses' `DEFAULT_MAX_BLOCK_ELEMS`).
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use dscl_benches::loss::{HostData, LossStep, StepConfig, StepInputs, StepPlans};
 use dscl_benches::rss::{peak_extra, status_bytes, MIB};
+use dscl_core::loss::DEFAULT_MAX_BLOCK_ELEMS;
 use dscl_cpu::CpuBackend;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -21,13 +23,14 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn child(queue_len: usize, parts: usize) -> Result<(), String> {
+fn child(queue_len: usize, parts: usize, block_elems: usize) -> Result<(), String> {
     let backend = CpuBackend::new();
     let cfg = StepConfig::paper(queue_len);
 
     // Thread pool and per-thread buffers up, on a tiny problem.
     {
-        let mut warm = LossStep::new(&backend, StepConfig::paper(256)).map_err(|e| e.to_string())?;
+        let mut warm =
+            LossStep::new(&backend, StepConfig::paper(256)).map_err(|e| e.to_string())?;
         warm.run(&backend).map_err(|e| e.to_string())?;
     }
 
@@ -38,7 +41,7 @@ fn child(queue_len: usize, parts: usize) -> Result<(), String> {
     let rss_inputs = status_bytes("VmRSS").map_err(|e| e.to_string())?;
 
     let (first, first_extra) = peak_extra(|| {
-        let mut plans = StepPlans::new(&backend, &cfg)?;
+        let mut plans = StepPlans::with_max_block_elems(&backend, &cfg, block_elems)?;
         let losses = plans.step(&backend, &cfg, &inputs)?;
         Ok::<_, dscl_core::Error>((plans, losses))
     })
@@ -49,9 +52,11 @@ fn child(queue_len: usize, parts: usize) -> Result<(), String> {
     second.map_err(|e| e.to_string())?;
 
     println!(
-        "K={queue_len} threads={} peak_extra_mib={:.1} steady_extra_mib={:.1} rss_inputs_mib={:.1} \
+        "K={queue_len} threads={} block_rows={}/{} peak_extra_mib={:.1} steady_extra_mib={:.1} rss_inputs_mib={:.1} \
          dscl_loss={dscl:.6} pbsd_loss={pbsd:.6}",
         backend.threads(),
+        plans.dscl.block_rows(),
+        cfg.batch,
         first_extra as f64 / MIB,
         second_extra as f64 / MIB,
         rss_inputs as f64 / MIB,
@@ -84,10 +89,15 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut parts = 0usize;
     let mut child_k = None;
+    let mut block_elems = DEFAULT_MAX_BLOCK_ELEMS;
     let mut ks = Vec::new();
     while let Some(a) = args.next() {
         let parsed = match a.as_str() {
             "--parts" => args.next().and_then(|v| v.parse().ok()).map(|v| parts = v),
+            "--block-elems" => args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .map(|v| block_elems = v),
             "--child" => args
                 .next()
                 .and_then(|v| v.parse().ok())
@@ -95,11 +105,13 @@ fn main() -> ExitCode {
             k => k.parse().ok().map(|v| ks.push(v)),
         };
         if parsed.is_none() {
-            return fail(format!("bad argument {a:?}; usage: loss_memory [--parts REPS] [K ...]"));
+            return fail(format!(
+                "bad argument {a:?}; usage: loss_memory [--parts REPS] [--block-elems N] [K ...]"
+            ));
         }
     }
     if let Some(k) = child_k {
-        return match child(k, parts) {
+        return match child(k, parts, block_elems) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         };
@@ -115,6 +127,7 @@ fn main() -> ExitCode {
     for k in ks {
         let status = Command::new(&exe)
             .args(["--child", &k.to_string(), "--parts", &parts.to_string()])
+            .args(["--block-elems", &block_elems.to_string()])
             .status();
         match status {
             Ok(s) if s.success() => {}

@@ -63,10 +63,7 @@ pub fn batch_norm_forward_train<T: Element>(
             continue;
         }
         let count = n as f64;
-        let mean = channel_indices(shape, c)
-            .map(|e| x[e].widen())
-            .sum::<f64>()
-            / count;
+        let mean = channel_indices(shape, c).map(|e| x[e].widen()).sum::<f64>() / count;
         let var = channel_indices(shape, c)
             .map(|e| {
                 let d = x[e].widen() - mean;
@@ -81,8 +78,7 @@ pub fn batch_norm_forward_train<T: Element>(
         }
         save_mean[c] = T::from_f64(mean);
         save_invstd[c] = T::from_f64(invstd);
-        running_mean[c] =
-            T::from_f64((1.0 - momentum) * running_mean[c].widen() + momentum * mean);
+        running_mean[c] = T::from_f64((1.0 - momentum) * running_mean[c].widen() + momentum * mean);
         if n > 1 {
             let unbiased = var * count / (count - 1.0);
             running_var[c] =
@@ -167,8 +163,7 @@ pub fn batch_norm_backward<T: Element>(
         let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
         let scale = gamma[c].widen() * invstd;
         for e in channel_indices(shape, c) {
-            grad_x[e] =
-                T::from_f64(scale * (grad_y[e].widen() - mean_dy - xhat(e) * mean_dy_xhat));
+            grad_x[e] = T::from_f64(scale * (grad_y[e].widen() - mean_dy - xhat(e) * mean_dy_xhat));
         }
     }
     Ok(())

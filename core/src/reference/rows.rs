@@ -222,9 +222,7 @@ pub fn contrastive_rows<T: Element>(
             row.fill(T::zero());
             continue;
         }
-        let weighted_log_p: f64 = contrast()
-            .map(|j| weight(j) * (row[j].widen() - lse))
-            .sum();
+        let weighted_log_p: f64 = contrast().map(|j| weight(j) * (row[j].widen() - lse)).sum();
         loss[anchor] = T::from_f64(-weighted_log_p / total_weight);
         for j in contrast() {
             let p = libm::exp(row[j].widen() - lse);

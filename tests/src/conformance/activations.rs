@@ -2,7 +2,7 @@
 //! backward, global average pooling forward/backward.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::PoolShape;
 use dscl_core::Backend;
@@ -17,12 +17,16 @@ struct ReluCase {
 
 pub(crate) fn relu<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
     let strategy = (
-        prop_oneof![1 => 0..=16usize, 2 => 0..=cfg.dim(4000, 300)],
+        prop_oneof![
+            2 => 0..=16usize,
+            3 => 0..=cfg.dim(4000, 300),
+            1 => cfg.dim(40_000, 300)..=cfg.dim(120_000, 2000),
+        ],
         any::<u64>(),
     )
         .prop_map(|(len, seed)| ReluCase { len, seed });
     case_fn!(Runner, ReluCase, relu_case);
-    crate::harness::run_family("relu", cfg, make, 24, strategy, Runner)
+    crate::harness::run_family("relu", cfg, make, 64, strategy, Runner)
 }
 
 fn relu_case<B: Backend>(ctx: &Ctx<'_, B>, case: &ReluCase) -> Res<()> {
@@ -76,37 +80,42 @@ struct PoolCase {
 }
 
 pub(crate) fn pooling<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
-    let max_in = cfg.dim(20, 8);
+    // Mostly small images; one case in five large enough (> 32k elements) to be split across
+    // threads by a parallel backend.
+    let sizes = prop_oneof![
+        4 => (1..=cfg.dim(4, 2), 0..=cfg.dim(20, 8), 0..=cfg.dim(20, 8), 1..=cfg.dim(300, 40)),
+        1 => (
+            cfg.dim(8, 2)..=cfg.dim(16, 3),
+            cfg.dim(24, 4)..=cfg.dim(48, 8),
+            cfg.dim(24, 4)..=cfg.dim(48, 8),
+            cfg.dim(1024, 40)..=cfg.dim(4096, 64),
+        ),
+    ];
     let window = prop_oneof![
         1 => Just((3usize, 2usize, 1usize)), // the ResNet stem pool
         3 => (1usize..=3, 1usize..=3, 0usize..=1).prop_map(|(k, s, p)| (k, s, p.min(k / 2))),
     ];
-    let strategy = (
-        (1usize..=2, 1..=cfg.dim(4, 2), window),
-        (0..=max_in, 0..=max_in, any::<bool>()),
-        (1..=cfg.dim(300, 40), any::<u64>()),
-    )
-        .prop_map(
-            |((batch, channels, (kernel, stride, padding)), (eh, ew, ties), (spatial, seed))| {
-                let min = (kernel as isize - 2 * padding as isize).max(1) as usize;
-                PoolCase {
-                    shape: PoolShape {
-                        batch,
-                        channels,
-                        in_height: min + eh,
-                        in_width: min + ew,
-                        kernel,
-                        stride,
-                        padding,
-                    },
-                    ties,
-                    spatial,
-                    seed,
-                }
-            },
-        );
+    let strategy = ((1usize..=2, window), sizes, (any::<bool>(), any::<u64>())).prop_map(
+        |((batch, (kernel, stride, padding)), (channels, eh, ew, spatial), (ties, seed))| {
+            let min = (kernel as isize - 2 * padding as isize).max(1) as usize;
+            PoolCase {
+                shape: PoolShape {
+                    batch,
+                    channels,
+                    in_height: min + eh,
+                    in_width: min + ew,
+                    kernel,
+                    stride,
+                    padding,
+                },
+                ties,
+                spatial,
+                seed,
+            }
+        },
+    );
     case_fn!(Runner, PoolCase, pool_case);
-    crate::harness::run_family("pooling", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("pooling", cfg, make, 128, strategy, Runner)
 }
 
 fn pool_case<B: Backend>(ctx: &Ctx<'_, B>, case: &PoolCase) -> Res<()> {
@@ -136,7 +145,14 @@ fn pool_case<B: Backend>(ctx: &Ctx<'_, B>, case: &PoolCase) -> Res<()> {
     ctx.rf
         .max_pool2d_forward(s, &x.rf, &mut y.rf, &mut am.rf)
         .or_fail("oracle max_pool2d_forward")?;
-    ctx.check("max_pool2d_forward", "y", case, &out_dims, &y, &vec![0.0; on])?;
+    ctx.check(
+        "max_pool2d_forward",
+        "y",
+        case,
+        &out_dims,
+        &y,
+        &vec![0.0; on],
+    )?;
     ctx.check_idx("max_pool2d_forward", "argmax", case, &out_dims, &am)?;
 
     // ---- backward on the oracle's argmax: grad_x = 0, then scatter-add ----
@@ -204,7 +220,14 @@ fn pool_case<B: Backend>(ctx: &Ctx<'_, B>, case: &PoolCase) -> Res<()> {
             }
         })
         .collect();
-    ctx.check("global_avg_pool_forward", "y", &(b, c, sp), &[b, c], &yg, &t)?;
+    ctx.check(
+        "global_avg_pool_forward",
+        "y",
+        &(b, c, sp),
+        &[b, c],
+        &yg,
+        &t,
+    )?;
 
     let sl = g.slack();
     let gyg_init = g.normal_vec(b * c + sl, 1.0);

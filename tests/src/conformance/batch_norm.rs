@@ -2,7 +2,7 @@
 //! inference forward, and backward (dx written, dgamma/dbeta accumulated).
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Backend;
@@ -19,7 +19,11 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
     let strategy = (
         1..=cfg.dim(4, 2),
         1..=cfg.dim(6, 3),
-        prop_oneof![1 => Just(1usize), 3 => 1..=cfg.dim(64, 16)],
+        prop_oneof![
+            1 => Just(1usize),
+            4 => 1..=cfg.dim(64, 16),
+            1 => cfg.dim(1024, 16)..=cfg.dim(4096, 64),
+        ],
         prop::sample::select(vec![1e-5f64, 1e-3, 0.1]),
         prop_oneof![2 => Just(0.1f64), 1 => Just(0.0), 1 => Just(1.0), 1 => 0.0f64..1.0],
         any::<u64>(),
@@ -35,7 +39,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             seed,
         });
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("batch_norm", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("batch_norm", cfg, make, 128, strategy, Runner)
 }
 
 /// Index of (n, c, s) in `[batch, channels, spatial]`.
@@ -106,7 +110,10 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         .iter()
         .map(|st| st.mean_sq / (st.var + s.eps) + 1.0)
         .collect();
-    let invstd: Vec<f64> = stats.iter().map(|st| 1.0 / (st.var + s.eps).sqrt()).collect();
+    let invstd: Vec<f64> = stats
+        .iter()
+        .map(|st| 1.0 / (st.var + s.eps).sqrt())
+        .collect();
 
     let x = ctx.buf(&x_init)?;
     let gamma = ctx.buf(&gamma_init)?;
@@ -167,19 +174,38 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     for c in 0..ch {
         t[c] = red * stats[c].mean_abs;
     }
-    ctx.check("batch_norm_forward_train", "save_mean", s, &[ch], &smean, &t)?;
+    ctx.check(
+        "batch_norm_forward_train",
+        "save_mean",
+        s,
+        &[ch],
+        &smean,
+        &t,
+    )?;
     for c in 0..ch {
         t[c] = red * invstd[c] * cond[c];
     }
-    ctx.check("batch_norm_forward_train", "save_invstd", s, &[ch], &sinv, &t)?;
+    ctx.check(
+        "batch_norm_forward_train",
+        "save_invstd",
+        s,
+        &[ch],
+        &sinv,
+        &t,
+    )?;
     let mut t = vec![0.0; rm_init.len()];
     for c in 0..ch {
-        t[c] = tol::ELEMENTWISE
-            * eps
-            * ((rm_init[c] as f64).abs() + stats[c].mean.abs())
+        t[c] = tol::ELEMENTWISE * eps * ((rm_init[c] as f64).abs() + stats[c].mean.abs())
             + m * red * stats[c].mean_abs;
     }
-    ctx.check("batch_norm_forward_train", "running_mean", s, &[ch], &rmean, &t)?;
+    ctx.check(
+        "batch_norm_forward_train",
+        "running_mean",
+        s,
+        &[ch],
+        &rmean,
+        &t,
+    )?;
     let mut t = vec![0.0; rv_init.len()];
     for c in 0..ch {
         let unbiased = if n > 1 {
@@ -190,7 +216,14 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         t[c] = tol::ELEMENTWISE * eps * ((rv_init[c] as f64).abs() + unbiased)
             + m * red * unbiased * cond[c];
     }
-    ctx.check("batch_norm_forward_train", "running_var", s, &[ch], &rvar, &t)?;
+    ctx.check(
+        "batch_norm_forward_train",
+        "running_var",
+        s,
+        &[ch],
+        &rvar,
+        &t,
+    )?;
 
     // ---- inference forward (on the running statistics as given) ----
     let rm = ctx.buf(&rm_init)?;
@@ -298,7 +331,14 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         t_db[c] = tol::ELEMENTWISE * eps * (db0[c] as f64).abs() + red * sum_dy;
     }
     ctx.check("batch_norm_backward", "grad_x", s, &dims, &dx, &t_dx)?;
-    ctx.check("batch_norm_backward", "grad_gamma", s, &[ch], &dgamma, &t_dg)?;
+    ctx.check(
+        "batch_norm_backward",
+        "grad_gamma",
+        s,
+        &[ch],
+        &dgamma,
+        &t_dg,
+    )?;
     ctx.check("batch_norm_backward", "grad_beta", s, &[ch], &dbeta, &t_db)?;
     ctx.no_faults("batch_norm", case)
 }

@@ -2,7 +2,7 @@
 //! kernels 1/3/7 (mostly square), stride 1/2, padding 0..=k/2.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::Conv2dShape;
 use dscl_core::{Backend, BufferLen};
@@ -16,20 +16,31 @@ struct Case {
 }
 
 pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
-    let max_extra = cfg.dim(12, 5);
-    let max_c = cfg.dim(6, 3);
+    // Mostly small; one case in six with more channels and larger images.
+    let channels = prop_oneof![
+        5 => (1..=cfg.dim(6, 3), 1..=cfg.dim(6, 3), Just(cfg.dim(12, 5))),
+        1 => (
+            cfg.dim(8, 2)..=cfg.dim(16, 4),
+            cfg.dim(8, 2)..=cfg.dim(16, 4),
+            Just(cfg.dim(24, 6)),
+        ),
+    ];
     let strategy = (
-        (1usize..=2, 1..=max_c, 1..=max_c),
+        (1usize..=3, channels),
         (
             prop::sample::select(vec![1usize, 3, 7]),
             prop_oneof![3 => Just(None), 1 => prop::sample::select(vec![1usize, 3, 7]).prop_map(Some)],
             1usize..=2,
             0usize..=3,
         ),
-        (0..=max_extra, 0..=max_extra, any::<u64>()),
+        (0.0f64..=1.0, 0.0f64..=1.0, any::<u64>()),
     )
         .prop_map(
-            |((batch, in_channels, out_channels), (kh, kw, stride, pad_pick), (eh, ew, seed))| {
+            |((batch, (in_channels, out_channels, max_extra)), (kh, kw, stride, pad_pick), (fh, fw, seed))| {
+                let (eh, ew) = (
+                    (fh * max_extra as f64) as usize,
+                    (fw * max_extra as f64) as usize,
+                );
                 let kernel_w = kw.unwrap_or(kh);
                 let padding = pad_pick.min(kh.min(kernel_w) / 2);
                 let min_h = (kh as isize - 2 * padding as isize).max(1) as usize;
@@ -51,7 +62,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             },
         );
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("conv2d", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("conv2d", cfg, make, 160, strategy, Runner)
 }
 
 fn abs(v: &[f32]) -> Vec<f32> {
@@ -75,7 +86,9 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     let mut ws_be = ctx.be_buf(&g.poison(ws_be_len))?;
     let mut ws_rf = ctx.rf.alloc(ws_rf_len).or_fail("oracle alloc")?;
     if ws_be.len() != ws_be_len {
-        return Err(proptest::test_runner::TestCaseError::fail("workspace alloc length"));
+        return Err(proptest::test_runner::TestCaseError::fail(
+            "workspace alloc length",
+        ));
     }
 
     let sl = g.slack();

@@ -2,7 +2,7 @@
 //! offsets, strided and broadcast batches) and the linear layer's bias kernels.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::{GemmDesc, MatrixLayout};
 use dscl_core::Backend;
@@ -33,9 +33,21 @@ struct GemmCase {
 pub(crate) fn gemm<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
     let big_mn = cfg.dim(96, 40);
     let big_k = cfg.dim(320, 48);
-    let dim = move |big: usize| prop_oneof![4 => 1..=24usize, 1 => 25..=big];
+    let dim = move |big: usize| {
+        prop_oneof![
+            12 => 1..=24usize,
+            4 => 25..=big,
+            1 => big..=2 * big,
+        ]
+    };
     let strategy = (
-        (dim(big_mn), dim(big_mn), dim(big_k), any::<bool>(), any::<bool>()),
+        (
+            dim(big_mn),
+            dim(big_mn),
+            dim(big_k),
+            any::<bool>(),
+            any::<bool>(),
+        ),
         (
             0u8..=3,
             prop_oneof![2 => Just(0u8), 1 => 1u8..=2],
@@ -44,7 +56,10 @@ pub(crate) fn gemm<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRep
         (
             (0usize..=3, 0usize..=3, 0usize..=3),
             (0usize..=7, 0usize..=7, 0usize..=7),
-            (prop_oneof![2 => 0u8..=1, 1 => Just(2u8)], prop_oneof![2 => 0u8..=1, 1 => Just(2u8)]),
+            (
+                prop_oneof![2 => 0u8..=1, 1 => Just(2u8)],
+                prop_oneof![2 => 0u8..=1, 1 => Just(2u8)],
+            ),
             0usize..=5,
             any::<u64>(),
         ),
@@ -71,11 +86,18 @@ pub(crate) fn gemm<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRep
             },
         );
     case_fn!(Runner, GemmCase, gemm_case);
-    crate::harness::run_family("gemm", cfg, make, 96, strategy, Runner)
+    crate::harness::run_family("gemm", cfg, make, 256, strategy, Runner)
 }
 
 /// Layout of one operand stored as `rows x cols` per batch entry.
-fn layout(rows: usize, cols: usize, ld_extra: usize, offset: usize, kind: u8, extra: usize) -> (MatrixLayout, usize) {
+fn layout(
+    rows: usize,
+    cols: usize,
+    ld_extra: usize,
+    offset: usize,
+    kind: u8,
+    extra: usize,
+) -> (MatrixLayout, usize) {
     let ld = cols + ld_extra;
     let span = (rows - 1) * ld + cols;
     let stride = match kind {
@@ -103,9 +125,30 @@ fn gemm_case<B: Backend>(ctx: &Ctx<'_, B>, case: &GemmCase) -> Res<()> {
     };
     let (ar, ac) = if case.trans_a { (k, m) } else { (m, k) };
     let (br, bc) = if case.trans_b { (n, k) } else { (k, n) };
-    let (la, span_a) = layout(ar, ac, case.ld_extra.0, case.offsets.0, case.stride_kind.0, 1 + g.below(4));
-    let (lb, span_b) = layout(br, bc, case.ld_extra.1, case.offsets.1, case.stride_kind.1, 1 + g.below(4));
-    let (lc, span_c) = layout(m, n, case.ld_extra.2, case.offsets.2, 1, case.c_stride_extra);
+    let (la, span_a) = layout(
+        ar,
+        ac,
+        case.ld_extra.0,
+        case.offsets.0,
+        case.stride_kind.0,
+        1 + g.below(4),
+    );
+    let (lb, span_b) = layout(
+        br,
+        bc,
+        case.ld_extra.1,
+        case.offsets.1,
+        case.stride_kind.1,
+        1 + g.below(4),
+    );
+    let (lc, span_c) = layout(
+        m,
+        n,
+        case.ld_extra.2,
+        case.offsets.2,
+        1,
+        case.c_stride_extra,
+    );
     let a_len = la.offset + (batch - 1) * la.batch_stride + span_a + g.slack();
     let b_len = lb.offset + (batch - 1) * lb.batch_stride + span_b + g.slack();
     let c_len = lc.offset + (batch - 1) * lc.batch_stride + span_c + g.slack();
@@ -134,7 +177,9 @@ fn gemm_case<B: Backend>(ctx: &Ctx<'_, B>, case: &GemmCase) -> Res<()> {
     let a = ctx.buf(&a_init)?;
     let b = ctx.buf(&b_init)?;
     let mut c = ctx.buf(&c_init)?;
-    ctx.be.gemm(&desc, &a.be, &b.be, &mut c.be).or_fail("gemm")?;
+    ctx.be
+        .gemm(&desc, &a.be, &b.be, &mut c.be)
+        .or_fail("gemm")?;
     ctx.rf
         .gemm(&desc, &a.rf, &b.rf, &mut c.rf)
         .or_fail("oracle gemm")?;
@@ -166,7 +211,30 @@ fn gemm_case<B: Backend>(ctx: &Ctx<'_, B>, case: &GemmCase) -> Res<()> {
             }
         }
     }
-    ctx.check("gemm", "c", &(case, &desc), &[c_len], &c, &t)?;
+    let locate = |idx: usize| -> String {
+        for bt in 0..batch {
+            let start = lc.offset + bt * lc.batch_stride;
+            if idx >= start && idx < start + span_c {
+                let (i, j) = ((idx - start) / lc.ld, (idx - start) % lc.ld);
+                if j < n {
+                    return format!("batch {bt}, row {i}, col {j} of C");
+                }
+            }
+        }
+        "outside C's matrices: must be left untouched".to_string()
+    };
+    let got = ctx.read_be(&c.be)?;
+    let exp = ctx.read_rf(&c.rf)?;
+    ctx.check_located(
+        "gemm",
+        "c",
+        &(case, &desc),
+        &[],
+        Some(&locate),
+        &got,
+        &exp,
+        &t,
+    )?;
     ctx.no_faults("gemm", case)
 }
 
@@ -178,10 +246,11 @@ struct BiasCase {
 }
 
 pub(crate) fn bias<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
-    let strategy = (1..=cfg.dim(96, 16), 1..=cfg.dim(200, 24), any::<u64>())
+    let rows = prop_oneof![4 => 1..=cfg.dim(96, 16), 1 => cfg.dim(200, 16)..=cfg.dim(400, 32)];
+    let strategy = (rows, 1..=cfg.dim(200, 24), any::<u64>())
         .prop_map(|(rows, cols, seed)| BiasCase { rows, cols, seed });
     case_fn!(Runner, BiasCase, bias_case);
-    crate::harness::run_family("bias", cfg, make, 40, strategy, Runner)
+    crate::harness::run_family("bias", cfg, make, 96, strategy, Runner)
 }
 
 fn bias_case<B: Backend>(ctx: &Ctx<'_, B>, case: &BiasCase) -> Res<()> {

@@ -1,7 +1,7 @@
 //! fill, copy, scale, axpy, add, sum: against the oracle, elements outside the range exact.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::Backend;
 use proptest::prelude::*;
@@ -29,7 +29,11 @@ fn scalar(kind: u8, g: &mut Gen) -> f64 {
 pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
     let max = cfg.dim(3000, 300);
     let strategy = (
-        prop_oneof![3 => 0..=64usize, 2 => 0..=max],
+        prop_oneof![
+            6 => 0..=64usize,
+            4 => 0..=max,
+            1 => cfg.dim(40_000, 300)..=cfg.dim(120_000, 2000),
+        ],
         0usize..=16,
         prop_oneof![4 => Just(0u8), 1 => 1u8..=4],
         any::<u64>(),
@@ -41,7 +45,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             seed,
         });
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("elementwise", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("elementwise", cfg, make, 128, strategy, Runner)
 }
 
 fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
@@ -99,7 +103,9 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         let init = g.normal_vec(n, 2.0);
         let mut x = ctx.buf(&init)?;
         ctx.be.scale(&mut x.be, len, alpha).or_fail("scale")?;
-        ctx.rf.scale(&mut x.rf, len, alpha).or_fail("oracle scale")?;
+        ctx.rf
+            .scale(&mut x.rf, len, alpha)
+            .or_fail("oracle scale")?;
         let t: Vec<f64> = (0..n)
             .map(|e| {
                 if e < len {

@@ -3,7 +3,7 @@
 //! Every expectation is checked on the oracle too, so a disagreement says which side is off.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, fail, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::{ContrastiveRowsDesc, PoolShape, PositiveWeighting, RoiAlignShape, RowsDesc};
 use dscl_core::{Backend, Fault, FaultKind};
@@ -22,7 +22,16 @@ struct Case {
 }
 
 pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
-    let strategy = (2usize..=6, 2usize..=48, 0.0f64..1.0, 0.0f64..1.0, 0u8..=2, any::<u64>())
+    // One case in four has rows long enough (> 32k elements) for a parallel backend to split.
+    let cols = prop_oneof![3 => 2usize..=48, 1 => cfg.dim(6000, 48)..=cfg.dim(20_000, 64)];
+    let strategy = (
+        2usize..=6,
+        cols,
+        0.0f64..1.0,
+        0.0f64..1.0,
+        0u8..=2,
+        any::<u64>(),
+    )
         .prop_map(|(rows, cols, fr, fc, bad_kind, seed)| Case {
             rows,
             cols,
@@ -32,7 +41,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             seed,
         });
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("faults", cfg, make, 16, strategy, Runner)
+    crate::harness::run_family("faults", cfg, make, 64, strategy, Runner)
 }
 
 fn fault(kind: FaultKind, index: usize, value: u32) -> Fault {
@@ -99,11 +108,24 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .l2_normalize_forward(&x.rf, &mut y.rf, &mut norms.rf, rows, cols)
         .or_fail("oracle l2_normalize_forward")?;
-    expect_fault(ctx, "l2_normalize_forward (non-finite row)", case, fault(FaultKind::NonFinite, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "l2_normalize_forward (non-finite row)",
+        case,
+        fault(FaultKind::NonFinite, r0, 0),
+        true,
+    )?;
     let exp_y = ctx.read_rf(&y.rf)?;
     let k = tol::ROWS * eps * tol::growth(cols);
     let t: Vec<f64> = exp_y.iter().map(|v| k * v.abs()).collect();
-    ctx.check("l2_normalize_forward", "y (non-finite row must be 0)", case, &[rows, cols], &y, &t)?;
+    ctx.check(
+        "l2_normalize_forward",
+        "y (non-finite row must be 0)",
+        case,
+        &[rows, cols],
+        &y,
+        &t,
+    )?;
 
     // ---- zero-norm row (exact zeros, or subnormals whose norm is below f32::MIN_POSITIVE) ----
     let mut x_init = g.normal_vec(n, 1.0);
@@ -120,10 +142,23 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .l2_normalize_forward(&x.rf, &mut y.rf, &mut norms.rf, rows, cols)
         .or_fail("oracle l2_normalize_forward")?;
-    expect_fault(ctx, "l2_normalize_forward (zero-norm row)", case, fault(FaultKind::ZeroNormRow, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "l2_normalize_forward (zero-norm row)",
+        case,
+        fault(FaultKind::ZeroNormRow, r0, 0),
+        true,
+    )?;
     let exp_y = ctx.read_rf(&y.rf)?;
     let t: Vec<f64> = exp_y.iter().map(|v| k * v.abs()).collect();
-    ctx.check("l2_normalize_forward", "y (zero-norm row must be 0)", &(case, tiny), &[rows, cols], &y, &t)?;
+    ctx.check(
+        "l2_normalize_forward",
+        "y (zero-norm row must be 0)",
+        &(case, tiny),
+        &[rows, cols],
+        &y,
+        &t,
+    )?;
 
     // ---- l2_normalize_backward: a zero-norm row gets gradient 0, not NaN ----
     let y32 = ctx.oracle_f32(&y)?;
@@ -158,11 +193,19 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     x_init[r0 * cols + c0] = f32::NAN;
     let x = ctx.buf(&x_init)?;
     let mut y = ctx.buf(&g.poison(n))?;
-    ctx.be.row_softmax(&desc, &x.be, &mut y.be).or_fail("row_softmax")?;
+    ctx.be
+        .row_softmax(&desc, &x.be, &mut y.be)
+        .or_fail("row_softmax")?;
     ctx.rf
         .row_softmax(&desc, &x.rf, &mut y.rf)
         .or_fail("oracle row_softmax")?;
-    expect_fault(ctx, "row_softmax", &(case, desc), fault(FaultKind::NonFinite, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "row_softmax",
+        &(case, desc),
+        fault(FaultKind::NonFinite, r0, 0),
+        true,
+    )?;
     let mut out = ctx.buf(&g.poison(rows))?;
     ctx.be
         .row_logsumexp(&desc, &x.be, &mut out.be)
@@ -170,7 +213,13 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .row_logsumexp(&desc, &x.rf, &mut out.rf)
         .or_fail("oracle row_logsumexp")?;
-    expect_fault(ctx, "row_logsumexp", &(case, desc), fault(FaultKind::NonFinite, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "row_logsumexp",
+        &(case, desc),
+        fault(FaultKind::NonFinite, r0, 0),
+        true,
+    )?;
 
     // ---- soft_cross_entropy: NonFinite(row) ----
     let mut logits = ctx.buf(&x_init)?;
@@ -182,7 +231,13 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .soft_cross_entropy(&desc, 1.0, &mut logits.rf, &targets.rf, &mut loss.rf)
         .or_fail("oracle soft_cross_entropy")?;
-    expect_fault(ctx, "soft_cross_entropy", &(case, desc), fault(FaultKind::NonFinite, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "soft_cross_entropy",
+        &(case, desc),
+        fault(FaultKind::NonFinite, r0, 0),
+        true,
+    )?;
 
     // ---- softmax_cross_entropy: NaN -> NonFinite(row) ----
     let labels: Vec<u32> = (0..rows).map(|_| g.below(valid) as u32).collect();
@@ -195,7 +250,13 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .softmax_cross_entropy(&desc, 1.0, &mut logits.rf, &lab.rf, &mut loss.rf)
         .or_fail("oracle softmax_cross_entropy")?;
-    expect_fault(ctx, "softmax_cross_entropy (NaN)", &(case, desc), fault(FaultKind::NonFinite, r0, 0), true)?;
+    expect_fault(
+        ctx,
+        "softmax_cross_entropy (NaN)",
+        &(case, desc),
+        fault(FaultKind::NonFinite, r0, 0),
+        true,
+    )?;
 
     // ---- softmax_cross_entropy: label >= valid_cols -> LabelOutOfRange(row, label); that
     // row's loss and gradient are 0, the others unaffected ----
@@ -232,7 +293,15 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
             ));
         }
     }
-    ctx.check_values("softmax_cross_entropy", "gradient (one bad label)", &site, &[rows, cols], &g_be, &g_rf, &vec![k; n])?;
+    ctx.check_values(
+        "softmax_cross_entropy",
+        "gradient (one bad label)",
+        &site,
+        &[rows, cols],
+        &g_be,
+        &g_rf,
+        &vec![k; n],
+    )?;
     let (l_be, l_rf) = (ctx.read_be(&loss.be)?, ctx.read_rf(&loss.rf)?);
     if l_be[r0] != 0.0 || l_rf[r0] != 0.0 {
         return fail(format!(
@@ -240,7 +309,15 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
             l_be[r0], l_rf[r0]
         ));
     }
-    ctx.check_values("softmax_cross_entropy", "loss (one bad label)", &site, &[rows], &l_be, &l_rf, &vec![k * 4.0; rows])?;
+    ctx.check_values(
+        "softmax_cross_entropy",
+        "loss (one bad label)",
+        &site,
+        &[rows],
+        &l_be,
+        &l_rf,
+        &vec![k * 4.0; rows],
+    )?;
 
     // ---- contrastive_rows: NaN logit -> NonFinite(anchor index); bad label -> LabelOutOfRange
     // (column index, label) ----
@@ -264,7 +341,9 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         },
         grad_scale: 1.0 / batch as f64,
     };
-    let yl: Vec<u32> = (0..batch).map(|_| g.below(num_classes as usize) as u32).collect();
+    let yl: Vec<u32> = (0..batch)
+        .map(|_| g.below(num_classes as usize) as u32)
+        .collect();
     let labels: Vec<u32> = (0..ccols)
         .map(|j| {
             if j < 2 * batch {
@@ -336,7 +415,11 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     let bi = g.below(ps.input_len());
     x_init[bi] = f32::NAN;
     let plane_in = ps.in_height * ps.in_width;
-    let (p, h, w) = (bi / plane_in, (bi % plane_in) / ps.in_width, bi % ps.in_width);
+    let (p, h, w) = (
+        bi / plane_in,
+        (bi % plane_in) / ps.in_width,
+        bi % ps.in_width,
+    );
     let o = p * ps.out_height() * ps.out_width() + (h / 2) * ps.out_width() + w / 2;
     let x = ctx.buf(&x_init)?;
     let mut y = ctx.buf(&g.poison(ps.output_len()))?;
@@ -347,7 +430,13 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.rf
         .max_pool2d_forward(&ps, &x.rf, &mut y.rf, &mut am.rf)
         .or_fail("oracle max_pool2d_forward")?;
-    expect_fault(ctx, "max_pool2d_forward", &(ps, bi), fault(FaultKind::NonFinite, o, 0), true)?;
+    expect_fault(
+        ctx,
+        "max_pool2d_forward",
+        &(ps, bi),
+        fault(FaultKind::NonFinite, o, 0),
+        true,
+    )?;
 
     // ---- roi_align_forward: batch index out of range -> LabelOutOfRange(box index) ----
     let rs = RoiAlignShape {

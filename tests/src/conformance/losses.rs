@@ -3,7 +3,7 @@
 
 use super::rows::{row_stats, rows_desc};
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
 use dscl_core::Backend;
@@ -79,7 +79,7 @@ pub(crate) fn contrastive<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> Fa
             },
         );
     case_fn!(Runner, ContrastiveCase, contrastive_case);
-    crate::harness::run_family("contrastive", cfg, make, 64, strategy, Runner)
+    crate::harness::run_family("contrastive", cfg, make, 192, strategy, Runner)
 }
 
 fn contrastive_case<B: Backend>(ctx: &Ctx<'_, B>, case: &ContrastiveCase) -> Res<()> {
@@ -89,7 +89,9 @@ fn contrastive_case<B: Backend>(ctx: &Ctx<'_, B>, case: &ContrastiveCase) -> Res
     let (bsz, cols, valid) = (d.batch, d.cols, d.valid_cols);
     // Labels [y; y; queue]: every anchor's augmented view shares its label; with few samples
     // per class many anchors have the view as their only positive.
-    let y: Vec<u32> = (0..bsz).map(|_| g.below(d.num_classes as usize) as u32).collect();
+    let y: Vec<u32> = (0..bsz)
+        .map(|_| g.below(d.num_classes as usize) as u32)
+        .collect();
     let mut labels = vec![0u32; cols + g.slack()];
     for j in 0..cols {
         labels[j] = if j < 2 * bsz {
@@ -176,7 +178,14 @@ fn contrastive_case<B: Backend>(ctx: &Ctx<'_, B>, case: &ContrastiveCase) -> Res
         }
     }
     let desc = (case, &labels[..cols]);
-    ctx.check("contrastive_rows", "gradient (logits)", &desc, &[d.rows, cols], &logits, &t_grad)?;
+    ctx.check(
+        "contrastive_rows",
+        "gradient (logits)",
+        &desc,
+        &[d.rows, cols],
+        &logits,
+        &t_grad,
+    )?;
     ctx.check("contrastive_rows", "loss", &desc, &[ln], &loss, &t_loss)?;
     ctx.no_faults("contrastive_rows", &desc)
 }
@@ -200,16 +209,18 @@ pub(crate) fn cross_entropy<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> 
         prop::sample::select(vec![1.0f64, 0.25, -0.5]),
         any::<u64>(),
     )
-        .prop_map(|((desc, nan_mask), scale, target_kind, grad_scale, seed)| CeCase {
-            desc,
-            scale,
-            nan_mask,
-            target_kind,
-            grad_scale,
-            seed,
-        });
+        .prop_map(
+            |((desc, nan_mask), scale, target_kind, grad_scale, seed)| CeCase {
+                desc,
+                scale,
+                nan_mask,
+                target_kind,
+                grad_scale,
+                seed,
+            },
+        );
     case_fn!(Runner, CeCase, ce_case);
-    crate::harness::run_family("cross_entropy", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("cross_entropy", cfg, make, 128, strategy, Runner)
 }
 
 fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
@@ -241,7 +252,11 @@ fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
             } else if case.target_kind == 0 {
                 t_init[i] = ((raw[c] - mx).exp() / z) as f32;
             } else {
-                t_init[i] = if g.chance(0.3) { 0.0 } else { g.uniform(0.0, 2.0) };
+                t_init[i] = if g.chance(0.3) {
+                    0.0
+                } else {
+                    g.uniform(0.0, 2.0)
+                };
             }
         }
     }
@@ -255,10 +270,22 @@ fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
     let ln = rows + g.slack();
     let mut loss = ctx.buf(&g.poison(ln))?;
     ctx.be
-        .soft_cross_entropy(d, case.grad_scale, &mut logits.be, &targets.be, &mut loss.be)
+        .soft_cross_entropy(
+            d,
+            case.grad_scale,
+            &mut logits.be,
+            &targets.be,
+            &mut loss.be,
+        )
         .or_fail("soft_cross_entropy")?;
     ctx.rf
-        .soft_cross_entropy(d, case.grad_scale, &mut logits.rf, &targets.rf, &mut loss.rf)
+        .soft_cross_entropy(
+            d,
+            case.grad_scale,
+            &mut logits.rf,
+            &targets.rf,
+            &mut loss.rf,
+        )
         .or_fail("oracle soft_cross_entropy")?;
     let mut t_grad = vec![0.0; x_init.len()];
     let mut t_loss = vec![0.0; ln];
@@ -274,20 +301,34 @@ fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
             l += ta * (x.abs() + k);
             terms += ta * (st.lse - x).abs();
             let q = (x - st.lse).exp();
+            // q below the smallest normal number may flush to 0 before it is multiplied by
+            // sum(targets): an absolute error of up to MIN_POSITIVE * sum(targets).
             t_grad[i] = case.grad_scale.abs()
-                * tol::LOSS
-                * eps
-                * (q * tsum * (k + (x - st.max).abs()) + ta);
+                * (tol::LOSS * eps * (q * tsum * (k + (x - st.max).abs()) + ta)
+                    + tol::UNDERFLOW_FLOOR * ctx.tiny() * tsum);
         }
         t_loss[r] = tol::LOSS * eps * (l + tol::growth(st.n) * terms);
     }
-    ctx.check("soft_cross_entropy", "gradient (logits)", case, &dims, &logits, &t_grad)?;
+    ctx.check(
+        "soft_cross_entropy",
+        "gradient (logits)",
+        case,
+        &dims,
+        &logits,
+        &t_grad,
+    )?;
     ctx.check("soft_cross_entropy", "loss", case, &[rows], &loss, &t_loss)?;
     ctx.no_faults("soft_cross_entropy", case)?;
 
     // ---- hard-label softmax cross-entropy ----
     let labels: Vec<u32> = (0..rows + g.slack())
-        .map(|r| if r < rows { g.below(valid) as u32 } else { u32::MAX })
+        .map(|r| {
+            if r < rows {
+                g.below(valid) as u32
+            } else {
+                u32::MAX
+            }
+        })
         .collect();
     let mut logits = ctx.buf(&x_init)?;
     let lab = ctx.idx(&labels)?;
@@ -309,14 +350,26 @@ fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
             let x = x_init[i] as f64;
             let p = (x - st.lse).exp();
             let onehot = if c == labels[r] as usize { 1.0 } else { 0.0 };
-            t_grad[i] = case.grad_scale.abs()
-                * tol::LOSS
-                * eps
-                * (p * (k + (x - st.max).abs()) + onehot);
+            t_grad[i] =
+                case.grad_scale.abs() * tol::LOSS * eps * (p * (k + (x - st.max).abs()) + onehot);
         }
     }
     let desc = (case, &labels[..rows]);
-    ctx.check("softmax_cross_entropy", "gradient (logits)", &desc, &dims, &logits, &t_grad)?;
-    ctx.check("softmax_cross_entropy", "loss", &desc, &[rows], &loss, &t_loss)?;
+    ctx.check(
+        "softmax_cross_entropy",
+        "gradient (logits)",
+        &desc,
+        &dims,
+        &logits,
+        &t_grad,
+    )?;
+    ctx.check(
+        "softmax_cross_entropy",
+        "loss",
+        &desc,
+        &[rows],
+        &loss,
+        &t_loss,
+    )?;
     ctx.no_faults("softmax_cross_entropy", &desc)
 }

@@ -2,7 +2,7 @@
 //! Expectations are exact and computed on the host.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, fail, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use dscl_core::{Backend, BufferLen, Element};
 use proptest::prelude::*;
 use std::cell::RefCell;
@@ -22,10 +22,10 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
         seed,
     });
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("memory", cfg, make, 24, strategy, Runner)
+    crate::harness::run_family("memory", cfg, make, 64, strategy, Runner)
 }
 
-fn to_f64<E: Element>(v: &[E]) -> Vec<f64> {
+fn widen_all<E: Element>(v: &[E]) -> Vec<f64> {
     v.iter().map(|x| Element::widen(*x)).collect()
 }
 
@@ -49,7 +49,10 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     }
     let mut buf = be.alloc(n).or_fail("alloc")?;
     if buf.len() != n {
-        return fail(format!("alloc({n}) returned a buffer of length {}", buf.len()));
+        return fail(format!(
+            "alloc({n}) returned a buffer of length {}",
+            buf.len()
+        ));
     }
     let got = ctx.read_be(&buf)?;
     ctx.check_values("alloc", "zero fill", case, &[n], &got, &zeros, &exact)?;
@@ -74,7 +77,8 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.check_values("upload", "at offset", case, &[n], &got, &expect, &exact)?;
 
     // An empty upload at the very end is valid and changes nothing.
-    be.upload(&mut buf, n, &[]).or_fail("empty upload at offset len")?;
+    be.upload(&mut buf, n, &[])
+        .or_fail("empty upload at offset len")?;
 
     // download from an offset: a sub-range.
     let off2 = g.below(n + 1);
@@ -87,7 +91,7 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         "at offset",
         case,
         &[m2],
-        &to_f64(&part),
+        &widen_all(&part),
         &expect[off2..off2 + m2],
         &exact[..m2],
     )?;
@@ -135,7 +139,8 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     let dn = n + g.below(4);
     let dst_init: Vec<u32> = (0..dn).map(|_| g.next_u64() as u32).collect();
     let mut dst = be.alloc_index(dn).or_fail("alloc_index")?;
-    be.upload_index(&mut dst, 0, &dst_init).or_fail("upload_index")?;
+    be.upload_index(&mut dst, 0, &dst_init)
+        .or_fail("upload_index")?;
     let so = g.below(n + 1);
     let len = g.below(n - so + 1);
     let dofs = g.below(dn - len + 1);

@@ -1,7 +1,7 @@
 //! sgd_momentum_update (first step, Nesterov, dampening, weight decay) and ema_update.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::SgdParams;
 use dscl_core::Backend;
@@ -18,7 +18,11 @@ struct Case {
 
 pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
     let strategy = (
-        prop_oneof![1 => 0..=8usize, 3 => 1..=cfg.dim(3000, 200)],
+        prop_oneof![
+            2 => 0..=8usize,
+            6 => 1..=cfg.dim(3000, 200),
+            1 => cfg.dim(40_000, 300)..=cfg.dim(120_000, 2000),
+        ],
         (
             prop_oneof![2 => Just(0.1f64), 1 => 0.0f64..1.0, 1 => Just(0.0)],
             prop_oneof![2 => Just(0.9f64), 1 => 0.0f64..0.99, 1 => Just(0.0)],
@@ -32,14 +36,11 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
     )
         .prop_map(
             |(len, (lr, momentum, weight_decay, dampening, nesterov, first_step), ema, seed)| {
-                // Nesterov needs momentum > 0 and no dampening; momentum 0 with dampening is
-                // left out (PyTorch ignores dampening there, the trait formula does not).
+                // Nesterov needs momentum > 0 and no dampening. Momentum 0 with a dampening
+                // stays in: like PyTorch, the step is then along g itself, whatever the
+                // dampening, and the velocity is not used.
                 let nesterov = nesterov && momentum > 0.0;
-                let dampening = if nesterov || momentum == 0.0 {
-                    0.0
-                } else {
-                    dampening
-                };
+                let dampening = if nesterov { 0.0 } else { dampening };
                 Case {
                     len,
                     params: SgdParams {
@@ -56,7 +57,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             },
         );
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("optim", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("optim", cfg, make, 128, strategy, Runner)
 }
 
 fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {

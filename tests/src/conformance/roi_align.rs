@@ -3,7 +3,7 @@
 //! ratio 0 (adaptive), 1 or 2, aligned false (DSCL) and true.
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::Backend;
@@ -18,9 +18,14 @@ struct Case {
 
 pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyReport {
     let strategy = (
-        (1usize..=2, 1..=cfg.dim(4, 2), 1..=cfg.dim(12, 6), 1..=cfg.dim(12, 6)),
         (
-            1..=cfg.dim(6, 3),
+            1usize..=2,
+            prop_oneof![4 => 1..=cfg.dim(4, 2), 1 => cfg.dim(16, 2)..=cfg.dim(64, 4)],
+            1..=cfg.dim(12, 6),
+            1..=cfg.dim(12, 6),
+        ),
+        (
+            prop_oneof![4 => 1..=cfg.dim(6, 3), 1 => cfg.dim(8, 3)..=cfg.dim(24, 6)],
             prop_oneof![4 => Just((2usize, 2usize)), 1 => (1usize..=3, 1usize..=3)],
             prop::sample::select(vec![1.0f64, 0.5, 0.25, 0.125, 0.0625, 0.03125]),
             prop_oneof![2 => Just(0usize), 1 => Just(2usize), 1 => Just(1usize)],
@@ -50,7 +55,7 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
             },
         );
     case_fn!(Runner, Case, run_case);
-    crate::harness::run_family("roi_align", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("roi_align", cfg, make, 160, strategy, Runner)
 }
 
 /// Sample coordinates along one axis of one box, as torchvision computes them (in f64), plus
@@ -109,8 +114,16 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
             let x1 = g.uniform(-0.3 * img_w, 1.1 * img_w);
             let y1 = g.uniform(-0.3 * img_h, 1.1 * img_h);
             let tiny = g.chance(0.2);
-            let wmax = if tiny { 0.8 / s.spatial_scale } else { 0.9 * img_w };
-            let hmax = if tiny { 0.8 / s.spatial_scale } else { 0.9 * img_h };
+            let wmax = if tiny {
+                0.8 / s.spatial_scale
+            } else {
+                0.9 * img_w
+            };
+            let hmax = if tiny {
+                0.8 / s.spatial_scale
+            } else {
+                0.9 * img_h
+            };
             let x2 = x1 + g.uniform(0.0, wmax);
             let y2 = y1 + g.uniform(0.0, hmax);
             let (xs, xr, gx) = axis_samples(
@@ -148,9 +161,8 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
                 .fold(0.0f64, |m, v| m.max((*v as f64).abs()))
         })
         .collect();
-    let k = tol::ROI_ALIGN
-        * eps
-        * (s.height.max(s.width) as f64 + (max_samples as f64).sqrt() + 2.0);
+    let k =
+        tol::ROI_ALIGN * eps * (s.height.max(s.width) as f64 + (max_samples as f64).sqrt() + 2.0);
 
     let feats = ctx.buf(&feat_init)?;
     let bx = ctx.buf(&boxes)?;
@@ -211,6 +223,13 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         })
         .collect();
     let f_dims = [s.batch, s.channels, s.height, s.width];
-    ctx.check("roi_align_backward", "grad_features", &desc, &f_dims, &gf, &t)?;
+    ctx.check(
+        "roi_align_backward",
+        "grad_features",
+        &desc,
+        &f_dims,
+        &gf,
+        &t,
+    )?;
     ctx.no_faults("roi_align", case)
 }

@@ -2,7 +2,7 @@
 //! columns (`valid_cols < cols`, masked inputs NaN half the time: they must be ignored).
 
 use crate::gen::Gen;
-use crate::harness::{Factory, Config, Ctx, FamilyReport, OrFail, Res};
+use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::RowsDesc;
 use dscl_core::Backend;
@@ -32,7 +32,7 @@ pub(crate) fn l2_normalize<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> F
             seed,
         });
     case_fn!(Runner, L2Case, l2_case);
-    crate::harness::run_family("l2_normalize", cfg, make, 40, strategy, Runner)
+    crate::harness::run_family("l2_normalize", cfg, make, 96, strategy, Runner)
 }
 
 fn l2_case<B: Backend>(ctx: &Ctx<'_, B>, case: &L2Case) -> Res<()> {
@@ -90,8 +90,7 @@ fn l2_case<B: Backend>(ctx: &Ctx<'_, B>, case: &L2Case) -> Res<()> {
             .map(|i| (y32[i] as f64 * gy_init[i] as f64).abs())
             .sum();
         for i in row {
-            t[i] = k * ((gy_init[i] as f64).abs() + (y32[i] as f64).abs() * dot)
-                / n32[r] as f64;
+            t[i] = k * ((gy_init[i] as f64).abs() + (y32[i] as f64).abs() * dot) / n32[r] as f64;
         }
     }
     ctx.check("l2_normalize_backward", "grad_x", case, &dims, &gx, &t)?;
@@ -151,7 +150,7 @@ pub(crate) fn softmax<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> Family
             seed,
         });
     case_fn!(Runner, SoftmaxCase, softmax_case);
-    crate::harness::run_family("row_softmax", cfg, make, 48, strategy, Runner)
+    crate::harness::run_family("row_softmax", cfg, make, 128, strategy, Runner)
 }
 
 /// Per-row host statistics over the valid columns, in f64: max, log-sum-exp, E_p|x - max|.
@@ -195,12 +194,20 @@ fn softmax_case<B: Backend>(ctx: &Ctx<'_, B>, case: &SoftmaxCase) -> Res<()> {
         }
     }
     let stats: Vec<RowStats> = (0..d.rows)
-        .map(|r| row_stats(x_init[r * d.cols..r * d.cols + d.valid_cols].iter().map(|v| *v as f64)))
+        .map(|r| {
+            row_stats(
+                x_init[r * d.cols..r * d.cols + d.valid_cols]
+                    .iter()
+                    .map(|v| *v as f64),
+            )
+        })
         .collect();
     let x = ctx.buf(&x_init)?;
     let yn = n + g.slack();
     let mut y = ctx.buf(&g.poison(yn))?;
-    ctx.be.row_softmax(d, &x.be, &mut y.be).or_fail("row_softmax")?;
+    ctx.be
+        .row_softmax(d, &x.be, &mut y.be)
+        .or_fail("row_softmax")?;
     ctx.rf
         .row_softmax(d, &x.rf, &mut y.rf)
         .or_fail("oracle row_softmax")?;
@@ -226,9 +233,7 @@ fn softmax_case<B: Backend>(ctx: &Ctx<'_, B>, case: &SoftmaxCase) -> Res<()> {
         .or_fail("oracle row_logsumexp")?;
     let mut t = vec![0.0; on];
     for (r, st) in stats.iter().enumerate() {
-        t[r] = tol::ROWS
-            * eps
-            * (st.max.abs() + st.lse.abs() + tol::growth(st.n) + st.mean_abs_z);
+        t[r] = tol::ROWS * eps * (st.max.abs() + st.lse.abs() + tol::growth(st.n) + st.mean_abs_z);
     }
     ctx.check("row_logsumexp", "out", case, &[d.rows], &out, &t)?;
     ctx.no_faults("row_logsumexp", case)

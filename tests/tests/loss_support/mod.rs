@@ -161,8 +161,13 @@ pub fn pbsd<B: Backend>(
         queue: &u,
         queue_filled: p.queue_filled,
     };
-    let mut loss =
-        PatchSelfDistillation::with_max_block_elems(backend, p.shape(), p.crops, tau, max_block_elems)?;
+    let mut loss = PatchSelfDistillation::with_max_block_elems(
+        backend,
+        p.shape(),
+        p.crops,
+        tau,
+        max_block_elems,
+    )?;
     let len = p.crops * p.batch * p.dim;
     let mut grad = backend.alloc(len)?;
     let value = loss.forward_backward(backend, &inputs, &mut grad)?;
