@@ -8,7 +8,7 @@ use dscl_cpu::CpuBackend;
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn verify(file: &PathBuf, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
+fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
     if !(tol.is_finite() && tol > 0.0) {
         bail!("--tol must be a positive number, got {tol}");
     }

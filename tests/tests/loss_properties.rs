@@ -4,6 +4,7 @@
 //!   class size;
 //! - at initialisation (uniform p), the ratio of the pull on the augmented view to the total
 //!   pull on the other positives is 1/(|P(i)|-1) under SupCon and 1/beta under DSCL.
+//!
 //! Both are measured through the `contrastive_rows` kernel of the reference backend, the
 //! same code every backend is tested against.
 
