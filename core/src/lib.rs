@@ -15,6 +15,7 @@ pub mod desc;
 pub mod element;
 pub mod error;
 pub mod loss;
+pub mod nn;
 #[cfg(feature = "alloc")]
 pub mod reference;
 

@@ -139,20 +139,21 @@ impl Vectors {
 /// serde_json rejects the `NaN` / `Infinity` tokens Python writes; say so plainly.
 fn explain_parse_error(text: &str, err: serde_json::Error) -> anyhow::Error {
     let (line, column) = (err.line(), err.column());
-    let at = text
+    // serde_json points at (or just past) the start of the bad token: take the whole word
+    // around that column.
+    let row: Vec<char> = text
         .lines()
         .nth(line.saturating_sub(1))
-        .map(|l| {
-            l.chars()
-                .skip(column.saturating_sub(1))
-                .take(9)
-                .collect::<String>()
-        })
-        .unwrap_or_default();
-    if ["NaN", "Infinity", "-Infinity", "inf", "nan"]
-        .iter()
-        .any(|t| at.starts_with(t))
-    {
+        .unwrap_or_default()
+        .chars()
+        .collect();
+    let is_word = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.');
+    let mut start = column.saturating_sub(1).min(row.len());
+    while start > 0 && is_word(&row[start - 1]) {
+        start -= 1;
+    }
+    let at: String = row[start..].iter().take_while(|c| is_word(c)).collect();
+    if ["NaN", "Infinity", "-Infinity", "inf", "nan", "-inf"].contains(&at.as_str()) {
         anyhow!(
             "non-finite value `{at}` at line {line} column {column}: every number must be finite"
         )

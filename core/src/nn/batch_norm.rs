@@ -1,0 +1,151 @@
+//! Batch normalisation over NCHW activations, training and inference modes, with PyTorch's
+//! running statistics (momentum 0.1, unbiased variance in the running estimate).
+
+use crate::backend::Backend;
+use crate::desc::BatchNormShape;
+use crate::error::Result;
+use crate::nn::tensors::{Init, TensorId, TensorLayout, TensorSet};
+
+/// PyTorch's `BatchNorm2d` defaults.
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// `BatchNorm2d(channels)`: parameters gamma (`name.weight`) and beta (`name.bias`); running
+/// statistics `name.running_mean` / `name.running_var` in the state layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm2d {
+    pub channels: usize,
+    pub gamma: TensorId,
+    pub beta: TensorId,
+    pub running_mean: TensorId,
+    pub running_var: TensorId,
+}
+
+/// What the training forward saves for backward: per-channel batch mean and 1/std.
+pub struct BatchNormSaved<B: Backend> {
+    pub mean: B::Buffer,
+    pub invstd: B::Buffer,
+}
+
+impl<B: Backend> BatchNormSaved<B> {
+    pub fn new(backend: &B, channels: usize) -> Result<Self> {
+        Ok(BatchNormSaved {
+            mean: backend.alloc(channels)?,
+            invstd: backend.alloc(channels)?,
+        })
+    }
+}
+
+impl BatchNorm2d {
+    /// Registers gamma (1, or 0 when `zero_gamma`: torchvision's `zero_init_residual` for the
+    /// last norm of a residual branch), beta (0), running mean (0) and running variance (1).
+    pub fn new(
+        params: &mut TensorLayout,
+        state: &mut TensorLayout,
+        name: &str,
+        channels: usize,
+        zero_gamma: bool,
+    ) -> Result<Self> {
+        let gamma_init = if zero_gamma { 0.0 } else { 1.0 };
+        Ok(BatchNorm2d {
+            channels,
+            gamma: params.push(name, "weight", &[channels], Init::Constant(gamma_init))?,
+            beta: params.push(name, "bias", &[channels], Init::Constant(0.0))?,
+            running_mean: state.push(name, "running_mean", &[channels], Init::Constant(0.0))?,
+            running_var: state.push(name, "running_var", &[channels], Init::Constant(1.0))?,
+        })
+    }
+
+    pub fn shape(&self, batch: usize, spatial: usize) -> BatchNormShape {
+        BatchNormShape {
+            batch,
+            channels: self.channels,
+            spatial,
+            eps: BN_EPS,
+            momentum: BN_MOMENTUM,
+        }
+    }
+
+    /// Training mode: normalises with the batch statistics (saved for backward) and updates
+    /// the running statistics in `state`.
+    pub fn forward_train<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        state: &mut TensorSet<B>,
+        shape: &BatchNormShape,
+        x: &B::Buffer,
+        y: &mut B::Buffer,
+        saved: &mut BatchNormSaved<B>,
+    ) -> Result<()> {
+        let [mean, var] = state
+            .get_disjoint_mut([self.running_mean, self.running_var])
+            .ok_or(crate::Error::InvalidArgument {
+                what: "batch_norm state",
+                reason: "running mean and variance must be distinct tensors",
+            })?;
+        backend.batch_norm_forward_train(
+            shape,
+            x,
+            params.get(self.gamma),
+            params.get(self.beta),
+            y,
+            &mut saved.mean,
+            &mut saved.invstd,
+            mean,
+            var,
+        )
+    }
+
+    /// Inference mode: normalises with the running statistics.
+    pub fn forward_inference<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        state: &TensorSet<B>,
+        shape: &BatchNormShape,
+        x: &B::Buffer,
+        y: &mut B::Buffer,
+    ) -> Result<()> {
+        backend.batch_norm_forward_inference(
+            shape,
+            x,
+            params.get(self.gamma),
+            params.get(self.beta),
+            state.get(self.running_mean),
+            state.get(self.running_var),
+            y,
+        )
+    }
+
+    /// Backward of the training forward: `dx` written, gamma/beta gradients accumulated.
+    pub fn backward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        grads: &mut TensorSet<B>,
+        shape: &BatchNormShape,
+        x: &B::Buffer,
+        dy: &B::Buffer,
+        saved: &BatchNormSaved<B>,
+        dx: &mut B::Buffer,
+    ) -> Result<()> {
+        let [dgamma, dbeta] = grads.get_disjoint_mut([self.gamma, self.beta]).ok_or(
+            crate::Error::InvalidArgument {
+                what: "batch_norm parameters",
+                reason: "gamma and beta must be distinct tensors",
+            },
+        )?;
+        backend.batch_norm_backward(
+            shape,
+            x,
+            dy,
+            params.get(self.gamma),
+            &saved.mean,
+            &saved.invstd,
+            dx,
+            dgamma,
+            dbeta,
+        )
+    }
+}

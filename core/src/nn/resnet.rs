@@ -1,0 +1,447 @@
+//! ResNet backbones in torchvision's layout: ResNet-18/34 (basic blocks), ResNet-50
+//! (bottlenecks), the CIFAR-style ResNet-32 and a tiny variant for microcontrollers.
+//!
+//! The network is metadata (shapes and tensor ids); its weights live in a [`TensorSet`] made
+//! from [`ResNet::params`], its batch-norm statistics in one made from [`ResNet::state`], and
+//! each pass keeps its activations in a [`ResNetRecord`] planned once for its input size.
+
+use heapless::{String, Vec};
+
+use crate::backend::{Backend, BufferLen};
+use crate::desc::PoolShape;
+use crate::error::{check_len, ensure, Error, Result};
+use crate::nn::activation::{relu_backward, relu_forward};
+use crate::nn::block::{BlockKind, BlockRecord, ResidualBlock};
+use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
+use crate::nn::pool::{GlobalAvgPool, MaxPool2d};
+use crate::nn::scratch::Scratch;
+use crate::nn::tensors::{TensorLayout, TensorSet, MAX_NAME_LEN};
+
+/// Most residual blocks a network may have (ResNet-34 and ResNet-50 have 16).
+pub const MAX_BLOCKS: usize = 16;
+/// Most stages.
+pub const MAX_STAGES: usize = 4;
+
+/// The first layers before the residual stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stem {
+    /// 7x7 stride-2 convolution, norm, ReLU, 3x3 stride-2 max-pool: overall stride 4.
+    ImageNet,
+    /// 3x3 stride-1 convolution, norm, ReLU: overall stride 1 (32 px data).
+    Cifar,
+}
+
+/// Everything that defines a backbone's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResNetConfig {
+    pub stem: Stem,
+    pub stem_channels: usize,
+    pub block: BlockKind,
+    /// Blocks in each stage (only the first `stages` entries count).
+    pub blocks: [usize; MAX_STAGES],
+    /// Width of each stage (its output has `width * expansion` channels).
+    pub widths: [usize; MAX_STAGES],
+    pub stages: usize,
+    /// Start the last norm of every residual branch with gamma 0 (torchvision's
+    /// `zero_init_residual`), so each block starts as the identity.
+    pub zero_init_residual: bool,
+}
+
+impl ResNetConfig {
+    pub fn resnet18() -> Self {
+        Self::imagenet(BlockKind::Basic, [2, 2, 2, 2])
+    }
+    pub fn resnet34() -> Self {
+        Self::imagenet(BlockKind::Basic, [3, 4, 6, 3])
+    }
+    pub fn resnet50() -> Self {
+        Self::imagenet(BlockKind::Bottleneck, [3, 4, 6, 3])
+    }
+    fn imagenet(block: BlockKind, blocks: [usize; 4]) -> Self {
+        ResNetConfig {
+            stem: Stem::ImageNet,
+            stem_channels: 64,
+            block,
+            blocks,
+            widths: [64, 128, 256, 512],
+            stages: 4,
+            zero_init_residual: true,
+        }
+    }
+    /// The CIFAR ResNet-32 of the long-tailed literature: 3x3 stem of 16 channels, three
+    /// stages of five basic blocks (16, 32, 64 channels), overall stride 4. Shortcuts that
+    /// change shape are 1x1 projections (option B).
+    pub fn resnet32() -> Self {
+        ResNetConfig {
+            stem: Stem::Cifar,
+            stem_channels: 16,
+            block: BlockKind::Basic,
+            blocks: [5, 5, 5, 0],
+            widths: [16, 32, 64, 0],
+            stages: 3,
+            zero_init_residual: true,
+        }
+    }
+    /// A microcontroller-sized network: 3x3 stem of 8 channels and three stages of one basic
+    /// block (8, 16, 32 channels), overall stride 4, about 25 k parameters.
+    pub fn tiny() -> Self {
+        ResNetConfig {
+            stem: Stem::Cifar,
+            stem_channels: 8,
+            block: BlockKind::Basic,
+            blocks: [1, 1, 1, 0],
+            widths: [8, 16, 32, 0],
+            stages: 3,
+            zero_init_residual: true,
+        }
+    }
+    /// The same network with the CIFAR stem (3x3 stride 1, no max-pool) for 32 px images.
+    pub fn with_cifar_stem(mut self) -> Self {
+        self.stem = Stem::Cifar;
+        self
+    }
+    /// Channels of the final feature map.
+    pub fn feature_channels(&self) -> usize {
+        self.widths[self.stages.max(1) - 1] * self.block.expansion()
+    }
+    /// Overall stride from image to final feature map.
+    pub fn stride(&self) -> usize {
+        let stem = match self.stem {
+            Stem::ImageNet => 4,
+            Stem::Cifar => 1,
+        };
+        stem << self.stages.saturating_sub(1)
+    }
+}
+
+/// A planned backbone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResNet {
+    pub config: ResNetConfig,
+    pub stem: ConvBn,
+    pub max_pool: Option<MaxPool2d>,
+    pub blocks: Vec<ResidualBlock, MAX_BLOCKS>,
+}
+
+/// One pass's activations of the stem.
+pub struct StemRecord<B: Backend> {
+    pub conv_bn: ConvBnRecord<B>,
+    /// The stem's ReLU output.
+    pub act: B::Buffer,
+    /// Max-pool output and argmax (ImageNet stem only).
+    pub pool: Option<(PoolShape, B::Buffer, B::IndexBuffer)>,
+    pub out_len: usize,
+    pub out_dims: (usize, usize, usize),
+}
+
+/// One pass's activations of the whole backbone at one input size.
+pub struct ResNetRecord<B: Backend> {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub stem: StemRecord<B>,
+    pub blocks: Vec<BlockRecord<B>, MAX_BLOCKS>,
+    pub gap: GlobalAvgPool,
+    /// Globally pooled features `[batch, feature_channels]`.
+    pub pooled: B::Buffer,
+}
+
+impl<B: Backend> ResNetRecord<B> {
+    /// The final feature map `[batch, channels, h, w]` of the last forward.
+    pub fn feature_map(&self) -> &B::Buffer {
+        match self.blocks.last() {
+            Some(b) => &b.out,
+            None => self.stem_output(),
+        }
+    }
+    /// (channels, height, width) of the final feature map.
+    pub fn feature_dims(&self) -> (usize, usize, usize) {
+        match self.blocks.last() {
+            Some(b) => b.out_dims,
+            None => self.stem.out_dims,
+        }
+    }
+    fn stem_output(&self) -> &B::Buffer {
+        match &self.stem.pool {
+            Some((_, y, _)) => y,
+            None => &self.stem.act,
+        }
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * 3 * self.height * self.width
+    }
+}
+
+fn stage_name(stage: usize, block: usize) -> Result<String<MAX_NAME_LEN>> {
+    let mut name = String::new();
+    let too_long = Error::InvalidArgument {
+        what: "block name",
+        reason: "too long",
+    };
+    core::fmt::write(&mut name, format_args!("layer{}.{}", stage + 1, block))
+        .map_err(|_| too_long)?;
+    Ok(name)
+}
+
+impl ResNet {
+    /// Registers every tensor of the backbone (torchvision names: `conv1`, `bn1`,
+    /// `layerS.B.convU`, `layerS.B.downsample.{0,1}`) in `params` and `state`.
+    pub fn new(
+        config: ResNetConfig,
+        params: &mut TensorLayout,
+        state: &mut TensorLayout,
+    ) -> Result<Self> {
+        ensure(
+            (1..=MAX_STAGES).contains(&config.stages),
+            "resnet stages",
+            "must be 1 to 4",
+        )?;
+        let counts = &config.blocks[..config.stages];
+        ensure(
+            counts.iter().all(|&c| c >= 1)
+                && config.widths[..config.stages].iter().all(|&w| w >= 1),
+            "resnet stages",
+            "every stage needs at least one block and a positive width",
+        )?;
+        let total: usize = counts.iter().sum();
+        ensure(total <= MAX_BLOCKS, "resnet blocks", "more than MAX_BLOCKS")?;
+        let (kernel, stride) = match config.stem {
+            Stem::ImageNet => (7, 2),
+            Stem::Cifar => (3, 1),
+        };
+        let stem = ConvBn::new(
+            params,
+            state,
+            "conv1",
+            "bn1",
+            3,
+            config.stem_channels,
+            kernel,
+            stride,
+            false,
+        )?;
+        let max_pool = match config.stem {
+            Stem::ImageNet => Some(MaxPool2d {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            }),
+            Stem::Cifar => None,
+        };
+        let mut blocks = Vec::new();
+        let mut channels = config.stem_channels;
+        for (s, &count) in counts.iter().enumerate() {
+            for b in 0..count {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let block = ResidualBlock::new(
+                    params,
+                    state,
+                    &stage_name(s, b)?,
+                    config.block,
+                    channels,
+                    config.widths[s],
+                    stride,
+                    config.zero_init_residual,
+                )?;
+                channels = block.out_channels;
+                let _ = blocks.push(block); // total <= MAX_BLOCKS checked above
+            }
+        }
+        Ok(ResNet {
+            config,
+            stem,
+            max_pool,
+            blocks,
+        })
+    }
+
+    pub fn feature_channels(&self) -> usize {
+        self.config.feature_channels()
+    }
+
+    /// Plans a pass over `[batch, 3, height, width]` images.
+    pub fn plan<B: Backend>(
+        &self,
+        backend: &B,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<ResNetRecord<B>> {
+        ensure(batch >= 1, "resnet batch", "must be at least 1")?;
+        ensure(
+            height >= 1 && width >= 1,
+            "resnet input",
+            "image height and width must be at least 1",
+        )?;
+        let conv_bn = self.stem.plan(backend, batch, height, width)?;
+        let (c, h, w) = conv_bn.out_dims();
+        let act = backend.alloc(conv_bn.out_len())?;
+        let (pool, out_dims) = match &self.max_pool {
+            Some(mp) => {
+                let shape = mp.shape(batch, c, h, w);
+                let dims = (c, shape.out_height(), shape.out_width());
+                let y = backend.alloc(shape.output_len())?;
+                let arg = backend.alloc_index(shape.output_len())?;
+                (Some((shape, y, arg)), dims)
+            }
+            None => (None, (c, h, w)),
+        };
+        let stem = StemRecord {
+            conv_bn,
+            act,
+            pool,
+            out_len: batch * out_dims.0 * out_dims.1 * out_dims.2,
+            out_dims,
+        };
+        let mut blocks = Vec::new();
+        let (_, mut h, mut w) = out_dims;
+        for block in &self.blocks {
+            let rec = block.plan(backend, batch, h, w)?;
+            (_, h, w) = rec.out_dims;
+            let _ = blocks.push(rec);
+        }
+        let channels = self.feature_channels();
+        Ok(ResNetRecord {
+            batch,
+            height,
+            width,
+            stem,
+            blocks,
+            gap: GlobalAvgPool {
+                batch,
+                channels,
+                spatial: h * w,
+            },
+            pooled: backend.alloc(batch * channels)?,
+        })
+    }
+
+    /// The scratch a pass over `record` needs.
+    pub fn needs<B: Backend>(&self, backend: &B, record: &ResNetRecord<B>) -> ScratchNeeds {
+        let mut needs = self.stem.needs(backend, &record.stem.conv_bn);
+        for (block, rec) in self.blocks.iter().zip(record.blocks.iter()) {
+            needs = needs.max(block.needs(backend, rec));
+        }
+        needs
+    }
+
+    /// Training-mode forward of `images` (`[batch, 3, height, width]`) through every block and
+    /// the global average pool; the final map and pooled features stay in `record`.
+    pub fn forward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        state: &mut TensorSet<B>,
+        record: &mut ResNetRecord<B>,
+        images: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        check_len("images", images.len(), record.input_len())?;
+        let stem = &mut record.stem;
+        let [bn_out, ..] = &mut scratch.tmp;
+        self.stem.forward(
+            backend,
+            params,
+            state,
+            &mut stem.conv_bn,
+            images,
+            bn_out,
+            &mut scratch.conv_workspace,
+        )?;
+        relu_forward(backend, bn_out, &mut stem.act, stem.conv_bn.out_len())?;
+        if let (Some(mp), Some((shape, y, arg))) = (&self.max_pool, &mut stem.pool) {
+            mp.forward(backend, shape, &stem.act, y, arg)?;
+        }
+        for i in 0..self.blocks.len() {
+            let (before, rest) = record.blocks.split_at_mut(i);
+            let input = match before.last() {
+                Some(prev) => &prev.out,
+                None => match &record.stem.pool {
+                    Some((_, y, _)) => y,
+                    None => &record.stem.act,
+                },
+            };
+            self.blocks[i].forward(
+                backend,
+                params,
+                state,
+                &mut rest[0],
+                input,
+                &mut scratch.tmp,
+                &mut scratch.conv_workspace,
+            )?;
+        }
+        let gap = record.gap;
+        let map = match record.blocks.last() {
+            Some(b) => &b.out,
+            None => match &record.stem.pool {
+                Some((_, y, _)) => y,
+                None => &record.stem.act,
+            },
+        };
+        gap.forward(backend, map, &mut record.pooled)
+    }
+
+    /// Backward from `d_pooled` (gradient at the pooled features, `[batch, channels]`),
+    /// accumulating every parameter gradient into `grads`. The images get no gradient.
+    pub fn backward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        grads: &mut TensorSet<B>,
+        record: &ResNetRecord<B>,
+        d_pooled: &B::Buffer,
+        images: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        let Scratch {
+            tmp,
+            grad: [g0, g1],
+            conv_workspace: ws,
+            ..
+        } = scratch;
+        let (mut dy, mut dx) = (g0, g1);
+        record.gap.backward(backend, d_pooled, dy)?;
+        for i in (0..self.blocks.len()).rev() {
+            let input = if i == 0 {
+                record.stem_output()
+            } else {
+                &record.blocks[i - 1].out
+            };
+            self.blocks[i].backward(
+                backend,
+                params,
+                grads,
+                &record.blocks[i],
+                input,
+                dy,
+                dx,
+                tmp,
+                ws,
+            )?;
+            core::mem::swap(&mut dy, &mut dx);
+        }
+        // dy: gradient at the stem output.
+        let stem = &record.stem;
+        let [d_act, d_bn, conv_grad, _] = tmp;
+        let d_act: &B::Buffer = match (&self.max_pool, &stem.pool) {
+            (Some(mp), Some((shape, _, arg))) => {
+                mp.backward(backend, shape, dy, arg, d_act)?;
+                d_act
+            }
+            _ => dy,
+        };
+        relu_backward(backend, &stem.act, d_act, d_bn, stem.conv_bn.out_len())?;
+        self.stem.backward(
+            backend,
+            params,
+            grads,
+            &stem.conv_bn,
+            images,
+            d_bn,
+            None,
+            conv_grad,
+            ws,
+        )
+    }
+}
