@@ -18,6 +18,7 @@ pub mod loss;
 pub mod nn;
 #[cfg(feature = "alloc")]
 pub mod reference;
+pub mod train;
 
 pub use backend::{Backend, BufferLen};
 pub use element::Element;

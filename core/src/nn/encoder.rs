@@ -1,0 +1,139 @@
+//! The encoder of DSCL: a ResNet backbone, the projection head, and row L2-normalisation of
+//! the embeddings. One [`Encoder`] describes the network; [`EncoderRecord`] is one pass.
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::loss::L2Normalize;
+use crate::nn::conv_bn::ScratchNeeds;
+use crate::nn::head::{HeadRecord, ProjectionHead};
+use crate::nn::resnet::{ResNet, ResNetConfig, ResNetRecord};
+use crate::nn::scratch::Scratch;
+use crate::nn::tensors::{TensorLayout, TensorSet};
+
+/// Backbone + projection head, with the layouts of its parameters and running statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoder {
+    pub backbone: ResNet,
+    pub head: ProjectionHead,
+    pub params: TensorLayout,
+    pub state: TensorLayout,
+}
+
+/// One pass through the encoder: backbone activations, head activations, and the normalised
+/// embeddings `[rows, dim]`.
+pub struct EncoderRecord<B: Backend> {
+    pub backbone: ResNetRecord<B>,
+    pub head: HeadRecord<B>,
+    pub normalize: L2Normalize<B>,
+    pub embeddings: B::Buffer,
+    d_head_out: B::Buffer,
+    d_pooled: B::Buffer,
+}
+
+impl Encoder {
+    /// The backbone of `config` with a `channels -> channels -> embedding_dim` head.
+    pub fn new(config: ResNetConfig, embedding_dim: usize) -> Result<Self> {
+        let mut params = TensorLayout::new();
+        let mut state = TensorLayout::new();
+        let backbone = ResNet::new(config, &mut params, &mut state)?;
+        let head = ProjectionHead::new(&mut params, backbone.feature_channels(), embedding_dim)?;
+        Ok(Encoder {
+            backbone,
+            head,
+            params,
+            state,
+        })
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.head.out_dim()
+    }
+
+    /// Plans a pass over `[batch, 3, height, width]` images.
+    pub fn plan<B: Backend>(
+        &self,
+        backend: &B,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<EncoderRecord<B>> {
+        let dim = self.embedding_dim();
+        Ok(EncoderRecord {
+            backbone: self.backbone.plan(backend, batch, height, width)?,
+            head: self.head.plan(backend, batch)?,
+            normalize: L2Normalize::new(backend, batch, dim)?,
+            embeddings: backend.alloc(batch * dim)?,
+            d_head_out: backend.alloc(batch * dim)?,
+            d_pooled: backend.alloc(batch * self.backbone.feature_channels())?,
+        })
+    }
+
+    pub fn needs<B: Backend>(&self, backend: &B, record: &EncoderRecord<B>) -> ScratchNeeds {
+        self.backbone.needs(backend, &record.backbone)
+    }
+
+    /// Training-mode forward: `record.embeddings = normalise(head(pool(backbone(images))))`.
+    /// A zero-norm or non-finite embedding is recorded as a kernel fault that the loss reading
+    /// these embeddings reports, so the pass never waits for the device.
+    pub fn forward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        state: &mut TensorSet<B>,
+        record: &mut EncoderRecord<B>,
+        images: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        self.backbone.forward(
+            backend,
+            params,
+            state,
+            &mut record.backbone,
+            images,
+            scratch,
+        )?;
+        self.head
+            .forward(backend, params, &mut record.head, &record.backbone.pooled)?;
+        record
+            .normalize
+            .forward(backend, &record.head.out, &mut record.embeddings)
+    }
+
+    /// Backward from `d_embeddings` (gradient at the normalised embeddings), accumulating into
+    /// `grads`.
+    pub fn backward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        grads: &mut TensorSet<B>,
+        record: &mut EncoderRecord<B>,
+        images: &B::Buffer,
+        d_embeddings: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        record.normalize.backward(
+            backend,
+            &record.embeddings,
+            d_embeddings,
+            &mut record.d_head_out,
+        )?;
+        self.head.backward(
+            backend,
+            params,
+            grads,
+            &mut record.head,
+            &record.backbone.pooled,
+            &record.d_head_out,
+            &mut record.d_pooled,
+        )?;
+        self.backbone.backward(
+            backend,
+            params,
+            grads,
+            &record.backbone,
+            &record.d_pooled,
+            images,
+            scratch,
+        )
+    }
+}

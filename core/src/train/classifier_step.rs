@@ -1,0 +1,148 @@
+//! Steps that train a classifier with softmax cross-entropy on a ResNet's pooled features:
+//! stage 2 of DSCL (the backbone frozen, only the linear classifier learns) and the
+//! cross-entropy baseline (backbone and classifier learn together).
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::loss::CrossEntropy;
+use crate::nn::linear::Linear;
+use crate::nn::resnet::{ResNet, ResNetRecord};
+use crate::nn::scratch::Scratch;
+use crate::nn::tensors::TensorSet;
+use crate::train::optim::{SgdConfig, Trainable};
+
+/// A planned classifier step for `batch` images of `image_size` pixels.
+pub struct ClassifierStep<B: Backend> {
+    backbone: ResNetRecord<B>,
+    logits: B::Buffer,
+    d_pooled: B::Buffer,
+    loss: CrossEntropy<B>,
+    scratch: Scratch<B>,
+    batch: usize,
+}
+
+impl<B: Backend> ClassifierStep<B> {
+    pub fn new(
+        backend: &B,
+        backbone: &ResNet,
+        fc: &Linear,
+        batch: usize,
+        image_size: usize,
+    ) -> Result<Self> {
+        let record = backbone.plan(backend, batch, image_size, image_size)?;
+        let scratch = Scratch::new(backend, backbone.needs(backend, &record))?;
+        Ok(ClassifierStep {
+            backbone: record,
+            logits: backend.alloc(batch * fc.out_features)?,
+            d_pooled: backend.alloc(batch * fc.in_features)?,
+            loss: CrossEntropy::new(backend, batch, fc.out_features)?,
+            scratch,
+            batch,
+        })
+    }
+
+    /// Stage 2: the backbone (parameters `backbone_params`, unchanged) runs in training mode,
+    /// so its batch-norm running statistics are re-estimated on these images, as the official
+    /// code does; only `classifier` (which holds `fc`'s tensors) takes an SGD step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_probe_step(
+        &mut self,
+        backend: &B,
+        backbone: &ResNet,
+        backbone_params: &TensorSet<B>,
+        backbone_state: &mut TensorSet<B>,
+        fc: &Linear,
+        classifier: &mut Trainable<B>,
+        images: &B::Buffer,
+        labels: &B::IndexBuffer,
+        sgd: &SgdConfig,
+        lr: f64,
+    ) -> Result<f64> {
+        backbone.forward(
+            backend,
+            backbone_params,
+            backbone_state,
+            &mut self.backbone,
+            images,
+            &mut self.scratch,
+        )?;
+        classifier.zero_grads(backend)?;
+        fc.forward(
+            backend,
+            &classifier.params,
+            self.batch,
+            &self.backbone.pooled,
+            &mut self.logits,
+        )?;
+        let loss = self
+            .loss
+            .forward_backward(backend, &mut self.logits, labels)?;
+        fc.backward(
+            backend,
+            &classifier.params,
+            &mut classifier.grads,
+            self.batch,
+            &self.backbone.pooled,
+            &self.logits,
+            None,
+        )?;
+        classifier.sgd_step(backend, sgd, lr)?;
+        Ok(loss)
+    }
+
+    /// The cross-entropy baseline: `model` holds the backbone's and `fc`'s tensors (a
+    /// [`crate::nn::classifier::ResNetClassifier`] layout); all of them take an SGD step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_step(
+        &mut self,
+        backend: &B,
+        backbone: &ResNet,
+        fc: &Linear,
+        model: &mut Trainable<B>,
+        state: &mut TensorSet<B>,
+        images: &B::Buffer,
+        labels: &B::IndexBuffer,
+        sgd: &SgdConfig,
+        lr: f64,
+    ) -> Result<f64> {
+        model.zero_grads(backend)?;
+        backbone.forward(
+            backend,
+            &model.params,
+            state,
+            &mut self.backbone,
+            images,
+            &mut self.scratch,
+        )?;
+        fc.forward(
+            backend,
+            &model.params,
+            self.batch,
+            &self.backbone.pooled,
+            &mut self.logits,
+        )?;
+        let loss = self
+            .loss
+            .forward_backward(backend, &mut self.logits, labels)?;
+        fc.backward(
+            backend,
+            &model.params,
+            &mut model.grads,
+            self.batch,
+            &self.backbone.pooled,
+            &self.logits,
+            Some(&mut self.d_pooled),
+        )?;
+        backbone.backward(
+            backend,
+            &model.params,
+            &mut model.grads,
+            &self.backbone,
+            &self.d_pooled,
+            images,
+            &mut self.scratch,
+        )?;
+        model.sgd_step(backend, sgd, lr)?;
+        Ok(loss)
+    }
+}

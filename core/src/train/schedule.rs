@@ -1,0 +1,110 @@
+//! Learning-rate schedules, evaluated at a fractional epoch so the rate can change every step.
+
+use heapless::Vec;
+
+use crate::error::{ensure, Result};
+
+/// Most milestones a step schedule may have.
+pub const MAX_MILESTONES: usize = 8;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LrSchedule {
+    Constant {
+        lr: f64,
+    },
+    /// Linear warm-up from `lr / warmup_epochs` (at epoch 0) to `lr` over `warmup_epochs`, then
+    /// half a cosine from `lr` to 0 at `epochs` (stage 1 of the published recipe: 10 warm-up
+    /// epochs of 200).
+    WarmupCosine {
+        lr: f64,
+        warmup_epochs: f64,
+        epochs: f64,
+    },
+    /// `lr * gamma^(milestones passed)` (stage 2: x0.1 at epochs 20 and 30).
+    Step {
+        lr: f64,
+        milestones: Vec<f64, MAX_MILESTONES>,
+        gamma: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The published stage-1 schedule for `batch` images per step: base rate 0.1 x batch/256,
+    /// 10 warm-up epochs, half-cosine to epoch `epochs`.
+    pub fn stage1(batch: usize, epochs: f64) -> Self {
+        LrSchedule::WarmupCosine {
+            lr: 0.1 * batch as f64 / 256.0,
+            warmup_epochs: 10.0f64.min(epochs),
+            epochs,
+        }
+    }
+
+    /// The published stage-2 schedule: rate 10, x0.1 at 50% and 75% of `epochs` (20 and 30 of
+    /// 40).
+    pub fn stage2(epochs: f64) -> Self {
+        let mut milestones = Vec::new();
+        let _ = milestones.push(epochs * 0.5);
+        let _ = milestones.push(epochs * 0.75);
+        LrSchedule::Step {
+            lr: 10.0,
+            milestones,
+            gamma: 0.1,
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        match self {
+            LrSchedule::Constant { lr } => ensure(ok(*lr), "learning rate", "must be finite"),
+            LrSchedule::WarmupCosine {
+                lr,
+                warmup_epochs,
+                epochs,
+            } => {
+                ensure(ok(*lr), "learning rate", "must be finite and non-negative")?;
+                ensure(
+                    ok(*warmup_epochs) && ok(*epochs) && *epochs > 0.0 && warmup_epochs <= epochs,
+                    "schedule epochs",
+                    "need 0 <= warm-up <= epochs and epochs > 0",
+                )
+            }
+            LrSchedule::Step { lr, gamma, .. } => {
+                ensure(ok(*lr), "learning rate", "must be finite and non-negative")?;
+                ensure(
+                    ok(*gamma),
+                    "schedule gamma",
+                    "must be finite and non-negative",
+                )
+            }
+        }
+    }
+
+    /// The rate at fractional epoch `epoch` (0 = start of training).
+    pub fn lr_at(&self, epoch: f64) -> f64 {
+        match self {
+            LrSchedule::Constant { lr } => *lr,
+            LrSchedule::WarmupCosine {
+                lr,
+                warmup_epochs,
+                epochs,
+            } => {
+                if epoch < *warmup_epochs {
+                    // Reaches the full rate at the end of the warm-up; never 0 at the start.
+                    lr * (epoch + 1.0).min(*warmup_epochs) / warmup_epochs
+                } else {
+                    let span = (epochs - warmup_epochs).max(f64::MIN_POSITIVE);
+                    let t = ((epoch - warmup_epochs) / span).clamp(0.0, 1.0);
+                    lr * 0.5 * (1.0 + libm::cos(core::f64::consts::PI * t))
+                }
+            }
+            LrSchedule::Step {
+                lr,
+                milestones,
+                gamma,
+            } => {
+                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
+                lr * libm::pow(*gamma, passed as f64)
+            }
+        }
+    }
+}
