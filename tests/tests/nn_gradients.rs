@@ -71,13 +71,7 @@ fn set_flat(set: &mut TensorSet<Rb>, values: &[f64]) {
 
 /// Compares `analytic` with central differences of `loss` around `at`, at up to `SAMPLES`
 /// coordinates (all of them for small tensors).
-fn check(
-    name: &str,
-    at: &[f64],
-    analytic: &[f64],
-    gen: &mut Gen,
-    loss: impl FnMut(&[f64]) -> f64,
-) {
+fn check(name: &str, at: &[f64], analytic: &[f64], gen: &mut Gen, loss: impl FnMut(&[f64]) -> f64) {
     let coords: Vec<usize> = if at.len() <= SAMPLES {
         (0..at.len()).collect()
     } else {

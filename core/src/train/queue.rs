@@ -85,3 +85,53 @@ impl<B: Backend> KeyQueue<B> {
         Ok(())
     }
 }
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn fills_in_order_then_overwrites_the_oldest() {
+        let be = ReferenceBackend::<f64>::new();
+        let mut q = KeyQueue::new(&be, 5, 2).unwrap();
+        let push = |q: &mut KeyQueue<_>, first: u32, n: usize| {
+            let keys: Vec<f64> = (0..n * 2)
+                .map(|e| (first as usize * 2 + e) as f64)
+                .collect();
+            let labels: Vec<u32> = (0..n as u32).map(|i| first + i).collect();
+            q.enqueue(
+                &be,
+                &ReferenceBuffer::from_vec(keys),
+                &ReferenceIndexBuffer::from_vec(labels),
+                n,
+            )
+            .unwrap();
+        };
+        push(&mut q, 0, 3);
+        assert_eq!((q.filled(), q.next_row()), (3, 3));
+        assert_eq!(&q.labels.as_slice()[..3], &[0, 1, 2]);
+        push(&mut q, 3, 3); // wraps: rows 3, 4 then 0
+        assert_eq!((q.filled(), q.next_row()), (5, 1));
+        assert_eq!(q.labels.as_slice(), &[5, 1, 2, 3, 4]);
+        assert_eq!(&q.keys.as_slice()[..2], &[10.0, 11.0]);
+        push(&mut q, 10, 7); // more than the capacity: the last five stay
+        assert_eq!(q.filled(), 5);
+        let mut held = q.labels.as_slice().to_vec();
+        held.sort();
+        assert_eq!(held, vec![12, 13, 14, 15, 16]);
+    }
+
+    #[test]
+    fn refuses_short_inputs_and_inconsistent_positions() {
+        let be = ReferenceBackend::<f64>::new();
+        let mut q = KeyQueue::new(&be, 4, 3).unwrap();
+        let keys = ReferenceBuffer::from_vec(vec![0.0; 5]);
+        let labels = ReferenceIndexBuffer::from_vec(vec![0; 2]);
+        assert!(q.enqueue(&be, &keys, &labels, 2).is_err());
+        assert!(q.set_position(2, 3).is_err());
+        assert!(q.set_position(4, 1).is_ok());
+    }
+}

@@ -108,3 +108,42 @@ impl LrSchedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn warmup_then_half_cosine() {
+        let s = LrSchedule::stage1(512, 200.0);
+        assert!(s.check().is_ok());
+        assert!(close(s.lr_at(0.0), 0.2 / 10.0));
+        assert!(close(s.lr_at(4.0), 0.2 * 5.0 / 10.0));
+        assert!(close(s.lr_at(10.0), 0.2));
+        assert!(close(s.lr_at(105.0), 0.1));
+        assert!(close(s.lr_at(200.0), 0.0));
+    }
+
+    #[test]
+    fn steps_at_half_and_three_quarters() {
+        let s = LrSchedule::stage2(40.0);
+        assert!(close(s.lr_at(0.0), 10.0));
+        assert!(close(s.lr_at(19.9), 10.0));
+        assert!(close(s.lr_at(20.0), 1.0));
+        assert!(close(s.lr_at(30.0), 0.1));
+    }
+
+    #[test]
+    fn refuses_bad_epochs() {
+        let s = LrSchedule::WarmupCosine {
+            lr: 0.1,
+            warmup_epochs: 20.0,
+            epochs: 10.0,
+        };
+        assert!(s.check().is_err());
+    }
+}
