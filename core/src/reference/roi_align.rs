@@ -131,18 +131,30 @@ fn taps(coordinate: f64, size: usize) -> (usize, usize, f64) {
 fn for_each_tap(shape: &RoiAlignShape, roi: &Roi, mut visit: impl FnMut(usize, &Bilinear)) {
     for ph in 0..shape.pooled_h {
         for pw in 0..shape.pooled_w {
-            for iy in 0..roi.grid_h {
-                let y = roi.start_h
-                    + ph as f64 * roi.bin_h
-                    + (iy as f64 + 0.5) * roi.bin_h / roi.grid_h as f64;
-                for ix in 0..roi.grid_w {
-                    let x = roi.start_w
-                        + pw as f64 * roi.bin_w
-                        + (ix as f64 + 0.5) * roi.bin_w / roi.grid_w as f64;
-                    if let Some(sample) = bilinear(shape.height, shape.width, y, x) {
-                        visit(ph * shape.pooled_w + pw, &sample);
-                    }
-                }
+            bin_taps(shape, roi, ph, pw, |sample| {
+                visit(ph * shape.pooled_w + pw, sample)
+            });
+        }
+    }
+}
+
+/// The bilinear samples of bin `(ph, pw)` that fall on the map.
+fn bin_taps(
+    shape: &RoiAlignShape,
+    roi: &Roi,
+    ph: usize,
+    pw: usize,
+    mut visit: impl FnMut(&Bilinear),
+) {
+    for iy in 0..roi.grid_h {
+        let y =
+            roi.start_h + ph as f64 * roi.bin_h + (iy as f64 + 0.5) * roi.bin_h / roi.grid_h as f64;
+        for ix in 0..roi.grid_w {
+            let x = roi.start_w
+                + pw as f64 * roi.bin_w
+                + (ix as f64 + 0.5) * roi.bin_w / roi.grid_w as f64;
+            if let Some(sample) = bilinear(shape.height, shape.width, y, x) {
+                visit(&sample);
             }
         }
     }
@@ -161,24 +173,31 @@ pub fn roi_align_forward<T: Element>(
     shape.check(features.len(), boxes.len(), output.len())?;
     let plane = shape.height * shape.width;
     let bins = shape.pooled_h * shape.pooled_w;
-    let mut sums = alloc_zeroed::<f64>(bins)?;
     for r in 0..shape.num_rois {
         let roi = decode_roi(shape, boxes, r, faults);
         for c in 0..shape.channels {
-            sums.fill(0.0);
-            if let Some(roi) = &roi {
-                let base = (roi.batch_index * shape.channels + c) * plane;
-                let input = &features[base..base + plane];
-                for_each_tap(shape, roi, |bin, sample| {
-                    for (&position, &weight) in sample.positions.iter().zip(&sample.weights) {
-                        sums[bin] += weight * input[position].widen();
-                    }
-                });
-            }
-            let count = roi.as_ref().map_or(1.0, |roi| roi.count);
             let out_base = (r * shape.channels + c) * bins;
-            for (out, &sum) in output[out_base..out_base + bins].iter_mut().zip(&sums) {
-                *out = T::from_f64(sum / count);
+            let out = &mut output[out_base..out_base + bins];
+            let Some(roi) = &roi else {
+                out.fill(T::zero());
+                continue;
+            };
+            let base = (roi.batch_index * shape.channels + c) * plane;
+            let input = &features[base..base + plane];
+            for (bin, out) in out.iter_mut().enumerate() {
+                let mut sum = 0.0;
+                bin_taps(
+                    shape,
+                    roi,
+                    bin / shape.pooled_w,
+                    bin % shape.pooled_w,
+                    |sample| {
+                        for (&position, &weight) in sample.positions.iter().zip(&sample.weights) {
+                            sum += weight * input[position].widen();
+                        }
+                    },
+                );
+                *out = T::from_f64(sum / roi.count);
             }
         }
     }

@@ -1,0 +1,147 @@
+//! One SGD training step of a ResNet classifier (forward, cross-entropy, backward, SGD with
+//! momentum 0.9 and weight decay 5e-4) on the CPU backend, in images per second, with the
+//! peak resident memory the model, optimizer and step add to the process.
+//!
+//!     train_step --arch resnet18-cifar --batch 128 --image 32 --steps 5 [--threads N]
+//!     train_step --arch resnet50 --batch 16 --image 224 --steps 3
+//!
+//! `compare/train_step_torch.py` runs the same step in PyTorch; `compare/run_train_step_comparison.sh`
+//! runs both side by side.
+
+use std::time::Instant;
+
+use dscl_benches::rss::{status_bytes, MIB};
+use dscl_core::nn::{ResNetClassifier, ResNetConfig, TensorSet};
+use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
+use dscl_core::Backend;
+use dscl_cpu::CpuBackend;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{Rng, SeedableRng};
+
+struct Args {
+    arch: String,
+    batch: usize,
+    image: usize,
+    steps: usize,
+    threads: Option<usize>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        arch: "resnet18-cifar".into(),
+        batch: 128,
+        image: 32,
+        steps: 5,
+        threads: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--arch" => args.arch = value()?,
+            "--batch" => args.batch = number(value()?)?,
+            "--image" => args.image = number(value()?)?,
+            "--steps" => args.steps = number(value()?)?,
+            "--threads" => args.threads = Some(number(value()?)?),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(args)
+}
+
+fn config(arch: &str) -> Result<(ResNetConfig, usize), String> {
+    Ok(match arch {
+        "resnet18-cifar" => (ResNetConfig::resnet18().with_cifar_stem(), 10),
+        "resnet18" => (ResNetConfig::resnet18(), 1000),
+        "resnet32" => (ResNetConfig::resnet32(), 10),
+        "resnet50" => (ResNetConfig::resnet50(), 1000),
+        _ => return Err(format!("unknown --arch {arch}")),
+    })
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse()?;
+    let (cfg, classes) = config(&args.arch)?;
+    let backend = match args.threads {
+        Some(n) => CpuBackend::with_threads(n).map_err(|e| e.to_string())?,
+        None => CpuBackend::new(),
+    };
+    let err = |e: dscl_core::Error| e.to_string();
+    let base = status_bytes("VmRSS").map_err(|e| e.to_string())?;
+
+    let model_def = ResNetClassifier::new(cfg, classes).map_err(err)?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let mut model = Trainable::initialised(&backend, &model_def.params, &mut rng).map_err(err)?;
+    let mut state = TensorSet::initialised(&backend, &model_def.state, &mut rng).map_err(err)?;
+    let mut step = ClassifierStep::new(
+        &backend,
+        &model_def.backbone,
+        &model_def.fc,
+        args.batch,
+        args.image,
+    )
+    .map_err(err)?;
+    let pixels = args.batch * 3 * args.image * args.image;
+    let host: Vec<f32> = (0..pixels)
+        .map(|_| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+        .collect();
+    let labels: Vec<u32> = (0..args.batch)
+        .map(|_| rng.next_u32() % classes as u32)
+        .collect();
+    let mut images = backend.alloc(pixels).map_err(err)?;
+    backend.upload(&mut images, 0, &host).map_err(err)?;
+    let mut y = backend.alloc_index(args.batch).map_err(err)?;
+    backend.upload_index(&mut y, 0, &labels).map_err(err)?;
+    let sgd = SgdConfig::STAGE1;
+
+    let mut one_step = || {
+        step.cross_entropy_step(
+            &backend,
+            &model_def.backbone,
+            &model_def.fc,
+            &mut model,
+            &mut state,
+            &images,
+            &y,
+            &sgd,
+            0.1,
+        )
+    };
+    // Warm-up: first-touch of every buffer, thread pool start.
+    let first = one_step().map_err(err)?;
+    let mut times = Vec::new();
+    let mut loss = first;
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        loss = one_step().map_err(err)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let peak = status_bytes("VmHWM").map_err(|e| e.to_string())?;
+    println!(
+        "impl=dscl arch={} batch={} image={} threads={} params={} median_s={:.4} min_s={:.4} \
+         images_per_s={:.2} peak_rss_mib={:.1} peak_extra_mib={:.1} loss_first={:.4} loss_last={:.4}",
+        args.arch,
+        args.batch,
+        args.image,
+        backend.threads(),
+        model_def.params.total_len(),
+        median,
+        times[0],
+        args.batch as f64 / median,
+        peak as f64 / MIB,
+        peak.saturating_sub(base) as f64 / MIB,
+        first,
+        loss
+    );
+    Ok(())
+}
