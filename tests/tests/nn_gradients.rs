@@ -7,9 +7,9 @@
 //! `e = 1e-7` keeps ReLU and max-pool switches between the two evaluations unlikely.
 
 use dscl_core::nn::{
-    BatchNorm2d, BatchNormSaved, BlockKind, Conv2d, Encoder, GlobalAvgPool, L2Normalize, Linear,
-    MaxPool2d, ProjectionHead, ResNetConfig, ResidualBlock, RoiAlign, Scratch, TensorLayout,
-    TensorSet,
+    BatchNorm2d, BatchNormSaved, BlockKind, BnMode, Conv2d, Encoder, GlobalAvgPool, L2Normalize,
+    Linear, MaxPool2d, ProjectionHead, ResNetConfig, ResidualBlock, RoiAlign, Scratch,
+    TensorLayout, TensorSet,
 };
 use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
 use dscl_core::train::{
@@ -339,7 +339,7 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
             .forward(
                 &be,
                 params,
-                &mut state,
+                BnMode::Train(&mut state),
                 &mut rec,
                 &buf(x),
                 &mut scratch.tmp,
@@ -354,7 +354,7 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
         .forward(
             &be,
             &params,
-            &mut state0,
+            BnMode::Train(&mut state0),
             &mut record,
             &buf(&x),
             &mut s2.tmp,

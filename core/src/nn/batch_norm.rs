@@ -21,6 +21,23 @@ pub struct BatchNorm2d {
     pub running_var: TensorId,
 }
 
+/// How a forward pass normalises: with the batch's statistics, updating the running ones
+/// (training), or with the running statistics (inference).
+pub enum BnMode<'s, B: Backend> {
+    Train(&'s mut TensorSet<B>),
+    Inference(&'s TensorSet<B>),
+}
+
+impl<B: Backend> BnMode<'_, B> {
+    /// The same mode for one more layer (a shorter borrow of the same statistics).
+    pub fn reborrow(&mut self) -> BnMode<'_, B> {
+        match self {
+            BnMode::Train(s) => BnMode::Train(s),
+            BnMode::Inference(s) => BnMode::Inference(s),
+        }
+    }
+}
+
 /// What the training forward saves for backward: per-channel batch mean and 1/std.
 pub struct BatchNormSaved<B: Backend> {
     pub mean: B::Buffer,

@@ -10,6 +10,7 @@ use crate::error::{check_len, Result};
 use crate::nn::activation::{
     relu_backward, relu_forward, residual_backward_into, residual_forward,
 };
+use crate::nn::batch_norm::BnMode;
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::tensors::{join_name, TensorLayout, TensorSet, MAX_NAME_LEN};
 
@@ -176,12 +177,12 @@ impl ResidualBlock {
         needs
     }
 
-    /// Training-mode forward of `x` into `record.out`.
+    /// Forward of `x` into `record.out`, batch norm per `mode`.
     pub fn forward<B: Backend>(
         &self,
         backend: &B,
         params: &TensorSet<B>,
-        state: &mut TensorSet<B>,
+        mut mode: BnMode<'_, B>,
         record: &mut BlockRecord<B>,
         x: &B::Buffer,
         tmp: &mut [B::Buffer; 4],
@@ -193,7 +194,7 @@ impl ResidualBlock {
         for u in 0..n {
             let rec = &mut record.units[u];
             let input = if u == 0 { x } else { &record.inner[u - 1] };
-            self.units[u].forward(backend, params, state, rec, input, branch, ws)?;
+            self.units[u].forward(backend, params, mode.reborrow(), rec, input, branch, ws)?;
             if u + 1 < n {
                 let len = rec.out_len();
                 relu_forward(backend, branch, &mut record.inner[u], len)?;
@@ -202,7 +203,7 @@ impl ResidualBlock {
         let len = record.out_len;
         match (&self.downsample, &mut record.downsample) {
             (Some(d), Some(rec)) => {
-                d.forward(backend, params, state, rec, x, shortcut, ws)?;
+                d.forward(backend, params, mode.reborrow(), rec, x, shortcut, ws)?;
                 residual_forward(backend, branch, shortcut, joined, len)?;
             }
             _ => residual_forward(backend, branch, x, joined, len)?,

@@ -3,7 +3,7 @@
 use crate::backend::Backend;
 use crate::desc::{BatchNormShape, Conv2dShape};
 use crate::error::Result;
-use crate::nn::batch_norm::{BatchNorm2d, BatchNormSaved};
+use crate::nn::batch_norm::{BatchNorm2d, BatchNormSaved, BnMode};
 use crate::nn::conv::Conv2d;
 use crate::nn::tensors::{TensorLayout, TensorSet};
 
@@ -107,12 +107,13 @@ impl ConvBn {
         }
     }
 
-    /// `y = bn(conv(x))` in training mode (running statistics in `state` updated).
+    /// `y = bn(conv(x))`, the norm in training mode (batch statistics saved in `record`,
+    /// running statistics updated) or inference mode (running statistics used), per `mode`.
     pub fn forward<B: Backend>(
         &self,
         backend: &B,
         params: &TensorSet<B>,
-        state: &mut TensorSet<B>,
+        mode: BnMode<'_, B>,
         record: &mut ConvBnRecord<B>,
         x: &B::Buffer,
         y: &mut B::Buffer,
@@ -126,44 +127,25 @@ impl ConvBn {
             &mut record.conv_out,
             workspace,
         )?;
-        self.bn.forward_train(
-            backend,
-            params,
-            state,
-            &record.bn_shape,
-            &record.conv_out,
-            y,
-            &mut record.saved,
-        )
-    }
-
-    /// `y = bn(conv(x))` in inference mode (running statistics used, nothing saved).
-    pub fn forward_inference<B: Backend>(
-        &self,
-        backend: &B,
-        params: &TensorSet<B>,
-        state: &TensorSet<B>,
-        record: &mut ConvBnRecord<B>,
-        x: &B::Buffer,
-        y: &mut B::Buffer,
-        workspace: &mut B::Buffer,
-    ) -> Result<()> {
-        self.conv.forward(
-            backend,
-            params,
-            &record.conv_shape,
-            x,
-            &mut record.conv_out,
-            workspace,
-        )?;
-        self.bn.forward_inference(
-            backend,
-            params,
-            state,
-            &record.bn_shape,
-            &record.conv_out,
-            y,
-        )
+        match mode {
+            BnMode::Train(state) => self.bn.forward_train(
+                backend,
+                params,
+                state,
+                &record.bn_shape,
+                &record.conv_out,
+                y,
+                &mut record.saved,
+            ),
+            BnMode::Inference(state) => self.bn.forward_inference(
+                backend,
+                params,
+                state,
+                &record.bn_shape,
+                &record.conv_out,
+                y,
+            ),
+        }
     }
 
     /// Given `dy` at the norm's output: accumulates both layers' parameter gradients and

@@ -32,7 +32,7 @@ pub mod scratch;
 pub mod tensors;
 
 pub use crate::loss::L2Normalize;
-pub use batch_norm::{BatchNorm2d, BatchNormSaved};
+pub use batch_norm::{BatchNorm2d, BatchNormSaved, BnMode};
 pub use block::{BlockKind, ResidualBlock};
 pub use classifier::{LinearClassifier, ResNetClassifier};
 pub use conv::Conv2d;

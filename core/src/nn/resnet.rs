@@ -11,6 +11,7 @@ use crate::backend::{Backend, BufferLen};
 use crate::desc::PoolShape;
 use crate::error::{check_len, ensure, Error, Result};
 use crate::nn::activation::{relu_backward, relu_forward};
+use crate::nn::batch_norm::BnMode;
 use crate::nn::block::{BlockKind, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::pool::{GlobalAvgPool, MaxPool2d};
@@ -326,12 +327,52 @@ impl ResNet {
     }
 
     /// Training-mode forward of `images` (`[batch, 3, height, width]`) through every block and
-    /// the global average pool; the final map and pooled features stay in `record`.
+    /// the global average pool; the final map and pooled features stay in `record`, and the
+    /// running statistics in `state` advance.
     pub fn forward<B: Backend>(
         &self,
         backend: &B,
         params: &TensorSet<B>,
         state: &mut TensorSet<B>,
+        record: &mut ResNetRecord<B>,
+        images: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        self.forward_with(
+            backend,
+            params,
+            BnMode::Train(state),
+            record,
+            images,
+            scratch,
+        )
+    }
+
+    /// Inference-mode forward (batch norm with the running statistics; evaluation).
+    pub fn forward_inference<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        state: &TensorSet<B>,
+        record: &mut ResNetRecord<B>,
+        images: &B::Buffer,
+        scratch: &mut Scratch<B>,
+    ) -> Result<()> {
+        self.forward_with(
+            backend,
+            params,
+            BnMode::Inference(state),
+            record,
+            images,
+            scratch,
+        )
+    }
+
+    fn forward_with<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        mut mode: BnMode<'_, B>,
         record: &mut ResNetRecord<B>,
         images: &B::Buffer,
         scratch: &mut Scratch<B>,
@@ -342,7 +383,7 @@ impl ResNet {
         self.stem.forward(
             backend,
             params,
-            state,
+            mode.reborrow(),
             &mut stem.conv_bn,
             images,
             bn_out,
@@ -364,7 +405,7 @@ impl ResNet {
             self.blocks[i].forward(
                 backend,
                 params,
-                state,
+                mode.reborrow(),
                 &mut rest[0],
                 input,
                 &mut scratch.tmp,
