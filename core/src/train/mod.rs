@@ -7,6 +7,7 @@ pub mod dscl_step;
 pub mod model;
 pub mod optim;
 pub mod queue;
+pub mod recipe;
 pub mod schedule;
 
 pub use classifier_step::ClassifierStep;
@@ -14,4 +15,5 @@ pub use dscl_step::{ContrastiveLoss, DsclBatch, DsclConfig, DsclStep, StepLosses
 pub use model::DsclModel;
 pub use optim::{SgdConfig, Trainable};
 pub use queue::KeyQueue;
+pub use recipe::{Stage1Recipe, Stage2Recipe};
 pub use schedule::LrSchedule;

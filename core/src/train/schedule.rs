@@ -29,29 +29,6 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// The published stage-1 schedule for `batch` images per step: base rate 0.1 x batch/256,
-    /// 10 warm-up epochs, half-cosine to epoch `epochs`.
-    pub fn stage1(batch: usize, epochs: f64) -> Self {
-        LrSchedule::WarmupCosine {
-            lr: 0.1 * batch as f64 / 256.0,
-            warmup_epochs: 10.0f64.min(epochs),
-            epochs,
-        }
-    }
-
-    /// The published stage-2 schedule: rate 10, x0.1 at 50% and 75% of `epochs` (20 and 30 of
-    /// 40).
-    pub fn stage2(epochs: f64) -> Self {
-        let mut milestones = Vec::new();
-        let _ = milestones.push(epochs * 0.5);
-        let _ = milestones.push(epochs * 0.75);
-        LrSchedule::Step {
-            lr: 10.0,
-            milestones,
-            gamma: 0.1,
-        }
-    }
-
     pub fn check(&self) -> Result<()> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
@@ -119,7 +96,11 @@ mod tests {
 
     #[test]
     fn warmup_then_half_cosine() {
-        let s = LrSchedule::stage1(512, 200.0);
+        let s = LrSchedule::WarmupCosine {
+            lr: 0.2,
+            warmup_epochs: 10.0,
+            epochs: 200.0,
+        };
         assert!(s.check().is_ok());
         assert!(close(s.lr_at(0.0), 0.2 / 10.0));
         assert!(close(s.lr_at(4.0), 0.2 * 5.0 / 10.0));
@@ -130,7 +111,13 @@ mod tests {
 
     #[test]
     fn steps_at_half_and_three_quarters() {
-        let s = LrSchedule::stage2(40.0);
+        let mut milestones = Vec::new();
+        milestones.extend_from_slice(&[20.0, 30.0]).unwrap();
+        let s = LrSchedule::Step {
+            lr: 10.0,
+            milestones,
+            gamma: 0.1,
+        };
         assert!(close(s.lr_at(0.0), 10.0));
         assert!(close(s.lr_at(19.9), 10.0));
         assert!(close(s.lr_at(20.0), 1.0));
