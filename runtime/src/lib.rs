@@ -1,6 +1,9 @@
 //! dscl-runtime: everything around the core that needs an operating system: reading data and
 //! test vectors, choosing a backend, and the `runtime` command line.
 
+pub mod augment;
 pub mod backend_choice;
+pub mod data;
+pub mod image;
 pub mod vectors;
 pub mod verify;
