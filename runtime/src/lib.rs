@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod backend_choice;
+pub mod checkpoint;
 pub mod data;
 pub mod image;
 pub mod vectors;
