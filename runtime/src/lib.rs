@@ -6,5 +6,6 @@ pub mod backend_choice;
 pub mod checkpoint;
 pub mod data;
 pub mod image;
+pub mod metrics;
 pub mod vectors;
 pub mod verify;
