@@ -7,5 +7,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod image;
 pub mod metrics;
+pub mod plot;
+pub mod progress;
 pub mod vectors;
 pub mod verify;

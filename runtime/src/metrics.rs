@@ -149,7 +149,10 @@ mod tests {
         }
         let m = t.finish(&[500, 50, 5], SplitThresholds::default()).unwrap();
         assert_eq!(m.top1, 60.0);
-        assert_eq!((m.many, m.medium, m.few), (Some(100.0), Some(50.0), Some(0.0)));
+        assert_eq!(
+            (m.many, m.medium, m.few),
+            (Some(100.0), Some(50.0), Some(0.0))
+        );
         assert_eq!(m.per_class, vec![Some(100.0), Some(50.0), Some(0.0)]);
         assert!(t.add(3, 0).is_err());
     }
