@@ -8,10 +8,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::prelude::*;
 use serde_json::Value;
 
-/// Loss points `(global step, loss)` per phase, from a JSON-lines log.
-pub fn loss_curves(log: &Path) -> Result<Vec<(String, Vec<(f64, f64)>)>> {
+/// A named series of `(global step, loss)` points.
+pub type Curve = (String, Vec<(f64, f64)>);
+
+/// Loss points per phase, from a JSON-lines log.
+pub fn loss_curves(log: &Path) -> Result<Vec<Curve>> {
     let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut curves: Vec<Curve> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -64,7 +67,7 @@ pub fn plot(out: &Path) -> Result<PathBuf> {
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn draw(path: &Path, curves: &[(String, Vec<(f64, f64)>)], per_class: &[(f64, f64)]) -> DrawResult {
+fn draw(path: &Path, curves: &[Curve], per_class: &[(f64, f64)]) -> DrawResult {
     let root = SVGBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
