@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod backend_choice;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod image;
 pub mod metrics;

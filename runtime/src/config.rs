@@ -1,0 +1,459 @@
+//! The command-line flags of `runtime train`, `linear`, `eval` and `run` (their names are part
+//! of the contract), and the resolved configuration a run records in its checkpoints.
+//!
+//! Flags left out get defaults that depend on the data: the published ImageNet-LT recipe for
+//! 224 px data, a CIFAR-sized one for 32 px data, and a small, fast one for the built-in
+//! digits, so `runtime run` with no flags finishes in minutes on two cores.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::SplitThresholds;
+
+/// Where the images come from. With none of the training flags, the built-in digits.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataArgs {
+    /// Training list: one `relative/path label` per line, resolved against --root.
+    #[arg(long, value_name = "FILE")]
+    pub train_list: Option<PathBuf>,
+    /// Test list for evaluation (same format).
+    #[arg(long, value_name = "FILE")]
+    pub test_list: Option<PathBuf>,
+    /// Directory the list and JSON paths are resolved against.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// CIFAR-10 or CIFAR-100 binary directory (long-tailed by --imbalance for training; the
+    /// balanced test split for evaluation).
+    #[arg(long, value_name = "DIR")]
+    pub cifar: Option<PathBuf>,
+    /// Ratio of the largest to the smallest class after long-tailed subsampling (CIFAR and
+    /// the built-in digits).
+    #[arg(long, value_name = "R")]
+    pub imbalance: Option<f64>,
+    /// ImageNet-LT training JSON as the official code ships it.
+    #[arg(long, value_name = "FILE")]
+    pub imagenet_lt_json: Option<PathBuf>,
+    /// ImageNet-LT test JSON (same format) for evaluation.
+    #[arg(long, value_name = "FILE")]
+    pub imagenet_lt_test_json: Option<PathBuf>,
+    /// Training images, one subdirectory per class.
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+    /// Test images, one subdirectory per class (same class names).
+    #[arg(long, value_name = "DIR")]
+    pub test_image_folder: Option<PathBuf>,
+    /// Square side of the query/key images fed to the network (default: 224 for image files,
+    /// 32 for CIFAR, 16 for the digits).
+    #[arg(long, value_name = "PX")]
+    pub image_size: Option<usize>,
+    /// Side of PBSD's small crops (default: 64 at 224 px, scaled with --image-size).
+    #[arg(long, value_name = "PX")]
+    pub crop_size: Option<usize>,
+    /// Image-decoding worker threads (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Report and skip unreadable images instead of stopping.
+    #[arg(long)]
+    #[serde(default)]
+    pub skip_bad: bool,
+}
+
+impl DataArgs {
+    /// The kind of training data named by the flags.
+    pub fn kind(&self) -> Result<DataKind> {
+        let named = [
+            self.train_list.is_some(),
+            self.cifar.is_some(),
+            self.imagenet_lt_json.is_some(),
+            self.image_folder.is_some(),
+        ];
+        if named.iter().filter(|&&b| b).count() > 1 {
+            bail!(
+                "give one training source: --train-list, --cifar, --imagenet-lt-json or \
+                 --image-folder"
+            );
+        }
+        Ok(if self.train_list.is_some() {
+            DataKind::List
+        } else if self.cifar.is_some() {
+            DataKind::Cifar
+        } else if self.imagenet_lt_json.is_some() {
+            DataKind::ImageNetLt
+        } else if self.image_folder.is_some() {
+            DataKind::ImageFolder
+        } else {
+            DataKind::Digits
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataKind {
+    List,
+    Cifar,
+    ImageNetLt,
+    ImageFolder,
+    Digits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Arch {
+    Resnet18,
+    Resnet32,
+    Resnet50,
+    Tiny,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum LossKind {
+    /// Decoupled supervised contrastive loss (the paper).
+    #[default]
+    Dscl,
+    /// Supervised contrastive loss (SupCon baseline).
+    Scl,
+    /// Plain cross-entropy, trained end to end (baseline).
+    Ce,
+}
+
+/// Stage-1 flags (`runtime train`).
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainArgs {
+    /// Backbone (default: resnet50 for image files, resnet32 for CIFAR, tiny for the digits).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    #[arg(long, value_enum, default_value = "dscl")]
+    pub loss: LossKind,
+    /// lambda, the weight of PBSD (0 turns it off).
+    #[arg(long)]
+    pub pbsd_weight: Option<f64>,
+    /// DSCL's beta: the other positives' total weight relative to the augmented view's.
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Temperature.
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Queue length K.
+    #[arg(long)]
+    pub queue: Option<usize>,
+    /// Key-encoder momentum m.
+    #[arg(long)]
+    pub momentum_encoder: Option<f64>,
+    /// PBSD crops per image.
+    #[arg(long)]
+    pub crops: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (default 0.1 x batch / 256).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Also write a checkpoint every N steps (besides every epoch's end).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+}
+
+/// Stage-2 flags (`runtime linear`).
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LinearArgs {
+    #[arg(long)]
+    pub linear_epochs: Option<usize>,
+    #[arg(long)]
+    pub linear_batch_size: Option<usize>,
+    #[arg(long)]
+    pub linear_lr: Option<f64>,
+}
+
+/// Evaluation flags.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EvalArgs {
+    /// Class-size thresholds MANY,FEW: Many has more than MANY training images, Few fewer
+    /// than FEW.
+    #[arg(long, value_name = "MANY,FEW", default_value = "100,20")]
+    #[serde(with = "thresholds_serde")]
+    pub split_thresholds: SplitThresholds,
+}
+
+mod thresholds_serde {
+    use super::SplitThresholds;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SplitThresholds, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{},{}", t.many, t.few))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SplitThresholds, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every setting of a run after defaults are applied: what the checkpoints record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub data: DataArgs,
+    pub data_kind: DataKind,
+    pub arch: Arch,
+    pub loss: LossKind,
+    pub image_size: usize,
+    pub crop_size: usize,
+    pub crops: usize,
+    pub pbsd_weight: f64,
+    pub beta: f64,
+    pub tau: f64,
+    pub queue: usize,
+    pub momentum_encoder: f64,
+    pub embedding_dim: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_epochs: usize,
+    pub weight_decay: f64,
+    pub checkpoint_every: usize,
+    pub linear_epochs: usize,
+    pub linear_batch_size: usize,
+    pub linear_lr: f64,
+    pub seed: u64,
+    pub imbalance: f64,
+}
+
+/// Defaults that depend on the data set.
+struct Preset {
+    arch: Arch,
+    image_size: usize,
+    epochs: usize,
+    batch_size: usize,
+    queue: usize,
+    warmup_epochs: usize,
+    linear_epochs: usize,
+    linear_batch_size: usize,
+    linear_lr: f64,
+    embedding_dim: usize,
+    momentum_encoder: f64,
+    lr_per_256: f64,
+    imbalance: f64,
+}
+
+fn preset(kind: DataKind) -> Preset {
+    match kind {
+        // The published ImageNet-LT recipe.
+        DataKind::List | DataKind::ImageNetLt | DataKind::ImageFolder => Preset {
+            arch: Arch::Resnet50,
+            image_size: 224,
+            epochs: 200,
+            batch_size: 256,
+            queue: 65536,
+            warmup_epochs: 10,
+            linear_epochs: 40,
+            linear_batch_size: 2048,
+            linear_lr: 10.0,
+            embedding_dim: 128,
+            momentum_encoder: 0.999,
+            lr_per_256: 0.1,
+            imbalance: 1.0,
+        },
+        DataKind::Cifar => Preset {
+            arch: Arch::Resnet32,
+            image_size: 32,
+            epochs: 200,
+            batch_size: 256,
+            queue: 8192,
+            warmup_epochs: 10,
+            linear_epochs: 40,
+            linear_batch_size: 512,
+            linear_lr: 1.0,
+            embedding_dim: 128,
+            momentum_encoder: 0.999,
+            lr_per_256: 0.1,
+            imbalance: 100.0,
+        },
+        // Small and quick: a few minutes on two cores for both stages.
+        DataKind::Digits => Preset {
+            arch: Arch::Tiny,
+            image_size: 16,
+            epochs: 40,
+            batch_size: 64,
+            queue: 1024,
+            warmup_epochs: 2,
+            linear_epochs: 20,
+            linear_batch_size: 256,
+            linear_lr: 1.0,
+            embedding_dim: 32,
+            momentum_encoder: 0.99,
+            lr_per_256: 0.4,
+            imbalance: 10.0,
+        },
+    }
+}
+
+/// PBSD's crop side: the paper's 64/224 of the image for large images; half the image for
+/// small ones, where 64/224 would leave the network a feature map under 2x2.
+pub fn default_crop_size(image_size: usize) -> usize {
+    if image_size >= 64 {
+        (image_size * 64 + 112) / 224
+    } else {
+        (image_size / 2).max(4)
+    }
+}
+
+impl RunConfig {
+    pub fn resolve(
+        data: &DataArgs,
+        train: &TrainArgs,
+        linear: &LinearArgs,
+        seed: u64,
+    ) -> Result<RunConfig> {
+        let kind = data.kind()?;
+        let p = preset(kind);
+        let image_size = data.image_size.unwrap_or(p.image_size);
+        if image_size < 4 {
+            bail!("--image-size must be at least 4 pixels, got {image_size}");
+        }
+        let crop_size = data
+            .crop_size
+            .unwrap_or_else(|| default_crop_size(image_size));
+        let batch_size = train.batch_size.unwrap_or(p.batch_size);
+        let epochs = train.epochs.unwrap_or(p.epochs);
+        let cfg = RunConfig {
+            data: data.clone(),
+            data_kind: kind,
+            arch: train.arch.unwrap_or(p.arch),
+            loss: train.loss,
+            image_size,
+            crop_size,
+            crops: train.crops.unwrap_or(5),
+            pbsd_weight: train.pbsd_weight.unwrap_or(1.5),
+            beta: train.beta.unwrap_or(8.0),
+            tau: train.tau.unwrap_or(0.07),
+            queue: train.queue.unwrap_or(p.queue),
+            momentum_encoder: train.momentum_encoder.unwrap_or(p.momentum_encoder),
+            embedding_dim: p.embedding_dim,
+            epochs,
+            batch_size,
+            lr: train.lr.unwrap_or(p.lr_per_256 * batch_size as f64 / 256.0),
+            warmup_epochs: train.warmup_epochs.unwrap_or(p.warmup_epochs).min(epochs),
+            weight_decay: train.weight_decay.unwrap_or(5e-4),
+            checkpoint_every: train.checkpoint_every.unwrap_or(0),
+            linear_epochs: linear.linear_epochs.unwrap_or(p.linear_epochs),
+            linear_batch_size: linear.linear_batch_size.unwrap_or(p.linear_batch_size),
+            linear_lr: linear.linear_lr.unwrap_or(p.linear_lr),
+            seed,
+            imbalance: data.imbalance.unwrap_or(p.imbalance),
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let positive = [
+            ("--batch-size", self.batch_size),
+            ("--epochs", self.epochs),
+            ("--crop-size", self.crop_size),
+            ("--linear-batch-size", self.linear_batch_size),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        if self.crops == 0 && self.pbsd_weight > 0.0 {
+            bail!("--crops must be at least 1 while PBSD is on (--pbsd-weight > 0)");
+        }
+        for (flag, v) in [
+            ("--tau", self.tau),
+            ("--lr", self.lr),
+            ("--linear-lr", self.linear_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{flag} must be a positive number, got {v}");
+            }
+        }
+        for (flag, v) in [
+            ("--pbsd-weight", self.pbsd_weight),
+            ("--beta", self.beta),
+            ("--weight-decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{flag} must be a non-negative number, got {v}");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.momentum_encoder) {
+            bail!(
+                "--momentum-encoder must lie in [0, 1], got {}",
+                self.momentum_encoder
+            );
+        }
+        if !(self.imbalance.is_finite() && self.imbalance >= 1.0) {
+            bail!("--imbalance must be at least 1, got {}", self.imbalance);
+        }
+        if self.crop_size > self.image_size {
+            bail!(
+                "--crop-size ({}) must not exceed --image-size ({})",
+                self.crop_size,
+                self.image_size
+            );
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<RunConfig> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_defaults_and_round_trip() {
+        let cfg = RunConfig::resolve(
+            &DataArgs::default(),
+            &TrainArgs::default(),
+            &LinearArgs::default(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(cfg.data_kind, DataKind::Digits);
+        assert_eq!(
+            (cfg.arch, cfg.image_size, cfg.crop_size),
+            (Arch::Tiny, 16, 8)
+        );
+        assert_eq!(RunConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn imagenet_defaults_are_the_recipe_and_bad_values_are_refused() {
+        let data = DataArgs {
+            train_list: Some("train.txt".into()),
+            ..DataArgs::default()
+        };
+        let cfg =
+            RunConfig::resolve(&data, &TrainArgs::default(), &LinearArgs::default(), 0).unwrap();
+        assert_eq!(
+            (cfg.arch, cfg.image_size, cfg.crop_size),
+            (Arch::Resnet50, 224, 64)
+        );
+        assert_eq!((cfg.batch_size, cfg.lr, cfg.queue), (256, 0.1, 65536));
+        let bad = TrainArgs {
+            tau: Some(-1.0),
+            ..TrainArgs::default()
+        };
+        assert!(RunConfig::resolve(&data, &bad, &LinearArgs::default(), 0).is_err());
+        let two = DataArgs {
+            cifar: Some("c".into()),
+            ..data
+        };
+        assert!(two.kind().is_err());
+    }
+}
