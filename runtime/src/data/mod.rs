@@ -1,2 +1,25 @@
-//! Data sets and loading (to be filled in: list files, ImageNet-LT JSON, CIFAR binary,
-//! image folders, the built-in digits; parallel decoding with a bounded prefetch queue).
+//! Data sets and loading: everything between files on disk and a batch of decoded, augmented
+//! samples.
+//!
+//! The pieces, one per file:
+//! - [`Dataset`]: the trait every data set implements (labels without decoding, decode on
+//!   demand, a description of each sample for error messages).
+//! - Data sets: [`ListFile`] (`relative/path label` lines), [`ImageNetLtJson`] (the official
+//!   ImageNet-LT annotation JSON), [`ImageFolder`] (one subdirectory per class),
+//!   [`CifarBinary`] (CIFAR-10/100 binary batches), [`Digits`] (the embedded UCI 8x8 digits).
+//! - [`long_tailed_indices`] and [`Subset`]: the exponential long-tailed subsampling used for
+//!   CIFAR-LT and the built-in digits.
+//! - [`decode_image_file`]: PNG/JPEG decoding into [`Image`](crate::image::Image).
+//! - [`epoch_order`], [`class_balanced_order`]: the sample orders of stage 1 (instance
+//!   sampling) and stage 2 (class-balanced sampling).
+//! - [`Loader`]: parallel decoding and augmentation with a bounded prefetch queue, delivering
+//!   batches in order and deterministically for a given seed.
+
+mod dataset;
+mod decode;
+mod path_table;
+mod split;
+
+pub use dataset::Dataset;
+pub use decode::{decode_image_bytes, decode_image_file};
+pub use split::Split;
