@@ -1,2 +1,45 @@
-//! Data sets and loading (to be filled in: list files, ImageNet-LT JSON, CIFAR binary,
-//! image folders, the built-in digits; parallel decoding with a bounded prefetch queue).
+//! Data sets and loading: everything between files on disk and a batch of decoded, augmented
+//! samples.
+//!
+//! The pieces, one per file:
+//! - [`Dataset`]: the trait every data set implements (labels without decoding, decode on
+//!   demand, a description of each sample for error messages).
+//! - Data sets: [`ListFile`] (`relative/path label` lines), [`ImageNetLtJson`] (the official
+//!   ImageNet-LT annotation JSON), [`ImageFolder`] (one subdirectory per class),
+//!   [`CifarBinary`] (CIFAR-10/100 binary batches), [`Digits`] (the embedded UCI 8x8 digits).
+//! - [`long_tailed_indices`] and [`Subset`]: the exponential long-tailed subsampling used for
+//!   CIFAR-LT and the built-in digits.
+//! - [`decode_image_file`]: PNG/JPEG decoding into [`Image`](crate::image::Image).
+//! - [`epoch_order`], [`class_balanced_order`]: the sample orders of stage 1 (instance
+//!   sampling) and stage 2 (class-balanced sampling).
+//! - [`Loader`]: parallel decoding and augmentation with a bounded prefetch queue, delivering
+//!   batches in order and deterministically for a given seed.
+
+mod cifar;
+mod dataset;
+mod decode;
+mod digits;
+mod image_folder;
+mod imagenet_lt;
+mod list_file;
+mod loader;
+mod long_tail;
+mod path_table;
+mod sampler;
+mod seeding;
+mod split;
+mod subset;
+
+pub use cifar::{CifarBinary, CifarKind};
+pub use dataset::Dataset;
+pub use decode::{decode_image_bytes, decode_image_file};
+pub use digits::Digits;
+pub use image_folder::ImageFolder;
+pub use imagenet_lt::ImageNetLtJson;
+pub use list_file::ListFile;
+pub use loader::{Batch, Loader, LoaderConfig, Transform};
+pub use long_tail::{long_tailed_counts, long_tailed_indices};
+pub use sampler::{class_balanced_order, epoch_order};
+pub use seeding::{epoch_seed, sample_rng};
+pub use split::Split;
+pub use subset::Subset;
