@@ -5,8 +5,10 @@
 
 use super::blur::gaussian_blur;
 use super::colour::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale};
+use super::config::AugmentConfig;
 use super::crop::CropBox;
 use super::resize::{resize, resize_region};
+use super::views::eval_view;
 use crate::image::Image;
 use serde_json::Value;
 
@@ -110,6 +112,20 @@ fn matches_torchvision() {
         check(
             &format!("blur {k} {sigma}"),
             &img.pixels,
+            &floats(&case["output"]),
+            2e-6,
+        );
+    }
+    for case in r["eval"].as_array().unwrap() {
+        let size = num(case, "size") as usize;
+        let mut cfg = AugmentConfig::for_image_size(size);
+        cfg.eval_center_crop_min_size = 0;
+        cfg.mean = [0.0; 3];
+        cfg.std = [1.0; 3];
+        let out = eval_view(&input, &cfg);
+        check(
+            &format!("eval {size}"),
+            &out,
             &floats(&case["output"]),
             2e-6,
         );

@@ -140,16 +140,22 @@ pub fn resize(img: &Image, out_w: usize, out_h: usize) -> Image {
     resize_region(img, CropBox::full(img.width, img.height), out_w, out_h)
 }
 
-/// torchvision's `Resize(size)` with an int: the shorter side becomes `size`, the longer
-/// `int(size * long / short)` (truncated), keeping the aspect ratio.
-pub fn resize_shorter_side(img: &Image, size: usize) -> Image {
-    let (w, h) = (img.width.max(1), img.height.max(1));
+/// torchvision's `Resize(size)` output size for an int `size`: the shorter side becomes
+/// `size`, the longer `int(size * long / short)` (truncated), keeping the aspect ratio.
+/// Returns `(width, height)`.
+pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, usize) {
+    let (w, h) = (width.max(1), height.max(1));
     let size = size.max(1);
-    let (out_w, out_h) = if w <= h {
+    if w <= h {
         (size, ((size * h) as f64 / w as f64) as usize)
     } else {
         (((size * w) as f64 / h as f64) as usize, size)
-    };
+    }
+}
+
+/// torchvision's `Resize(size)` with an int: see [`shorter_side_size`].
+pub fn resize_shorter_side(img: &Image, size: usize) -> Image {
+    let (out_w, out_h) = shorter_side_size(img.width, img.height, size);
     resize(img, out_w, out_h)
 }
 

@@ -7,7 +7,7 @@ use super::config::{AugmentConfig, ViewOps};
 use super::crop::{center_crop_box, hflip, random_resized_crop_box, CropBox};
 use super::normalise::normalise;
 use super::random::{chance, uniform};
-use super::resize::{resize, resize_region, resize_region_window};
+use super::resize::{resize, resize_region, resize_region_window, shorter_side_size};
 use crate::image::Image;
 use rand::Rng;
 use std::borrow::Cow;
@@ -135,11 +135,7 @@ pub fn eval_view(img: &Image, cfg: &AugmentConfig) -> Vec<f32> {
         let short = if short.is_finite() { short as usize } else { s };
         let short = short.clamp(s, 16 * s);
         let (w, h) = (img.width, img.height);
-        let (out_w, out_h) = if w <= h {
-            (short, ((short * h) as f64 / w as f64) as usize)
-        } else {
-            (((short * w) as f64 / h as f64) as usize, short)
-        };
+        let (out_w, out_h) = shorter_side_size(w, h, short);
         let window = center_crop_box(out_w, out_h, s, s);
         resize_region_window(&img, CropBox::full(w, h), out_w, out_h, window)
     } else {

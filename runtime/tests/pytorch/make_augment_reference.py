@@ -41,6 +41,7 @@ def main():
         "resized_crop": [],
         "jitter": [],
         "blur": [],
+        "eval": [],
     }
     for w, h in [(5, 4), (4, 3), (2, 2), (1, 1), (17, 13), (15, 14), (7, 20), (11, 9)]:
         r = F.resize(img, [h, w], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
@@ -65,6 +66,12 @@ def main():
     for k, sigma in [(3, 0.7), (5, 1.3), (7, 2.0)]:
         b = F.gaussian_blur(img, [k, k], [sigma, sigma])
         out["blur"].append({"kernel": k, "sigma": sigma, "output": flat(b)})
+    # The evaluation view: Resize(round(S / 0.875)) + CenterCrop(S), at sizes small enough to
+    # keep the file small (the Rust test lowers eval_center_crop_min_size to use this path).
+    for size in [8, 6, 5]:
+        short = round(size / 0.875)
+        e = F.center_crop(F.resize(img, short, antialias=True), [size, size])
+        out["eval"].append({"size": size, "output": flat(e)})
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "augment_reference.json")
     with open(path, "w") as f:
         json.dump(out, f)
