@@ -6,6 +6,8 @@ use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_runtime::backend_choice::BackendChoice;
+use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
+use dscl_runtime::{evaluate, plot, stage1, stage2};
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,78 @@ enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tol: f64,
     },
+    /// Stage 1: learn the representation with DSCL + PBSD (or SupCon, or train the
+    /// cross-entropy baseline end to end with --loss ce). Writes OUT/stage1.safetensors.
+    Train {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Continue from OUT/stage1.safetensors.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Stage 2: a linear classifier on the frozen stage-1 backbone, class-balanced. Writes
+    /// OUT/linear.safetensors.
+    Linear {
+        #[command(flatten)]
+        common: Common,
+        /// The stage-1 checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        linear: LinearArgs,
+    },
+    /// Top-1 on a test set, overall and on Many / Medium / Few classes; writes
+    /// OUT/metrics.json.
+    Eval {
+        #[command(flatten)]
+        common: Common,
+        /// The classifier checkpoint (linear.safetensors, or stage1.safetensors of --loss ce).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
+    },
+    /// Both stages then evaluation in one go (with no data flags: the built-in digits).
+    Run {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        linear: LinearArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Continue stage 1 from OUT/stage1.safetensors.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Draw OUT/plot.svg: the loss curve and per-class accuracy against class size.
+    Plot {
+        /// A run's output directory.
+        out: PathBuf,
+    },
+}
+
+/// Flags every training and evaluation command takes.
+#[derive(clap::Args)]
+struct Common {
+    /// Device to run on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    /// Output directory.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Seeds initialisation, sample order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +125,92 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Verify { file, backend, tol } => verify(&file, backend, tol),
+        Command::Train {
+            common,
+            data,
+            train,
+            resume,
+        } => {
+            let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
+            with_backend(common.backend, |b| {
+                let path = stage1::train(b, &cfg, &common.out, resume)?;
+                eprintln!("wrote {}", path.display());
+                Ok(())
+            })
+        }
+        Command::Linear {
+            common,
+            checkpoint,
+            linear,
+        } => with_backend(common.backend, |b| {
+            let path = stage2::train(b, &checkpoint, &linear, &common.out)?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }),
+        Command::Eval {
+            common,
+            checkpoint,
+            data,
+            eval,
+        } => with_backend(common.backend, |b| {
+            let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
+            println!("{}", m.table());
+            Ok(())
+        }),
+        Command::Run {
+            common,
+            data,
+            train,
+            linear,
+            eval,
+            resume,
+        } => {
+            let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
+            let out = common.out.clone();
+            with_backend(common.backend, |b| {
+                let stage1 = stage1::train(b, &cfg, &out, resume)?;
+                let classifier = if cfg.loss == LossKind::Ce {
+                    stage1
+                } else {
+                    stage2::train(b, &stage1, &linear, &out)?
+                };
+                let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;
+                println!("{}", m.table());
+                match plot::plot(&out) {
+                    Ok(p) => eprintln!("wrote {} and {}", out.join("metrics.json").display(), p.display()),
+                    Err(e) => eprintln!("note: no plot: {e:#}"),
+                }
+                Ok(())
+            })
+        }
+        Command::Plot { out } => {
+            let path = plot::plot(&out)?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs `job` on the chosen device.
+fn with_backend(
+    choice: BackendChoice,
+    job: impl FnOnce(&CpuBackend<'static>) -> Result<()>,
+) -> Result<ExitCode> {
+    match choice {
+        BackendChoice::Cpu => {
+            let backend = CpuBackend::new();
+            eprintln!("backend: {}", backend.device_name());
+            job(&backend)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BackendChoice::Reference => bail!(
+            "the reference backend computes in f64 and is for `runtime verify` only; train with \
+             --backend cpu"
+        ),
+        BackendChoice::Cuda | BackendChoice::Wgpu => bail!(
+            "backend `{}` is not part of this build of runtime; available: cpu",
+            choice.name()
+        ),
     }
 }
 

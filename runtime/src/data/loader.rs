@@ -45,6 +45,10 @@ pub struct LoaderConfig {
     /// How many batches' worth of samples may be decoded ahead of the consumer, over all
     /// workers together.
     pub prefetch_batches: usize,
+    /// Position of the order's first sample within the whole epoch: a run resumed mid-epoch
+    /// passes the rest of the epoch's order and the number of samples already seen, so every
+    /// sample gets the same generator as in an uninterrupted run.
+    pub first_position: usize,
 }
 
 impl LoaderConfig {
@@ -58,6 +62,7 @@ impl LoaderConfig {
             drop_last: false,
             skip_bad: false,
             prefetch_batches: 2,
+            first_position: 0,
         }
     }
 }
@@ -153,6 +158,7 @@ impl<T: Send + 'static> Loader<T> {
                 stop: loader.stop.clone(),
                 seed: loader.config.seed,
                 first: w,
+                position_offset: loader.config.first_position,
                 step: workers,
                 sender,
             };
@@ -259,6 +265,7 @@ struct WorkerJob<T> {
     stop: Arc<AtomicBool>,
     seed: u64,
     first: usize,
+    position_offset: usize,
     step: usize,
     sender: SyncSender<Outcome<T>>,
 }
@@ -276,7 +283,7 @@ impl<T> WorkerJob<T> {
                     self.dataset.describe(index)
                 ))),
                 Ok(image) => {
-                    let mut rng = sample_rng(self.seed, position as u64);
+                    let mut rng = sample_rng(self.seed, (self.position_offset + position) as u64);
                     match (self.transform)(&image, &mut rng) {
                         Ok(item) => Outcome::Item(item),
                         Err(error) => Outcome::TransformFailed(error.context(format!(

@@ -1,0 +1,448 @@
+//! `runtime train`: stage 1. DSCL (or SupCon) + PBSD with a momentum encoder and a queue, or,
+//! with `--loss ce`, the cross-entropy baseline trained end to end.
+//!
+//! Checkpoints go to `OUT/stage1.safetensors` at the end of every epoch (and every
+//! `--checkpoint-every` steps), atomically. `--resume` continues from it exactly: the sample
+//! order and every augmentation are functions of (seed, epoch, position), and everything the
+//! step carries (parameters, momentum encoder, velocity, queue, batch-norm statistics) is in
+//! the checkpoint, so the losses after a resume equal those of an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use dscl_core::nn::{Encoder, ResNetClassifier, TensorSet};
+use dscl_core::train::{
+    ClassifierStep, DsclBatch, DsclModel, DsclStep, LrSchedule, StepShape, Trainable,
+};
+use dscl_core::Backend;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::SeedableRng;
+use serde_json::json;
+
+use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
+use crate::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
+use crate::config::{LossKind, RunConfig};
+use crate::data::{epoch_order, epoch_seed, Dataset, Loader, LoaderConfig, Transform};
+use crate::datasets::{class_counts, open_train, workers};
+use crate::model;
+use crate::out_dir;
+use crate::progress::Progress;
+
+pub const STAGE1_FILE: &str = "stage1.safetensors";
+pub const LOG_FILE: &str = "log.jsonl";
+
+/// Where a run is: the next step to take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: usize,
+    /// Steps of `epoch` already taken.
+    pub step_in_epoch: usize,
+    pub global_step: u64,
+}
+
+/// The augmentation settings of a run.
+pub fn augment_config(cfg: &RunConfig) -> AugmentConfig {
+    AugmentConfig {
+        crop_size: cfg.crop_size,
+        crops: cfg.crops.max(1),
+        ..AugmentConfig::for_image_size(cfg.image_size)
+    }
+}
+
+/// Trains stage 1 into `out`; returns the checkpoint's path.
+pub fn train<B: Backend<Elem = f32>>(
+    backend: &B,
+    cfg: &RunConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<PathBuf> {
+    let data = open_train(cfg)?;
+    let steps_per_epoch = data.len() / cfg.batch_size;
+    if steps_per_epoch == 0 {
+        bail!(
+            "--batch-size {} is larger than the training set ({} images)",
+            cfg.batch_size,
+            data.len()
+        );
+    }
+    eprintln!(
+        "stage 1: {} training images in {} classes (largest class {}, smallest {}), {} on {}",
+        data.len(),
+        data.num_classes(),
+        class_counts(data.as_ref()).iter().max().unwrap_or(&0),
+        class_counts(data.as_ref()).iter().min().unwrap_or(&0),
+        match cfg.loss {
+            LossKind::Dscl => "DSCL",
+            LossKind::Scl => "SupCon",
+            LossKind::Ce => "cross-entropy",
+        },
+        backend.device_name()
+    );
+    match cfg.loss {
+        LossKind::Ce => train_cross_entropy(backend, cfg, out, resume, data, steps_per_epoch),
+        LossKind::Dscl | LossKind::Scl => {
+            train_contrastive(backend, cfg, out, resume, data, steps_per_epoch)
+        }
+    }
+}
+
+/// Reads `OUT/stage1.safetensors` for `--resume`: `None` when there is none yet.
+fn resume_from(out: &Path, cfg: &RunConfig, resume: bool) -> Result<Option<Checkpoint>> {
+    let path = out.join(STAGE1_FILE);
+    if !resume {
+        return Ok(None);
+    }
+    if !path.exists() {
+        eprintln!("--resume: no {} yet, starting from the beginning", path.display());
+        return Ok(None);
+    }
+    let ckpt = Checkpoint::read(&path)?;
+    let saved = RunConfig::from_json(ckpt.meta("config")?)
+        .with_context(|| format!("{}: unreadable config record", path.display()))?;
+    if saved != *cfg {
+        bail!(
+            "--resume: {} was written by a run with different settings; use the same flags \
+             (saved: {})",
+            path.display(),
+            saved.to_json()
+        );
+    }
+    Ok(Some(ckpt))
+}
+
+fn position_of(ckpt: &Checkpoint) -> Result<Position> {
+    let num = |k: &str| -> Result<u64> {
+        ckpt.meta(k)?
+            .parse::<u64>()
+            .with_context(|| format!("{}: bad `{k}` record", ckpt.path().display()))
+    };
+    Ok(Position {
+        epoch: num("epoch")? as usize,
+        step_in_epoch: num("step_in_epoch")? as usize,
+        global_step: num("global_step")?,
+    })
+}
+
+fn put_position(w: &mut CheckpointWriter, cfg: &RunConfig, stage: &str, at: Position) {
+    w.put_meta("config", cfg.to_json());
+    w.put_meta("stage", stage);
+    w.put_meta("epoch", at.epoch.to_string());
+    w.put_meta("step_in_epoch", at.step_in_epoch.to_string());
+    w.put_meta("global_step", at.global_step.to_string());
+}
+
+/// The loader of one epoch from `at` on: the rest of the epoch's order, with each sample's
+/// generator keyed by its position in the whole epoch.
+fn epoch_loader<T: Send + 'static>(
+    data: &Arc<dyn Dataset>,
+    cfg: &RunConfig,
+    at: Position,
+    transform: Transform<T>,
+) -> Result<Loader<T>> {
+    let order = epoch_order(data.len(), cfg.seed, at.epoch as u64);
+    let skip = at.step_in_epoch * cfg.batch_size;
+    let mut lc = LoaderConfig::new(cfg.batch_size, workers(cfg));
+    lc.seed = epoch_seed(cfg.seed, at.epoch as u64);
+    lc.drop_last = true;
+    lc.skip_bad = cfg.data.skip_bad;
+    lc.first_position = skip;
+    Loader::new(data.clone(), order[skip.min(order.len())..].to_vec(), transform, lc)
+}
+
+fn upload<B: Backend<Elem = f32>>(backend: &B, buf: &mut B::Buffer, host: &[f32]) -> Result<()> {
+    backend.upload(buf, 0, host)?;
+    Ok(())
+}
+
+fn alloc<B: Backend>(backend: &B, len: usize) -> Result<B::Buffer> {
+    Ok(backend.alloc(len)?)
+}
+
+fn train_contrastive<B: Backend<Elem = f32>>(
+    backend: &B,
+    cfg: &RunConfig,
+    out: &Path,
+    resume: bool,
+    data: Arc<dyn Dataset>,
+    steps_per_epoch: usize,
+) -> Result<PathBuf> {
+    let encoder: Encoder = model::encoder(cfg)?;
+    let num_classes = data.num_classes();
+    let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
+    let pbsd = cfg.pbsd_weight > 0.0;
+    // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
+    let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
+    out_dir::prepare(out, ckpt_bytes + (1 << 20))?;
+
+    let step_cfg = model::dscl_config(cfg);
+    let mut step = DsclStep::new(
+        backend,
+        &encoder,
+        step_cfg,
+        StepShape {
+            batch: b,
+            image_size: s,
+            crop_size: cs,
+            num_classes: num_classes as u32,
+        },
+    )?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let mut m = DsclModel::new(backend, &encoder, cfg.queue, &mut rng)?;
+    let mut at = Position::default();
+    if let Some(ckpt) = resume_from(out, cfg, resume)? {
+        at = position_of(&ckpt)?;
+        ckpt.get_set(backend, &encoder.params, &mut m.query.params, "")?;
+        ckpt.get_set(backend, &encoder.state, &mut m.query_state, "")?;
+        ckpt.get_set(backend, &encoder.params, &mut m.key_params, "key_encoder.")?;
+        ckpt.get_set(backend, &encoder.state, &mut m.key_state, "key_encoder.")?;
+        ckpt.get_set(backend, &encoder.params, &mut m.query.velocity, "optimizer.velocity.")?;
+        m.query
+            .set_steps(ckpt.meta("optimizer_steps")?.parse().context("optimizer_steps")?);
+        if cfg.queue > 0 {
+            let (_, keys) = ckpt.get_f32("queue.keys")?;
+            let (_, labels) = ckpt.get_u32("queue.labels")?;
+            backend.upload(&mut m.queue.keys, 0, &keys)?;
+            backend.upload_index(&mut m.queue.labels, 0, &labels)?;
+            m.queue.set_position(
+                ckpt.meta("queue_filled")?.parse().context("queue_filled")?,
+                ckpt.meta("queue_next")?.parse().context("queue_next")?,
+            )?;
+        }
+        eprintln!(
+            "resuming from {} at epoch {} step {}",
+            ckpt.path().display(),
+            at.epoch + 1,
+            at.step_in_epoch
+        );
+    }
+
+    let save = |m: &DsclModel<B>, at: Position| -> Result<()> {
+        let mut w = CheckpointWriter::new();
+        w.put_set(backend, &encoder.params, &m.query.params, "")?;
+        w.put_set(backend, &encoder.state, &m.query_state, "")?;
+        put_batch_counters(&mut w, &encoder.state, "", at.global_step as i64)?;
+        w.put_set(backend, &encoder.params, &m.key_params, "key_encoder.")?;
+        w.put_set(backend, &encoder.state, &m.key_state, "key_encoder.")?;
+        w.put_set(backend, &encoder.params, &m.query.velocity, "optimizer.velocity.")?;
+        w.put_meta("optimizer_steps", m.query.steps().to_string());
+        if cfg.queue > 0 {
+            let d = cfg.embedding_dim;
+            let mut keys = vec![0.0f32; cfg.queue * d];
+            let mut labels = vec![0u32; cfg.queue];
+            backend.download(&m.queue.keys, 0, &mut keys)?;
+            backend.download_index(&m.queue.labels, 0, &mut labels)?;
+            w.put_f32("queue.keys", &[cfg.queue, d], &keys)?;
+            w.put_u32("queue.labels", &[cfg.queue], &labels)?;
+        }
+        w.put_meta("queue_filled", m.queue.filled().to_string());
+        w.put_meta("queue_next", m.queue.next_row().to_string());
+        w.put_meta("num_classes", num_classes.to_string());
+        w.put_meta("class_counts", json!(class_counts(data.as_ref())).to_string());
+        put_position(&mut w, cfg, "stage1", at);
+        w.write_atomic(&out.join(STAGE1_FILE))
+    };
+
+    let schedule = LrSchedule::WarmupCosine {
+        lr: cfg.lr,
+        warmup_epochs: cfg.warmup_epochs as f64,
+        epochs: cfg.epochs as f64,
+    };
+    let aug = augment_config(cfg);
+    let transform: Transform<Stage1Views> =
+        Arc::new(move |img, rng| Ok(stage1_views(img, &aug, rng)));
+    let (mut q, mut k) = (vec![0.0f32; b * 3 * s * s], vec![0.0f32; b * 3 * s * s]);
+    let mut crops = vec![0.0f32; c * b * 3 * cs * cs];
+    let mut boxes = vec![0.0f32; c * b * 5];
+    let (mut q_buf, mut k_buf) = (alloc(backend, q.len())?, alloc(backend, k.len())?);
+    let mut crops_buf = alloc(backend, crops.len().max(1))?;
+    let mut boxes_buf = alloc(backend, boxes.len().max(1))?;
+    let mut labels_buf = backend.alloc_index(b)?;
+
+    let total = (cfg.epochs * steps_per_epoch) as u64;
+    let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
+    let mut progress = Progress::new("stage1", total, done, Some(&out.join(LOG_FILE)))?;
+    while at.epoch < cfg.epochs {
+        let mut loader = epoch_loader(&data, cfg, at, transform.clone())?;
+        let (mut sum, mut count) = (0.0, 0usize);
+        for batch in loader.by_ref() {
+            let batch = batch?;
+            let (qi, ki) = (3 * s * s, 3 * cs * cs);
+            for (i, v) in batch.items.iter().enumerate() {
+                q[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
+                k[i * qi..(i + 1) * qi].copy_from_slice(&v.key);
+                if pbsd {
+                    for ci in 0..c {
+                        let row = ci * b + i;
+                        crops[row * ki..(row + 1) * ki].copy_from_slice(&v.crops[ci]);
+                        let [x1, y1, x2, y2] = v.boxes[ci];
+                        boxes[row * 5..row * 5 + 5].copy_from_slice(&[i as f32, x1, y1, x2, y2]);
+                    }
+                }
+            }
+            upload(backend, &mut q_buf, &q)?;
+            upload(backend, &mut k_buf, &k)?;
+            if pbsd {
+                upload(backend, &mut crops_buf, &crops)?;
+                upload(backend, &mut boxes_buf, &boxes)?;
+            }
+            backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
+            let epoch_f = at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64;
+            let lr = schedule.lr_at(epoch_f);
+            let losses = step
+                .step(
+                    backend,
+                    &encoder,
+                    &mut m,
+                    &DsclBatch {
+                        queries: &q_buf,
+                        keys: &k_buf,
+                        crops: &crops_buf,
+                        crop_boxes: &boxes_buf,
+                        labels: &labels_buf,
+                    },
+                    lr,
+                )
+                .with_context(|| {
+                    format!("stage-1 step {} (epoch {})", at.global_step + 1, at.epoch + 1)
+                })?;
+            at.step_in_epoch += 1;
+            at.global_step += 1;
+            sum += losses.total;
+            count += 1;
+            progress.step(
+                b as u64,
+                json!({
+                    "epoch": at.epoch + 1,
+                    "global_step": at.global_step,
+                    "loss": losses.total,
+                    "contrastive": losses.contrastive,
+                    "pbsd": losses.pbsd,
+                    "lr": lr,
+                }),
+            )?;
+            if cfg.checkpoint_every > 0
+                && at.global_step % cfg.checkpoint_every as u64 == 0
+                && at.step_in_epoch < steps_per_epoch
+            {
+                save(&m, at)?;
+            }
+        }
+        if loader.skipped() > 0 {
+            progress.println(&format!("epoch {}: skipped {} unreadable images", at.epoch + 1, loader.skipped()));
+        }
+        at.epoch += 1;
+        at.step_in_epoch = 0;
+        save(&m, at)?;
+        let mean = if count > 0 { sum / count as f64 } else { f64::NAN };
+        progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
+        progress.println(&format!("stage 1 epoch {}/{}: mean loss {mean:.4}", at.epoch, cfg.epochs));
+    }
+    progress.finish();
+    Ok(out.join(STAGE1_FILE))
+}
+
+fn train_cross_entropy<B: Backend<Elem = f32>>(
+    backend: &B,
+    cfg: &RunConfig,
+    out: &Path,
+    resume: bool,
+    data: Arc<dyn Dataset>,
+    steps_per_epoch: usize,
+) -> Result<PathBuf> {
+    let num_classes = data.num_classes();
+    let net: ResNetClassifier = model::classifier(cfg, num_classes)?;
+    let (b, s) = (cfg.batch_size, cfg.image_size);
+    out_dir::prepare(out, 8 * net.params.total_len() + (1 << 20))?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let mut weights = Trainable::initialised(backend, &net.params, &mut rng)?;
+    let mut state = TensorSet::initialised(backend, &net.state, &mut rng)?;
+    let mut step = ClassifierStep::new(backend, &net.backbone, &net.fc, b, s)?;
+    let mut at = Position::default();
+    if let Some(ckpt) = resume_from(out, cfg, resume)? {
+        at = position_of(&ckpt)?;
+        ckpt.get_set(backend, &net.params, &mut weights.params, "")?;
+        ckpt.get_set(backend, &net.state, &mut state, "")?;
+        ckpt.get_set(backend, &net.params, &mut weights.velocity, "optimizer.velocity.")?;
+        weights.set_steps(ckpt.meta("optimizer_steps")?.parse().context("optimizer_steps")?);
+    }
+    let save = |weights: &Trainable<B>, state: &TensorSet<B>, at: Position| -> Result<()> {
+        let mut w = CheckpointWriter::new();
+        w.put_set(backend, &net.params, &weights.params, "")?;
+        w.put_set(backend, &net.state, state, "")?;
+        put_batch_counters(&mut w, &net.state, "", at.global_step as i64)?;
+        w.put_set(backend, &net.params, &weights.velocity, "optimizer.velocity.")?;
+        w.put_meta("optimizer_steps", weights.steps().to_string());
+        w.put_meta("num_classes", num_classes.to_string());
+        w.put_meta("class_counts", json!(class_counts(data.as_ref())).to_string());
+        put_position(&mut w, cfg, "ce", at);
+        w.write_atomic(&out.join(STAGE1_FILE))
+    };
+    let schedule = LrSchedule::WarmupCosine {
+        lr: cfg.lr,
+        warmup_epochs: cfg.warmup_epochs as f64,
+        epochs: cfg.epochs as f64,
+    };
+    let aug = augment_config(cfg);
+    let transform: Transform<Vec<f32>> = Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)));
+    let mut x = vec![0.0f32; b * 3 * s * s];
+    let mut x_buf = alloc(backend, x.len())?;
+    let mut labels_buf = backend.alloc_index(b)?;
+    let sgd = model::sgd(cfg);
+    let total = (cfg.epochs * steps_per_epoch) as u64;
+    let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
+    let mut progress = Progress::new("stage1-ce", total, done, Some(&out.join(LOG_FILE)))?;
+    while at.epoch < cfg.epochs {
+        let mut loader = epoch_loader(&data, cfg, at, transform.clone())?;
+        let (mut sum, mut count) = (0.0, 0usize);
+        for batch in loader.by_ref() {
+            let batch = batch?;
+            let n = 3 * s * s;
+            for (i, v) in batch.items.iter().enumerate() {
+                x[i * n..(i + 1) * n].copy_from_slice(v);
+            }
+            upload(backend, &mut x_buf, &x)?;
+            backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
+            let lr = schedule
+                .lr_at(at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64);
+            let loss = step
+                .cross_entropy_step(
+                    backend,
+                    &net.backbone,
+                    &net.fc,
+                    &mut weights,
+                    &mut state,
+                    &x_buf,
+                    &labels_buf,
+                    &sgd,
+                    lr,
+                )
+                .with_context(|| format!("cross-entropy step {}", at.global_step + 1))?;
+            at.step_in_epoch += 1;
+            at.global_step += 1;
+            sum += loss;
+            count += 1;
+            progress.step(
+                b as u64,
+                json!({"epoch": at.epoch + 1, "global_step": at.global_step, "loss": loss, "lr": lr}),
+            )?;
+            if cfg.checkpoint_every > 0
+                && at.global_step % cfg.checkpoint_every as u64 == 0
+                && at.step_in_epoch < steps_per_epoch
+            {
+                save(&weights, &state, at)?;
+            }
+        }
+        if loader.skipped() > 0 {
+            progress.println(&format!("epoch {}: skipped {} unreadable images", at.epoch + 1, loader.skipped()));
+        }
+        at.epoch += 1;
+        at.step_in_epoch = 0;
+        save(&weights, &state, at)?;
+        let mean = if count > 0 { sum / count as f64 } else { f64::NAN };
+        progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
+        progress.println(&format!("cross-entropy epoch {}/{}: mean loss {mean:.4}", at.epoch, cfg.epochs));
+    }
+    progress.finish();
+    Ok(out.join(STAGE1_FILE))
+}
