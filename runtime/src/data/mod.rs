@@ -17,9 +17,15 @@
 
 mod dataset;
 mod decode;
+mod image_folder;
+mod imagenet_lt;
+mod list_file;
 mod path_table;
 mod split;
 
 pub use dataset::Dataset;
 pub use decode::{decode_image_bytes, decode_image_file};
+pub use image_folder::ImageFolder;
+pub use imagenet_lt::ImageNetLtJson;
+pub use list_file::ListFile;
 pub use split::Split;
