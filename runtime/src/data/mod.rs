@@ -15,17 +15,25 @@
 //! - [`Loader`]: parallel decoding and augmentation with a bounded prefetch queue, delivering
 //!   batches in order and deterministically for a given seed.
 
+mod cifar;
 mod dataset;
 mod decode;
+mod digits;
 mod image_folder;
 mod imagenet_lt;
 mod list_file;
+mod long_tail;
 mod path_table;
 mod split;
+mod subset;
 
+pub use cifar::{CifarBinary, CifarKind};
 pub use dataset::Dataset;
 pub use decode::{decode_image_bytes, decode_image_file};
+pub use digits::Digits;
 pub use image_folder::ImageFolder;
 pub use imagenet_lt::ImageNetLtJson;
 pub use list_file::ListFile;
+pub use long_tail::{long_tailed_counts, long_tailed_indices};
 pub use split::Split;
+pub use subset::Subset;

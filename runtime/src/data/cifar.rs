@@ -1,0 +1,200 @@
+//! CIFAR-10 and CIFAR-100 in their binary distribution format.
+//!
+//! Each record is the label byte(s) followed by 3072 pixel bytes: the 32x32 red plane, then
+//! green, then blue, rows top to bottom — already the planar layout of [`Image`]. The whole
+//! split is read into memory at open (150 MB for the training set) because decoding is then
+//! a byte-to-float copy, and per-record file reads would cost more than that memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::{Dataset, Split};
+use crate::image::Image;
+
+const SIDE: usize = 32;
+const PIXELS: usize = 3 * SIDE * SIDE;
+
+/// Which CIFAR: decides the files, the label bytes and the number of classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CifarKind {
+    /// `data_batch_1.bin`..`data_batch_5.bin` (train), `test_batch.bin` (test); one label
+    /// byte per record; 10 classes.
+    Cifar10,
+    /// `train.bin`, `test.bin`; a coarse and a fine label byte per record (the fine label is
+    /// used); 100 classes.
+    Cifar100,
+}
+
+impl CifarKind {
+    pub fn num_classes(self) -> usize {
+        match self {
+            CifarKind::Cifar10 => 10,
+            CifarKind::Cifar100 => 100,
+        }
+    }
+
+    /// Bytes before the pixels in each record.
+    fn label_bytes(self) -> usize {
+        match self {
+            CifarKind::Cifar10 => 1,
+            CifarKind::Cifar100 => 2,
+        }
+    }
+
+    fn files(self, split: Split) -> Vec<String> {
+        match (self, split) {
+            (CifarKind::Cifar10, Split::Train) => {
+                (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
+            }
+            (CifarKind::Cifar10, Split::Test) => vec!["test_batch.bin".into()],
+            (CifarKind::Cifar100, Split::Train) => vec!["train.bin".into()],
+            (CifarKind::Cifar100, Split::Test) => vec!["test.bin".into()],
+        }
+    }
+
+    /// Whether `dir` holds any file of this kind.
+    fn present_in(self, dir: &Path) -> bool {
+        [Split::Train, Split::Test]
+            .iter()
+            .flat_map(|&s| self.files(s))
+            .any(|f| dir.join(f).is_file())
+    }
+}
+
+/// One split of CIFAR-10 or CIFAR-100, held in memory.
+#[derive(Clone, Debug)]
+pub struct CifarBinary {
+    kind: CifarKind,
+    split: Split,
+    pixels: Vec<u8>,
+    labels: Vec<u32>,
+    /// Each file read and the index of its first record, for [`Dataset::describe`].
+    files: Vec<(PathBuf, usize)>,
+}
+
+impl CifarBinary {
+    /// Reads `split` from `dir`, telling CIFAR-10 from CIFAR-100 by the files present. `dir`
+    /// may also be the folder the archive was extracted into, holding `cifar-10-batches-bin`
+    /// or `cifar-100-binary`. A missing file, a truncated record or an out-of-range label is
+    /// an error naming the file (and record).
+    pub fn open(dir: &Path, split: Split) -> anyhow::Result<Self> {
+        let (dir, kind) = detect(dir)?;
+        let record = kind.label_bytes() + PIXELS;
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        let mut files = Vec::new();
+        for name in kind.files(split) {
+            let path = dir.join(&name);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading CIFAR {split} file {}", path.display()))?;
+            let complete = bytes.len() / record;
+            if bytes.len() % record != 0 {
+                bail!(
+                    "{}: record {complete} is truncated ({} of {record} bytes); the file \
+                     should hold whole {record}-byte records",
+                    path.display(),
+                    bytes.len() % record
+                );
+            }
+            if complete == 0 {
+                bail!("{}: the file holds no record", path.display());
+            }
+            files.push((path.clone(), labels.len()));
+            pixels.reserve(complete * PIXELS);
+            labels.reserve(complete);
+            for (r, rec) in bytes.chunks_exact(record).enumerate() {
+                // CIFAR-100 records are (coarse, fine): the fine label is the last label byte.
+                let label = rec[kind.label_bytes() - 1];
+                if label as usize >= kind.num_classes() {
+                    bail!(
+                        "{}: record {r} has label {label}, out of range for {kind:?} ({} \
+                         classes)",
+                        path.display(),
+                        kind.num_classes()
+                    );
+                }
+                labels.push(label as u32);
+                pixels.extend_from_slice(&rec[kind.label_bytes()..]);
+            }
+        }
+        Ok(CifarBinary {
+            kind,
+            split,
+            pixels,
+            labels,
+            files,
+        })
+    }
+
+    pub fn kind(&self) -> CifarKind {
+        self.kind
+    }
+
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// The file holding sample `i` and the record's index inside it.
+    fn locate(&self, i: usize) -> (&Path, usize) {
+        let f = self.files.partition_point(|(_, first)| *first <= i) - 1;
+        let (path, first) = &self.files[f];
+        (path, i - first)
+    }
+}
+
+/// Finds the directory holding the CIFAR files under `dir` and which CIFAR it is.
+fn detect(dir: &Path) -> anyhow::Result<(PathBuf, CifarKind)> {
+    let candidates = [
+        dir.to_path_buf(),
+        dir.join("cifar-10-batches-bin"),
+        dir.join("cifar-100-binary"),
+    ];
+    for candidate in candidates {
+        let ten = CifarKind::Cifar10.present_in(&candidate);
+        let hundred = CifarKind::Cifar100.present_in(&candidate);
+        match (ten, hundred) {
+            (true, true) => bail!(
+                "{} holds both CIFAR-10 (data_batch_*.bin / test_batch.bin) and CIFAR-100 \
+                 (train.bin / test.bin) files; put them in separate directories",
+                candidate.display()
+            ),
+            (true, false) => return Ok((candidate, CifarKind::Cifar10)),
+            (false, true) => return Ok((candidate, CifarKind::Cifar100)),
+            (false, false) => {}
+        }
+    }
+    bail!(
+        "{} holds no CIFAR binary files: expected data_batch_1..5.bin and test_batch.bin \
+         (CIFAR-10) or train.bin and test.bin (CIFAR-100)",
+        dir.display()
+    )
+}
+
+impl Dataset for CifarBinary {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.kind.num_classes()
+    }
+
+    fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    fn load(&self, i: usize) -> anyhow::Result<Image> {
+        let bytes = &self.pixels[i * PIXELS..(i + 1) * PIXELS];
+        Ok(Image {
+            width: SIDE,
+            height: SIDE,
+            pixels: bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+        })
+    }
+
+    fn describe(&self, i: usize) -> String {
+        let (path, record) = self.locate(i);
+        format!("{} record {record}", path.display())
+    }
+}
