@@ -48,6 +48,15 @@ pub fn long_tailed_indices(
     num_classes: usize,
     imbalance: f64,
 ) -> anyhow::Result<Vec<usize>> {
+    if num_classes > labels.len() {
+        // Checked before allocating per-class counters: a class count from user input can be
+        // absurdly large, and some class would be empty anyway.
+        bail!(
+            "{num_classes} classes but only {} samples: some class has no image, so no \
+             long-tailed subset can include it",
+            labels.len()
+        );
+    }
     let mut pool = vec![0usize; num_classes];
     for (i, &l) in labels.iter().enumerate() {
         let Some(n) = pool.get_mut(l as usize) else {
@@ -104,6 +113,7 @@ mod tests {
         assert!(long_tailed_counts(&[5, 0], 10.0).is_err());
         assert!(long_tailed_counts(&[], 10.0).is_err());
         assert!(long_tailed_indices(&[0, 3], 2, 10.0).is_err());
+        assert!(long_tailed_indices(&[0, 1], usize::MAX, 10.0).is_err());
     }
 
     #[test]

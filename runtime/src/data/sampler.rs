@@ -21,8 +21,9 @@ pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// `count` sample indices drawn with replacement, class-balanced: each draw picks a class
 /// uniformly among the classes that have at least one sample, then a sample of that class
-/// uniformly. Classes with no sample are never picked (rather than failing), and labels at or
-/// above `num_classes` extend the class range. Empty `labels` give an empty order.
+/// uniformly. Classes of `0..num_classes` with no sample are never picked (rather than
+/// failing), so the draw depends on the labels only; labels at or above `num_classes` are
+/// drawn like the others. Empty `labels` give an empty order.
 pub fn class_balanced_order(
     labels: &[u32],
     num_classes: usize,
@@ -30,12 +31,10 @@ pub fn class_balanced_order(
     seed: u64,
     epoch: u64,
 ) -> Vec<usize> {
-    let classes = labels
-        .iter()
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(0)
-        .max(num_classes);
+    // `num_classes` cannot change the draw (empty classes are skipped), so buckets go only up
+    // to the largest label present: a huge class count from user input must not allocate.
+    let _ = num_classes;
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);
@@ -93,5 +92,9 @@ mod tests {
         assert_eq!(order, class_balanced_order(&labels, 4, 30_000, 3, 0));
         assert_ne!(order, class_balanced_order(&labels, 4, 30_000, 3, 1));
         assert!(class_balanced_order(&[], 4, 10, 0, 0).is_empty());
+        assert_eq!(
+            class_balanced_order(&[1, 1], usize::MAX, 3, 0, 0),
+            class_balanced_order(&[1, 1], 2, 3, 0, 0)
+        );
     }
 }
