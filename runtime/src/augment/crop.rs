@@ -29,8 +29,11 @@ impl CropBox {
     }
 
     /// `[x1, y1, x2, y2]` in pixel-edge coordinates: the box covers `x1 <= x < x2`,
-    /// `y1 <= y < y2` where pixel `(i, j)` occupies `[i, i + 1) x [j, j + 1)` (the convention of
-    /// ROI-align with `aligned = False` scaled by 1, and of torchvision boxes).
+    /// `y1 <= y < y2` where pixel `(i, j)` occupies `[i, i + 1) x [j, j + 1)` (the box
+    /// `RandomResizedCrop` cut, `[j, i, j + w, i + h]`). These are the values PBSD's ROI-align
+    /// (`aligned = false`, as in the official code) is given; that ROI-align places pixel
+    /// centres at integers, so it samples half a pixel up-left of this exact geometry, as the
+    /// official code does.
     pub fn xyxy(&self) -> [f32; 4] {
         [
             self.x as f32,

@@ -25,8 +25,8 @@ pub struct Stage1Views {
     /// of the *query view as returned* (`S x S`, after the query's flip): the crop shows the
     /// query view's pixels `x1 <= x < x2`, `y1 <= y < y2` (whole numbers, `0 <= x1 < x2 <= S`),
     /// resized to `s x s` and possibly mirrored by the crop's own flip, before colour. ROI-align
-    /// of the query's feature map over this box (scaled by the feature stride) pools the same
-    /// content.
+    /// of the query's feature map over this box (scaled by 1 / the feature stride) pools the
+    /// same content (see [`CropBox::xyxy`] for the half-pixel convention).
     pub boxes: Vec<[f32; 4]>,
     /// Whether the query view was flipped (the boxes already account for it).
     pub query_flipped: bool,
