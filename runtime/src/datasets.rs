@@ -23,7 +23,10 @@ pub fn open_train(cfg: &RunConfig) -> Result<Arc<dyn Dataset>> {
     let d = &cfg.data;
     let set: Arc<dyn Dataset> = match cfg.data_kind {
         DataKind::List => {
-            let list = d.train_list.as_ref().ok_or_else(|| anyhow!("no --train-list"))?;
+            let list = d
+                .train_list
+                .as_ref()
+                .ok_or_else(|| anyhow!("no --train-list"))?;
             Arc::new(ListFile::open(list, &root_for(cfg, list), None)?)
         }
         DataKind::ImageNetLt => {
@@ -34,7 +37,10 @@ pub fn open_train(cfg: &RunConfig) -> Result<Arc<dyn Dataset>> {
             Arc::new(ImageNetLtJson::open(json, &root_for(cfg, json))?)
         }
         DataKind::ImageFolder => {
-            let dir = d.image_folder.as_ref().ok_or_else(|| anyhow!("no --image-folder"))?;
+            let dir = d
+                .image_folder
+                .as_ref()
+                .ok_or_else(|| anyhow!("no --image-folder"))?;
             Arc::new(ImageFolder::open(dir)?)
         }
         DataKind::Cifar => {
@@ -58,7 +64,11 @@ pub fn open_train(cfg: &RunConfig) -> Result<Arc<dyn Dataset>> {
 pub fn open_test(cfg: &RunConfig, num_classes: usize) -> Result<Arc<dyn Dataset>> {
     let d = &cfg.data;
     let set: Arc<dyn Dataset> = if let Some(list) = &d.test_list {
-        Arc::new(ListFile::open(list, &root_for(cfg, list), Some(num_classes))?)
+        Arc::new(ListFile::open(
+            list,
+            &root_for(cfg, list),
+            Some(num_classes),
+        )?)
     } else if let Some(json) = &d.imagenet_lt_test_json {
         Arc::new(ImageNetLtJson::open(json, &root_for(cfg, json))?)
     } else if let Some(dir) = &d.test_image_folder {

@@ -95,8 +95,14 @@ pub fn evaluate<B: Backend<Elem = f32>>(
             x[i * n..(i + 1) * n].copy_from_slice(v);
         }
         backend.upload(&mut x_buf, 0, &x)?;
-        net.backbone
-            .forward_inference(backend, &params, &state, &mut record, &x_buf, &mut scratch)?;
+        net.backbone.forward_inference(
+            backend,
+            &params,
+            &state,
+            &mut record,
+            &x_buf,
+            &mut scratch,
+        )?;
         net.fc
             .forward(backend, &params, b, &record.pooled, &mut logits)?;
         backend.download(&logits, 0, &mut host_logits)?;
@@ -105,7 +111,13 @@ pub fn evaluate<B: Backend<Elem = f32>>(
             let predicted = row
                 .iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (c, &v)| if v > best.1 { (c, v) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
+                    if v > best.1 {
+                        (c, v)
+                    } else {
+                        best
+                    }
+                })
                 .0;
             tally.add(label, predicted as u32)?;
         }

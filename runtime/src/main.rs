@@ -7,9 +7,9 @@ use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
-use dscl_runtime::{evaluate, plot, stage1, stage2};
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
+use dscl_runtime::{evaluate, plot, stage1, stage2};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,6 +50,10 @@ enum Command {
         /// Continue from OUT/stage1.safetensors.
         #[arg(long)]
         resume: bool,
+        /// End after N steps of this invocation, with a checkpoint written (continue later
+        /// with --resume).
+        #[arg(long, value_name = "N")]
+        stop_after: Option<u64>,
     },
     /// Stage 2: a linear classifier on the frozen stage-1 backbone, class-balanced. Writes
     /// OUT/linear.safetensors.
@@ -130,10 +134,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             train,
             resume,
+            stop_after,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
             with_backend(common.backend, |b| {
-                let path = stage1::train(b, &cfg, &common.out, resume)?;
+                let path = stage1::train(b, &cfg, &common.out, resume, stop_after)?;
                 eprintln!("wrote {}", path.display());
                 Ok(())
             })
@@ -168,7 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
             let out = common.out.clone();
             with_backend(common.backend, |b| {
-                let stage1 = stage1::train(b, &cfg, &out, resume)?;
+                let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
                 let classifier = if cfg.loss == LossKind::Ce {
                     stage1
                 } else {
@@ -177,7 +182,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;
                 println!("{}", m.table());
                 match plot::plot(&out) {
-                    Ok(p) => eprintln!("wrote {} and {}", out.join("metrics.json").display(), p.display()),
+                    Ok(p) => eprintln!(
+                        "wrote {} and {}",
+                        out.join("metrics.json").display(),
+                        p.display()
+                    ),
                     Err(e) => eprintln!("note: no plot: {e:#}"),
                 }
                 Ok(())

@@ -43,19 +43,28 @@ pub struct Position {
 
 /// The augmentation settings of a run.
 pub fn augment_config(cfg: &RunConfig) -> AugmentConfig {
-    AugmentConfig {
+    let mut a = AugmentConfig {
         crop_size: cfg.crop_size,
         crops: cfg.crops.max(1),
         ..AugmentConfig::for_image_size(cfg.image_size)
+    };
+    a.image_scale.0 = cfg.min_scale;
+    if !cfg.flip {
+        for ops in [&mut a.query, &mut a.key, &mut a.crop, &mut a.stage2] {
+            ops.flip_p = 0.0;
+        }
     }
+    a
 }
 
-/// Trains stage 1 into `out`; returns the checkpoint's path.
+/// `stop_after`: end this invocation after that many steps, with a checkpoint written, so a
+/// time-boxed job can continue later with `--resume`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
     cfg: &RunConfig,
     out: &Path,
     resume: bool,
+    stop_after: Option<u64>,
 ) -> Result<PathBuf> {
     let data = open_train(cfg)?;
     let steps_per_epoch = data.len() / cfg.batch_size;
@@ -80,9 +89,11 @@ pub fn train<B: Backend<Elem = f32>>(
         backend.device_name()
     );
     match cfg.loss {
-        LossKind::Ce => train_cross_entropy(backend, cfg, out, resume, data, steps_per_epoch),
+        LossKind::Ce => {
+            train_cross_entropy(backend, cfg, out, resume, stop_after, data, steps_per_epoch)
+        }
         LossKind::Dscl | LossKind::Scl => {
-            train_contrastive(backend, cfg, out, resume, data, steps_per_epoch)
+            train_contrastive(backend, cfg, out, resume, stop_after, data, steps_per_epoch)
         }
     }
 }
@@ -94,7 +105,10 @@ fn resume_from(out: &Path, cfg: &RunConfig, resume: bool) -> Result<Option<Check
         return Ok(None);
     }
     if !path.exists() {
-        eprintln!("--resume: no {} yet, starting from the beginning", path.display());
+        eprintln!(
+            "--resume: no {} yet, starting from the beginning",
+            path.display()
+        );
         return Ok(None);
     }
     let ckpt = Checkpoint::read(&path)?;
@@ -147,7 +161,12 @@ fn epoch_loader<T: Send + 'static>(
     lc.drop_last = true;
     lc.skip_bad = cfg.data.skip_bad;
     lc.first_position = skip;
-    Loader::new(data.clone(), order[skip.min(order.len())..].to_vec(), transform, lc)
+    Loader::new(
+        data.clone(),
+        order[skip.min(order.len())..].to_vec(),
+        transform,
+        lc,
+    )
 }
 
 fn upload<B: Backend<Elem = f32>>(backend: &B, buf: &mut B::Buffer, host: &[f32]) -> Result<()> {
@@ -164,9 +183,11 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     cfg: &RunConfig,
     out: &Path,
     resume: bool,
+    stop_after: Option<u64>,
     data: Arc<dyn Dataset>,
     steps_per_epoch: usize,
 ) -> Result<PathBuf> {
+    let mut taken = 0u64;
     let encoder: Encoder = model::encoder(cfg)?;
     let num_classes = data.num_classes();
     let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
@@ -196,9 +217,17 @@ fn train_contrastive<B: Backend<Elem = f32>>(
         ckpt.get_set(backend, &encoder.state, &mut m.query_state, "")?;
         ckpt.get_set(backend, &encoder.params, &mut m.key_params, "key_encoder.")?;
         ckpt.get_set(backend, &encoder.state, &mut m.key_state, "key_encoder.")?;
-        ckpt.get_set(backend, &encoder.params, &mut m.query.velocity, "optimizer.velocity.")?;
-        m.query
-            .set_steps(ckpt.meta("optimizer_steps")?.parse().context("optimizer_steps")?);
+        ckpt.get_set(
+            backend,
+            &encoder.params,
+            &mut m.query.velocity,
+            "optimizer.velocity.",
+        )?;
+        m.query.set_steps(
+            ckpt.meta("optimizer_steps")?
+                .parse()
+                .context("optimizer_steps")?,
+        );
         if cfg.queue > 0 {
             let (_, keys) = ckpt.get_f32("queue.keys")?;
             let (_, labels) = ckpt.get_u32("queue.labels")?;
@@ -224,7 +253,12 @@ fn train_contrastive<B: Backend<Elem = f32>>(
         put_batch_counters(&mut w, &encoder.state, "", at.global_step as i64)?;
         w.put_set(backend, &encoder.params, &m.key_params, "key_encoder.")?;
         w.put_set(backend, &encoder.state, &m.key_state, "key_encoder.")?;
-        w.put_set(backend, &encoder.params, &m.query.velocity, "optimizer.velocity.")?;
+        w.put_set(
+            backend,
+            &encoder.params,
+            &m.query.velocity,
+            "optimizer.velocity.",
+        )?;
         w.put_meta("optimizer_steps", m.query.steps().to_string());
         if cfg.queue > 0 {
             let d = cfg.embedding_dim;
@@ -238,7 +272,10 @@ fn train_contrastive<B: Backend<Elem = f32>>(
         w.put_meta("queue_filled", m.queue.filled().to_string());
         w.put_meta("queue_next", m.queue.next_row().to_string());
         w.put_meta("num_classes", num_classes.to_string());
-        w.put_meta("class_counts", json!(class_counts(data.as_ref())).to_string());
+        w.put_meta(
+            "class_counts",
+            json!(class_counts(data.as_ref())).to_string(),
+        );
         put_position(&mut w, cfg, "stage1", at);
         w.write_atomic(&out.join(STAGE1_FILE))
     };
@@ -304,7 +341,11 @@ fn train_contrastive<B: Backend<Elem = f32>>(
                     lr,
                 )
                 .with_context(|| {
-                    format!("stage-1 step {} (epoch {})", at.global_step + 1, at.epoch + 1)
+                    format!(
+                        "stage-1 step {} (epoch {})",
+                        at.global_step + 1,
+                        at.epoch + 1
+                    )
                 })?;
             at.step_in_epoch += 1;
             at.global_step += 1;
@@ -321,22 +362,46 @@ fn train_contrastive<B: Backend<Elem = f32>>(
                     "lr": lr,
                 }),
             )?;
-            if cfg.checkpoint_every > 0
-                && at.global_step % cfg.checkpoint_every as u64 == 0
-                && at.step_in_epoch < steps_per_epoch
+            taken += 1;
+            let stop = stop_after == Some(taken) && at.step_in_epoch < steps_per_epoch;
+            if stop
+                || (cfg.checkpoint_every > 0
+                    && at.global_step % cfg.checkpoint_every as u64 == 0
+                    && at.step_in_epoch < steps_per_epoch)
             {
                 save(&m, at)?;
             }
+            if stop {
+                progress.finish();
+                eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
+                return Ok(out.join(STAGE1_FILE));
+            }
         }
         if loader.skipped() > 0 {
-            progress.println(&format!("epoch {}: skipped {} unreadable images", at.epoch + 1, loader.skipped()));
+            progress.println(&format!(
+                "epoch {}: skipped {} unreadable images",
+                at.epoch + 1,
+                loader.skipped()
+            ));
         }
         at.epoch += 1;
         at.step_in_epoch = 0;
         save(&m, at)?;
-        let mean = if count > 0 { sum / count as f64 } else { f64::NAN };
+        if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
+            progress.finish();
+            eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
+            return Ok(out.join(STAGE1_FILE));
+        }
+        let mean = if count > 0 {
+            sum / count as f64
+        } else {
+            f64::NAN
+        };
         progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
-        progress.println(&format!("stage 1 epoch {}/{}: mean loss {mean:.4}", at.epoch, cfg.epochs));
+        progress.println(&format!(
+            "stage 1 epoch {}/{}: mean loss {mean:.4}",
+            at.epoch, cfg.epochs
+        ));
     }
     progress.finish();
     Ok(out.join(STAGE1_FILE))
@@ -347,9 +412,11 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     cfg: &RunConfig,
     out: &Path,
     resume: bool,
+    stop_after: Option<u64>,
     data: Arc<dyn Dataset>,
     steps_per_epoch: usize,
 ) -> Result<PathBuf> {
+    let mut taken = 0u64;
     let num_classes = data.num_classes();
     let net: ResNetClassifier = model::classifier(cfg, num_classes)?;
     let (b, s) = (cfg.batch_size, cfg.image_size);
@@ -363,18 +430,35 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         at = position_of(&ckpt)?;
         ckpt.get_set(backend, &net.params, &mut weights.params, "")?;
         ckpt.get_set(backend, &net.state, &mut state, "")?;
-        ckpt.get_set(backend, &net.params, &mut weights.velocity, "optimizer.velocity.")?;
-        weights.set_steps(ckpt.meta("optimizer_steps")?.parse().context("optimizer_steps")?);
+        ckpt.get_set(
+            backend,
+            &net.params,
+            &mut weights.velocity,
+            "optimizer.velocity.",
+        )?;
+        weights.set_steps(
+            ckpt.meta("optimizer_steps")?
+                .parse()
+                .context("optimizer_steps")?,
+        );
     }
     let save = |weights: &Trainable<B>, state: &TensorSet<B>, at: Position| -> Result<()> {
         let mut w = CheckpointWriter::new();
         w.put_set(backend, &net.params, &weights.params, "")?;
         w.put_set(backend, &net.state, state, "")?;
         put_batch_counters(&mut w, &net.state, "", at.global_step as i64)?;
-        w.put_set(backend, &net.params, &weights.velocity, "optimizer.velocity.")?;
+        w.put_set(
+            backend,
+            &net.params,
+            &weights.velocity,
+            "optimizer.velocity.",
+        )?;
         w.put_meta("optimizer_steps", weights.steps().to_string());
         w.put_meta("num_classes", num_classes.to_string());
-        w.put_meta("class_counts", json!(class_counts(data.as_ref())).to_string());
+        w.put_meta(
+            "class_counts",
+            json!(class_counts(data.as_ref())).to_string(),
+        );
         put_position(&mut w, cfg, "ce", at);
         w.write_atomic(&out.join(STAGE1_FILE))
     };
@@ -403,8 +487,8 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
             }
             upload(backend, &mut x_buf, &x)?;
             backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
-            let lr = schedule
-                .lr_at(at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64);
+            let lr =
+                schedule.lr_at(at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64);
             let loss = step
                 .cross_entropy_step(
                     backend,
@@ -426,22 +510,46 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
                 b as u64,
                 json!({"epoch": at.epoch + 1, "global_step": at.global_step, "loss": loss, "lr": lr}),
             )?;
-            if cfg.checkpoint_every > 0
-                && at.global_step % cfg.checkpoint_every as u64 == 0
-                && at.step_in_epoch < steps_per_epoch
+            taken += 1;
+            let stop = stop_after == Some(taken) && at.step_in_epoch < steps_per_epoch;
+            if stop
+                || (cfg.checkpoint_every > 0
+                    && at.global_step % cfg.checkpoint_every as u64 == 0
+                    && at.step_in_epoch < steps_per_epoch)
             {
                 save(&weights, &state, at)?;
             }
+            if stop {
+                progress.finish();
+                eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
+                return Ok(out.join(STAGE1_FILE));
+            }
         }
         if loader.skipped() > 0 {
-            progress.println(&format!("epoch {}: skipped {} unreadable images", at.epoch + 1, loader.skipped()));
+            progress.println(&format!(
+                "epoch {}: skipped {} unreadable images",
+                at.epoch + 1,
+                loader.skipped()
+            ));
         }
         at.epoch += 1;
         at.step_in_epoch = 0;
         save(&weights, &state, at)?;
-        let mean = if count > 0 { sum / count as f64 } else { f64::NAN };
+        if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
+            progress.finish();
+            eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
+            return Ok(out.join(STAGE1_FILE));
+        }
+        let mean = if count > 0 {
+            sum / count as f64
+        } else {
+            f64::NAN
+        };
         progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
-        progress.println(&format!("cross-entropy epoch {}/{}: mean loss {mean:.4}", at.epoch, cfg.epochs));
+        progress.println(&format!(
+            "cross-entropy epoch {}/{}: mean loss {mean:.4}",
+            at.epoch, cfg.epochs
+        ));
     }
     progress.finish();
     Ok(out.join(STAGE1_FILE))

@@ -70,7 +70,10 @@ pub fn train<B: Backend<Elem = f32>>(
     let steps_per_epoch = data.len().div_ceil(b);
     let mut step = ClassifierStep::new(backend, backbone, &probe.fc, b, s)?;
     let mut milestones = heapless::Vec::new();
-    for m in [cfg.linear_epochs as f64 * 0.5, cfg.linear_epochs as f64 * 0.75] {
+    for m in [
+        cfg.linear_epochs as f64 * 0.5,
+        cfg.linear_epochs as f64 * 0.75,
+    ] {
         let _ = milestones.push(m);
     }
     let schedule = LrSchedule::Step {
@@ -136,7 +139,11 @@ pub fn train<B: Backend<Elem = f32>>(
                 json!({"epoch": epoch + 1, "global_step": global_step, "loss": loss, "lr": lr}),
             )?;
         }
-        let mean = if count > 0 { sum / count as f64 } else { f64::NAN };
+        let mean = if count > 0 {
+            sum / count as f64
+        } else {
+            f64::NAN
+        };
         progress.record(json!({"kind": "epoch", "epoch": epoch + 1, "loss": mean}))?;
     }
     progress.finish();
@@ -158,7 +165,10 @@ pub fn train<B: Backend<Elem = f32>>(
     w.put_meta("config", cfg.to_json());
     w.put_meta("stage", "linear");
     w.put_meta("num_classes", num_classes.to_string());
-    w.put_meta("class_counts", json!(class_counts(data.as_ref())).to_string());
+    w.put_meta(
+        "class_counts",
+        json!(class_counts(data.as_ref())).to_string(),
+    );
     let path = out.join(LINEAR_FILE);
     w.write_atomic(&path)?;
     Ok(path)

@@ -1,0 +1,217 @@
+//! `runtime train / linear / eval / run` end to end on small data: outputs, exact resume,
+//! and the errors a user sees on bad input.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn runtime(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("the runtime binary starts")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dscl-train-cli-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Tiny settings that keep each command to a second or two.
+const QUICK: &[&str] = &[
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--queue",
+    "64",
+    "--crops",
+    "2",
+    "--linear-epochs",
+    "1",
+];
+
+fn step_losses(out: &Path, phase: &str) -> Vec<f64> {
+    fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step" && v["phase"] == phase)
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn run_on_the_builtin_digits_writes_metrics_checkpoints_and_plot() {
+    let out = temp("run");
+    let mut args = vec!["run", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(QUICK);
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("top-1"), "{}", text(&o));
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for key in ["top1", "many", "medium", "few", "per_class", "class_counts"] {
+        assert!(m.get(key).is_some(), "metrics.json lacks {key}: {m}");
+    }
+    assert_eq!(m["per_class"].as_array().unwrap().len(), 10);
+    assert_eq!(m["class_counts"][0], 124);
+    for f in [
+        "stage1.safetensors",
+        "linear.safetensors",
+        "plot.svg",
+        "log.jsonl",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    // eval again from the classifier checkpoint gives the same numbers.
+    let again = temp("eval");
+    let o = runtime(&[
+        "eval",
+        "--checkpoint",
+        out.join("linear.safetensors").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m2: Value =
+        serde_json::from_str(&fs::read_to_string(again.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["top1"], m2["top1"]);
+}
+
+#[test]
+fn resume_continues_with_the_same_losses() {
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&QUICK[..8]); // epochs, batch, queue, crops
+        args.extend_from_slice(extra);
+        let o = runtime(&args);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let full = temp("full");
+    train(&full, &[]);
+    let reference = step_losses(&full, "stage1");
+    assert!(reference.len() >= 20, "{reference:?}");
+
+    // The same run interrupted mid-epoch (after 7 steps) and at an epoch's end, then resumed.
+    for stop in ["7", "15"] {
+        let part = temp(&format!("part{stop}"));
+        train(&part, &["--stop-after", stop]);
+        assert_eq!(
+            step_losses(&part, "stage1").len(),
+            stop.parse::<usize>().unwrap()
+        );
+        train(&part, &["--resume"]);
+        assert_eq!(
+            step_losses(&part, "stage1"),
+            reference,
+            "stopped after {stop}"
+        );
+    }
+    // Resuming with other settings is refused.
+    let part = temp("other");
+    train(&part, &["--stop-after", "3"]);
+    let mut args = vec![
+        "train",
+        "--out",
+        part.to_str().unwrap(),
+        "--resume",
+        "--tau",
+        "0.5",
+    ];
+    args.extend_from_slice(&QUICK[..8]);
+    let o = runtime(&args);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("different settings"), "{}", text(&o));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = temp("bad");
+    let out = dir.join("out");
+    let out_s = out.to_str().unwrap();
+    // A missing list file.
+    let o = runtime(&["train", "--train-list", "/no/such/list.txt", "--out", out_s]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/no/such/list.txt"), "{}", text(&o));
+    // An empty list.
+    let empty = dir.join("empty.txt");
+    fs::write(&empty, "# nothing\n").unwrap();
+    let o = runtime(&[
+        "train",
+        "--train-list",
+        empty.to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("empty"), "{}", text(&o));
+    // A malformed line names file and line.
+    let bad = dir.join("bad.txt");
+    fs::write(&bad, "a.png 0\nb.png x\n").unwrap();
+    let o = runtime(&[
+        "train",
+        "--train-list",
+        bad.to_str().unwrap(),
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("bad.txt") && text(&o).contains('2'),
+        "{}",
+        text(&o)
+    );
+    // A list whose image is missing: named, and nothing half-written.
+    let missing = dir.join("missing.txt");
+    fs::write(&missing, "gone.png 0\ngone2.png 1\n").unwrap();
+    let o = runtime(&[
+        "train",
+        "--train-list",
+        missing.to_str().unwrap(),
+        "--out",
+        out_s,
+        "--batch-size",
+        "2",
+        "--image-size",
+        "16",
+        "--arch",
+        "tiny",
+        "--queue",
+        "4",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("gone"), "{}", text(&o));
+    assert!(!out.join("stage1.safetensors").exists());
+    // An unwritable output directory is reported before training.
+    let o = runtime(&["train", "--out", "/proc/no-such-dir/out", "--epochs", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/proc/no-such-dir/out"), "{}", text(&o));
+    // Nonsense flags.
+    let o = runtime(&["train", "--tau=-1", "--out", out_s]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--tau"), "{}", text(&o));
+    // eval of a stage-1 contrastive checkpoint says what to evaluate instead.
+    let o = runtime(&[
+        "eval",
+        "--checkpoint",
+        "/no/such.safetensors",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/no/such.safetensors"), "{}", text(&o));
+}
