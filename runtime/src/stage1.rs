@@ -7,6 +7,7 @@
 //! step carries (parameters, momentum encoder, velocity, queue, batch-norm statistics) is in
 //! the checkpoint, so the losses after a resume equal those of an uninterrupted run.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,12 +19,12 @@ use dscl_core::train::{
 use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
 use crate::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
 use crate::config::{LossKind, RunConfig};
-use crate::data::{epoch_order, epoch_seed, Dataset, Loader, LoaderConfig, Transform};
+use crate::data::{epoch_order, epoch_seed, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
 use crate::model;
 use crate::out_dir;
@@ -187,7 +188,6 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     data: Arc<dyn Dataset>,
     steps_per_epoch: usize,
 ) -> Result<PathBuf> {
-    let mut taken = 0u64;
     let encoder: Encoder = model::encoder(cfg)?;
     let num_classes = data.num_classes();
     let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
@@ -280,11 +280,8 @@ fn train_contrastive<B: Backend<Elem = f32>>(
         w.write_atomic(&out.join(STAGE1_FILE))
     };
 
-    let schedule = LrSchedule::WarmupCosine {
-        lr: cfg.lr,
-        warmup_epochs: cfg.warmup_epochs as f64,
-        epochs: cfg.epochs as f64,
-    };
+    // Shared by the step and the checkpoint writer, which the epoch driver calls in turn.
+    let m = RefCell::new(m);
     let aug = augment_config(cfg);
     let transform: Transform<Stage1Views> =
         Arc::new(move |img, rng| Ok(stage1_views(img, &aug, rng)));
@@ -296,114 +293,62 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let mut boxes_buf = alloc(backend, boxes.len().max(1))?;
     let mut labels_buf = backend.alloc_index(b)?;
 
-    let total = (cfg.epochs * steps_per_epoch) as u64;
-    let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
-    let mut progress = Progress::new("stage1", total, done, Some(&out.join(LOG_FILE)))?;
-    while at.epoch < cfg.epochs {
-        let mut loader = epoch_loader(&data, cfg, at, transform.clone())?;
-        let (mut sum, mut count) = (0.0, 0usize);
-        for batch in loader.by_ref() {
-            let batch = batch?;
-            let (qi, ki) = (3 * s * s, 3 * cs * cs);
-            for (i, v) in batch.items.iter().enumerate() {
-                q[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
-                k[i * qi..(i + 1) * qi].copy_from_slice(&v.key);
-                if pbsd {
-                    for ci in 0..c {
-                        let row = ci * b + i;
-                        crops[row * ki..(row + 1) * ki].copy_from_slice(&v.crops[ci]);
-                        let [x1, y1, x2, y2] = v.boxes[ci];
-                        boxes[row * 5..row * 5 + 5].copy_from_slice(&[i as f32, x1, y1, x2, y2]);
-                    }
+    let mut take_step = |batch: &Batch<Stage1Views>, lr: f64, at: Position| -> Result<Value> {
+        let (qi, ki) = (3 * s * s, 3 * cs * cs);
+        for (i, v) in batch.items.iter().enumerate() {
+            q[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
+            k[i * qi..(i + 1) * qi].copy_from_slice(&v.key);
+            if pbsd {
+                for ci in 0..c {
+                    let row = ci * b + i;
+                    crops[row * ki..(row + 1) * ki].copy_from_slice(&v.crops[ci]);
+                    let [x1, y1, x2, y2] = v.boxes[ci];
+                    boxes[row * 5..row * 5 + 5].copy_from_slice(&[i as f32, x1, y1, x2, y2]);
                 }
             }
-            upload(backend, &mut q_buf, &q)?;
-            upload(backend, &mut k_buf, &k)?;
-            if pbsd {
-                upload(backend, &mut crops_buf, &crops)?;
-                upload(backend, &mut boxes_buf, &boxes)?;
-            }
-            backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
-            let epoch_f = at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64;
-            let lr = schedule.lr_at(epoch_f);
-            let losses = step
-                .step(
-                    backend,
-                    &encoder,
-                    &mut m,
-                    &DsclBatch {
-                        queries: &q_buf,
-                        keys: &k_buf,
-                        crops: &crops_buf,
-                        crop_boxes: &boxes_buf,
-                        labels: &labels_buf,
-                    },
-                    lr,
-                )
-                .with_context(|| {
-                    format!(
-                        "stage-1 step {} (epoch {})",
-                        at.global_step + 1,
-                        at.epoch + 1
-                    )
-                })?;
-            at.step_in_epoch += 1;
-            at.global_step += 1;
-            sum += losses.total;
-            count += 1;
-            progress.step(
-                b as u64,
-                json!({
-                    "epoch": at.epoch + 1,
-                    "global_step": at.global_step,
-                    "loss": losses.total,
-                    "contrastive": losses.contrastive,
-                    "pbsd": losses.pbsd,
-                    "lr": lr,
-                }),
-            )?;
-            taken += 1;
-            let stop = stop_after == Some(taken) && at.step_in_epoch < steps_per_epoch;
-            if stop
-                || (cfg.checkpoint_every > 0
-                    && at.global_step % cfg.checkpoint_every as u64 == 0
-                    && at.step_in_epoch < steps_per_epoch)
-            {
-                save(&m, at)?;
-            }
-            if stop {
-                progress.finish();
-                eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
-                return Ok(out.join(STAGE1_FILE));
-            }
         }
-        if loader.skipped() > 0 {
-            progress.println(&format!(
-                "epoch {}: skipped {} unreadable images",
-                at.epoch + 1,
-                loader.skipped()
-            ));
+        upload(backend, &mut q_buf, &q)?;
+        upload(backend, &mut k_buf, &k)?;
+        if pbsd {
+            upload(backend, &mut crops_buf, &crops)?;
+            upload(backend, &mut boxes_buf, &boxes)?;
         }
-        at.epoch += 1;
-        at.step_in_epoch = 0;
-        save(&m, at)?;
-        if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
-            progress.finish();
-            eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
-            return Ok(out.join(STAGE1_FILE));
-        }
-        let mean = if count > 0 {
-            sum / count as f64
-        } else {
-            f64::NAN
+        backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
+        let batch = DsclBatch {
+            queries: &q_buf,
+            keys: &k_buf,
+            crops: &crops_buf,
+            crop_boxes: &boxes_buf,
+            labels: &labels_buf,
         };
-        progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
-        progress.println(&format!(
-            "stage 1 epoch {}/{}: mean loss {mean:.4}",
-            at.epoch, cfg.epochs
-        ));
-    }
-    progress.finish();
+        let losses = step
+            .step(backend, &encoder, &mut m.borrow_mut(), &batch, lr)
+            .with_context(|| {
+                format!(
+                    "stage-1 step {} (epoch {})",
+                    at.global_step + 1,
+                    at.epoch + 1
+                )
+            })?;
+        Ok(json!({
+            "loss": losses.total,
+            "contrastive": losses.contrastive,
+            "pbsd": losses.pbsd,
+        }))
+    };
+    let mut save_at = |at: Position| save(&m.borrow(), at);
+    drive_epochs(
+        cfg,
+        &data,
+        out,
+        "stage1",
+        at,
+        steps_per_epoch,
+        stop_after,
+        transform,
+        &mut take_step,
+        &mut save_at,
+    )?;
     Ok(out.join(STAGE1_FILE))
 }
 
@@ -416,7 +361,6 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     data: Arc<dyn Dataset>,
     steps_per_epoch: usize,
 ) -> Result<PathBuf> {
-    let mut taken = 0u64;
     let num_classes = data.num_classes();
     let net: ResNetClassifier = model::classifier(cfg, num_classes)?;
     let (b, s) = (cfg.batch_size, cfg.image_size);
@@ -462,67 +406,114 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         put_position(&mut w, cfg, "ce", at);
         w.write_atomic(&out.join(STAGE1_FILE))
     };
-    let schedule = LrSchedule::WarmupCosine {
-        lr: cfg.lr,
-        warmup_epochs: cfg.warmup_epochs as f64,
-        epochs: cfg.epochs as f64,
-    };
+    let (weights, state) = (RefCell::new(weights), RefCell::new(state));
     let aug = augment_config(cfg);
     let transform: Transform<Vec<f32>> = Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)));
     let mut x = vec![0.0f32; b * 3 * s * s];
     let mut x_buf = alloc(backend, x.len())?;
     let mut labels_buf = backend.alloc_index(b)?;
     let sgd = model::sgd(cfg);
+    let mut take_step = |batch: &Batch<Vec<f32>>, lr: f64, at: Position| -> Result<Value> {
+        let n = 3 * s * s;
+        for (i, v) in batch.items.iter().enumerate() {
+            x[i * n..(i + 1) * n].copy_from_slice(v);
+        }
+        upload(backend, &mut x_buf, &x)?;
+        backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
+        let mut weights = weights.borrow_mut();
+        let loss = step
+            .cross_entropy_step(
+                backend,
+                &net.backbone,
+                &net.fc,
+                &mut weights,
+                &mut state.borrow_mut(),
+                &x_buf,
+                &labels_buf,
+                &sgd,
+                lr,
+            )
+            .with_context(|| format!("cross-entropy step {}", at.global_step + 1))?;
+        Ok(json!({ "loss": loss }))
+    };
+    let mut save_at = |at: Position| save(&weights.borrow(), &state.borrow(), at);
+    drive_epochs(
+        cfg,
+        &data,
+        out,
+        "stage1-ce",
+        at,
+        steps_per_epoch,
+        stop_after,
+        transform,
+        &mut take_step,
+        &mut save_at,
+    )?;
+    Ok(out.join(STAGE1_FILE))
+}
+
+/// One training step on a batch at a learning rate; returns the fields to show and log.
+type StepFn<'a, T> = dyn FnMut(&Batch<T>, f64, Position) -> Result<Value> + 'a;
+
+/// The epoch loop both stage-1 variants share: per epoch a loader from `at` on, one
+/// `take_step(batch, lr, at)` per batch (returning the fields to show and log), progress and
+/// the log, checkpoints every `--checkpoint-every` steps and at each epoch's end, and the
+/// `--stop-after` exit.
+#[allow(clippy::too_many_arguments)]
+fn drive_epochs<T: Send + 'static>(
+    cfg: &RunConfig,
+    data: &Arc<dyn Dataset>,
+    out: &Path,
+    phase: &str,
+    mut at: Position,
+    steps_per_epoch: usize,
+    stop_after: Option<u64>,
+    transform: Transform<T>,
+    take_step: &mut StepFn<'_, T>,
+    save: &mut dyn FnMut(Position) -> Result<()>,
+) -> Result<()> {
+    let schedule = LrSchedule::WarmupCosine {
+        lr: cfg.lr,
+        warmup_epochs: cfg.warmup_epochs as f64,
+        epochs: cfg.epochs as f64,
+    };
     let total = (cfg.epochs * steps_per_epoch) as u64;
     let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
-    let mut progress = Progress::new("stage1-ce", total, done, Some(&out.join(LOG_FILE)))?;
+    let mut progress = Progress::new(phase, total, done, Some(&out.join(LOG_FILE)))?;
+    let mut taken = 0u64;
+    let stopped = |progress: &Progress, taken: u64| {
+        progress.finish();
+        eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
+    };
     while at.epoch < cfg.epochs {
-        let mut loader = epoch_loader(&data, cfg, at, transform.clone())?;
+        let mut loader = epoch_loader(data, cfg, at, transform.clone())?;
         let (mut sum, mut count) = (0.0, 0usize);
         for batch in loader.by_ref() {
             let batch = batch?;
-            let n = 3 * s * s;
-            for (i, v) in batch.items.iter().enumerate() {
-                x[i * n..(i + 1) * n].copy_from_slice(v);
-            }
-            upload(backend, &mut x_buf, &x)?;
-            backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
             let lr =
                 schedule.lr_at(at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64);
-            let loss = step
-                .cross_entropy_step(
-                    backend,
-                    &net.backbone,
-                    &net.fc,
-                    &mut weights,
-                    &mut state,
-                    &x_buf,
-                    &labels_buf,
-                    &sgd,
-                    lr,
-                )
-                .with_context(|| format!("cross-entropy step {}", at.global_step + 1))?;
+            let mut fields = take_step(&batch, lr, at)?;
             at.step_in_epoch += 1;
             at.global_step += 1;
-            sum += loss;
-            count += 1;
-            progress.step(
-                b as u64,
-                json!({"epoch": at.epoch + 1, "global_step": at.global_step, "loss": loss, "lr": lr}),
-            )?;
             taken += 1;
-            let stop = stop_after == Some(taken) && at.step_in_epoch < steps_per_epoch;
-            if stop
-                || (cfg.checkpoint_every > 0
-                    && at.global_step % cfg.checkpoint_every as u64 == 0
-                    && at.step_in_epoch < steps_per_epoch)
-            {
-                save(&weights, &state, at)?;
+            sum += fields["loss"].as_f64().unwrap_or(f64::NAN);
+            count += 1;
+            if let Value::Object(map) = &mut fields {
+                map.insert("epoch".into(), json!(at.epoch + 1));
+                map.insert("global_step".into(), json!(at.global_step));
+                map.insert("lr".into(), json!(lr));
+            }
+            progress.step(batch.len() as u64, fields)?;
+            let mid_epoch = at.step_in_epoch < steps_per_epoch;
+            let stop = mid_epoch && stop_after == Some(taken);
+            let periodic = cfg.checkpoint_every > 0
+                && at.global_step.is_multiple_of(cfg.checkpoint_every as u64);
+            if mid_epoch && (stop || periodic) {
+                save(at)?;
             }
             if stop {
-                progress.finish();
-                eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
-                return Ok(out.join(STAGE1_FILE));
+                stopped(&progress, taken);
+                return Ok(());
             }
         }
         if loader.skipped() > 0 {
@@ -534,12 +525,7 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         }
         at.epoch += 1;
         at.step_in_epoch = 0;
-        save(&weights, &state, at)?;
-        if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
-            progress.finish();
-            eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
-            return Ok(out.join(STAGE1_FILE));
-        }
+        save(at)?;
         let mean = if count > 0 {
             sum / count as f64
         } else {
@@ -547,10 +533,14 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         };
         progress.record(json!({"kind": "epoch", "epoch": at.epoch, "loss": mean}))?;
         progress.println(&format!(
-            "cross-entropy epoch {}/{}: mean loss {mean:.4}",
+            "{phase} epoch {}/{}: mean loss {mean:.4}",
             at.epoch, cfg.epochs
         ));
+        if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
+            stopped(&progress, taken);
+            return Ok(());
+        }
     }
     progress.finish();
-    Ok(out.join(STAGE1_FILE))
+    Ok(())
 }
