@@ -318,32 +318,41 @@ fn conv_matches_the_oracle_and_demands_its_workspace() {
     rb.conv2d_backward_filter(&shape, &wide(&x), &wide(&gy), &mut rgw, &mut rws)
         .unwrap();
 
-    let be = CpuBackend::with_threads(3).unwrap();
-    let full = be.conv2d_workspace_len(&shape);
-    let col = 2 * 3 * 2 * 7 * 7;
-    assert_eq!(full, 3 * (col + shape.weight_len()));
-    for ws_len in [full, full + 5] {
-        let mut ws = be.alloc(ws_len).unwrap();
-        let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &w), buf(&be, &gy));
+    // 3 threads: 2 groups of 2 images, each in one block of 2 (7x7 = 49 pixels per image);
+    // 1 thread: blocks of 2 images (forward, backward-data) and of 3 then 1 (backward-filter).
+    for (threads, groups) in [(3, 2), (1, 1)] {
+        let be = CpuBackend::with_threads(threads).unwrap();
+        let full = be.conv2d_workspace_len(&shape);
+        let per_group = 2 * 3 * 2 * (2 * 49) + 3 * (2 * 49) + shape.weight_len();
+        let per_group = if threads == 1 {
+            per_group + (2 * 3 * 2 + 3) * 49
+        } else {
+            per_group
+        };
+        assert_eq!(full, groups * per_group);
+        for ws_len in [full, full + 5] {
+            let mut ws = be.alloc(ws_len).unwrap();
+            let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &w), buf(&be, &gy));
+            let mut y = be.alloc(shape.output_len()).unwrap();
+            be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
+                .unwrap();
+            assert_close(&y, ry.as_slice(), 1e-5, 1e-5, "forward");
+            let mut gx = be.alloc(shape.input_len()).unwrap();
+            be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
+                .unwrap();
+            assert_close(&gx, rgx.as_slice(), 1e-5, 1e-5, "backward data");
+            let mut gw = buf(&be, &w);
+            be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
+                .unwrap();
+            assert_close(&gw, rgw.as_slice(), 1e-5, 1e-5, "backward filter");
+        }
+        let mut small = be.alloc(full - 1).unwrap();
         let mut y = be.alloc(shape.output_len()).unwrap();
-        be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
-            .unwrap();
-        assert_close(&y, ry.as_slice(), 1e-5, 1e-5, "forward");
-        let mut gx = be.alloc(shape.input_len()).unwrap();
-        be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
-            .unwrap();
-        assert_close(&gx, rgx.as_slice(), 1e-5, 1e-5, "backward data");
-        let mut gw = buf(&be, &w);
-        be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
-            .unwrap();
-        assert_close(&gw, rgw.as_slice(), 1e-5, 1e-5, "backward filter");
+        assert!(matches!(
+            be.conv2d_forward(&shape, &buf(&be, &x), &buf(&be, &w), &mut y, &mut small),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
-    let mut small = be.alloc(full - 1).unwrap();
-    let mut y = be.alloc(shape.output_len()).unwrap();
-    assert!(matches!(
-        be.conv2d_forward(&shape, &buf(&be, &x), &buf(&be, &w), &mut y, &mut small),
-        Err(Error::ShapeMismatch { .. })
-    ));
 }
 
 #[test]
@@ -351,8 +360,8 @@ fn pointwise_conv_uses_the_input_as_columns() {
     let shape = Conv2dShape {
         batch: 2,
         in_channels: 5,
-        in_height: 4,
-        in_width: 3,
+        in_height: 16,
+        in_width: 8,
         out_channels: 6,
         kernel_h: 1,
         kernel_w: 1,
@@ -360,7 +369,8 @@ fn pointwise_conv_uses_the_input_as_columns() {
         padding: 0,
     };
     let be = CpuBackend::with_threads(1).unwrap();
-    // Only backward-filter's partial gradient: the input is its own column matrix.
+    // Only backward-filter's partial gradient: with 128 pixels an image is a block on its own,
+    // and the input is its own column matrix.
     assert_eq!(be.conv2d_workspace_len(&shape), shape.weight_len());
     let x = rand_vec(shape.input_len(), 41, 1.0);
     let w = rand_vec(shape.weight_len(), 42, 1.0);
@@ -371,9 +381,11 @@ fn pointwise_conv_uses_the_input_as_columns() {
     // y[n][o][p] = sum_c w[o][c] x[n][c][p]
     for n in 0..2 {
         for o in 0..6 {
-            for p in 0..12 {
-                let want: f32 = (0..5).map(|c| w[o * 5 + c] * x[(n * 5 + c) * 12 + p]).sum();
-                assert!((y[(n * 6 + o) * 12 + p] - want).abs() < 1e-5);
+            for p in 0..128 {
+                let want: f32 = (0..5)
+                    .map(|c| w[o * 5 + c] * x[(n * 5 + c) * 128 + p])
+                    .sum();
+                assert!((y[(n * 6 + o) * 128 + p] - want).abs() < 1e-5);
             }
         }
     }
