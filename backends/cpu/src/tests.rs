@@ -520,3 +520,47 @@ fn norm_pool_roi_and_updates_do_not_depend_on_threads() {
         out
     });
 }
+
+#[test]
+fn wide_max_pool_matches_the_oracle_with_ties_and_nans() {
+    // Rows wide enough for the 16-lane interior path, small integers (many ties) and NaNs.
+    for (k, s, p) in [(3, 2, 1), (3, 1, 1), (2, 2, 0), (3, 3, 0)] {
+        let shape = PoolShape {
+            batch: 2,
+            channels: 3,
+            in_height: 7,
+            in_width: 75,
+            kernel: k,
+            stride: s,
+            padding: p,
+        };
+        let len = 2 * 3 * 7 * 75;
+        let mut x: Vec<f32> = rand_vec(len, 77, 1.0)
+            .iter()
+            .map(|v| (v * 2.0).round())
+            .collect();
+        for at in [300, 301, 1000, 2500, 2503] {
+            x[at] = f32::NAN;
+        }
+        let out = 2 * 3 * shape.out_height() * shape.out_width();
+        let be = CpuBackend::with_threads(2).unwrap();
+        let mut y = be.alloc(out).unwrap();
+        let mut am = be.alloc_index(out).unwrap();
+        be.max_pool2d_forward(&shape, &buf(&be, &x), &mut y, &mut am)
+            .unwrap();
+        let rb = ReferenceBackend::<f64>::new();
+        let mut ry = ReferenceBuffer::from_vec(vec![0.0; out]);
+        let mut ram = ReferenceIndexBuffer::from_vec(vec![0; out]);
+        rb.max_pool2d_forward(&shape, &wide(&x), &mut ry, &mut ram)
+            .unwrap();
+        for o in 0..out {
+            let (g, w) = (y[o] as f64, ry.as_slice()[o]);
+            assert!(
+                g == w || (g.is_nan() && w.is_nan()),
+                "{k}/{s}/{p} y[{o}]: {g} vs {w}"
+            );
+        }
+        assert_eq!(&am[..], ram.as_slice(), "{k}/{s}/{p} argmax");
+        assert_eq!(be.take_fault().unwrap(), rb.take_fault().unwrap());
+    }
+}
