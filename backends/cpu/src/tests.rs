@@ -564,3 +564,53 @@ fn wide_max_pool_matches_the_oracle_with_ties_and_nans() {
         assert_eq!(be.take_fault().unwrap(), rb.take_fault().unwrap());
     }
 }
+
+#[test]
+fn large_maps_in_row_chunks_match_the_oracle() {
+    // Column matrices over 2^18 elements per image are built in chunks of output rows.
+    let shapes = [(2, 8, 64, 64, 4, 3, 1, 1), (1, 3, 130, 128, 5, 7, 2, 3)];
+    for (batch, c, h, w, o, k, stride, padding) in shapes {
+        let shape = Conv2dShape {
+            batch,
+            in_channels: c,
+            in_height: h,
+            in_width: w,
+            out_channels: o,
+            kernel_h: k,
+            kernel_w: k,
+            stride,
+            padding,
+        };
+        let x = rand_vec(shape.input_len(), 51, 1.0);
+        let wt = rand_vec(shape.weight_len(), 52, 1.0);
+        let gy = rand_vec(shape.output_len(), 53, 1.0);
+        let rb = ReferenceBackend::<f64>::new();
+        let mut ry = ReferenceBuffer::from_vec(vec![0.0; shape.output_len()]);
+        let mut rgx = ReferenceBuffer::from_vec(vec![0.0; shape.input_len()]);
+        let mut rgw = wide(&wt);
+        let mut rws = ReferenceBuffer::from_vec(vec![0.0; rb.conv2d_workspace_len(&shape)]);
+        rb.conv2d_forward(&shape, &wide(&x), &wide(&wt), &mut ry, &mut rws)
+            .unwrap();
+        rb.conv2d_backward_data(&shape, &wide(&gy), &wide(&wt), &mut rgx, &mut rws)
+            .unwrap();
+        rb.conv2d_backward_filter(&shape, &wide(&x), &wide(&gy), &mut rgw, &mut rws)
+            .unwrap();
+        for threads in [1, 2] {
+            let be = CpuBackend::with_threads(threads).unwrap();
+            let mut ws = be.alloc(be.conv2d_workspace_len(&shape)).unwrap();
+            let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &wt), buf(&be, &gy));
+            let mut y = be.alloc(shape.output_len()).unwrap();
+            be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
+                .unwrap();
+            assert_close(&y, ry.as_slice(), 1e-4, 1e-4, "forward");
+            let mut gx = be.alloc(shape.input_len()).unwrap();
+            be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
+                .unwrap();
+            assert_close(&gx, rgx.as_slice(), 1e-4, 1e-4, "backward data");
+            let mut gw = buf(&be, &wt);
+            be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
+                .unwrap();
+            assert_close(&gw, rgw.as_slice(), 1e-4, 1e-3, "backward filter");
+        }
+    }
+}
