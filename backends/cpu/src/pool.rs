@@ -22,10 +22,7 @@ pub(crate) fn max_forward(
         "max_pool2d",
         "an input plane must have fewer than 2^32 elements (u32 argmax)",
     )?;
-    let (h, w) = (shape.in_height, shape.in_width);
-    let (oh, ow) = (shape.out_height(), shape.out_width());
-    let (k, st, pad) = (shape.kernel, shape.stride, shape.padding);
-    let (in_plane, out_plane) = (h * w, oh * ow);
+    let (out_plane, k) = (shape.out_height() * shape.out_width(), shape.kernel);
     let planes = shape.batch * shape.channels;
     let out_len = planes * out_plane;
     if out_len == 0 {
@@ -39,50 +36,112 @@ pub(crate) fn max_forward(
             Rows(&mut argmax[..out_len], out_plane),
         ),
         |range, (Rows(y, _), Rows(am, _))| {
-            let mut fault = None;
-            for (q, p) in range.enumerate() {
-                let xp = &x[p * in_plane..(p + 1) * in_plane];
-                let yp = &mut y[q * out_plane..(q + 1) * out_plane];
-                let ap = &mut am[q * out_plane..(q + 1) * out_plane];
-                for r in 0..oh {
-                    // Window rows [h0, h1) clipped to the input (padding counts as -inf).
-                    let top = (r * st) as isize - pad as isize;
-                    let h0 = top.max(0) as usize;
-                    let h1 = ((top + k as isize).max(0) as usize).min(h);
-                    for c in 0..ow {
-                        let left = (c * st) as isize - pad as isize;
-                        let w0 = left.max(0) as usize;
-                        let w1 = ((left + k as isize).max(0) as usize).min(w);
-                        let mut best = f32::NEG_INFINITY;
-                        let mut at = h0 * w + w0;
-                        let mut nan = false;
-                        for hh in h0..h1 {
-                            for ww in w0..w1 {
-                                let v = xp[hh * w + ww];
-                                if v > best || v.is_nan() {
-                                    best = v;
-                                    at = hh * w + ww;
-                                    nan |= v.is_nan();
-                                }
-                            }
-                        }
-                        let o = r * ow + c;
-                        yp[o] = best;
-                        ap[o] = at as u32;
-                        if nan && fault.is_none() {
-                            fault = Some(Fault {
-                                kind: FaultKind::NonFinite,
-                                index: p * out_plane + o,
-                                value: 0,
-                            });
-                        }
-                    }
-                }
-            }
-            fault
+            simd::dispatch(
+                #[inline(always)]
+                || max_planes(shape, x, range, y, am),
+            )
         },
         first_fault,
     ))
+}
+
+/// Output columns computed together by [`max_forward`]'s interior path (one vector of lanes).
+const POOL_LANES: usize = 16;
+
+/// Max pooling of the planes `range` into `y` / `am` (their slices for those planes); returns
+/// the first NaN fault.
+#[inline(always)]
+fn max_planes(
+    shape: &PoolShape,
+    x: &[f32],
+    range: core::ops::Range<usize>,
+    y: &mut [f32],
+    am: &mut [u32],
+) -> Option<Fault> {
+    let (h, w) = (shape.in_height, shape.in_width);
+    let (oh, ow) = (shape.out_height(), shape.out_width());
+    let (k, st, pad) = (shape.kernel, shape.stride, shape.padding);
+    let (in_plane, out_plane) = (h * w, oh * ow);
+    // Output columns whose windows lie inside the input row: [c_lo, c_hi).
+    let c_lo = pad.div_ceil(st).min(ow);
+    let c_hi = if w + pad >= k {
+        ((w + pad - k) / st + 1).min(ow)
+    } else {
+        0
+    }
+    .max(c_lo);
+    // Smallest output index holding a NaN (the border columns of a row are done after its
+    // interior, so take the minimum rather than the first found).
+    let mut first_nan = usize::MAX;
+    for (q, p) in range.enumerate() {
+        let xp = &x[p * in_plane..(p + 1) * in_plane];
+        let yp = &mut y[q * out_plane..(q + 1) * out_plane];
+        let ap = &mut am[q * out_plane..(q + 1) * out_plane];
+        for r in 0..oh {
+            // Window rows [h0, h1) clipped to the input (padding counts as -inf).
+            let top = (r * st) as isize - pad as isize;
+            let h0 = top.max(0) as usize;
+            let h1 = ((top + k as isize).max(0) as usize).min(h);
+            // Interior columns, POOL_LANES at a time: the same selects per lane, in
+            // the same window order, without branches (the compiler vectorises the
+            // lane loops).
+            let mut c = c_lo;
+            while c + POOL_LANES <= c_hi {
+                let mut best = [f32::NEG_INFINITY; POOL_LANES];
+                let base = c * st - pad;
+                let mut at: [u32; POOL_LANES] =
+                    core::array::from_fn(|l| (h0 * w + base + l * st) as u32);
+                for hh in h0..h1 {
+                    for dw in 0..k {
+                        let start = hh * w + base + dw;
+                        let src = &xp[start..start + (POOL_LANES - 1) * st + 1];
+                        for l in 0..POOL_LANES {
+                            let v = src[l * st];
+                            let take = (v > best[l]) | v.is_nan();
+                            best[l] = if take { v } else { best[l] };
+                            at[l] = if take { (start + l * st) as u32 } else { at[l] };
+                        }
+                    }
+                }
+                let o = r * ow + c;
+                yp[o..o + POOL_LANES].copy_from_slice(&best);
+                ap[o..o + POOL_LANES].copy_from_slice(&at);
+                if let Some(l) = best.iter().position(|v| v.is_nan()) {
+                    first_nan = first_nan.min(p * out_plane + o + l);
+                }
+                c += POOL_LANES;
+            }
+            for c in (0..c_lo).chain(c..ow) {
+                let left = (c * st) as isize - pad as isize;
+                let w0 = left.max(0) as usize;
+                let w1 = ((left + k as isize).max(0) as usize).min(w);
+                let mut best = f32::NEG_INFINITY;
+                let mut at = h0 * w + w0;
+                // Branch-free selects: with random data the comparison is
+                // unpredictable, and branches on it cost several times the loads.
+                for hh in h0..h1 {
+                    let row = &xp[hh * w + w0..hh * w + w1];
+                    for (ww, &v) in (hh * w + w0..).zip(row) {
+                        let take = (v > best) | v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { ww } else { at };
+                    }
+                }
+                let o = r * ow + c;
+                yp[o] = best;
+                ap[o] = at as u32;
+                // A NaN, once selected, is only replaced by a later NaN.
+                if best.is_nan() {
+                    first_nan = first_nan.min(p * out_plane + o);
+                }
+            }
+        }
+    }
+    (first_nan != usize::MAX).then_some(Fault {
+        kind: FaultKind::NonFinite,
+        index: first_nan,
+        value: 0,
+    })
 }
 
 /// `grad_x = 0`, then `grad_x[plane + argmax[o]] += grad_y[o]`. An argmax outside its plane

@@ -318,32 +318,41 @@ fn conv_matches_the_oracle_and_demands_its_workspace() {
     rb.conv2d_backward_filter(&shape, &wide(&x), &wide(&gy), &mut rgw, &mut rws)
         .unwrap();
 
-    let be = CpuBackend::with_threads(3).unwrap();
-    let full = be.conv2d_workspace_len(&shape);
-    let col = 2 * 3 * 2 * 7 * 7;
-    assert_eq!(full, 3 * (col + shape.weight_len()));
-    for ws_len in [full, full + 5] {
-        let mut ws = be.alloc(ws_len).unwrap();
-        let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &w), buf(&be, &gy));
+    // 3 threads: 2 groups of 2 images, each in one block of 2 (7x7 = 49 pixels per image);
+    // 1 thread: blocks of 2 images (forward, backward-data) and of 3 then 1 (backward-filter).
+    for (threads, groups) in [(3, 2), (1, 1)] {
+        let be = CpuBackend::with_threads(threads).unwrap();
+        let full = be.conv2d_workspace_len(&shape);
+        let per_group = 2 * 3 * 2 * (2 * 49) + 3 * (2 * 49) + shape.weight_len();
+        let per_group = if threads == 1 {
+            per_group + (2 * 3 * 2 + 3) * 49
+        } else {
+            per_group
+        };
+        assert_eq!(full, groups * per_group);
+        for ws_len in [full, full + 5] {
+            let mut ws = be.alloc(ws_len).unwrap();
+            let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &w), buf(&be, &gy));
+            let mut y = be.alloc(shape.output_len()).unwrap();
+            be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
+                .unwrap();
+            assert_close(&y, ry.as_slice(), 1e-5, 1e-5, "forward");
+            let mut gx = be.alloc(shape.input_len()).unwrap();
+            be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
+                .unwrap();
+            assert_close(&gx, rgx.as_slice(), 1e-5, 1e-5, "backward data");
+            let mut gw = buf(&be, &w);
+            be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
+                .unwrap();
+            assert_close(&gw, rgw.as_slice(), 1e-5, 1e-5, "backward filter");
+        }
+        let mut small = be.alloc(full - 1).unwrap();
         let mut y = be.alloc(shape.output_len()).unwrap();
-        be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
-            .unwrap();
-        assert_close(&y, ry.as_slice(), 1e-5, 1e-5, "forward");
-        let mut gx = be.alloc(shape.input_len()).unwrap();
-        be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
-            .unwrap();
-        assert_close(&gx, rgx.as_slice(), 1e-5, 1e-5, "backward data");
-        let mut gw = buf(&be, &w);
-        be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
-            .unwrap();
-        assert_close(&gw, rgw.as_slice(), 1e-5, 1e-5, "backward filter");
+        assert!(matches!(
+            be.conv2d_forward(&shape, &buf(&be, &x), &buf(&be, &w), &mut y, &mut small),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
-    let mut small = be.alloc(full - 1).unwrap();
-    let mut y = be.alloc(shape.output_len()).unwrap();
-    assert!(matches!(
-        be.conv2d_forward(&shape, &buf(&be, &x), &buf(&be, &w), &mut y, &mut small),
-        Err(Error::ShapeMismatch { .. })
-    ));
 }
 
 #[test]
@@ -351,8 +360,8 @@ fn pointwise_conv_uses_the_input_as_columns() {
     let shape = Conv2dShape {
         batch: 2,
         in_channels: 5,
-        in_height: 4,
-        in_width: 3,
+        in_height: 16,
+        in_width: 8,
         out_channels: 6,
         kernel_h: 1,
         kernel_w: 1,
@@ -360,7 +369,8 @@ fn pointwise_conv_uses_the_input_as_columns() {
         padding: 0,
     };
     let be = CpuBackend::with_threads(1).unwrap();
-    // Only backward-filter's partial gradient: the input is its own column matrix.
+    // Only backward-filter's partial gradient: with 128 pixels an image is a block on its own,
+    // and the input is its own column matrix.
     assert_eq!(be.conv2d_workspace_len(&shape), shape.weight_len());
     let x = rand_vec(shape.input_len(), 41, 1.0);
     let w = rand_vec(shape.weight_len(), 42, 1.0);
@@ -371,9 +381,11 @@ fn pointwise_conv_uses_the_input_as_columns() {
     // y[n][o][p] = sum_c w[o][c] x[n][c][p]
     for n in 0..2 {
         for o in 0..6 {
-            for p in 0..12 {
-                let want: f32 = (0..5).map(|c| w[o * 5 + c] * x[(n * 5 + c) * 12 + p]).sum();
-                assert!((y[(n * 6 + o) * 12 + p] - want).abs() < 1e-5);
+            for p in 0..128 {
+                let want: f32 = (0..5)
+                    .map(|c| w[o * 5 + c] * x[(n * 5 + c) * 128 + p])
+                    .sum();
+                assert!((y[(n * 6 + o) * 128 + p] - want).abs() < 1e-5);
             }
         }
     }
@@ -507,4 +519,98 @@ fn norm_pool_roi_and_updates_do_not_depend_on_threads() {
         assert_eq!(be.take_fault().unwrap(), None);
         out
     });
+}
+
+#[test]
+fn wide_max_pool_matches_the_oracle_with_ties_and_nans() {
+    // Rows wide enough for the 16-lane interior path, small integers (many ties) and NaNs.
+    for (k, s, p) in [(3, 2, 1), (3, 1, 1), (2, 2, 0), (3, 3, 0)] {
+        let shape = PoolShape {
+            batch: 2,
+            channels: 3,
+            in_height: 7,
+            in_width: 75,
+            kernel: k,
+            stride: s,
+            padding: p,
+        };
+        let len = 2 * 3 * 7 * 75;
+        let mut x: Vec<f32> = rand_vec(len, 77, 1.0)
+            .iter()
+            .map(|v| (v * 2.0).round())
+            .collect();
+        for at in [300, 301, 1000, 2500, 2503] {
+            x[at] = f32::NAN;
+        }
+        let out = 2 * 3 * shape.out_height() * shape.out_width();
+        let be = CpuBackend::with_threads(2).unwrap();
+        let mut y = be.alloc(out).unwrap();
+        let mut am = be.alloc_index(out).unwrap();
+        be.max_pool2d_forward(&shape, &buf(&be, &x), &mut y, &mut am)
+            .unwrap();
+        let rb = ReferenceBackend::<f64>::new();
+        let mut ry = ReferenceBuffer::from_vec(vec![0.0; out]);
+        let mut ram = ReferenceIndexBuffer::from_vec(vec![0; out]);
+        rb.max_pool2d_forward(&shape, &wide(&x), &mut ry, &mut ram)
+            .unwrap();
+        for o in 0..out {
+            let (g, w) = (y[o] as f64, ry.as_slice()[o]);
+            assert!(
+                g == w || (g.is_nan() && w.is_nan()),
+                "{k}/{s}/{p} y[{o}]: {g} vs {w}"
+            );
+        }
+        assert_eq!(&am[..], ram.as_slice(), "{k}/{s}/{p} argmax");
+        assert_eq!(be.take_fault().unwrap(), rb.take_fault().unwrap());
+    }
+}
+
+#[test]
+fn large_maps_in_row_chunks_match_the_oracle() {
+    // Column matrices over 2^18 elements per image are built in chunks of output rows.
+    let shapes = [(2, 8, 64, 64, 4, 3, 1, 1), (1, 3, 130, 128, 5, 7, 2, 3)];
+    for (batch, c, h, w, o, k, stride, padding) in shapes {
+        let shape = Conv2dShape {
+            batch,
+            in_channels: c,
+            in_height: h,
+            in_width: w,
+            out_channels: o,
+            kernel_h: k,
+            kernel_w: k,
+            stride,
+            padding,
+        };
+        let x = rand_vec(shape.input_len(), 51, 1.0);
+        let wt = rand_vec(shape.weight_len(), 52, 1.0);
+        let gy = rand_vec(shape.output_len(), 53, 1.0);
+        let rb = ReferenceBackend::<f64>::new();
+        let mut ry = ReferenceBuffer::from_vec(vec![0.0; shape.output_len()]);
+        let mut rgx = ReferenceBuffer::from_vec(vec![0.0; shape.input_len()]);
+        let mut rgw = wide(&wt);
+        let mut rws = ReferenceBuffer::from_vec(vec![0.0; rb.conv2d_workspace_len(&shape)]);
+        rb.conv2d_forward(&shape, &wide(&x), &wide(&wt), &mut ry, &mut rws)
+            .unwrap();
+        rb.conv2d_backward_data(&shape, &wide(&gy), &wide(&wt), &mut rgx, &mut rws)
+            .unwrap();
+        rb.conv2d_backward_filter(&shape, &wide(&x), &wide(&gy), &mut rgw, &mut rws)
+            .unwrap();
+        for threads in [1, 2] {
+            let be = CpuBackend::with_threads(threads).unwrap();
+            let mut ws = be.alloc(be.conv2d_workspace_len(&shape)).unwrap();
+            let (xb, wb, gyb) = (buf(&be, &x), buf(&be, &wt), buf(&be, &gy));
+            let mut y = be.alloc(shape.output_len()).unwrap();
+            be.conv2d_forward(&shape, &xb, &wb, &mut y, &mut ws)
+                .unwrap();
+            assert_close(&y, ry.as_slice(), 1e-4, 1e-4, "forward");
+            let mut gx = be.alloc(shape.input_len()).unwrap();
+            be.conv2d_backward_data(&shape, &gyb, &wb, &mut gx, &mut ws)
+                .unwrap();
+            assert_close(&gx, rgx.as_slice(), 1e-4, 1e-4, "backward data");
+            let mut gw = buf(&be, &wt);
+            be.conv2d_backward_filter(&shape, &xb, &gyb, &mut gw, &mut ws)
+                .unwrap();
+            assert_close(&gw, rgw.as_slice(), 1e-4, 1e-3, "backward filter");
+        }
+    }
 }
