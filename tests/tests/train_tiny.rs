@@ -286,34 +286,24 @@ fn classifier_steps_fit_the_images() {
     let all: Vec<f32> = images.concat();
     let (x, y) = (upload(&be, &all), upload_labels(&be, &labels));
     let sgd = SgdConfig::STAGE1;
-    let first = step
-        .cross_entropy_step(
+    let mut ce_once = |model: &mut Trainable<_>, state: &mut TensorSet<_>| {
+        step.cross_entropy_step(
             &be,
             &model_def.backbone,
             &model_def.fc,
-            &mut model,
-            &mut state,
+            model,
+            state,
             &x,
             &y,
             &sgd,
             0.05,
         )
-        .unwrap();
+        .unwrap()
+    };
+    let first = ce_once(&mut model, &mut state);
     let mut last = first;
     for _ in 0..40 {
-        last = step
-            .cross_entropy_step(
-                &be,
-                &model_def.backbone,
-                &model_def.fc,
-                &mut model,
-                &mut state,
-                &x,
-                &y,
-                &sgd,
-                0.05,
-            )
-            .unwrap();
+        last = ce_once(&mut model, &mut state);
     }
     assert!(last < 0.3 * first, "cross-entropy {first} -> {last}");
 
@@ -324,36 +314,26 @@ fn classifier_steps_fit_the_images() {
         ClassifierStep::new(&be, &model_def.backbone, &probe.fc, IMAGES, SIZE).unwrap();
     let frozen: Vec<Vec<f32>> = model.params.buffers().iter().map(|b| b.to_vec()).collect();
     let sgd2 = SgdConfig::STAGE2;
-    let first = probe_step
-        .linear_probe_step(
-            &be,
-            &model_def.backbone,
-            &model.params,
-            &mut state,
-            &probe.fc,
-            &mut classifier,
-            &x,
-            &y,
-            &sgd2,
-            0.5,
-        )
-        .unwrap();
-    let mut last = first;
-    for _ in 0..40 {
-        last = probe_step
+    let mut probe_once = |classifier: &mut Trainable<_>, state: &mut TensorSet<_>| {
+        probe_step
             .linear_probe_step(
                 &be,
                 &model_def.backbone,
                 &model.params,
-                &mut state,
+                state,
                 &probe.fc,
-                &mut classifier,
+                classifier,
                 &x,
                 &y,
                 &sgd2,
                 0.5,
             )
-            .unwrap();
+            .unwrap()
+    };
+    let first = probe_once(&mut classifier, &mut state);
+    let mut last = first;
+    for _ in 0..40 {
+        last = probe_once(&mut classifier, &mut state);
     }
     assert!(last < 0.5 * first, "linear probe {first} -> {last}");
     let after: Vec<Vec<f32>> = model.params.buffers().iter().map(|b| b.to_vec()).collect();
