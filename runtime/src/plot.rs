@@ -15,12 +15,14 @@ pub type Curve = (String, Vec<(f64, f64)>);
 pub fn loss_curves(log: &Path) -> Result<Vec<Curve>> {
     let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut curves: Vec<Curve> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for line in text.lines() {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not JSON", log.display(), i + 1))?;
+        // A run killed mid-write can leave one cut line; it holds nothing to plot.
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if v["kind"] != "step" {
             continue;
         }
