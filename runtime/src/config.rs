@@ -177,6 +177,11 @@ pub struct LinearArgs {
     pub linear_batch_size: Option<usize>,
     #[arg(long)]
     pub linear_lr: Option<f64>,
+    /// Keep the backbone's batch-norm statistics from stage 1 (inference mode) instead of
+    /// re-estimating them on the class-balanced stage-2 batches as the official code does.
+    #[arg(long)]
+    #[serde(default)]
+    pub linear_frozen_bn: bool,
 }
 
 /// Evaluation flags.
@@ -227,6 +232,8 @@ pub struct RunConfig {
     pub linear_epochs: usize,
     pub linear_batch_size: usize,
     pub linear_lr: f64,
+    #[serde(default)]
+    pub linear_frozen_bn: bool,
     pub seed: u64,
     pub imbalance: f64,
     pub min_scale: f64,
@@ -367,6 +374,7 @@ impl RunConfig {
             linear_epochs: linear.linear_epochs.unwrap_or(p.linear_epochs),
             linear_batch_size: linear.linear_batch_size.unwrap_or(p.linear_batch_size),
             linear_lr: linear.linear_lr.unwrap_or(p.linear_lr),
+            linear_frozen_bn: linear.linear_frozen_bn,
             seed,
             imbalance: data.imbalance.unwrap_or(p.imbalance),
             min_scale: data.min_scale.unwrap_or(p.min_scale),

@@ -51,6 +51,7 @@ pub fn train<B: Backend<Elem = f32>>(
     cfg.linear_epochs = linear.linear_epochs.unwrap_or(cfg.linear_epochs);
     cfg.linear_batch_size = linear.linear_batch_size.unwrap_or(cfg.linear_batch_size);
     cfg.linear_lr = linear.linear_lr.unwrap_or(cfg.linear_lr);
+    cfg.linear_frozen_bn |= linear.linear_frozen_bn;
     let data = open_train(&cfg)?;
     let num_classes = data.num_classes();
     let encoder = model::encoder(&cfg)?;
@@ -69,6 +70,7 @@ pub fn train<B: Backend<Elem = f32>>(
     let s = cfg.image_size;
     let steps_per_epoch = data.len().div_ceil(b);
     let mut step = ClassifierStep::new(backend, backbone, &probe.fc, b, s)?;
+    step.use_running_statistics(cfg.linear_frozen_bn);
     let mut milestones = heapless::Vec::new();
     for m in [
         cfg.linear_epochs as f64 * 0.5,

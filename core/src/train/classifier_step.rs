@@ -19,6 +19,7 @@ pub struct ClassifierStep<B: Backend> {
     loss: CrossEntropy<B>,
     scratch: Scratch<B>,
     batch: usize,
+    running_statistics: bool,
 }
 
 impl<B: Backend> ClassifierStep<B> {
@@ -38,7 +39,14 @@ impl<B: Backend> ClassifierStep<B> {
             loss: CrossEntropy::new(backend, batch, fc.out_features)?,
             scratch,
             batch,
+            running_statistics: false,
         })
+    }
+
+    /// Stage 2 with the backbone's batch norm in inference mode (the stage-1 running
+    /// statistics, left unchanged) instead of the official code's training mode.
+    pub fn use_running_statistics(&mut self, running: bool) {
+        self.running_statistics = running;
     }
 
     /// Stage 2: the backbone (parameters `backbone_params`, unchanged) runs in training mode,
@@ -58,14 +66,25 @@ impl<B: Backend> ClassifierStep<B> {
         sgd: &SgdConfig,
         lr: f64,
     ) -> Result<f64> {
-        backbone.forward(
-            backend,
-            backbone_params,
-            backbone_state,
-            &mut self.backbone,
-            images,
-            &mut self.scratch,
-        )?;
+        if self.running_statistics {
+            backbone.forward_inference(
+                backend,
+                backbone_params,
+                backbone_state,
+                &mut self.backbone,
+                images,
+                &mut self.scratch,
+            )?;
+        } else {
+            backbone.forward(
+                backend,
+                backbone_params,
+                backbone_state,
+                &mut self.backbone,
+                images,
+                &mut self.scratch,
+            )?;
+        }
         classifier.zero_grads(backend)?;
         fc.forward(
             backend,
