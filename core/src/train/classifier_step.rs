@@ -86,25 +86,7 @@ impl<B: Backend> ClassifierStep<B> {
             )?;
         }
         classifier.zero_grads(backend)?;
-        fc.forward(
-            backend,
-            &classifier.params,
-            self.batch,
-            &self.backbone.pooled,
-            &mut self.logits,
-        )?;
-        let loss = self
-            .loss
-            .forward_backward(backend, &mut self.logits, labels)?;
-        fc.backward(
-            backend,
-            &classifier.params,
-            &mut classifier.grads,
-            self.batch,
-            &self.backbone.pooled,
-            &self.logits,
-            None,
-        )?;
+        let loss = self.classify(backend, fc, classifier, labels, false)?;
         classifier.sgd_step(backend, sgd, lr)?;
         Ok(loss)
     }
@@ -133,25 +115,7 @@ impl<B: Backend> ClassifierStep<B> {
             images,
             &mut self.scratch,
         )?;
-        fc.forward(
-            backend,
-            &model.params,
-            self.batch,
-            &self.backbone.pooled,
-            &mut self.logits,
-        )?;
-        let loss = self
-            .loss
-            .forward_backward(backend, &mut self.logits, labels)?;
-        fc.backward(
-            backend,
-            &model.params,
-            &mut model.grads,
-            self.batch,
-            &self.backbone.pooled,
-            &self.logits,
-            Some(&mut self.d_pooled),
-        )?;
+        let loss = self.classify(backend, fc, model, labels, true)?;
         backbone.backward(
             backend,
             &model.params,
@@ -162,6 +126,41 @@ impl<B: Backend> ClassifierStep<B> {
             &mut self.scratch,
         )?;
         model.sgd_step(backend, sgd, lr)?;
+        Ok(loss)
+    }
+
+    /// The classifier on the pooled features: logits, cross-entropy, and `fc`'s backward
+    /// (gradients into `weights`, which holds `fc`'s tensors); with `pooled_gradient`, the
+    /// gradient at the pooled features goes to `d_pooled` for the backbone's backward.
+    fn classify(
+        &mut self,
+        backend: &B,
+        fc: &Linear,
+        weights: &mut Trainable<B>,
+        labels: &B::IndexBuffer,
+        pooled_gradient: bool,
+    ) -> Result<f64> {
+        let pooled = &self.backbone.pooled;
+        fc.forward(
+            backend,
+            &weights.params,
+            self.batch,
+            pooled,
+            &mut self.logits,
+        )?;
+        let loss = self
+            .loss
+            .forward_backward(backend, &mut self.logits, labels)?;
+        let d_pooled = pooled_gradient.then_some(&mut self.d_pooled);
+        fc.backward(
+            backend,
+            &weights.params,
+            &mut weights.grads,
+            self.batch,
+            pooled,
+            &self.logits,
+            d_pooled,
+        )?;
         Ok(loss)
     }
 }
