@@ -363,6 +363,9 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
         .unwrap();
     let mut grads = TensorSet::zeros(&be, &layout).unwrap();
     let mut dx = be.alloc(record.in_len).unwrap();
+    // The block reuses dy's storage, so it gets a scratch-sized buffer holding r.
+    let mut dy = be.alloc(block.needs(&be, &record).activation).unwrap();
+    be.upload(&mut dy, 0, &r).unwrap();
     block
         .backward(
             &be,
@@ -370,7 +373,7 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
             &mut grads,
             &record,
             &buf(&x),
-            &buf(&r),
+            &mut dy,
             &mut dx,
             &mut s2.tmp,
             &mut s2.conv_workspace,

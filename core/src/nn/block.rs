@@ -185,12 +185,12 @@ impl ResidualBlock {
         mut mode: BnMode<'_, B>,
         record: &mut BlockRecord<B>,
         x: &B::Buffer,
-        tmp: &mut [B::Buffer; 4],
+        tmp: &mut [B::Buffer; 3],
         ws: &mut B::Buffer,
     ) -> Result<()> {
         check_len("block input", x.len(), record.in_len)?;
         let n = self.units.len();
-        let [branch, shortcut, joined, _] = tmp;
+        let [branch, shortcut, joined] = tmp;
         for u in 0..n {
             let rec = &mut record.units[u];
             let input = if u == 0 { x } else { &record.inner[u - 1] };
@@ -211,8 +211,8 @@ impl ResidualBlock {
         relu_forward(backend, joined, &mut record.out, len)
     }
 
-    /// Backward from `dy` (gradient at the block output) to `dx` (written), accumulating the
-    /// parameter gradients. `x` is the block input the forward saw; `tmp` and `ws` are the
+    /// Backward from `dy` (gradient at the block output; overwritten, its storage reused as a
+    /// temporary) to `dx` (written), accumulating the parameter gradients. `x` is the block input the forward saw; `tmp` and `ws` are the
     /// pass's [`Scratch`](crate::nn::Scratch) temporaries and convolution workspace.
     pub fn backward<B: Backend>(
         &self,
@@ -221,9 +221,9 @@ impl ResidualBlock {
         grads: &mut TensorSet<B>,
         record: &BlockRecord<B>,
         x: &B::Buffer,
-        dy: &B::Buffer,
+        dy: &mut B::Buffer,
         dx: &mut B::Buffer,
-        tmp: &mut [B::Buffer; 4],
+        tmp: &mut [B::Buffer; 3],
         ws: &mut B::Buffer,
     ) -> Result<()> {
         check_len("block input gradient", dx.len(), record.in_len)?;
@@ -231,8 +231,10 @@ impl ResidualBlock {
         // d_join: gradient at the join, needed by the branch and the shortcut; conv_grad: a
         // unit's conv-output gradient; unit_in: gradient at a unit's input (a ReLU output);
         // unit_out: that gradient after the ReLU, i.e. at the previous unit's norm output.
-        let [d_join, conv_grad, unit_in, unit_out] = tmp;
+        // `dy` is consumed by the first ReLU backward, so its storage serves as unit_out.
+        let [d_join, conv_grad, unit_in] = tmp;
         relu_backward(backend, &record.out, dy, d_join, record.out_len)?;
+        let unit_out = dy;
 
         for u in (0..n).rev() {
             let rec = &record.units[u];

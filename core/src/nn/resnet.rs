@@ -464,7 +464,7 @@ impl ResNet {
         }
         // dy: gradient at the stem output.
         let stem = &record.stem;
-        let [d_act, d_bn, conv_grad, _] = tmp;
+        let [d_act, d_bn, conv_grad] = tmp;
         let d_act: &B::Buffer = match (&self.max_pool, &stem.pool) {
             (Some(mp), Some((shape, _, arg))) => {
                 mp.backward(backend, shape, dy, arg, d_act)?;
