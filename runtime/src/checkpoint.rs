@@ -59,7 +59,7 @@ impl CheckpointWriter {
     }
 
     pub fn put_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
-        self.put(name, Dtype::F32, shape, bytemuck_f32(values))
+        self.put(name, Dtype::F32, shape, f32_le_bytes(values))
     }
 
     pub fn put_u32(&mut self, name: &str, shape: &[usize], values: &[u32]) -> Result<()> {
@@ -171,7 +171,7 @@ impl CheckpointWriter {
     }
 }
 
-fn bytemuck_f32(values: &[f32]) -> Vec<u8> {
+fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use dscl_core::nn::{Encoder, ResNetClassifier, TensorSet};
+use dscl_core::nn::{Encoder, ResNetClassifier, TensorLayout, TensorSet};
 use dscl_core::train::{
     ClassifierStep, DsclBatch, DsclModel, DsclStep, LrSchedule, StepShape, Trainable,
 };
@@ -170,13 +170,46 @@ fn epoch_loader<T: Send + 'static>(
     )
 }
 
-fn upload<B: Backend<Elem = f32>>(backend: &B, buf: &mut B::Buffer, host: &[f32]) -> Result<()> {
-    backend.upload(buf, 0, host)?;
+/// The trained model of either variant as a checkpoint stores it: parameters, batch-norm
+/// statistics (with torchvision's counters), SGD velocity and step count.
+fn put_trainable<B: Backend<Elem = f32>>(
+    w: &mut CheckpointWriter,
+    backend: &B,
+    (params, state): (&TensorLayout, &TensorLayout),
+    weights: &Trainable<B>,
+    statistics: &TensorSet<B>,
+    at: Position,
+) -> Result<()> {
+    w.put_set(backend, params, &weights.params, "")?;
+    w.put_set(backend, state, statistics, "")?;
+    put_batch_counters(w, state, "", at.global_step as i64)?;
+    w.put_set(backend, params, &weights.velocity, "optimizer.velocity.")?;
+    w.put_meta("optimizer_steps", weights.steps().to_string());
     Ok(())
 }
 
-fn alloc<B: Backend>(backend: &B, len: usize) -> Result<B::Buffer> {
-    Ok(backend.alloc(len)?)
+/// The inverse of [`put_trainable`].
+fn get_trainable<B: Backend<Elem = f32>>(
+    ckpt: &Checkpoint,
+    backend: &B,
+    (params, state): (&TensorLayout, &TensorLayout),
+    weights: &mut Trainable<B>,
+    statistics: &mut TensorSet<B>,
+) -> Result<()> {
+    ckpt.get_set(backend, params, &mut weights.params, "")?;
+    ckpt.get_set(backend, state, statistics, "")?;
+    ckpt.get_set(
+        backend,
+        params,
+        &mut weights.velocity,
+        "optimizer.velocity.",
+    )?;
+    weights.set_steps(
+        ckpt.meta("optimizer_steps")?
+            .parse()
+            .context("optimizer_steps")?,
+    );
+    Ok(())
 }
 
 fn train_contrastive<B: Backend<Elem = f32>>(
@@ -213,21 +246,10 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = position_of(&ckpt)?;
-        ckpt.get_set(backend, &encoder.params, &mut m.query.params, "")?;
-        ckpt.get_set(backend, &encoder.state, &mut m.query_state, "")?;
+        let layouts = (&encoder.params, &encoder.state);
+        get_trainable(&ckpt, backend, layouts, &mut m.query, &mut m.query_state)?;
         ckpt.get_set(backend, &encoder.params, &mut m.key_params, "key_encoder.")?;
         ckpt.get_set(backend, &encoder.state, &mut m.key_state, "key_encoder.")?;
-        ckpt.get_set(
-            backend,
-            &encoder.params,
-            &mut m.query.velocity,
-            "optimizer.velocity.",
-        )?;
-        m.query.set_steps(
-            ckpt.meta("optimizer_steps")?
-                .parse()
-                .context("optimizer_steps")?,
-        );
         if cfg.queue > 0 {
             let (_, keys) = ckpt.get_f32("queue.keys")?;
             let (_, labels) = ckpt.get_u32("queue.labels")?;
@@ -248,18 +270,10 @@ fn train_contrastive<B: Backend<Elem = f32>>(
 
     let save = |m: &DsclModel<B>, at: Position| -> Result<()> {
         let mut w = CheckpointWriter::new();
-        w.put_set(backend, &encoder.params, &m.query.params, "")?;
-        w.put_set(backend, &encoder.state, &m.query_state, "")?;
-        put_batch_counters(&mut w, &encoder.state, "", at.global_step as i64)?;
+        let layouts = (&encoder.params, &encoder.state);
+        put_trainable(&mut w, backend, layouts, &m.query, &m.query_state, at)?;
         w.put_set(backend, &encoder.params, &m.key_params, "key_encoder.")?;
         w.put_set(backend, &encoder.state, &m.key_state, "key_encoder.")?;
-        w.put_set(
-            backend,
-            &encoder.params,
-            &m.query.velocity,
-            "optimizer.velocity.",
-        )?;
-        w.put_meta("optimizer_steps", m.query.steps().to_string());
         if cfg.queue > 0 {
             let d = cfg.embedding_dim;
             let mut keys = vec![0.0f32; cfg.queue * d];
@@ -288,9 +302,9 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let (mut q, mut k) = (vec![0.0f32; b * 3 * s * s], vec![0.0f32; b * 3 * s * s]);
     let mut crops = vec![0.0f32; c * b * 3 * cs * cs];
     let mut boxes = vec![0.0f32; c * b * 5];
-    let (mut q_buf, mut k_buf) = (alloc(backend, q.len())?, alloc(backend, k.len())?);
-    let mut crops_buf = alloc(backend, crops.len().max(1))?;
-    let mut boxes_buf = alloc(backend, boxes.len().max(1))?;
+    let (mut q_buf, mut k_buf) = (backend.alloc(q.len())?, backend.alloc(k.len())?);
+    let mut crops_buf = backend.alloc(crops.len().max(1))?;
+    let mut boxes_buf = backend.alloc(boxes.len().max(1))?;
     let mut labels_buf = backend.alloc_index(b)?;
 
     let mut take_step = |batch: &Batch<Stage1Views>, lr: f64, at: Position| -> Result<Value> {
@@ -307,11 +321,11 @@ fn train_contrastive<B: Backend<Elem = f32>>(
                 }
             }
         }
-        upload(backend, &mut q_buf, &q)?;
-        upload(backend, &mut k_buf, &k)?;
+        backend.upload(&mut q_buf, 0, &q)?;
+        backend.upload(&mut k_buf, 0, &k)?;
         if pbsd {
-            upload(backend, &mut crops_buf, &crops)?;
-            upload(backend, &mut boxes_buf, &boxes)?;
+            backend.upload(&mut crops_buf, 0, &crops)?;
+            backend.upload(&mut boxes_buf, 0, &boxes)?;
         }
         backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
         let batch = DsclBatch {
@@ -372,32 +386,24 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = position_of(&ckpt)?;
-        ckpt.get_set(backend, &net.params, &mut weights.params, "")?;
-        ckpt.get_set(backend, &net.state, &mut state, "")?;
-        ckpt.get_set(
+        get_trainable(
+            &ckpt,
             backend,
-            &net.params,
-            &mut weights.velocity,
-            "optimizer.velocity.",
+            (&net.params, &net.state),
+            &mut weights,
+            &mut state,
         )?;
-        weights.set_steps(
-            ckpt.meta("optimizer_steps")?
-                .parse()
-                .context("optimizer_steps")?,
-        );
     }
     let save = |weights: &Trainable<B>, state: &TensorSet<B>, at: Position| -> Result<()> {
         let mut w = CheckpointWriter::new();
-        w.put_set(backend, &net.params, &weights.params, "")?;
-        w.put_set(backend, &net.state, state, "")?;
-        put_batch_counters(&mut w, &net.state, "", at.global_step as i64)?;
-        w.put_set(
+        put_trainable(
+            &mut w,
             backend,
-            &net.params,
-            &weights.velocity,
-            "optimizer.velocity.",
+            (&net.params, &net.state),
+            weights,
+            state,
+            at,
         )?;
-        w.put_meta("optimizer_steps", weights.steps().to_string());
         w.put_meta("num_classes", num_classes.to_string());
         w.put_meta(
             "class_counts",
@@ -410,7 +416,7 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     let aug = augment_config(cfg);
     let transform: Transform<Vec<f32>> = Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)));
     let mut x = vec![0.0f32; b * 3 * s * s];
-    let mut x_buf = alloc(backend, x.len())?;
+    let mut x_buf = backend.alloc(x.len())?;
     let mut labels_buf = backend.alloc_index(b)?;
     let sgd = model::sgd(cfg);
     let mut take_step = |batch: &Batch<Vec<f32>>, lr: f64, at: Position| -> Result<Value> {
@@ -418,7 +424,7 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         for (i, v) in batch.items.iter().enumerate() {
             x[i * n..(i + 1) * n].copy_from_slice(v);
         }
-        upload(backend, &mut x_buf, &x)?;
+        backend.upload(&mut x_buf, 0, &x)?;
         backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
         let mut weights = weights.borrow_mut();
         let loss = step

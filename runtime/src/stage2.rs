@@ -71,18 +71,9 @@ pub fn train<B: Backend<Elem = f32>>(
     let steps_per_epoch = data.len().div_ceil(b);
     let mut step = ClassifierStep::new(backend, backbone, &probe.fc, b, s)?;
     step.use_running_statistics(cfg.linear_frozen_bn);
-    let mut milestones = heapless::Vec::new();
-    for m in [
-        cfg.linear_epochs as f64 * 0.5,
-        cfg.linear_epochs as f64 * 0.75,
-    ] {
-        let _ = milestones.push(m);
-    }
-    let schedule = LrSchedule::Step {
-        lr: cfg.linear_lr,
-        milestones,
-        gamma: 0.1,
-    };
+    // x0.1 at half and three quarters of the epochs (the published 20 and 30 of 40).
+    let e = cfg.linear_epochs as f64;
+    let schedule = LrSchedule::step(cfg.linear_lr, &[e * 0.5, e * 0.75], 0.1)?;
     let sgd = SgdConfig::STAGE2;
     let aug = augment_config(&cfg);
     let transform: Transform<Vec<f32>> = Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)));

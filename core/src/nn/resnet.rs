@@ -135,6 +135,16 @@ pub struct StemRecord<B: Backend> {
     pub out_dims: (usize, usize, usize),
 }
 
+impl<B: Backend> StemRecord<B> {
+    /// The stem's output: the max-pool output, or the ReLU output when there is no pool.
+    pub fn output(&self) -> &B::Buffer {
+        match &self.pool {
+            Some((_, y, _)) => y,
+            None => &self.act,
+        }
+    }
+}
+
 /// One pass's activations of the whole backbone at one input size.
 pub struct ResNetRecord<B: Backend> {
     pub batch: usize,
@@ -152,7 +162,7 @@ impl<B: Backend> ResNetRecord<B> {
     pub fn feature_map(&self) -> &B::Buffer {
         match self.blocks.last() {
             Some(b) => &b.out,
-            None => self.stem_output(),
+            None => self.stem.output(),
         }
     }
     /// (channels, height, width) of the final feature map.
@@ -160,12 +170,6 @@ impl<B: Backend> ResNetRecord<B> {
         match self.blocks.last() {
             Some(b) => b.out_dims,
             None => self.stem.out_dims,
-        }
-    }
-    fn stem_output(&self) -> &B::Buffer {
-        match &self.stem.pool {
-            Some((_, y, _)) => y,
-            None => &self.stem.act,
         }
     }
     pub fn input_len(&self) -> usize {
@@ -397,10 +401,7 @@ impl ResNet {
             let (before, rest) = record.blocks.split_at_mut(i);
             let input = match before.last() {
                 Some(prev) => &prev.out,
-                None => match &record.stem.pool {
-                    Some((_, y, _)) => y,
-                    None => &record.stem.act,
-                },
+                None => record.stem.output(),
             };
             self.blocks[i].forward(
                 backend,
@@ -412,15 +413,11 @@ impl ResNet {
                 &mut scratch.conv_workspace,
             )?;
         }
-        let gap = record.gap;
         let map = match record.blocks.last() {
             Some(b) => &b.out,
-            None => match &record.stem.pool {
-                Some((_, y, _)) => y,
-                None => &record.stem.act,
-            },
+            None => record.stem.output(),
         };
-        gap.forward(backend, map, &mut record.pooled)
+        record.gap.forward(backend, map, &mut record.pooled)
     }
 
     /// Backward from `d_pooled` (gradient at the pooled features, `[batch, channels]`),
@@ -445,7 +442,7 @@ impl ResNet {
         record.gap.backward(backend, d_pooled, dy)?;
         for i in (0..self.blocks.len()).rev() {
             let input = if i == 0 {
-                record.stem_output()
+                record.stem.output()
             } else {
                 &record.blocks[i - 1].out
             };

@@ -268,7 +268,7 @@ impl<B: Backend> DsclStep<B> {
         model
             .key_params
             .ema_from(backend, self.config.key_momentum, &model.query.params)?;
-        let losses = self.forward_backward(backend, encoder, model, batch)?;
+        let losses = self.losses_and_gradients(backend, encoder, model, batch)?;
         model.query.sgd_step(backend, &self.config.sgd, lr)?;
         model.queue.enqueue(
             backend,
@@ -290,6 +290,17 @@ impl<B: Backend> DsclStep<B> {
         batch: &DsclBatch<'_, B>,
     ) -> Result<StepLosses> {
         self.check_batch(batch)?;
+        self.losses_and_gradients(backend, encoder, model, batch)
+    }
+
+    /// [`Self::forward_backward`] on a batch already checked.
+    fn losses_and_gradients(
+        &mut self,
+        backend: &B,
+        encoder: &Encoder,
+        model: &mut DsclModel<B>,
+        batch: &DsclBatch<'_, B>,
+    ) -> Result<StepLosses> {
         let params = &model.query.params;
         model.query.grads.zero(backend)?;
 

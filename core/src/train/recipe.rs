@@ -77,13 +77,10 @@ impl Default for Stage2Recipe {
 
 impl Stage2Recipe {
     pub fn schedule(&self) -> LrSchedule {
-        let mut milestones = heapless::Vec::new();
-        for m in self.milestones {
-            let _ = milestones.push(m as f64);
-        }
+        let [a, b] = self.milestones;
         LrSchedule::Step {
             lr: self.lr,
-            milestones,
+            milestones: heapless::Vec::from_slice(&[a as f64, b as f64]).unwrap_or_default(),
             gamma: self.gamma,
         }
     }

@@ -2,7 +2,7 @@
 
 use heapless::Vec;
 
-use crate::error::{ensure, Result};
+use crate::error::{ensure, Error, Result};
 
 /// Most milestones a step schedule may have.
 pub const MAX_MILESTONES: usize = 8;
@@ -29,6 +29,22 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// `lr`, multiplied by `gamma` at each of `milestones` (epochs; at most
+    /// [`MAX_MILESTONES`]).
+    pub fn step(lr: f64, milestones: &[f64], gamma: f64) -> Result<Self> {
+        let mut list = Vec::new();
+        list.extend_from_slice(milestones)
+            .map_err(|_| Error::InvalidArgument {
+                what: "schedule milestones",
+                reason: "more than MAX_MILESTONES",
+            })?;
+        Ok(LrSchedule::Step {
+            lr,
+            milestones: list,
+            gamma,
+        })
+    }
+
     pub fn check(&self) -> Result<()> {
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
