@@ -262,27 +262,39 @@ fn op_row(
     }
 }
 
-fn main() {
+/// Flags: `--threads N`, `--reps N`, `--filter SUBSTR`, `--no-ops`, `--cpu`, `--min`.
+fn parse_args() -> Result<(usize, usize, String, bool, bool), String> {
     let (mut threads, mut reps, mut filter, mut ops) = (2usize, 5usize, String::new(), true);
     let mut cpu = false;
     let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> Result<usize, String> {
+        v.and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n >= 1)
+            .ok_or(format!("{flag} needs a positive whole number"))
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--threads" => {
-                threads = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--threads N")
-            }
-            "--reps" => reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
-            "--filter" => filter = args.next().expect("--filter SUBSTR"),
+            "--threads" => threads = number(args.next(), "--threads")?,
+            "--reps" => reps = number(args.next(), "--reps")?,
+            "--filter" => filter = args.next().ok_or("--filter needs a substring")?,
             "--no-ops" => ops = false,
             "--cpu" => cpu = true,
             "--min" => USE_MIN.store(true, std::sync::atomic::Ordering::Relaxed),
-            other => panic!("unknown argument {other}"),
+            other => return Err(format!("unknown argument {other}")),
         }
     }
-    let be = CpuBackend::with_threads(threads).unwrap();
+    Ok((threads, reps, filter, ops, cpu))
+}
+
+fn main() {
+    let (threads, reps, filter, ops, cpu) = parse_args().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
+    let be = CpuBackend::with_threads(threads).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
     if cpu {
         USE_CPU.store(threads, std::sync::atomic::Ordering::Relaxed);
     }
