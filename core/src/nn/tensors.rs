@@ -11,7 +11,7 @@ use rand_core::Rng;
 
 use crate::backend::{Backend, BufferLen};
 use crate::element::Element;
-use crate::error::{check_len, ensure, Error, Result};
+use crate::error::{check_eq, check_len, ensure, Error, Result};
 
 /// Tensors one layout can hold: ResNet-50 with a projection head and batch-norm statistics
 /// needs 167 parameters and 106 running statistics (in separate layouts).
@@ -238,12 +238,7 @@ impl<B: Backend> TensorSet<B> {
 
     /// Errors unless this set was made from `layout` (same count and tensor sizes).
     pub fn check_layout(&self, layout: &TensorLayout) -> Result<()> {
-        check_len("tensor set", self.buffers.len(), layout.len())?;
-        ensure(
-            self.buffers.len() == layout.len(),
-            "tensor set",
-            "has more tensors than its layout",
-        )?;
+        check_eq("tensor set", self.buffers.len(), layout.len())?;
         for (spec, buf) in layout.specs().iter().zip(self.buffers.iter()) {
             check_len("tensor", buf.len(), spec.len())?;
         }
