@@ -1,0 +1,154 @@
+//! fill, copy, scale, axpy, add, sum and ReLU: one thread per element, split into windows.
+
+use dscl_core::error::check_len;
+use dscl_core::Result;
+
+use super::{f32_bits, map, word};
+use crate::kernel::kernel;
+use crate::{range_end, WgpuBackend, WgpuBuffer};
+
+const UNARY: &str = include_str!("../shaders/elementwise.wgsl");
+const BINARY: &str = include_str!("../shaders/binary.wgsl");
+const TERNARY: &str = include_str!("../shaders/ternary.wgsl");
+const COPY_U32: &str = include_str!("../shaders/copy_u32.wgsl");
+const SUM: &str = include_str!("../shaders/sum.wgsl");
+
+kernel!(FILL, UNARY, "fill", [ReadWrite], 256);
+kernel!(SCALE, UNARY, "scale", [ReadWrite], 256);
+kernel!(COPY_F32, BINARY, "copy_f32", [Read, ReadWrite], 256);
+kernel!(AXPY, BINARY, "axpy", [Read, ReadWrite], 256);
+kernel!(RELU_FORWARD, BINARY, "relu_forward", [Read, ReadWrite], 256);
+kernel!(COPY_INDEX, COPY_U32, "copy_u32", [Read, ReadWrite], 256);
+kernel!(ADD, TERNARY, "add", [Read, Read, ReadWrite], 256);
+kernel!(
+    RELU_BACKWARD,
+    TERNARY,
+    "relu_backward",
+    [Read, Read, ReadWrite],
+    256
+);
+kernel!(SUM_KERNEL, SUM, "sum", [Read, ReadWrite], 256);
+
+pub(crate) fn fill(
+    be: &WgpuBackend,
+    x: &mut WgpuBuffer<f32>,
+    offset: usize,
+    len: usize,
+    value: f64,
+) -> Result<()> {
+    range_end("fill", x.len, offset, len)?;
+    map(be, &FILL, &[x.span(offset)], len, &[f32_bits(value)])
+}
+
+/// The copy kernel of an element type.
+pub(crate) trait CopyKernel {
+    const COPY: &'static crate::kernel::Kernel;
+}
+impl CopyKernel for f32 {
+    const COPY: &'static crate::kernel::Kernel = &COPY_F32;
+}
+impl CopyKernel for u32 {
+    const COPY: &'static crate::kernel::Kernel = &COPY_INDEX;
+}
+
+pub(crate) fn copy<T: CopyKernel>(
+    be: &WgpuBackend,
+    src: &WgpuBuffer<T>,
+    src_offset: usize,
+    dst: &mut WgpuBuffer<T>,
+    dst_offset: usize,
+    len: usize,
+) -> Result<()> {
+    range_end("copy source", src.len, src_offset, len)?;
+    range_end("copy destination", dst.len, dst_offset, len)?;
+    map(
+        be,
+        T::COPY,
+        &[src.span(src_offset), dst.span(dst_offset)],
+        len,
+        &[],
+    )
+}
+
+pub(crate) fn scale(
+    be: &WgpuBackend,
+    x: &mut WgpuBuffer<f32>,
+    len: usize,
+    alpha: f64,
+) -> Result<()> {
+    check_len("scale", x.len, len)?;
+    map(be, &SCALE, &[x.span(0)], len, &[f32_bits(alpha)])
+}
+
+pub(crate) fn axpy(
+    be: &WgpuBackend,
+    alpha: f64,
+    x: &WgpuBuffer<f32>,
+    y: &mut WgpuBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("axpy x", x.len, len)?;
+    check_len("axpy y", y.len, len)?;
+    map(be, &AXPY, &[x.span(0), y.span(0)], len, &[f32_bits(alpha)])
+}
+
+pub(crate) fn add(
+    be: &WgpuBackend,
+    a: &WgpuBuffer<f32>,
+    b: &WgpuBuffer<f32>,
+    out: &mut WgpuBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("add a", a.len, len)?;
+    check_len("add b", b.len, len)?;
+    check_len("add out", out.len, len)?;
+    map(be, &ADD, &[a.span(0), b.span(0), out.span(0)], len, &[])
+}
+
+pub(crate) fn sum(
+    be: &WgpuBackend,
+    x: &WgpuBuffer<f32>,
+    len: usize,
+    scale: f64,
+    out: &mut WgpuBuffer<f32>,
+    offset: usize,
+) -> Result<()> {
+    check_len("sum x", x.len, len)?;
+    range_end("sum out", out.len, offset, 1)?;
+    be.rec().dispatch(
+        &SUM_KERNEL,
+        &[x.whole(), out.whole()],
+        &[word("sum", len)?, word("sum", offset)?, f32_bits(scale)],
+        [1, 1, 1],
+    )
+}
+
+pub(crate) fn relu_forward(
+    be: &WgpuBackend,
+    x: &WgpuBuffer<f32>,
+    y: &mut WgpuBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("relu x", x.len, len)?;
+    check_len("relu y", y.len, len)?;
+    map(be, &RELU_FORWARD, &[x.span(0), y.span(0)], len, &[])
+}
+
+pub(crate) fn relu_backward(
+    be: &WgpuBackend,
+    y: &WgpuBuffer<f32>,
+    grad_y: &WgpuBuffer<f32>,
+    grad_x: &mut WgpuBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("relu_backward y", y.len, len)?;
+    check_len("relu_backward grad_y", grad_y.len, len)?;
+    check_len("relu_backward grad_x", grad_x.len, len)?;
+    map(
+        be,
+        &RELU_BACKWARD,
+        &[y.span(0), grad_y.span(0), grad_x.span(0)],
+        len,
+        &[],
+    )
+}
