@@ -1,14 +1,17 @@
-//! GEMM throughput of the CPU backend on square sizes and on the DSCL loss shapes
+//! GEMM throughput of the CPU and wgpu backends on square sizes and on the DSCL loss shapes
 //! (B = 256 anchors, N = 2B + K = 66048 contrast rows, d = 128).
 //!
 //! `cargo bench -p dscl-benches --bench gemm`; throughput is reported in elements/s where one
-//! element is one flop, so "Gelem/s" reads as GFLOP/s. `DSCL_BENCH_THREADS=1` pins the thread
-//! count (default: all cores). Compare with `benches/compare/gemm_numpy.py`.
+//! element is one flop, so "Gelem/s" reads as GFLOP/s. `DSCL_BENCH_THREADS=1` pins the CPU
+//! thread count (default: all cores). Compare with `benches/compare/gemm_numpy.py`. The wgpu
+//! group runs on the default adapter (it is skipped, with a note, when there is none); each
+//! timed product waits for the device.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dscl_core::desc::GemmDesc;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
+use dscl_wgpu::WgpuBackend;
 use std::time::Duration;
 
 fn backend() -> CpuBackend<'static> {
@@ -36,11 +39,7 @@ const SHAPES: &[(&str, usize, usize, usize, bool, bool)] = &[
     ("loss_66048x128x256_tn", 66048, 128, 256, true, false),
 ];
 
-fn fill(
-    be: &CpuBackend<'static>,
-    len: usize,
-    seed: u32,
-) -> <CpuBackend<'static> as Backend>::Buffer {
+fn fill<B: Backend<Elem = f32>>(be: &B, len: usize, seed: u32) -> B::Buffer {
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
     let host: Vec<f32> = (0..len)
         .map(|_| {
@@ -75,5 +74,35 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm);
+fn gemm_wgpu(c: &mut Criterion) {
+    let be = match WgpuBackend::new() {
+        Ok(be) => be,
+        Err(e) => {
+            eprintln!("gemm_wgpu skipped: {e}");
+            return;
+        }
+    };
+    eprintln!("gemm_wgpu on {}", be.device_name());
+    let mut group = c.benchmark_group("gemm_wgpu");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for &(name, m, n, k, ta, tb) in SHAPES {
+        let desc = GemmDesc::new(m, n, k, ta, tb);
+        let a = fill(&be, m * k, 1);
+        let b = fill(&be, k * n, 2);
+        let mut out = be.alloc(m * n).expect("alloc");
+        group.throughput(Throughput::Elements(desc.flops() as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |bench| {
+            bench.iter(|| {
+                be.gemm(&desc, &a, &b, &mut out).expect("gemm");
+                be.synchronize().expect("device")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm, gemm_wgpu);
 criterion_main!(benches);

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
+use dscl_wgpu::WgpuBackend;
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
 use dscl_runtime::vectors::Vectors;
@@ -116,6 +117,43 @@ struct Common {
     seed: u64,
 }
 
+/// Opens the wgpu device, saying which adapter it is.
+fn open_wgpu() -> Result<WgpuBackend> {
+    WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
+}
+
+/// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
+/// the training code is generic over `Backend`).
+macro_rules! with_backend {
+    ($choice:expr, |$b:ident| $body:block) => {{
+        let choice: BackendChoice = $choice;
+        match choice {
+            BackendChoice::Cpu => {
+                let backend = CpuBackend::new();
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: Result<()> = $body;
+                result.map(|()| ExitCode::SUCCESS)
+            }
+            BackendChoice::Wgpu => {
+                let backend = open_wgpu()?;
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: Result<()> = $body;
+                result.map(|()| ExitCode::SUCCESS)
+            }
+            BackendChoice::Reference => bail!(
+                "the reference backend computes in f64 and is for `runtime verify` only; train \
+                 with --backend cpu"
+            ),
+            BackendChoice::Cuda => bail!(
+                "backend `{}` is not part of this build of runtime; available: cpu, wgpu",
+                choice.name()
+            ),
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -137,7 +175,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stop_after,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
-            with_backend(common.backend, |b| {
+            with_backend!(common.backend, |b| {
                 let path = stage1::train(b, &cfg, &common.out, resume, stop_after)?;
                 eprintln!("wrote {}", path.display());
                 Ok(())
@@ -147,7 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             common,
             checkpoint,
             linear,
-        } => with_backend(common.backend, |b| {
+        } => with_backend!(common.backend, |b| {
             let path = stage2::train(b, &checkpoint, &linear, &common.out)?;
             eprintln!("wrote {}", path.display());
             Ok(())
@@ -157,7 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             checkpoint,
             data,
             eval,
-        } => with_backend(common.backend, |b| {
+        } => with_backend!(common.backend, |b| {
             let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
             println!("{}", m.table());
             Ok(())
@@ -172,7 +210,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
             let out = common.out.clone();
-            with_backend(common.backend, |b| {
+            with_backend!(common.backend, |b| {
                 let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
                 let classifier = if cfg.loss == LossKind::Ce {
                     stage1
@@ -200,29 +238,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Runs `job` on the chosen device.
-fn with_backend(
-    choice: BackendChoice,
-    job: impl FnOnce(&CpuBackend<'static>) -> Result<()>,
-) -> Result<ExitCode> {
-    match choice {
-        BackendChoice::Cpu => {
-            let backend = CpuBackend::new();
-            eprintln!("backend: {}", backend.device_name());
-            job(&backend)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        BackendChoice::Reference => bail!(
-            "the reference backend computes in f64 and is for `runtime verify` only; train with \
-             --backend cpu"
-        ),
-        BackendChoice::Cuda | BackendChoice::Wgpu => bail!(
-            "backend `{}` is not part of this build of runtime; available: cpu",
-            choice.name()
-        ),
-    }
-}
-
 fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
     if !(tol.is_finite() && tol > 0.0) {
         bail!("--tol must be a positive number, got {tol}");
@@ -231,8 +246,9 @@ fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
     match choice {
         BackendChoice::Cpu => verify_on(&CpuBackend::new(), &vectors, tol),
         BackendChoice::Reference => verify_on(&ReferenceBackend::<f64>::new(), &vectors, tol),
-        BackendChoice::Cuda | BackendChoice::Wgpu => bail!(
-            "backend `{}` is not part of this build of runtime; available: cpu, reference",
+        BackendChoice::Wgpu => verify_on(&open_wgpu()?, &vectors, tol),
+        BackendChoice::Cuda => bail!(
+            "backend `{}` is not part of this build of runtime; available: cpu, wgpu, reference",
             choice.name()
         ),
     }

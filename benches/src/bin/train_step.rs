@@ -1,9 +1,12 @@
 //! One SGD training step of a ResNet classifier (forward, cross-entropy, backward, SGD with
-//! momentum 0.9 and weight decay 5e-4) on the CPU backend, in images per second, with the
-//! peak resident memory the model, optimizer and step add to the process.
+//! momentum 0.9 and weight decay 5e-4) on the CPU or wgpu backend, in images per second, with
+//! the peak resident memory the model, optimizer and step add to the process (host memory: on
+//! a GPU it counts only the driver's host side). Each step reads its loss back, so a timed step
+//! includes all of its device work.
 //!
 //!     train_step --arch resnet18-cifar --batch 128 --image 32 --steps 5 [--threads N]
 //!     train_step --arch resnet50 --batch 16 --image 224 --steps 3
+//!     train_step --backend wgpu --arch resnet32 --batch 128 --image 32 --steps 3
 //!
 //! `compare/train_step_torch.py` runs the same step in PyTorch; `compare/run_train_step_comparison.sh`
 //! runs both side by side.
@@ -15,10 +18,12 @@ use dscl_core::nn::{ResNetClassifier, ResNetConfig, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
+use dscl_wgpu::WgpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 
 struct Args {
+    backend: String,
     arch: String,
     batch: usize,
     image: usize,
@@ -28,6 +33,7 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
+        backend: "cpu".into(),
         arch: "resnet18-cifar".into(),
         batch: 128,
         image: 32,
@@ -39,6 +45,7 @@ fn parse() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         let number = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
+            "--backend" => args.backend = value()?,
             "--arch" => args.arch = value()?,
             "--batch" => args.batch = number(value()?)?,
             "--image" => args.image = number(value()?)?,
@@ -69,20 +76,35 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
+    match args.backend.as_str() {
+        "cpu" => {
+            let backend = match args.threads {
+                Some(n) => CpuBackend::with_threads(n).map_err(|e| e.to_string())?,
+                None => CpuBackend::new(),
+            };
+            let device = format!("cpu_{}_threads", backend.threads());
+            bench(&backend, &args, &device)
+        }
+        "wgpu" => {
+            let backend = WgpuBackend::new().map_err(|e| e.to_string())?;
+            let device = backend.device_name().replace(' ', "_");
+            bench(&backend, &args, &device)
+        }
+        other => Err(format!("unknown --backend {other} (cpu or wgpu)")),
+    }
+}
+
+fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Result<(), String> {
     let (cfg, classes) = config(&args.arch)?;
-    let backend = match args.threads {
-        Some(n) => CpuBackend::with_threads(n).map_err(|e| e.to_string())?,
-        None => CpuBackend::new(),
-    };
     let err = |e: dscl_core::Error| e.to_string();
     let base = status_bytes("VmRSS").map_err(|e| e.to_string())?;
 
     let model_def = ResNetClassifier::new(cfg, classes).map_err(err)?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-    let mut model = Trainable::initialised(&backend, &model_def.params, &mut rng).map_err(err)?;
-    let mut state = TensorSet::initialised(&backend, &model_def.state, &mut rng).map_err(err)?;
+    let mut model = Trainable::initialised(backend, &model_def.params, &mut rng).map_err(err)?;
+    let mut state = TensorSet::initialised(backend, &model_def.state, &mut rng).map_err(err)?;
     let mut step = ClassifierStep::new(
-        &backend,
+        backend,
         &model_def.backbone,
         &model_def.fc,
         args.batch,
@@ -104,7 +126,7 @@ fn run() -> Result<(), String> {
 
     let mut one_step = || {
         step.cross_entropy_step(
-            &backend,
+            backend,
             &model_def.backbone,
             &model_def.fc,
             &mut model,
@@ -128,12 +150,13 @@ fn run() -> Result<(), String> {
     let median = times[times.len() / 2];
     let peak = status_bytes("VmHWM").map_err(|e| e.to_string())?;
     println!(
-        "impl=dscl arch={} batch={} image={} threads={} params={} median_s={:.4} min_s={:.4} \
+        "impl=dscl backend={} device={} arch={} batch={} image={} params={} median_s={:.4} min_s={:.4} \
          images_per_s={:.2} peak_rss_mib={:.1} peak_extra_mib={:.1} loss_first={:.4} loss_last={:.4}",
+        args.backend,
+        device,
         args.arch,
         args.batch,
         args.image,
-        backend.threads(),
         model_def.params.total_len(),
         median,
         times[0],
