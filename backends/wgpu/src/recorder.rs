@@ -37,6 +37,9 @@ struct State {
     pending: usize,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     staging: Option<wgpu::Buffer>,
+    /// The fault slot as read back with the last download, valid while nothing has been
+    /// recorded since: a loss read followed by a fault check is one round trip, not two.
+    fault_snapshot: Option<[u32; 4]>,
 }
 
 impl Recorder {
@@ -65,6 +68,7 @@ impl Recorder {
                 pending: 0,
                 bind_groups: HashMap::new(),
                 staging: None,
+                fault_snapshot: None,
             }),
             fault,
             fault_group,
@@ -158,6 +162,7 @@ impl Recorder {
         pass.set_immediates(0, bytemuck::cast_slice(&words));
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         st.pending += 1;
+        st.fault_snapshot = None;
         if st.pending >= MAX_PENDING_DISPATCHES {
             self.submit(&mut st);
         }
@@ -237,11 +242,14 @@ impl Recorder {
         let mut st = self.state.borrow_mut();
         st.pass = None;
         let need = byte_len.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        let reuse = st.staging.as_ref().is_some_and(|s| s.size() >= need);
+        // The fault slot rides along after the data.
+        let fault_at = need;
+        let need_total = need + 16;
+        let reuse = st.staging.as_ref().is_some_and(|s| s.size() >= need_total);
         if !reuse {
             st.staging = Some(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("dscl staging"),
-                size: need,
+                size: need_total,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
@@ -258,9 +266,10 @@ impl Recorder {
                 })
         });
         encoder.copy_buffer_to_buffer(src, byte_start, &staging, 0, need);
+        encoder.copy_buffer_to_buffer(&self.fault, 0, &staging, fault_at, 16);
         self.submit(&mut st);
         drop(st);
-        let slice = staging.slice(0..need);
+        let slice = staging.slice(0..need_total);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -287,6 +296,9 @@ impl Recorder {
                 code: -5,
             })?;
             out.copy_from_slice(&data[..out.len()]);
+            let mut slot = [0u8; 16];
+            slot.copy_from_slice(&data[fault_at as usize..fault_at as usize + 16]);
+            self.state.borrow_mut().fault_snapshot = Some(bytemuck::cast(slot));
         }
         staging.unmap();
         self.check_device("download")
@@ -303,10 +315,19 @@ impl Recorder {
 
     /// Reads and clears the fault slot: (kind, index, value) when set.
     pub(crate) fn take_fault(&self) -> Result<Option<[u32; 3]>> {
-        let mut raw = [0u8; 16];
-        self.read_bytes(&self.fault, 0, 16, &mut raw)?;
-        let w: [u32; 4] = bytemuck::cast(raw);
+        let snapshot = self.state.borrow_mut().fault_snapshot.take();
+        let w = match snapshot {
+            Some(w) => w,
+            None => {
+                let mut raw = [0u8; 16];
+                self.read_bytes(&self.fault, 0, 16, &mut raw)?;
+                self.state.borrow_mut().fault_snapshot = None;
+                bytemuck::cast(raw)
+            }
+        };
         if w[0] == 0 {
+            // Still clear: the next check may use it again until new work is recorded.
+            self.state.borrow_mut().fault_snapshot = Some(w);
             return Ok(None);
         }
         self.write_bytes(&self.fault, 0, &[0u8; 16]);
