@@ -1,0 +1,61 @@
+// Hard-label softmax cross-entropy fused with its gradient, in place on the logits.
+// pu(0) = rows, pu(1) = cols (row stride), pu(2) = valid columns, pf(3) = grad_scale.
+// loss = log sum exp(x) - x[label]; gradient = grad_scale (softmax(x) - onehot(label)).
+// A label >= valid is recorded as LabelOutOfRange (row, label), and that row's loss and
+// gradient are 0 (its logits are not checked for non-finite values, as in the reference).
+
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
+
+@compute @workgroup_size(256)
+fn softmax_cross_entropy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let rows = pu(0u);
+    let cols = pu(1u);
+    let valid = pu(2u);
+    let grad_scale = pf(3u);
+    let row = row_of(wid, nwg);
+    if (row >= rows) { return; }
+    let base = row * cols;
+    let label = labels[row];
+    let in_range = label < valid;
+    var x_label = 0.0;
+    if (in_range) { x_label = logits[base + label]; }
+
+    var m = logits[base];
+    for (var c = t; c < valid; c = c + ROW_WG) { m = nan_max(m, logits[base + c]); }
+    let m_raw = reduce_max(t, m);
+    let shift = torch_shift(m_raw);
+    var se = Kahan(0.0, 0.0);
+    for (var c = t; c < valid; c = c + ROW_WG) { se = kahan_add(se, exp(logits[base + c] - shift)); }
+    let s = reduce_sum(t, se.s - se.c);
+    let log_sum = log(s);
+    // Every invocation has read the label's logit before its owner overwrites it.
+    storageBarrier();
+
+    if (t == 0u) {
+        var l = 0.0;
+        if (!in_range) {
+            record_fault(FAULT_LABEL_OUT_OF_RANGE, row, label);
+        } else {
+            if (!is_finite(m_raw) || !is_finite(shift + log_sum)) {
+                record_fault(FAULT_NON_FINITE, row, 0u);
+            }
+            l = log_sum - (x_label - shift);
+        }
+        loss[row] = l;
+    }
+
+    for (var c = t; c < cols; c = c + ROW_WG) {
+        var g = 0.0;
+        if (in_range && c < valid) {
+            g = grad_scale * (exp(logits[base + c] - shift) / s);
+            if (c == label) { g = g - grad_scale; }
+        }
+        logits[base + c] = g;
+    }
+}
