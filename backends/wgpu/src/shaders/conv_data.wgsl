@@ -56,6 +56,8 @@ fn conv2d_backward_data(
     let base = n * vec4<u32>(pu(23u)) + oh0 * vec4<u32>(out_w) + ow0;
 
     // The step of reduction index k, advanced one index at a time (no division in the loop).
+    let nkw = pu(9u);
+    let nkh = pu(25u);
     var j = 0u;
     var l = 0u;
     var chan = 0u;
@@ -90,10 +92,10 @@ fn conv2d_backward_data(
                 grad_output[at.w]);
             step(kk, select(vec4<f32>(0.0), g, ok));
             l = l + 1u;
-            if (l == pu(9u)) {
+            if (l == nkw) {
                 l = 0u;
                 j = j + 1u;
-                if (j == pu(25u)) {
+                if (j == nkh) {
                     j = 0u;
                     chan = chan + ohw_len;
                 }

@@ -75,7 +75,9 @@ fn conv2d_backward_filter(
     var ow = ohw_first - oh * out_w;
     var ih0 = oh * stride - pad;
     var iw0 = ow * stride - pad;
-    var image = n_first * pu(15u);
+    let image_len = pu(15u);
+    let out_h = pu(17u);
+    var image = n_first * image_len;
     // Every group runs the same number of rounds (barriers need uniform control flow); a
     // group past its slice's end stages and adds nothing.
     for (var round = 0u; round < pu(12u); round = round + width) {
@@ -111,10 +113,10 @@ fn conv2d_backward_filter(
                 iw0 = 0u - pad;
                 oh = oh + 1u;
                 ih0 = ih0 + stride;
-                if (oh == pu(17u)) {
+                if (oh == out_h) {
                     oh = 0u;
                     ih0 = 0u - pad;
-                    image = image + pu(15u);
+                    image = image + image_len;
                 }
             }
         }

@@ -50,6 +50,9 @@ fn conv2d_forward(
     let base = n * vec4<u32>(pu(13u)) + ih0 * vec4<u32>(in_w) + iw0;
 
     // The tap of reduction index k, advanced one index at a time (no division in the loop).
+    let kw_len = pu(5u);
+    let kh_len = pu(6u);
+    let plane = pu(2u);
     var kh = 0u;
     var kw = 0u;
     var chan = 0u;
@@ -76,12 +79,12 @@ fn conv2d_forward(
             let x = vec4<f32>(input[at.x], input[at.y], input[at.z], input[at.w]);
             step(kk, select(vec4<f32>(0.0), x, ok));
             kw = kw + 1u;
-            if (kw == pu(5u)) {
+            if (kw == kw_len) {
                 kw = 0u;
                 kh = kh + 1u;
-                if (kh == pu(6u)) {
+                if (kh == kh_len) {
                     kh = 0u;
-                    chan = chan + pu(2u);
+                    chan = chan + plane;
                 }
             }
         }
