@@ -5,12 +5,12 @@ use clap::{Parser, Subcommand};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
-use dscl_wgpu::WgpuBackend;
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
 use dscl_runtime::{evaluate, plot, stage1, stage2};
+use dscl_wgpu::WgpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

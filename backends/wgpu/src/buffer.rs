@@ -25,6 +25,29 @@ impl<T> WgpuBuffer<T> {
         }
     }
 
+    /// Elements the device allocation holds (`len` rounded up to whole vec4s): vector loads
+    /// may read up to here.
+    pub(crate) fn capacity(&self) -> usize {
+        (self.raw.size() / 4) as usize
+    }
+
+    /// Elements `start..start + len` as a binding that starts at an aligned address at or below
+    /// `start`; returns it and the element offset of `start` inside it.
+    pub(crate) fn window(&self, start: usize, len: usize, align_bytes: u64) -> (Window<'_>, usize) {
+        let align = (align_bytes / 4).max(1) as usize;
+        let aligned = start / align * align;
+        let end = (start + len).min(self.len).max(aligned + 1);
+        (
+            Window {
+                raw: &self.raw,
+                id: self.id,
+                byte_start: (aligned * 4) as u64,
+                byte_len: ((end - aligned) * 4) as u64,
+            },
+            start - aligned,
+        )
+    }
+
     /// The whole buffer as one binding.
     pub(crate) fn whole(&self) -> Window<'_> {
         Window {

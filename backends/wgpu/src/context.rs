@@ -128,7 +128,9 @@ impl GpuContext {
 
     /// Largest byte range one storage binding may address on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     pub(crate) fn fault_layout(&self) -> &wgpu::BindGroupLayout {

@@ -62,7 +62,9 @@ impl WgpuBackend {
 
     fn alloc_raw<T>(&self, len: usize) -> Result<WgpuBuffer<T>> {
         let ctx = self.rec.ctx();
-        let bytes = (len.max(1) as u64)
+        // Rounded up to whole vec4s, so vector loads near a buffer's end stay in bounds (the
+        // GEMM's fast path binds operands as vec4 arrays).
+        let bytes = (len.max(1).next_multiple_of(4) as u64)
             .checked_mul(4)
             .ok_or(Error::OutOfMemory {
                 what: "wgpu alloc",

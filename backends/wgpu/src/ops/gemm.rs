@@ -118,7 +118,7 @@ fn bind_vec4<'a>(
     let align = (be.rec().ctx().limits.min_storage_buffer_offset_alignment as usize / 4).max(4);
     let first = start / align * align;
     let end = (start + span).next_multiple_of(4);
-    if end > buf.len {
+    if end > buf.capacity() {
         return Ok(None);
     }
     let window = Window {
