@@ -74,11 +74,17 @@ proptest! {
         let whole = contrastive(&backend, &p, weighting, TAU, mode, usize::MAX).unwrap();
         let blocked = contrastive(&backend, &p, weighting, TAU, mode, block).unwrap();
         prop_assert!((whole.0 - blocked.0).abs() < 1e-12);
-        prop_assert!(max_rel_error(&blocked.1, &whole.1, 1e-9) < 1e-12);
+        // Blocking changes only the summation order: differences are rounding, relative to
+        // the gradient's scale (a floor of 1e-3, as the finite-difference checks use), not to
+        // entries that happen to be near zero.
+        prop_assert!(max_rel_error(&blocked.1, &whole.1, 1e-3) < 1e-10);
         let whole = pbsd(&backend, &p, TAU, usize::MAX).unwrap();
         let blocked = pbsd(&backend, &p, TAU, block).unwrap();
         prop_assert!((whole.0 - blocked.0).abs() < 1e-12);
-        prop_assert!(max_rel_error(&blocked.1, &whole.1, 1e-9) < 1e-12);
+        // Blocking changes only the summation order: differences are rounding, relative to
+        // the gradient's scale (a floor of 1e-3, as the finite-difference checks use), not to
+        // entries that happen to be near zero.
+        prop_assert!(max_rel_error(&blocked.1, &whole.1, 1e-3) < 1e-10);
     }
 
     #[test]
