@@ -54,24 +54,37 @@ fn fill<B: Backend<Elem = f32>>(be: &B, len: usize, seed: u32) -> B::Buffer {
     b
 }
 
-fn gemm(c: &mut Criterion) {
-    let be = backend();
-    let mut group = c.benchmark_group(format!("gemm_{}t", be.threads()));
+/// Times every shape on `be`; `wait` runs after each product so a device's time counts.
+fn bench_shapes<B: Backend<Elem = f32>>(
+    c: &mut Criterion,
+    group_name: String,
+    be: &B,
+    wait: impl Fn(&B),
+) {
+    let mut group = c.benchmark_group(group_name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     for &(name, m, n, k, ta, tb) in SHAPES {
         let desc = GemmDesc::new(m, n, k, ta, tb);
-        let a = fill(&be, m * k, 1);
-        let b = fill(&be, k * n, 2);
+        let a = fill(be, m * k, 1);
+        let b = fill(be, k * n, 2);
         let mut out = be.alloc(m * n).expect("alloc");
         group.throughput(Throughput::Elements(desc.flops() as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |bench| {
-            bench.iter(|| be.gemm(&desc, &a, &b, &mut out).expect("gemm"))
+            bench.iter(|| {
+                be.gemm(&desc, &a, &b, &mut out).expect("gemm");
+                wait(be)
+            })
         });
     }
     group.finish();
+}
+
+fn gemm(c: &mut Criterion) {
+    let be = backend();
+    bench_shapes(c, format!("gemm_{}t", be.threads()), &be, |_| {});
 }
 
 fn gemm_wgpu(c: &mut Criterion) {
@@ -83,25 +96,9 @@ fn gemm_wgpu(c: &mut Criterion) {
         }
     };
     eprintln!("gemm_wgpu on {}", be.device_name());
-    let mut group = c.benchmark_group("gemm_wgpu");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-    for &(name, m, n, k, ta, tb) in SHAPES {
-        let desc = GemmDesc::new(m, n, k, ta, tb);
-        let a = fill(&be, m * k, 1);
-        let b = fill(&be, k * n, 2);
-        let mut out = be.alloc(m * n).expect("alloc");
-        group.throughput(Throughput::Elements(desc.flops() as u64));
-        group.bench_function(BenchmarkId::from_parameter(name), |bench| {
-            bench.iter(|| {
-                be.gemm(&desc, &a, &b, &mut out).expect("gemm");
-                be.synchronize().expect("device")
-            })
-        });
-    }
-    group.finish();
+    bench_shapes(c, "gemm_wgpu".into(), &be, |be| {
+        be.synchronize().expect("device")
+    });
 }
 
 criterion_group!(benches, gemm, gemm_wgpu);
