@@ -34,18 +34,7 @@ impl<T> WgpuBuffer<T> {
     /// Elements `start..start + len` as a binding that starts at an aligned address at or below
     /// `start`; returns it and the element offset of `start` inside it.
     pub(crate) fn window(&self, start: usize, len: usize, align_bytes: u64) -> (Window<'_>, usize) {
-        let align = (align_bytes / 4).max(1) as usize;
-        let aligned = start / align * align;
-        let end = (start + len).min(self.len).max(aligned + 1);
-        (
-            Window {
-                raw: &self.raw,
-                id: self.id,
-                byte_start: (aligned * 4) as u64,
-                byte_len: ((end - aligned) * 4) as u64,
-            },
-            start - aligned,
-        )
+        Window::around(&self.raw, self.id, self.len, start, len, align_bytes)
     }
 
     /// The whole buffer as one binding.
@@ -78,4 +67,31 @@ pub(crate) struct Window<'a> {
     pub(crate) id: u64,
     pub(crate) byte_start: u64,
     pub(crate) byte_len: u64,
+}
+
+impl<'a> Window<'a> {
+    /// Elements `start..start + len` of a buffer of `buf_len` elements, bound from the aligned
+    /// address at or below `start` (bindings must start on the adapter's offset alignment);
+    /// returns it and the element offset of `start` inside it.
+    pub(crate) fn around(
+        raw: &'a wgpu::Buffer,
+        id: u64,
+        buf_len: usize,
+        start: usize,
+        len: usize,
+        align_bytes: u64,
+    ) -> (Window<'a>, usize) {
+        let align = (align_bytes / 4).max(1) as usize;
+        let aligned = start / align * align;
+        let end = (start + len).min(buf_len).max(aligned + 1);
+        (
+            Window {
+                raw,
+                id,
+                byte_start: (aligned * 4) as u64,
+                byte_len: ((end - aligned) * 4) as u64,
+            },
+            start - aligned,
+        )
+    }
 }

@@ -22,7 +22,12 @@ const MAX_CACHED_BIND_GROUPS: usize = 4096;
 /// Most workgroups along one grid dimension (WebGPU's guaranteed limit).
 pub(crate) const MAX_GROUPS_PER_DIM: u32 = 65535;
 
-type BindKey = (usize, Vec<(u64, u64, u64)>);
+/// Most storage bindings one kernel declares.
+pub(crate) const MAX_BINDINGS: usize = 16;
+
+/// A kernel and the exact (buffer, byte start, byte length) of each binding; fixed capacity,
+/// so looking up a cached bind group allocates nothing.
+type BindKey = (usize, heapless::Vec<(u64, u64, u64), MAX_BINDINGS>);
 
 pub(crate) struct Recorder {
     ctx: Rc<GpuContext>,
@@ -119,45 +124,49 @@ impl Recorder {
         }
         let pipeline = self.ctx.pipeline(kernel);
         let mut st = self.state.borrow_mut();
-        let key: BindKey = (
-            kernel as *const Kernel as usize,
-            bindings
-                .iter()
-                .map(|w| (w.id, w.byte_start, w.byte_len))
-                .collect(),
-        );
-        if !st.bind_groups.contains_key(&key) {
-            if st.bind_groups.len() >= MAX_CACHED_BIND_GROUPS {
-                st.bind_groups.clear();
-            }
-            let entries: Vec<wgpu::BindGroupEntry> = bindings
-                .iter()
-                .enumerate()
-                .map(|(i, w)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: w.raw,
-                        offset: w.byte_start,
-                        size: wgpu::BufferSize::new(w.byte_len),
-                    }),
-                })
-                .collect();
-            let group = self
-                .ctx
-                .device
-                .create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(kernel.entry),
-                    layout: &pipeline.layout,
-                    entries: &entries,
-                });
-            st.bind_groups.insert(key.clone(), group);
+        let mut ranges = heapless::Vec::new();
+        for w in bindings {
+            ranges
+                .push((w.id, w.byte_start, w.byte_len))
+                .map_err(|_| Error::InvalidArgument {
+                    what: kernel.entry,
+                    reason: "more buffer bindings than dscl-wgpu supports",
+                })?;
         }
-        let group = st.bind_groups.get(&key).cloned();
+        let key: BindKey = (kernel as *const Kernel as usize, ranges);
+        if st.bind_groups.len() >= MAX_CACHED_BIND_GROUPS && !st.bind_groups.contains_key(&key) {
+            st.bind_groups.clear();
+        }
+        let group = st
+            .bind_groups
+            .entry(key)
+            .or_insert_with(|| {
+                let entries: Vec<wgpu::BindGroupEntry> = bindings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: w.raw,
+                            offset: w.byte_start,
+                            size: wgpu::BufferSize::new(w.byte_len),
+                        }),
+                    })
+                    .collect();
+                self.ctx
+                    .device
+                    .create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(kernel.entry),
+                        layout: &pipeline.layout,
+                        entries: &entries,
+                    })
+            })
+            .clone();
         let mut words = [0u32; 32];
         words[..params.len()].copy_from_slice(params);
         let pass = self.open_pass(&mut st);
         pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, group.as_ref(), &[]);
+        pass.set_bind_group(0, &group, &[]);
         pass.set_bind_group(1, &self.fault_group, &[]);
         pass.set_immediates(0, bytemuck::cast_slice(&words));
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -170,24 +179,26 @@ impl Recorder {
     }
 
     fn open_pass<'s>(&self, st: &'s mut State) -> &'s mut wgpu::ComputePass<'static> {
-        if st.pass.is_none() {
-            let encoder = st.encoder.get_or_insert_with(|| {
-                self.ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("dscl"),
-                    })
-            });
-            let pass = encoder
+        let State { encoder, pass, .. } = st;
+        pass.get_or_insert_with(|| {
+            encoder
+                .get_or_insert_with(|| self.new_encoder())
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("dscl"),
                     timestamp_writes: None,
                 })
-                .forget_lifetime();
-            st.pass = Some(pass);
-        }
-        // The pass was just ensured.
-        st.pass.as_mut().unwrap_or_else(|| unreachable!())
+                // The pass must outlive this borrow of the encoder; `submit` drops it before
+                // finishing the encoder.
+                .forget_lifetime()
+        })
+    }
+
+    fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("dscl"),
+            })
     }
 
     fn submit(&self, st: &mut State) {
@@ -258,13 +269,7 @@ impl Recorder {
             what: "download",
             code: -2,
         })?;
-        let encoder = st.encoder.get_or_insert_with(|| {
-            self.ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("dscl"),
-                })
-        });
+        let encoder = st.encoder.get_or_insert_with(|| self.new_encoder());
         encoder.copy_buffer_to_buffer(src, byte_start, &staging, 0, need);
         encoder.copy_buffer_to_buffer(&self.fault, 0, &staging, fault_at, 16);
         self.submit(&mut st);

@@ -14,7 +14,7 @@ use dscl_core::Result;
 
 use crate::buffer::{WgpuBuffer, Window};
 use crate::kernel::Kernel;
-use crate::recorder::grid_1d;
+use crate::recorder::{grid_1d, MAX_BINDINGS};
 use crate::WgpuBackend;
 
 /// One operand of an elementwise kernel: a buffer and the element where its range starts.
@@ -57,25 +57,25 @@ pub(crate) fn map(
     // Room for the alignment slack of each window, and a whole number of workgroups.
     let chunk = (max_elems - (align as usize / 4).max(1)) / kernel.workgroup as usize
         * kernel.workgroup as usize;
+    let too_many = || dscl_core::Error::InvalidArgument {
+        what: kernel.entry,
+        reason: "more operands or parameters than one dispatch holds (dscl-wgpu bug)",
+    };
     let mut done = 0;
     while done < len {
         let n = chunk.min(len - done);
-        let mut words = Vec::with_capacity(1 + spans.len() + extra.len());
-        words.push(n as u32);
-        let mut windows: Vec<Window<'_>> = Vec::with_capacity(spans.len());
+        // Fixed capacity: an elementwise kernel on the training path allocates nothing.
+        let mut words: heapless::Vec<u32, 32> = heapless::Vec::new();
+        let mut windows: heapless::Vec<Window<'_>, MAX_BINDINGS> = heapless::Vec::new();
+        words.push(word(kernel.entry, n)?).map_err(|_| too_many())?;
         for s in spans {
-            let start = s.start + done;
-            let aligned = start / (align as usize / 4).max(1) * (align as usize / 4).max(1);
-            let end = (start + n).min(s.buf_len).max(aligned + 1);
-            windows.push(Window {
-                raw: s.raw,
-                id: s.id,
-                byte_start: (aligned * 4) as u64,
-                byte_len: ((end - aligned) * 4) as u64,
-            });
-            words.push((start - aligned) as u32);
+            let (window, offset) = Window::around(s.raw, s.id, s.buf_len, s.start + done, n, align);
+            windows.push(window).map_err(|_| too_many())?;
+            words
+                .push(word(kernel.entry, offset)?)
+                .map_err(|_| too_many())?;
         }
-        words.extend_from_slice(extra);
+        words.extend_from_slice(extra).map_err(|_| too_many())?;
         be.rec()
             .dispatch(kernel, &windows, &words, grid_1d(n, kernel.workgroup)?)?;
         done += n;
