@@ -269,6 +269,28 @@ impl BatchNormShape {
     }
 }
 
+/// Checks the buffers of global average pooling over `[batch, channels, spatial]` (`x` that
+/// long, `y` one value per plane); returns (planes, elements of x).
+pub fn check_global_pool(
+    what: &'static str,
+    x_len: usize,
+    y_len: usize,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+) -> Result<(usize, usize)> {
+    let planes = batch.saturating_mul(channels);
+    let len = planes.saturating_mul(spatial);
+    check_len(what, x_len, len)?;
+    check_len(what, y_len, planes)?;
+    ensure(
+        spatial >= 1 || planes == 0,
+        what,
+        "spatial size must be at least 1",
+    )?;
+    Ok((planes, len))
+}
+
 /// Max pooling over NCHW with a square window, the same stride and padding on both axes;
 /// padded positions are never selected (they count as -infinity), as in PyTorch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,36 +9,7 @@ fn heap() -> Conformance<fn() -> CpuBackend<'static>> {
     Conformance::new(CpuBackend::new as fn() -> CpuBackend<'static>)
 }
 
-macro_rules! families {
-    ($($family:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $family() {
-                let report = heap().$family();
-                println!("{report}");
-            }
-        )*
-    };
-}
-
-families!(
-    memory,
-    elementwise,
-    gemm,
-    bias,
-    conv2d,
-    batch_norm,
-    relu,
-    pooling,
-    roi_align,
-    l2_normalize,
-    row_softmax,
-    contrastive,
-    cross_entropy,
-    optim,
-    faults,
-    shape_errors,
-);
+dscl_tests::conformance_tests!(Some(heap()));
 
 /// Arena mode: every case gets a fresh single-threaded backend over the same caller-owned
 /// arenas (a backend's buffers are carved in order and never freed; the next case starts over).

@@ -11,36 +11,7 @@ fn f32_suite() -> Conformance<fn() -> ReferenceBackend<f32>> {
     Conformance::new(ReferenceBackend::<f32>::new as fn() -> ReferenceBackend<f32>)
 }
 
-macro_rules! families {
-    ($($family:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $family() {
-                let report = f32_suite().$family();
-                println!("{report}");
-            }
-        )*
-    };
-}
-
-families!(
-    memory,
-    elementwise,
-    gemm,
-    bias,
-    conv2d,
-    batch_norm,
-    relu,
-    pooling,
-    roi_align,
-    l2_normalize,
-    row_softmax,
-    contrastive,
-    cross_entropy,
-    optim,
-    faults,
-    shape_errors,
-);
+dscl_tests::conformance_tests!(Some(f32_suite()));
 
 #[test]
 fn f64_reference_against_itself() {

@@ -40,34 +40,4 @@ fn suite() -> Option<Conformance<Fresh>> {
     }
 }
 
-macro_rules! families {
-    ($($family:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $family() {
-                if let Some(s) = suite() {
-                    println!("{}", s.$family());
-                }
-            }
-        )*
-    };
-}
-
-families!(
-    memory,
-    elementwise,
-    gemm,
-    bias,
-    conv2d,
-    batch_norm,
-    relu,
-    pooling,
-    roi_align,
-    l2_normalize,
-    row_softmax,
-    contrastive,
-    cross_entropy,
-    optim,
-    faults,
-    shape_errors,
-);
+dscl_tests::conformance_tests!(suite());

@@ -2,8 +2,8 @@
 //! window order wins, a NaN in the window is selected and propagates) and global average
 //! pooling, forward and backward side by side, threaded over (image, channel) planes.
 
-use dscl_core::desc::PoolShape;
-use dscl_core::error::{check_len, ensure};
+use dscl_core::desc::{check_global_pool, PoolShape};
+use dscl_core::error::ensure;
 use dscl_core::{Fault, FaultKind, Result};
 
 use crate::parallel::{first_fault, unit, Par, Rows, ELEMENT_GRAIN};
@@ -182,26 +182,6 @@ pub(crate) fn max_backward(
     Ok(())
 }
 
-fn check_global(
-    what: &'static str,
-    x_len: usize,
-    y_len: usize,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<(usize, usize)> {
-    let planes = batch.saturating_mul(channels);
-    let len = planes.saturating_mul(spatial);
-    check_len(what, x_len, len)?;
-    check_len(what, y_len, planes)?;
-    ensure(
-        spatial >= 1 || planes == 0,
-        what,
-        "spatial size must be at least 1",
-    )?;
-    Ok((planes, len))
-}
-
 /// `y[n][c] = mean_s x[n][c][s]`.
 pub(crate) fn global_avg_forward(
     par: &Par,
@@ -211,7 +191,7 @@ pub(crate) fn global_avg_forward(
     channels: usize,
     spatial: usize,
 ) -> Result<()> {
-    let (planes, _) = check_global(
+    let (planes, _) = check_global_pool(
         "global_avg_pool",
         x.len(),
         y.len(),
@@ -251,7 +231,7 @@ pub(crate) fn global_avg_backward(
     channels: usize,
     spatial: usize,
 ) -> Result<()> {
-    let (planes, len) = check_global(
+    let (planes, len) = check_global_pool(
         "global_avg_pool_backward",
         grad_x.len(),
         grad_y.len(),

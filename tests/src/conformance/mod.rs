@@ -39,6 +39,28 @@ pub const FAMILIES: &[&str] = &[
     "shape_errors",
 ];
 
+/// One `#[test]` per family (the [`FAMILIES`] list), each running that family of `$suite`: an
+/// expression giving `Option<Conformance<_>>`, where `None` means the backend is absent and the
+/// expression has already said why (the test then passes without running).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($suite:expr) => {
+        $crate::conformance_tests!(@each $suite;
+            memory, elementwise, gemm, bias, conv2d, batch_norm, relu, pooling, roi_align,
+            l2_normalize, row_softmax, contrastive, cross_entropy, optim, faults, shape_errors);
+    };
+    (@each $suite:expr; $($family:ident),*) => {
+        $(
+            #[test]
+            fn $family() {
+                if let Some(suite) = $suite {
+                    println!("{}", suite.$family());
+                }
+            }
+        )*
+    };
+}
+
 /// The suite over the backends `make` builds (a fresh one per case).
 pub struct Conformance<F> {
     make: RefCell<F>,

@@ -4,8 +4,8 @@
 //! Max-pool backward is a gather, one invocation per input element over the few outputs whose
 //! windows cover it, so overlapping windows need no float atomics and the sum is deterministic.
 
-use dscl_core::desc::PoolShape;
-use dscl_core::error::{check_len, ensure};
+use dscl_core::desc::{check_global_pool, PoolShape};
+use dscl_core::error::ensure;
 use dscl_core::Result;
 
 use super::{groups, word};
@@ -115,27 +115,6 @@ pub(crate) fn max_backward(
     )
 }
 
-/// The CPU backend's checks; returns (planes, elements).
-fn check_global(
-    what: &'static str,
-    x_len: usize,
-    y_len: usize,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<(usize, usize)> {
-    let planes = batch.saturating_mul(channels);
-    let len = planes.saturating_mul(spatial);
-    check_len(what, x_len, len)?;
-    check_len(what, y_len, planes)?;
-    ensure(
-        spatial >= 1 || planes == 0,
-        what,
-        "spatial size must be at least 1",
-    )?;
-    Ok((planes, len))
-}
-
 pub(crate) fn global_avg_forward(
     be: &WgpuBackend,
     x: &WgpuBuffer<f32>,
@@ -145,7 +124,7 @@ pub(crate) fn global_avg_forward(
     spatial: usize,
 ) -> Result<()> {
     let what = "global_avg_pool";
-    let (planes, len) = check_global(what, x.len, y.len, batch, channels, spatial)?;
+    let (planes, len) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
     if planes == 0 {
         return Ok(());
     }
@@ -167,7 +146,7 @@ pub(crate) fn global_avg_backward(
     spatial: usize,
 ) -> Result<()> {
     let what = "global_avg_pool_backward";
-    let (_, len) = check_global(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
+    let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
     if len == 0 {
         return Ok(());
     }
