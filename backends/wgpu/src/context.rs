@@ -1,7 +1,7 @@
 //! The device: adapter choice, limits, error capture, and the compiled-pipeline cache shared by
 //! every backend made from one context.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
@@ -34,6 +34,8 @@ pub struct GpuContext {
     pub(crate) device_error: Arc<Mutex<Option<String>>>,
     pipelines: RefCell<HashMap<usize, Rc<Pipeline>>>,
     fault_layout: wgpu::BindGroupLayout,
+    /// A lower storage-binding limit than the adapter's, when one was set.
+    binding_cap: Cell<Option<u64>>,
 }
 
 pub(crate) struct Pipeline {
@@ -118,6 +120,7 @@ impl GpuContext {
             device_error,
             pipelines: RefCell::new(HashMap::new()),
             fault_layout,
+            binding_cap: Cell::new(None),
         }))
     }
 
@@ -128,9 +131,21 @@ impl GpuContext {
 
     /// Largest byte range one storage binding may address on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits
+        let adapter = self
+            .limits
             .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size)
+            .min(self.limits.max_buffer_size);
+        self.binding_cap
+            .get()
+            .map_or(adapter, |cap| cap.min(adapter))
+    }
+
+    /// Treats `bytes` (at least 1 KiB) as the storage-binding limit when it is below the
+    /// adapter's: for a driver that reports more than it can bind, and to exercise the paths
+    /// that split large tensors on a device whose limit is never reached. Affects every backend
+    /// made from this context, from their next dispatch on.
+    pub fn limit_binding_bytes(&self, bytes: u64) {
+        self.binding_cap.set(Some(bytes.max(1024)));
     }
 
     pub(crate) fn fault_layout(&self) -> &wgpu::BindGroupLayout {

@@ -10,8 +10,10 @@
 //! - Pipelines are compiled once per [`GpuContext`] and shared by every backend made from it;
 //!   bind groups are cached by the exact buffer ranges they bind.
 //! - Kernel parameters are WebGPU immediates (push constants): no uniform buffer per call.
-//! - Elementwise kernels split work whose buffers exceed the adapter's storage-binding limit
-//!   into windows; other kernels bind whole buffers and return an error when one is larger.
+//! - Work whose buffers exceed the adapter's storage-binding limit is split into windows:
+//!   element ranges, GEMM operand spans, runs of whole images for convolution, batch norm and
+//!   pooling. ROI-align's features and the row losses bind whole buffers and return an error
+//!   when one is larger.
 //! - Value faults go to a device-side slot (first one wins), read by [`Backend::take_fault`].
 
 mod buffer;
@@ -20,6 +22,7 @@ mod kernel;
 mod ops;
 mod recorder;
 
+use std::cell::{Ref, RefCell};
 use std::rc::Rc;
 
 use dscl_core::desc::{
@@ -35,6 +38,9 @@ use recorder::Recorder;
 /// The wgpu backend: a recorder over one shared [`GpuContext`].
 pub struct WgpuBackend {
     rec: Recorder,
+    /// Intermediate per-channel totals of kernels split over several dispatches, grown on
+    /// first need and kept (a training step then allocates nothing).
+    scratch: RefCell<Option<WgpuBuffer<f32>>>,
 }
 
 impl WgpuBackend {
@@ -48,6 +54,7 @@ impl WgpuBackend {
     pub fn with_context(ctx: Rc<GpuContext>) -> Self {
         WgpuBackend {
             rec: Recorder::new(ctx),
+            scratch: RefCell::new(None),
         }
     }
 
@@ -58,6 +65,18 @@ impl WgpuBackend {
     /// Waits until every recorded kernel has run (for timing).
     pub fn synchronize(&self) -> Result<()> {
         self.rec.wait()
+    }
+
+    /// The scratch buffer, at least `len` elements long.
+    pub(crate) fn scratch(&self, len: usize) -> Result<Ref<'_, WgpuBuffer<f32>>> {
+        let short = self.scratch.borrow().as_ref().is_none_or(|b| b.len < len);
+        if short {
+            *self.scratch.borrow_mut() = Some(self.alloc_raw(len)?);
+        }
+        Ref::filter_map(self.scratch.borrow(), Option::as_ref).map_err(|_| Error::InvalidArgument {
+            what: "wgpu scratch",
+            reason: "scratch buffer missing after allocation (dscl-wgpu bug)",
+        })
     }
 
     fn alloc_raw<T>(&self, len: usize) -> Result<WgpuBuffer<T>> {

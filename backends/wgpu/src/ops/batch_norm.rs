@@ -5,23 +5,54 @@
 //! the running statistics; a second, elementwise kernel then normalises every value, so the
 //! write pass is not limited to one workgroup per channel. Inference is that elementwise kernel
 //! on the running statistics. Backward keeps one workgroup per channel for both the sums and dx.
+//!
+//! A tensor larger than one storage binding is bound in runs of whole images: the statistics
+//! and the backward sums accumulate run by run (a channel's values lie in every image), then
+//! the elementwise passes go over the runs; the backward's per-channel totals wait in the
+//! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
 use dscl_core::desc::BatchNormShape;
 use dscl_core::error::{check_len, ensure};
 use dscl_core::Result;
 
-use super::{f32_bits, groups, word};
+use super::{binding_align, f32_bits, groups, image_runs, word};
+use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
 
-const STATS: &str = include_str!("../shaders/batch_norm_stats.wgsl");
+const STATS: &str = concat!(
+    include_str!("../shaders/batch_norm_common.wgsl"),
+    include_str!("../shaders/batch_norm_stats.wgsl")
+);
 const APPLY: &str = include_str!("../shaders/batch_norm_apply.wgsl");
-const BACKWARD: &str = include_str!("../shaders/batch_norm_backward.wgsl");
+const BACKWARD: &str = concat!(
+    include_str!("../shaders/batch_norm_common.wgsl"),
+    include_str!("../shaders/batch_norm_backward.wgsl")
+);
+const BACKWARD_RUNS: &str = concat!(
+    include_str!("../shaders/batch_norm_common.wgsl"),
+    include_str!("../shaders/batch_norm_backward_runs.wgsl")
+);
+const BACKWARD_DX: &str = include_str!("../shaders/batch_norm_backward_dx.wgsl");
 
 kernel!(
     BN_STATS,
     STATS,
     "bn_stats",
+    [Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+    256
+);
+kernel!(
+    BN_RUN_SUM,
+    STATS,
+    "bn_run_sum",
+    [Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+    256
+);
+kernel!(
+    BN_RUN_SQDEV,
+    STATS,
+    "bn_run_sqdev",
     [Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
     256
 );
@@ -37,6 +68,20 @@ kernel!(
     BACKWARD,
     "bn_backward",
     [Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+    256
+);
+kernel!(
+    BN_BACKWARD_RUN_SUMS,
+    BACKWARD_RUNS,
+    "bn_backward_run_sums",
+    [Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+    256
+);
+kernel!(
+    BN_BACKWARD_RUN_DX,
+    BACKWARD_DX,
+    "bn_backward_run_dx",
+    [Read, Read, Read, Read, Read, Read, ReadWrite],
     256
 );
 
@@ -98,45 +143,101 @@ pub(crate) fn forward_train(
         return Ok(());
     }
     let what = "batch_norm_forward_train";
-    let len = word(what, shape.len())?;
-    let (c, s) = (word(what, shape.channels)?, word(what, shape.spatial)?);
+    word(what, shape.len())?;
     let nf = n as f64;
     // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
     let unbias = if n > 1 { nf / (nf - 1.0) } else { 1.0 };
-    be.rec().dispatch(
-        &BN_STATS,
-        &[
-            x.whole(),
-            save_mean.whole(),
-            save_invstd.whole(),
-            running_mean.whole(),
-            running_var.whole(),
-        ],
-        &[
-            c,
-            s,
-            word(what, n)?,
-            f32_bits(shape.eps),
-            f32_bits(1.0 - shape.momentum),
-            f32_bits(shape.momentum),
-            f32_bits(unbias),
-            u32::from(n > 1),
-        ],
-        groups(shape.channels, 1)?,
-    )?;
-    be.rec().dispatch(
-        &BN_APPLY,
-        &[
-            x.whole(),
+    let image = shape.channels * shape.spatial;
+    let runs = image_runs(be, what, shape.batch, &[image])?;
+    let statistics = [
+        save_mean.whole(),
+        save_invstd.whole(),
+        running_mean.whole(),
+        running_var.whole(),
+    ];
+    let mut words = [
+        word(what, shape.channels)?,
+        word(what, shape.spatial)?,
+        word(what, n)?,
+        f32_bits(shape.eps),
+        f32_bits(1.0 - shape.momentum),
+        f32_bits(shape.momentum),
+        f32_bits(unbias),
+        u32::from(n > 1),
+        0,
+        0,
+        0,
+        0,
+    ];
+    let grid = groups(shape.channels, 1)?;
+    if runs.is_whole() {
+        let [a, b, c, d] = statistics;
+        be.rec()
+            .dispatch(&BN_STATS, &[x.whole(), a, b, c, d], &words[..8], grid)?;
+    } else {
+        let align = binding_align(be);
+        let last = shape.batch.div_ceil(runs.run_len());
+        for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
+            for (i, (first, count)) in image_runs(be, what, shape.batch, &[image])?.enumerate() {
+                let (xw, x_at) = x.window(first * image, count * image, align);
+                words[8] = word(what, count * shape.spatial)?;
+                words[9] = word(what, x_at)?;
+                words[10] = u32::from(i == 0);
+                words[11] = u32::from(i + 1 == last);
+                let [a, b, c, d] = statistics;
+                be.rec().dispatch(kernel, &[xw, a, b, c, d], &words, grid)?;
+            }
+        }
+    }
+    apply(
+        be,
+        shape,
+        x,
+        [
             gamma.whole(),
             beta.whole(),
             save_mean.whole(),
             save_invstd.whole(),
-            y.whole(),
         ],
-        &[len, c, s, 0, 0],
-        groups(shape.len(), BN_APPLY.workgroup)?,
+        y,
+        None,
     )
+}
+
+/// `y = (x - mean_c) * scale_c * gamma_c + beta_c` over the runs of whole images that fit a
+/// binding, with `channel` = [gamma, beta, mean, spread]: spread is the inverse standard
+/// deviation itself, or with `variance_eps` the variance to add eps to.
+fn apply(
+    be: &WgpuBackend,
+    shape: &BatchNormShape,
+    x: &WgpuBuffer<f32>,
+    [gamma, beta, mean, spread]: [Window<'_>; 4],
+    y: &mut WgpuBuffer<f32>,
+    variance_eps: Option<f64>,
+) -> Result<()> {
+    let what = "batch_norm apply";
+    let image = shape.channels * shape.spatial;
+    let align = binding_align(be);
+    for (first, count) in image_runs(be, what, shape.batch, &[image])? {
+        // x and y have the same range, so the same offset in their windows.
+        let (xw, at) = x.window(first * image, count * image, align);
+        let (yw, _) = y.window(first * image, count * image, align);
+        let len = count * image;
+        be.rec().dispatch(
+            &BN_APPLY,
+            &[xw, gamma, beta, mean, spread, yw],
+            &[
+                word(what, len)?,
+                word(what, shape.channels)?,
+                word(what, shape.spatial)?,
+                u32::from(variance_eps.is_some()),
+                f32_bits(variance_eps.unwrap_or(0.0)),
+                word(what, at)?,
+            ],
+            groups(len, BN_APPLY.workgroup)?,
+        )?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,28 +260,22 @@ pub(crate) fn forward_inference(
     ] {
         check_len(what, l, shape.channels)?;
     }
-    let what = "batch_norm_forward_inference";
     if shape.is_empty() {
         return Ok(());
     }
-    be.rec().dispatch(
-        &BN_APPLY,
-        &[
-            x.whole(),
+    word("batch_norm_forward_inference", shape.len())?;
+    apply(
+        be,
+        shape,
+        x,
+        [
             gamma.whole(),
             beta.whole(),
             running_mean.whole(),
             running_var.whole(),
-            y.whole(),
         ],
-        &[
-            word(what, shape.len())?,
-            word(what, shape.channels)?,
-            word(what, shape.spatial)?,
-            1,
-            f32_bits(shape.eps),
-        ],
-        groups(shape.len(), BN_APPLY.workgroup)?,
+        y,
+        Some(shape.eps),
     )
 }
 
@@ -217,23 +312,91 @@ pub(crate) fn backward(
     }
     let what = "batch_norm_backward";
     word(what, shape.len())?;
-    be.rec().dispatch(
-        &BN_BACKWARD,
-        &[
-            x.whole(),
-            grad_y.whole(),
-            gamma.whole(),
-            save_mean.whole(),
-            save_invstd.whole(),
-            grad_x.whole(),
-            grad_gamma.whole(),
-            grad_beta.whole(),
-        ],
-        &[
-            word(what, shape.channels)?,
-            word(what, shape.spatial)?,
-            word(what, n)?,
-        ],
-        groups(shape.channels, 1)?,
-    )
+    let image = shape.channels * shape.spatial;
+    let runs = image_runs(be, what, shape.batch, &[image])?;
+    let grid = groups(shape.channels, 1)?;
+    if runs.is_whole() {
+        return be.rec().dispatch(
+            &BN_BACKWARD,
+            &[
+                x.whole(),
+                grad_y.whole(),
+                gamma.whole(),
+                save_mean.whole(),
+                save_invstd.whole(),
+                grad_x.whole(),
+                grad_gamma.whole(),
+                grad_beta.whole(),
+            ],
+            &[
+                word(what, shape.channels)?,
+                word(what, shape.spatial)?,
+                word(what, n)?,
+            ],
+            grid,
+        );
+    }
+    let align = binding_align(be);
+    let sums = be.scratch(2 * shape.channels)?;
+    let sums = sums.window(0, 2 * shape.channels, align).0;
+    let last = shape.batch.div_ceil(runs.run_len());
+    let mut words = [
+        word(what, shape.channels)?,
+        word(what, shape.spatial)?,
+        word(what, n)?,
+        0,
+        0,
+        0,
+        0,
+    ];
+    for (i, (first, count)) in image_runs(be, what, shape.batch, &[image])?.enumerate() {
+        let (xw, at) = x.window(first * image, count * image, align);
+        let (dyw, _) = grad_y.window(first * image, count * image, align);
+        words[3] = word(what, count * shape.spatial)?;
+        words[4] = word(what, at)?;
+        words[5] = u32::from(i == 0);
+        words[6] = u32::from(i + 1 == last);
+        be.rec().dispatch(
+            &BN_BACKWARD_RUN_SUMS,
+            &[
+                xw,
+                dyw,
+                save_mean.whole(),
+                save_invstd.whole(),
+                sums,
+                grad_gamma.whole(),
+                grad_beta.whole(),
+            ],
+            &words,
+            grid,
+        )?;
+    }
+    for (first, count) in image_runs(be, what, shape.batch, &[image])? {
+        // x, dy and dx have the same range, so the same offset in their windows.
+        let (xw, at) = x.window(first * image, count * image, align);
+        let (dyw, _) = grad_y.window(first * image, count * image, align);
+        let (dxw, _) = grad_x.window(first * image, count * image, align);
+        let len = count * image;
+        be.rec().dispatch(
+            &BN_BACKWARD_RUN_DX,
+            &[
+                xw,
+                dyw,
+                gamma.whole(),
+                save_mean.whole(),
+                save_invstd.whole(),
+                sums,
+                dxw,
+            ],
+            &[
+                words[0],
+                words[1],
+                words[2],
+                word(what, len)?,
+                word(what, at)?,
+            ],
+            groups(len, BN_BACKWARD_RUN_DX.workgroup)?,
+        )?;
+    }
+    Ok(())
 }

@@ -18,7 +18,8 @@ use dscl_core::desc::Conv2dShape;
 use dscl_core::error::check_len;
 use dscl_core::{Error, Result};
 
-use super::{groups, word};
+use super::{binding_align, for_image_runs, groups, word};
+use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::recorder::MAX_GROUPS_PER_DIM;
 use crate::{WgpuBackend, WgpuBuffer};
@@ -75,6 +76,7 @@ const FILTER_MAX_WORKSPACE: usize = 1 << 24;
 const THREADS: usize = 64;
 
 /// How backward-filter splits its reduction.
+#[derive(Clone, Copy)]
 struct FilterPlan {
     /// Independent groups per workgroup (1, 2 or 4), each on COLS / groups columns.
     groups: usize,
@@ -214,6 +216,49 @@ pub(crate) fn forward(
     workspace: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
     check(shape, input.len, weight.len, output.len, workspace.len)?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    for_image_runs(
+        be,
+        "conv2d_forward",
+        shape.batch,
+        &[image_in, image_out],
+        |first, count| {
+            let (input, input_at) = input.window(first * image_in, count * image_in, align);
+            let (output, output_at) = output.window(first * image_out, count * image_out, align);
+            let run = Conv2dShape {
+                batch: count,
+                ..*shape
+            };
+            forward_run(
+                be,
+                &run,
+                [input, weight.whole(), output],
+                input_at,
+                output_at,
+            )
+        },
+    )
+}
+
+/// Elements of one image of the input and of the output.
+fn image_lens(s: &Conv2dShape) -> (usize, usize) {
+    // `check` has shown that the whole tensors' lengths fit.
+    (
+        s.in_channels * s.in_height * s.in_width,
+        s.out_channels * s.out_height() * s.out_width(),
+    )
+}
+
+/// Forward over the images `shape.batch` counts, bound as [input, weight, output] windows
+/// whose images start at elements `input_at` and `output_at`.
+fn forward_run(
+    be: &WgpuBackend,
+    shape: &Conv2dShape,
+    bindings: [Window<'_>; 3],
+    input_at: usize,
+    output_at: usize,
+) -> Result<()> {
     let s = shape;
     let (oh, ow) = (s.out_height(), s.out_width());
     let m = s.out_channels;
@@ -237,13 +282,10 @@ pub(crate) fn forward(
         col_tiles,
         w(&[s.in_channels, s.in_height, s.in_width])?,
         w(&[m, oh, ow])?,
+        w(&[input_at])?,
+        w(&[output_at])?,
     ];
-    be.rec().dispatch(
-        &FORWARD,
-        &[input.whole(), weight.whole(), output.whole()],
-        &params,
-        grid,
-    )
+    be.rec().dispatch(&FORWARD, &bindings, &params, grid)
 }
 
 pub(crate) fn backward_data(
@@ -261,6 +303,42 @@ pub(crate) fn backward_data(
         grad_output.len,
         workspace.len,
     )?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    for_image_runs(
+        be,
+        "conv2d_backward_data",
+        shape.batch,
+        &[image_in, image_out],
+        |first, count| {
+            let (grad_output, grad_output_at) =
+                grad_output.window(first * image_out, count * image_out, align);
+            let (grad_input, grad_input_at) =
+                grad_input.window(first * image_in, count * image_in, align);
+            let run = Conv2dShape {
+                batch: count,
+                ..*shape
+            };
+            backward_data_run(
+                be,
+                &run,
+                [grad_output, weight.whole(), grad_input],
+                grad_output_at,
+                grad_input_at,
+            )
+        },
+    )
+}
+
+/// Backward-data over the images `shape.batch` counts, bound as [grad_output, weight,
+/// grad_input] windows whose images start at elements `grad_output_at` and `grad_input_at`.
+fn backward_data_run(
+    be: &WgpuBackend,
+    shape: &Conv2dShape,
+    bindings: [Window<'_>; 3],
+    grad_output_at: usize,
+    grad_input_at: usize,
+) -> Result<()> {
     let s = shape;
     let stride = s.stride;
     let (oh, ow) = (s.out_height(), s.out_width());
@@ -311,13 +389,10 @@ pub(crate) fn backward_data(
                 w(&[s.out_channels, oh, ow])?,
                 w(&[s.in_channels, s.kernel_h, s.kernel_w])?,
                 w(&[nkh])?,
+                w(&[grad_output_at])?,
+                w(&[grad_input_at])?,
             ];
-            be.rec().dispatch(
-                &DATA,
-                &[grad_output.whole(), weight.whole(), grad_input.whole()],
-                &params,
-                grid,
-            )?;
+            be.rec().dispatch(&DATA, &bindings, &params, grid)?;
         }
     }
     Ok(())
@@ -338,6 +413,57 @@ pub(crate) fn backward_filter(
         grad_output.len,
         workspace.len,
     )?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    let weight_len = shape.weight_len();
+    // Runs add into grad_weight one after another, so the sum over images is the same split or
+    // whole. A run's plan has at most the whole batch's slices: the workspace holds it.
+    for_image_runs(
+        be,
+        "conv2d_backward_filter",
+        shape.batch,
+        &[image_in, image_out],
+        |first, count| {
+            let run = Conv2dShape {
+                batch: count,
+                ..*shape
+            };
+            let plan = if count == shape.batch {
+                plan
+            } else {
+                FilterPlan::new(&run).ok_or(Error::InvalidArgument {
+                    what: "conv2d",
+                    reason: "shape too large to index",
+                })?
+            };
+            let (input, input_at) = input.window(first * image_in, count * image_in, align);
+            let (grad_output, grad_output_at) =
+                grad_output.window(first * image_out, count * image_out, align);
+            let workspace = workspace.window(0, plan.workspace_len(&run), align).0;
+            let grad_weight = grad_weight.window(0, weight_len, align).0;
+            backward_filter_run(
+                be,
+                &run,
+                &plan,
+                [input, grad_output, grad_weight, workspace],
+                input_at,
+                grad_output_at,
+            )
+        },
+    )
+}
+
+/// Backward-filter over the images `shape.batch` counts, bound as [input, grad_output,
+/// grad_weight, workspace] windows whose images start at elements `input_at` and
+/// `grad_output_at`.
+fn backward_filter_run(
+    be: &WgpuBackend,
+    shape: &Conv2dShape,
+    plan: &FilterPlan,
+    [input, grad_output, grad_weight, workspace]: [Window<'_>; 4],
+    input_at: usize,
+    grad_output_at: usize,
+) -> Result<()> {
     let s = shape;
     let (oh, ow) = (s.out_height(), s.out_width());
     let m = s.out_channels;
@@ -375,29 +501,23 @@ pub(crate) fn backward_filter(
         w(&[m, oh, ow])?,
         w(&[oh])?,
         w(&[THREADS / plan.groups])?,
+        w(&[input_at])?,
+        w(&[grad_output_at])?,
     ];
     let grid = [
         w(&[k.div_ceil(COLS / plan.groups)])?,
         w(&[m.div_ceil(ROWS)])?,
         w(&[plan.z])?,
     ];
-    let dst = if one_slice {
-        grad_weight.whole()
-    } else {
-        workspace.whole()
-    };
-    be.rec().dispatch(
-        &FILTER,
-        &[input.whole(), grad_output.whole(), dst],
-        &params,
-        grid,
-    )?;
+    let dst = if one_slice { grad_weight } else { workspace };
+    be.rec()
+        .dispatch(&FILTER, &[input, grad_output, dst], &params, grid)?;
     if one_slice {
         return Ok(());
     }
     be.rec().dispatch(
         &FILTER_REDUCE,
-        &[workspace.whole(), grad_weight.whole()],
+        &[workspace, grad_weight],
         &[w(&[weight_len])?, w(&[plan.slices()])?],
         groups(weight_len, FILTER_REDUCE.workgroup)?,
     )

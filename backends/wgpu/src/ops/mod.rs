@@ -1,5 +1,6 @@
 //! Host side of the kernels, one module per family (shaders in `src/shaders/`), and the
-//! splitting of elementwise work into windows that fit the adapter's binding limit.
+//! splitting of work into windows that fit the adapter's binding limit: elementwise work by
+//! element ranges, per-image work (convolution, pooling, batch norm) by runs of whole images.
 
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
@@ -81,6 +82,90 @@ pub(crate) fn map(
         done += n;
     }
     Ok(())
+}
+
+/// Runs `f(first, count)` over the [`image_runs`] of `batch` images.
+pub(crate) fn for_image_runs(
+    be: &WgpuBackend,
+    what: &'static str,
+    batch: usize,
+    per_image: &[usize],
+    mut f: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<()> {
+    for (first, count) in image_runs(be, what, batch, per_image)? {
+        f(first, count)?;
+    }
+    Ok(())
+}
+
+/// Runs of whole images, `(first image, images)`, covering `batch` images in order, each as
+/// long as the binding limit allows when every operand binds its images' elements
+/// (`per_image[i]` each, plus the slack of an aligned window start). Work that fits is one run
+/// of the whole batch. Errors when one image of an operand alone is larger than a binding.
+pub(crate) fn image_runs(
+    be: &WgpuBackend,
+    what: &'static str,
+    batch: usize,
+    per_image: &[usize],
+) -> Result<ImageRuns> {
+    let ctx = be.rec().ctx();
+    let slack = (ctx.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+    let max_elems = (ctx.max_binding_bytes() / 4) as usize;
+    let largest = per_image.iter().copied().max().unwrap_or(0).max(1);
+    let run = if batch.saturating_mul(largest) <= max_elems {
+        batch
+    } else {
+        max_elems.saturating_sub(slack) / largest
+    };
+    if run == 0 && batch > 0 {
+        return Err(dscl_core::Error::InvalidArgument {
+            what,
+            reason: "one image of this tensor is larger than the adapter's storage binding limit",
+        });
+    }
+    Ok(ImageRuns {
+        batch,
+        run,
+        next: 0,
+    })
+}
+
+/// The iterator [`image_runs`] returns.
+pub(crate) struct ImageRuns {
+    batch: usize,
+    run: usize,
+    next: usize,
+}
+
+impl ImageRuns {
+    /// Whether the whole batch is one run (nothing is split).
+    pub(crate) fn is_whole(&self) -> bool {
+        self.run >= self.batch
+    }
+
+    /// Images per run (the last may hold fewer).
+    pub(crate) fn run_len(&self) -> usize {
+        self.run.max(1)
+    }
+}
+
+impl Iterator for ImageRuns {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.next >= self.batch {
+            return None;
+        }
+        let first = self.next;
+        let count = self.run.min(self.batch - first);
+        self.next += count;
+        Some((first, count))
+    }
+}
+
+/// The alignment, in bytes, a binding's start must have on this device.
+pub(crate) fn binding_align(be: &WgpuBackend) -> u64 {
+    be.rec().ctx().limits.min_storage_buffer_offset_alignment as u64
 }
 
 /// An f64 scalar as the f32 bit pattern kernels read with `pf`.

@@ -8,7 +8,7 @@ use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
 use dscl_core::Result;
 
-use super::{groups, word};
+use super::{binding_align, for_image_runs, groups, word};
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
 
@@ -57,12 +57,6 @@ fn geometry(what: &'static str, shape: &PoolShape) -> Result<[u32; 7]> {
     ])
 }
 
-fn with_count(count: u32, geometry: [u32; 7]) -> [u32; 8] {
-    let mut words = [count; 8];
-    words[1..].copy_from_slice(&geometry);
-    words
-}
-
 pub(crate) fn max_forward(
     be: &WgpuBackend,
     shape: &PoolShape,
@@ -79,17 +73,54 @@ pub(crate) fn max_forward(
         "max_pool2d",
         "an input plane must have fewer than 2^32 elements (u32 argmax)",
     )?;
-    let out_len = shape.output_len();
-    if out_len == 0 {
+    if shape.output_len() == 0 {
         return Ok(());
     }
     let what = "max_pool2d_forward";
-    let words = with_count(word(what, out_len)?, geometry(what, shape)?);
-    be.rec().dispatch(
-        &MAX_POOL_FORWARD,
-        &[x.whole(), y.whole(), argmax.whole()],
-        &words,
-        groups(out_len, MAX_POOL_FORWARD.workgroup)?,
+    let geometry = geometry(what, shape)?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    for_image_runs(
+        be,
+        what,
+        shape.batch,
+        &[image_in, image_out],
+        |first, count| {
+            let (x, x_at) = x.window(first * image_in, count * image_in, align);
+            // y and argmax have 4-byte elements and the same range: the same offset.
+            let (y, out_at) = y.window(first * image_out, count * image_out, align);
+            let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
+            let outputs = count * image_out;
+            let words = [
+                word(what, outputs)?,
+                geometry[0],
+                geometry[1],
+                geometry[2],
+                geometry[3],
+                geometry[4],
+                geometry[5],
+                geometry[6],
+                word(what, x_at)?,
+                word(what, out_at)?,
+                // Faults name the output's index in the whole tensor.
+                word(what, first * image_out)?,
+            ];
+            be.rec().dispatch(
+                &MAX_POOL_FORWARD,
+                &[x, y, argmax],
+                &words,
+                groups(outputs, MAX_POOL_FORWARD.workgroup)?,
+            )
+        },
+    )
+}
+
+/// Elements of one image of a pooling's input and of its output (`shape.check` has shown that
+/// the whole tensors' lengths fit).
+fn image_lens(shape: &PoolShape) -> (usize, usize) {
+    (
+        shape.channels * shape.in_height * shape.in_width,
+        shape.channels * shape.out_height() * shape.out_width(),
     )
 }
 
@@ -101,17 +132,42 @@ pub(crate) fn max_backward(
     grad_x: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
     shape.check(grad_x.len, grad_y.len, argmax.len)?;
-    let in_len = shape.input_len();
-    if in_len == 0 {
+    if shape.input_len() == 0 {
         return Ok(());
     }
     let what = "max_pool2d_backward";
-    let words = with_count(word(what, in_len)?, geometry(what, shape)?);
-    be.rec().dispatch(
-        &MAX_POOL_BACKWARD,
-        &[grad_y.whole(), argmax.whole(), grad_x.whole()],
-        &words,
-        groups(in_len, MAX_POOL_BACKWARD.workgroup)?,
+    let geometry = geometry(what, shape)?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    for_image_runs(
+        be,
+        what,
+        shape.batch,
+        &[image_in, image_out],
+        |first, count| {
+            let (grad_y, out_at) = grad_y.window(first * image_out, count * image_out, align);
+            let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
+            let (grad_x, in_at) = grad_x.window(first * image_in, count * image_in, align);
+            let inputs = count * image_in;
+            let words = [
+                word(what, inputs)?,
+                geometry[0],
+                geometry[1],
+                geometry[2],
+                geometry[3],
+                geometry[4],
+                geometry[5],
+                geometry[6],
+                word(what, out_at)?,
+                word(what, in_at)?,
+            ];
+            be.rec().dispatch(
+                &MAX_POOL_BACKWARD,
+                &[grad_y, argmax, grad_x],
+                &words,
+                groups(inputs, MAX_POOL_BACKWARD.workgroup)?,
+            )
+        },
     )
 }
 
@@ -129,12 +185,24 @@ pub(crate) fn global_avg_forward(
         return Ok(());
     }
     word(what, len)?;
-    be.rec().dispatch(
-        &GAP_FORWARD,
-        &[x.whole(), y.whole()],
-        &[word(what, planes)?, word(what, spatial)?],
-        groups(planes, 1)?,
-    )
+    let image = channels * spatial;
+    let align = binding_align(be);
+    for_image_runs(be, what, batch, &[image, channels], |first, count| {
+        let (x, x_at) = x.window(first * image, count * image, align);
+        let (y, y_at) = y.window(first * channels, count * channels, align);
+        let planes = count * channels;
+        be.rec().dispatch(
+            &GAP_FORWARD,
+            &[x, y],
+            &[
+                word(what, planes)?,
+                word(what, spatial)?,
+                word(what, x_at)?,
+                word(what, y_at)?,
+            ],
+            groups(planes, 1)?,
+        )
+    })
 }
 
 pub(crate) fn global_avg_backward(
@@ -150,10 +218,22 @@ pub(crate) fn global_avg_backward(
     if len == 0 {
         return Ok(());
     }
-    be.rec().dispatch(
-        &GAP_BACKWARD,
-        &[grad_y.whole(), grad_x.whole()],
-        &[word(what, len)?, word(what, spatial)?],
-        groups(len, GAP_BACKWARD.workgroup)?,
-    )
+    let image = channels * spatial;
+    let align = binding_align(be);
+    for_image_runs(be, what, batch, &[image, channels], |first, count| {
+        let (grad_y, y_at) = grad_y.window(first * channels, count * channels, align);
+        let (grad_x, x_at) = grad_x.window(first * image, count * image, align);
+        let elements = count * image;
+        be.rec().dispatch(
+            &GAP_BACKWARD,
+            &[grad_y, grad_x],
+            &[
+                word(what, elements)?,
+                word(what, spatial)?,
+                word(what, y_at)?,
+                word(what, x_at)?,
+            ],
+            groups(elements, GAP_BACKWARD.workgroup)?,
+        )
+    })
 }

@@ -1,7 +1,8 @@
 // y = (x - mean_c) * scale_c * gamma_c + beta_c over [batch, channels, spatial], one
 // invocation per element: pu(0) = elements, pu(1) = channels, pu(2) = spatial, pu(3) = 1 when
 // binding 4 holds a variance (inference: scale = 1 / sqrt(var + pf(4))), 0 when it holds the
-// inverse standard deviation itself (training, after bn_stats).
+// inverse standard deviation itself (training, after bn_stats); pu(5) = first x and y element
+// (the images may be a window of larger tensors: x and y start at the same offset in theirs).
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
@@ -17,5 +18,6 @@ fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let c = (e / pu(2u)) % pu(1u);
     var scale = spread[c];
     if (pu(3u) == 1u) { scale = 1.0 / sqrt(scale + pf(4u)); }
-    y[e] = (x[e] - mean[c]) * scale * gamma[c] + beta[c];
+    let i = pu(5u) + e;
+    y[i] = (x[i] - mean[c]) * scale * gamma[c] + beta[c];
 }

@@ -17,12 +17,6 @@
 var<workgroup> part_dy: array<f32, 256>;
 var<workgroup> part_dyx: array<f32, 256>;
 
-fn at(c: u32, e: u32) -> u32 {
-    let s = pu(1u);
-    let b = e / s;
-    return (b * pu(0u) + c) * s + (e - b * s);
-}
-
 @compute @workgroup_size(256)
 fn bn_backward(
     @builtin(local_invocation_index) t: u32,

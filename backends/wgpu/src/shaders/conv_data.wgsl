@@ -11,7 +11,8 @@
 // 10 K = out_c * nkh * nkw, 11 P = batch * phase rows * phase columns, 12 in_c,
 // 13 column tiles, 14 phase columns, 15 phase rows * phase columns, 16 kh0, 17 kw0, 18 dh,
 // 19 dw, 20 ph, 21 pw, 22 in_c*in_h*in_w, 23 out_c*out_h*out_w, 24 in_c*kernel_h*kernel_w,
-// 25 nkh.
+// 25 nkh, 26 first grad_output element, 27 first grad_input element (the images may be a
+// window of larger tensors).
 
 @group(0) @binding(0) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
@@ -53,7 +54,7 @@ fn conv2d_backward_data(
     // `base` + the step's offset is the grad_output index when the read is inside.
     let oh0 = vec4<u32>(pu(18u)) + i;
     let ow0 = vec4<u32>(pu(19u)) + ii;
-    let base = n * vec4<u32>(pu(23u)) + oh0 * vec4<u32>(out_w) + ow0;
+    let base = vec4<u32>(pu(26u)) + n * vec4<u32>(pu(23u)) + oh0 * vec4<u32>(out_w) + ow0;
 
     // The step of reduction index k, advanced one index at a time (no division in the loop).
     let nkw = pu(9u);
@@ -104,7 +105,7 @@ fn conv2d_backward_data(
         workgroupBarrier();
     }
 
-    let in_base = n * vec4<u32>(pu(22u))
+    let in_base = vec4<u32>(pu(27u)) + n * vec4<u32>(pu(22u))
         + (vec4<u32>(pu(20u)) + vec4<u32>(stride) * i) * vec4<u32>(pu(0u))
         + vec4<u32>(pu(21u)) + vec4<u32>(stride) * ii;
     // One call per register: a dynamic index into `acc` would put it in memory.

@@ -13,7 +13,9 @@
 // Words: 0 in_h, 1 in_w, 2 in_h*in_w, 3 out_w, 4 out_h*out_w, 5 kernel_w, 6 kernel_h*kernel_w,
 // 7 stride, 8 padding, 9 K = in_c*kh*kw, 10 Q = batch*out_h*out_w, 11 out_c, 12 chunk (a
 // multiple of 64 / groups), 13 1 = add into `dst` (one slice), 0 = write the slice, 14 out_c * K,
-// 15 in_c*in_h*in_w, 16 out_c*out_h*out_w, 17 out_h, 18 invocations per group (64 / groups).
+// 15 in_c*in_h*in_w, 16 out_c*out_h*out_w, 17 out_h, 18 invocations per group (64 / groups),
+// 19 first input element, 20 first grad_output element (the images may be a window of larger
+// tensors).
 
 @group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
@@ -77,7 +79,7 @@ fn conv2d_backward_filter(
     var iw0 = ow * stride - pad;
     let image_len = pu(15u);
     let out_h = pu(17u);
-    var image = n_first * image_len;
+    var image = pu(19u) + n_first * image_len;
     // Every group runs the same number of rounds (barriers need uniform control flow); a
     // group past its slice's end stages and adds nothing.
     for (var round = 0u; round < pu(12u); round = round + width) {
@@ -86,7 +88,7 @@ fn conv2d_backward_filter(
         // at reduction slot t = group * width + lane.
         let q = q0 + lane;
         let qn = q / ohw_len;
-        let g_off = qn * pu(16u) + (q - qn * ohw_len);
+        let g_off = pu(20u) + qn * pu(16u) + (q - qn * ohw_len);
         for (var b = 0u; b < 4u; b = b + 1u) {
             var v = vec4<f32>(0.0);
             let o = m0 + 4u * b;

@@ -4,7 +4,8 @@
 //
 // Words: 0 in_h, 1 in_w, 2 in_h*in_w, 3 out_w, 4 out_h*out_w, 5 kernel_w, 6 kernel_h,
 // 7 stride, 8 padding, 9 K = in_c*kh*kw, 10 P = batch*out_h*out_w, 11 out_c, 12 column tiles,
-// 13 in_c*in_h*in_w, 14 out_c*out_h*out_w.
+// 13 in_c*in_h*in_w, 14 out_c*out_h*out_w, 15 first input element, 16 first output element
+// (the images may be a window of larger tensors).
 
 @group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
@@ -47,7 +48,7 @@ fn conv2d_forward(
     // tap is inside (the wrapped terms cancel).
     let ih0 = oh * vec4<u32>(stride) - vec4<u32>(pad);
     let iw0 = ow * vec4<u32>(stride) - vec4<u32>(pad);
-    let base = n * vec4<u32>(pu(13u)) + ih0 * vec4<u32>(in_w) + iw0;
+    let base = vec4<u32>(pu(15u)) + n * vec4<u32>(pu(13u)) + ih0 * vec4<u32>(in_w) + iw0;
 
     // The tap of reduction index k, advanced one index at a time (no division in the loop).
     let kw_len = pu(5u);
@@ -91,7 +92,7 @@ fn conv2d_forward(
         workgroupBarrier();
     }
 
-    let out_base = n * vec4<u32>(pu(14u)) + ohw;
+    let out_base = vec4<u32>(pu(16u)) + n * vec4<u32>(pu(14u)) + ohw;
     // One call per register: a dynamic index into `acc` would put it in memory.
     store_row(m0 + 0u, p_ok, out_base, acc[0]);
     store_row(m0 + 1u, p_ok, out_base, acc[1]);

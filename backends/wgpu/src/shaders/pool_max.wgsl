@@ -1,6 +1,8 @@
 // Max pooling forward over NCHW planes, one invocation per output: pu(0) = outputs,
 // pu(1) = in_height, pu(2) = in_width, pu(3) = out_height, pu(4) = out_width, pu(5) = kernel,
-// pu(6) = stride, pu(7) = padding. Padding is never selected (it counts as -inf), a strictly
+// pu(6) = stride, pu(7) = padding, pu(8) = first x element, pu(9) = first y / argmax element
+// (the images may be a window of larger tensors), pu(10) = index of this run's first output in
+// the whole tensor (faults name it). Padding is never selected (it counts as -inf), a strictly
 // greater value replaces the running maximum (first maximum in row-major order wins) and a NaN
 // always does (the last NaN wins, as PyTorch's CPU kernel).
 
@@ -41,14 +43,14 @@ fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     for (var h = rows.x; h < rows.y; h = h + 1u) {
         for (var w = cols.x; w < cols.y; w = w + 1u) {
             let i = h * in_w + w;
-            let v = x[base + i];
+            let v = x[pu(8u) + base + i];
             if (is_nan_bits(v) || (!is_nan_bits(best) && v > best)) {
                 best = v;
                 at = i;
             }
         }
     }
-    y[o] = best;
-    argmax[o] = at;
-    if (is_nan_bits(best)) { record_fault(FAULT_NON_FINITE, o, 0u); }
+    y[pu(9u) + o] = best;
+    argmax[pu(9u) + o] = at;
+    if (is_nan_bits(best)) { record_fault(FAULT_NON_FINITE, pu(10u) + o, 0u); }
 }

@@ -2,7 +2,8 @@
 // grad_x[i] = sum of grad_y[o] over the outputs o whose window covers i and whose argmax is i,
 // in output order. pu(0) = inputs, then the forward's words: pu(1) = in_height,
 // pu(2) = in_width, pu(3) = out_height, pu(4) = out_width, pu(5) = kernel, pu(6) = stride,
-// pu(7) = padding. The forward only ever stores an argmax inside the output's window; an
+// pu(7) = padding; pu(8) = first grad_y / argmax element, pu(9) = first grad_x element (the
+// images may be a window of larger tensors). The forward only ever stores an argmax inside the output's window; an
 // argmax elsewhere (a corrupted buffer) is dropped.
 
 @group(0) @binding(0) var<storage, read> grad_y: array<f32>;
@@ -37,10 +38,10 @@ fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let cols = covering(w, out_w);
     var acc = 0.0;
     for (var oh = rows.x; oh < rows.y; oh = oh + 1u) {
-        let row = (plane * out_h + oh) * out_w;
+        let row = pu(8u) + (plane * out_h + oh) * out_w;
         for (var ow = cols.x; ow < cols.y; ow = ow + 1u) {
             if (argmax[row + ow] == target_index) { acc = acc + grad_y[row + ow]; }
         }
     }
-    grad_x[e] = acc;
+    grad_x[pu(9u) + e] = acc;
 }

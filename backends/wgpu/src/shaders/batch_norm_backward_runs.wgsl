@@ -1,0 +1,70 @@
+// Batch-norm backward when x is larger than one binding: the host binds x, dy and dx in runs
+// of whole images. `bn_backward_run_sums` adds each run's sum(dy) and sum(dy * (x - mean)) per
+// channel into `sums` ([channels] then [channels]) and, on the last run, accumulates dgamma and
+// dbeta; `bn_backward_run_dx` then writes dx one run at a time from those totals.
+//
+// Words: 0 channels, 1 spatial, 2 n = batch * spatial, 3 the run's values per channel, 4 the
+// run's first x / dy / dx element (the three start at the same offset in their windows),
+// 5 1 on the first run, 6 1 on the last run.
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> save_mean: array<f32>;
+@group(0) @binding(3) var<storage, read> save_invstd: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sums: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dbeta: array<f32>;
+
+var<workgroup> part_dy: array<f32, 256>;
+var<workgroup> part_dyx: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn bn_backward_run_sums(
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let c = wid.x + wid.y * nwg.x;
+    let channels = pu(0u);
+    if (c >= channels) { return; }
+    let mean = save_mean[c];
+    let first = pu(4u);
+
+    var a = 0.0;
+    var ca = 0.0;
+    var b = 0.0;
+    var cb = 0.0;
+    for (var e = t; e < pu(3u); e = e + 256u) {
+        let i = first + at(c, e);
+        let g = dy[i];
+        let ya = g - ca;
+        let ua = a + ya;
+        ca = (ua - a) - ya;
+        a = ua;
+        let yb = g * (x[i] - mean) - cb;
+        let ub = b + yb;
+        cb = (ub - b) - yb;
+        b = ub;
+    }
+    part_dy[t] = a;
+    part_dyx[t] = b;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w = w / 2u) {
+        if (t < w) {
+            part_dy[t] = part_dy[t] + part_dy[t + w];
+            part_dyx[t] = part_dyx[t] + part_dyx[t + w];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        let restart = pu(5u) == 1u;
+        let sum_dy = select(sums[c], 0.0, restart) + part_dy[0];
+        let sum_dyx = select(sums[channels + c], 0.0, restart) + part_dyx[0];
+        sums[c] = sum_dy;
+        sums[channels + c] = sum_dyx;
+        if (pu(6u) == 1u) {
+            dgamma[c] = dgamma[c] + sum_dyx * save_invstd[c];
+            dbeta[c] = dbeta[c] + sum_dy;
+        }
+    }
+}

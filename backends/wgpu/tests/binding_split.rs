@@ -1,0 +1,311 @@
+//! Tensors larger than one storage binding: convolution, pooling and batch norm bind them in
+//! runs of whole images. A context whose binding limit is lowered to 4 KiB makes every tensor
+//! here larger than a binding (each test asserts so: a whole-tensor binding would be refused),
+//! and each result must equal the one computed on the same device with the adapter's own
+//! limit, where nothing is split (the path the conformance suite checks against the reference).
+
+use std::rc::Rc;
+
+use dscl_core::desc::{BatchNormShape, Conv2dShape, PoolShape};
+use dscl_core::Backend;
+use dscl_wgpu::{GpuContext, WgpuBackend, WgpuBuffer};
+
+const CAP_BYTES: u64 = 4096;
+
+fn context() -> Option<Rc<GpuContext>> {
+    match GpuContext::new() {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "no wgpu adapter in CI (install mesa-vulkan-drivers): {e}"
+            );
+            println!("skipped: no wgpu adapter ({e})");
+            None
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1) plus `offset`.
+fn values(len: usize, seed: u64, offset: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + offset
+        })
+        .collect()
+}
+
+fn upload(be: &WgpuBackend, data: &[f32]) -> WgpuBuffer<f32> {
+    let mut buf = be.alloc(data.len()).unwrap();
+    be.upload(&mut buf, 0, data).unwrap();
+    buf
+}
+
+fn download(be: &WgpuBackend, buf: &WgpuBuffer<f32>, len: usize) -> Vec<f32> {
+    let mut out = vec![0.0; len];
+    be.download(buf, 0, &mut out).unwrap();
+    out
+}
+
+/// Runs `op` with the adapter's binding limit, then again with the limit lowered to
+/// [`CAP_BYTES`], on the same device; returns both results.
+fn whole_and_split<R>(
+    ctx: &Rc<GpuContext>,
+    largest_tensor: usize,
+    op: impl Fn(&WgpuBackend) -> R,
+) -> (R, R) {
+    assert!(
+        largest_tensor as u64 * 4 > CAP_BYTES,
+        "the test tensor must exceed the lowered limit"
+    );
+    let whole = op(&WgpuBackend::with_context(ctx.clone()));
+    ctx.limit_binding_bytes(CAP_BYTES);
+    let split = op(&WgpuBackend::with_context(ctx.clone()));
+    (whole, split)
+}
+
+fn assert_close(what: &str, whole: &[f32], split: &[f32], tol: f32) {
+    assert_eq!(whole.len(), split.len(), "{what}: lengths");
+    for (i, (&w, &s)) in whole.iter().zip(split).enumerate() {
+        assert!(
+            (w - s).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: whole {w}, split {s}"
+        );
+    }
+}
+
+#[test]
+fn convolution_runs_over_image_runs() {
+    let Some(ctx) = context() else { return };
+    for (stride, padding) in [(1, 1), (2, 0)] {
+        let shape = Conv2dShape {
+            batch: 5,
+            in_channels: 3,
+            in_height: 9,
+            in_width: 9,
+            out_channels: 4,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride,
+            padding,
+        };
+        let (input, weight) = (
+            values(shape.input_len(), 1, 0.0),
+            values(shape.weight_len(), 2, 0.0),
+        );
+        let grad_out = values(shape.output_len(), 3, 0.0);
+        let grad_weight0 = values(shape.weight_len(), 4, 0.0);
+        let largest = shape.input_len().max(shape.output_len());
+        let (whole, split) = whole_and_split(&ctx, largest, |be| {
+            let mut ws = be.alloc(be.conv2d_workspace_len(&shape).max(1)).unwrap();
+            let (x, w, gy) = (
+                upload(be, &input),
+                upload(be, &weight),
+                upload(be, &grad_out),
+            );
+            let mut y = be.alloc(shape.output_len()).unwrap();
+            let mut gx = be.alloc(shape.input_len()).unwrap();
+            let mut gw = upload(be, &grad_weight0);
+            be.conv2d_forward(&shape, &x, &w, &mut y, &mut ws).unwrap();
+            be.conv2d_backward_data(&shape, &gy, &w, &mut gx, &mut ws)
+                .unwrap();
+            be.conv2d_backward_filter(&shape, &x, &gy, &mut gw, &mut ws)
+                .unwrap();
+            [
+                download(be, &y, shape.output_len()),
+                download(be, &gx, shape.input_len()),
+                download(be, &gw, shape.weight_len()),
+            ]
+        });
+        assert_eq!(whole[0], split[0], "forward, stride {stride}");
+        assert_eq!(whole[1], split[1], "backward-data, stride {stride}");
+        // Runs add into grad_weight one after another: another summation order.
+        assert_close("backward-filter", &whole[2], &split[2], 1e-5);
+    }
+}
+
+#[test]
+fn pooling_runs_over_image_runs() {
+    let Some(ctx) = context() else { return };
+    let shape = PoolShape {
+        batch: 6,
+        channels: 3,
+        in_height: 8,
+        in_width: 8,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    let (in_len, out_len) = (shape.input_len(), shape.output_len());
+    let x0 = values(in_len, 5, 0.0);
+    let gy0 = values(out_len, 6, 0.0);
+    let (b, c, s) = (6, 40, 10);
+    let gap_x0 = values(b * c * s, 7, 0.0);
+    let gap_gy0 = values(b * c, 8, 0.0);
+    let (whole, split) = whole_and_split(&ctx, in_len.min(b * c * s), |be| {
+        let (x, gy) = (upload(be, &x0), upload(be, &gy0));
+        let mut y = be.alloc(out_len).unwrap();
+        let mut argmax = be.alloc_index(out_len).unwrap();
+        let mut gx = be.alloc(in_len).unwrap();
+        be.max_pool2d_forward(&shape, &x, &mut y, &mut argmax)
+            .unwrap();
+        be.max_pool2d_backward(&shape, &gy, &argmax, &mut gx)
+            .unwrap();
+        let mut argmax_host = vec![0; out_len];
+        be.download_index(&argmax, 0, &mut argmax_host).unwrap();
+
+        let (gap_x, gap_gy) = (upload(be, &gap_x0), upload(be, &gap_gy0));
+        let mut gap_y = be.alloc(b * c).unwrap();
+        let mut gap_gx = be.alloc(b * c * s).unwrap();
+        be.global_avg_pool_forward(&gap_x, &mut gap_y, b, c, s)
+            .unwrap();
+        be.global_avg_pool_backward(&gap_gy, &mut gap_gx, b, c, s)
+            .unwrap();
+        (
+            [
+                download(be, &y, out_len),
+                download(be, &gx, in_len),
+                download(be, &gap_y, b * c),
+                download(be, &gap_gx, b * c * s),
+            ],
+            argmax_host,
+        )
+    });
+    assert_eq!(whole.1, split.1, "max-pool argmax");
+    for (i, what) in [
+        "max-pool y",
+        "max-pool grad_x",
+        "avg-pool y",
+        "avg-pool grad_x",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(whole.0[i], split.0[i], "{what}");
+    }
+}
+
+#[test]
+fn max_pool_fault_names_the_output_in_the_whole_tensor() {
+    let Some(ctx) = context() else { return };
+    let shape = PoolShape {
+        batch: 6,
+        channels: 3,
+        in_height: 8,
+        in_width: 8,
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    let mut x0 = values(shape.input_len(), 9, 0.0);
+    // Image 5, channel 1, row 2, column 3 lies in output (5 * 3 + 1) * 16 + 1 * 4 + 1.
+    x0[((5 * 3 + 1) * 8 + 2) * 8 + 3] = f32::NAN;
+    let (whole, split) = whole_and_split(&ctx, shape.input_len(), |be| {
+        let x = upload(be, &x0);
+        let mut y = be.alloc(shape.output_len()).unwrap();
+        let mut argmax = be.alloc_index(shape.output_len()).unwrap();
+        be.max_pool2d_forward(&shape, &x, &mut y, &mut argmax)
+            .unwrap();
+        be.take_fault().unwrap().map(|f| f.index)
+    });
+    assert_eq!(whole, Some((5 * 3 + 1) * 16 + 4 + 1));
+    assert_eq!(split, whole);
+}
+
+#[test]
+fn batch_norm_accumulates_over_image_runs() {
+    let Some(ctx) = context() else { return };
+    // A large mean next to a small spread: the two-pass statistics must survive the split.
+    let shape = BatchNormShape {
+        batch: 7,
+        channels: 3,
+        spatial: 50,
+        eps: 1e-5,
+        momentum: 0.1,
+    };
+    let len = shape.batch * shape.channels * shape.spatial;
+    let ch = shape.channels;
+    let (x0, gy0) = (values(len, 10, 100.0), values(len, 11, 0.0));
+    let (gamma0, beta0) = (values(ch, 12, 1.0), values(ch, 13, 0.0));
+    let (rm0, rv0) = (values(ch, 14, 0.0), values(ch, 15, 2.0));
+    let (gg0, gb0) = (values(ch, 16, 0.0), values(ch, 17, 0.0));
+    let (whole, split) = whole_and_split(&ctx, len, |be| {
+        let (x, gy, gamma, beta) = (
+            upload(be, &x0),
+            upload(be, &gy0),
+            upload(be, &gamma0),
+            upload(be, &beta0),
+        );
+        let (mut rm, mut rv) = (upload(be, &rm0), upload(be, &rv0));
+        let (mut gg, mut gb) = (upload(be, &gg0), upload(be, &gb0));
+        let mut y = be.alloc(len).unwrap();
+        let mut y_inference = be.alloc(len).unwrap();
+        let mut gx = be.alloc(len).unwrap();
+        let mut mean = be.alloc(ch).unwrap();
+        let mut invstd = be.alloc(ch).unwrap();
+        be.batch_norm_forward_train(
+            &shape,
+            &x,
+            &gamma,
+            &beta,
+            &mut y,
+            &mut mean,
+            &mut invstd,
+            &mut rm,
+            &mut rv,
+        )
+        .unwrap();
+        be.batch_norm_backward(
+            &shape, &x, &gy, &gamma, &mean, &invstd, &mut gx, &mut gg, &mut gb,
+        )
+        .unwrap();
+        be.batch_norm_forward_inference(&shape, &x, &gamma, &beta, &rm, &rv, &mut y_inference)
+            .unwrap();
+        [
+            download(be, &y, len),
+            download(be, &mean, ch),
+            download(be, &invstd, ch),
+            download(be, &rm, ch),
+            download(be, &rv, ch),
+            download(be, &gx, len),
+            download(be, &gg, ch),
+            download(be, &gb, ch),
+            download(be, &y_inference, len),
+        ]
+    });
+    let names = [
+        "y",
+        "save_mean",
+        "save_invstd",
+        "running_mean",
+        "running_var",
+        "grad_x",
+        "grad_gamma",
+        "grad_beta",
+        "inference y",
+    ];
+    for (i, what) in names.iter().enumerate() {
+        assert_close(what, &whole[i], &split[i], 2e-5);
+    }
+    // The split pass ran: a channel's statistics moved from their start.
+    assert!(split[1].iter().all(|m| (m - 100.0).abs() < 0.5));
+}
+
+#[test]
+fn an_image_larger_than_a_binding_is_an_error() {
+    let Some(ctx) = context() else { return };
+    ctx.limit_binding_bytes(CAP_BYTES);
+    let be = WgpuBackend::with_context(ctx);
+    let (b, c, s) = (2, 3, 400);
+    let x = upload(&be, &values(b * c * s, 18, 0.0));
+    let mut y = be.alloc(b * c).unwrap();
+    let err = be.global_avg_pool_forward(&x, &mut y, b, c, s).unwrap_err();
+    assert!(
+        err.to_string().contains("storage binding limit"),
+        "unexpected error: {err}"
+    );
+}
