@@ -309,3 +309,121 @@ fn an_image_larger_than_a_binding_is_an_error() {
         "unexpected error: {err}"
     );
 }
+
+#[test]
+fn row_kernels_run_over_row_runs() {
+    use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
+    let Some(ctx) = context() else { return };
+    let (rows, cols) = (40, 100);
+    let len = rows * cols;
+    let desc = RowsDesc {
+        rows,
+        cols,
+        valid_cols: 97,
+    };
+    let x0 = values(len, 19, 0.0);
+    let gy0 = values(len, 20, 0.0);
+    let targets0: Vec<f32> = values(len, 21, 0.0).iter().map(|v| v.abs()).collect();
+    let row_labels: Vec<u32> = (0..rows as u32).map(|r| r * 7 % 97).collect();
+    // Contrast labels over 5 classes, one per column; anchors are the first 40 rows of the batch.
+    let contrast_labels: Vec<u32> = (0..cols as u32).map(|j| j * 3 % 5).collect();
+    let contrastive = ContrastiveRowsDesc {
+        rows,
+        row_offset: 0,
+        batch: rows,
+        cols,
+        valid_cols: 96,
+        num_classes: 5,
+        weighting: PositiveWeighting::Decoupled { beta: 0.3 },
+        grad_scale: 1.0 / rows as f64,
+    };
+    let (whole, split) = whole_and_split(&ctx, len, |be| {
+        let (x, gy, targets) = (upload(be, &x0), upload(be, &gy0), upload(be, &targets0));
+        let mut labels = be.alloc_index(rows).unwrap();
+        be.upload_index(&mut labels, 0, &row_labels).unwrap();
+        let mut clabels = be.alloc_index(cols).unwrap();
+        be.upload_index(&mut clabels, 0, &contrast_labels).unwrap();
+        let mut y = be.alloc(len).unwrap();
+        let mut norms = be.alloc(rows).unwrap();
+        let mut gx = be.alloc(len).unwrap();
+        be.l2_normalize_forward(&x, &mut y, &mut norms, rows, cols)
+            .unwrap();
+        be.l2_normalize_backward(&y, &norms, &gy, &mut gx, rows, cols)
+            .unwrap();
+        let mut softmax = be.alloc(len).unwrap();
+        let mut lse = be.alloc(rows).unwrap();
+        be.row_softmax(&desc, &x, &mut softmax).unwrap();
+        be.row_logsumexp(&desc, &x, &mut lse).unwrap();
+        let (mut soft_logits, mut hard_logits, mut contrast_logits) =
+            (upload(be, &x0), upload(be, &x0), upload(be, &x0));
+        let (mut soft_loss, mut hard_loss, mut contrast_loss) = (
+            be.alloc(rows).unwrap(),
+            be.alloc(rows).unwrap(),
+            be.alloc(rows).unwrap(),
+        );
+        be.soft_cross_entropy(&desc, 0.5, &mut soft_logits, &targets, &mut soft_loss)
+            .unwrap();
+        be.softmax_cross_entropy(&desc, 0.5, &mut hard_logits, &labels, &mut hard_loss)
+            .unwrap();
+        be.contrastive_rows(
+            &contrastive,
+            &mut contrast_logits,
+            &clabels,
+            &mut contrast_loss,
+        )
+        .unwrap();
+        assert_eq!(be.take_fault().unwrap(), None);
+        [
+            download(be, &y, len),
+            download(be, &norms, rows),
+            download(be, &gx, len),
+            download(be, &softmax, len),
+            download(be, &lse, rows),
+            download(be, &soft_logits, len),
+            download(be, &soft_loss, rows),
+            download(be, &hard_logits, len),
+            download(be, &hard_loss, rows),
+            download(be, &contrast_logits, len),
+            download(be, &contrast_loss, rows),
+        ]
+    });
+    let names = [
+        "l2 y",
+        "l2 norms",
+        "l2 grad_x",
+        "softmax",
+        "logsumexp",
+        "soft CE gradient",
+        "soft CE loss",
+        "hard CE gradient",
+        "hard CE loss",
+        "contrastive gradient",
+        "contrastive loss",
+    ];
+    // A row is one workgroup's in either case: the same arithmetic, bit for bit.
+    for (i, what) in names.iter().enumerate() {
+        assert_eq!(whole[i], split[i], "{what}");
+    }
+}
+
+#[test]
+fn a_row_fault_names_the_row_in_the_whole_tensor() {
+    use dscl_core::desc::RowsDesc;
+    let Some(ctx) = context() else { return };
+    let (rows, cols) = (40, 100);
+    let desc = RowsDesc::new(rows, cols);
+    let x0 = values(rows * cols, 22, 0.0);
+    let mut labels0: Vec<u32> = vec![1; rows];
+    labels0[37] = 1000;
+    let (whole, split) = whole_and_split(&ctx, rows * cols, |be| {
+        let mut logits = upload(be, &x0);
+        let mut labels = be.alloc_index(rows).unwrap();
+        be.upload_index(&mut labels, 0, &labels0).unwrap();
+        let mut loss = be.alloc(rows).unwrap();
+        be.softmax_cross_entropy(&desc, 1.0, &mut logits, &labels, &mut loss)
+            .unwrap();
+        be.take_fault().unwrap().map(|f| (f.index, f.value))
+    });
+    assert_eq!(whole, Some((37, 1000)));
+    assert_eq!(split, whole);
+}

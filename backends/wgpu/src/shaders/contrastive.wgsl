@@ -28,7 +28,7 @@ fn contrastive_rows(
     let grad_scale = pf(7u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
     let anchor = row_offset + row;
     let view = batch + anchor;
     let anchor_label = labels[anchor];

@@ -20,8 +20,8 @@ fn softmax_cross_entropy(
     let grad_scale = pf(3u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
-    let label = labels[row];
+    let base = matrix_base(row, cols);
+    let label = labels[row_slot(row)];
     let in_range = label < valid;
     var x_label = 0.0;
     if (in_range) { x_label = logits[base + label]; }
@@ -40,14 +40,14 @@ fn softmax_cross_entropy(
     if (t == 0u) {
         var l = 0.0;
         if (!in_range) {
-            record_fault(FAULT_LABEL_OUT_OF_RANGE, row, label);
+            record_fault(FAULT_LABEL_OUT_OF_RANGE, whole_row(row), label);
         } else {
             if (!is_finite(m_raw) || !is_finite(shift + log_sum)) {
-                record_fault(FAULT_NON_FINITE, row, 0u);
+                record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
             }
             l = log_sum - (x_label - shift);
         }
-        loss[row] = l;
+        loss[row_slot(row)] = l;
     }
 
     for (var c = t; c < cols; c = c + ROW_WG) {

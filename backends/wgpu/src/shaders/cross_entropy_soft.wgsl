@@ -19,7 +19,7 @@ fn soft_cross_entropy(
     let grad_scale = pf(3u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
 
     var m = logits[base];
     for (var c = t; c < valid; c = c + ROW_WG) { m = nan_max(m, logits[base + c]); }
@@ -42,9 +42,9 @@ fn soft_cross_entropy(
     let log_sum = log(s);
     if (t == 0u) {
         if (!is_finite(m_raw) || !is_finite(shift + log_sum)) {
-            record_fault(FAULT_NON_FINITE, row, 0u);
+            record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
         }
-        loss[row] = tsum * log_sum - dsum;
+        loss[row_slot(row)] = tsum * log_sum - dsum;
     }
 
     // Each invocation rewrites only the columns it read.

@@ -26,8 +26,16 @@ fn torch_shift(m: f32) -> f32 {
     return m;
 }
 
-// The row of this workgroup when the grid is folded into x and y.
+// The row of this workgroup when the grid is folded into x and y, counted from the run's first.
 fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }
+
+// A tensor larger than one binding is bound as runs of rows, windows of the whole tensors.
+// Words 12 to 14 of every row kernel place row r of the run: 12 the run's first row in the
+// whole tensor (faults name rows there), 13 the run's first matrix element in its window,
+// 14 its first per-row element (norms, labels, losses) in its window.
+fn whole_row(r: u32) -> u32 { return pu(12u) + r; }
+fn matrix_base(r: u32, cols: u32) -> u32 { return pu(13u) + r * cols; }
+fn row_slot(r: u32) -> u32 { return pu(14u) + r; }
 
 // Every reduction ends with a barrier, so the next one may reuse the workgroup arrays; the
 // result comes through workgroupUniformLoad so that callers may branch on it around barriers.

@@ -16,13 +16,13 @@ fn l2_normalize_backward(
     let cols = pu(1u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
 
     var acc = Kahan(0.0, 0.0);
     for (var c = t; c < cols; c = c + ROW_WG) { acc = kahan_add(acc, y[base + c] * gy[base + c]); }
     let dot = reduce_sum(t, acc.s - acc.c);
 
-    let norm = norms[row];
+    let norm = norms[row_slot(row)];
     let ok = is_finite(norm) && norm >= MIN_NORMAL;
     for (var c = t; c < cols; c = c + ROW_WG) {
         var v = 0.0;

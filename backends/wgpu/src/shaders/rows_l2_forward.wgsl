@@ -31,7 +31,7 @@ fn l2_normalize_forward(
     let cols = pu(1u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
 
     var m = 0.0;
     for (var c = t; c < cols; c = c + ROW_WG) { m = nan_max(m, abs_bits(x[base + c])); }
@@ -52,21 +52,21 @@ fn l2_normalize_forward(
     var ok = false;
     if (!is_finite(m)) {
         if (t == 0u) {
-            norms[row] = m;
-            record_fault(FAULT_NON_FINITE, row, 0u);
+            norms[row_slot(row)] = m;
+            record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
         }
     } else if (!is_finite(norm)) {
         if (t == 0u) {
-            norms[row] = norm;
-            record_fault(FAULT_NON_FINITE, row, 0u);
+            norms[row_slot(row)] = norm;
+            record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
         }
     } else if (norm < MIN_NORMAL) {
         if (t == 0u) {
-            norms[row] = norm;
-            record_fault(FAULT_ZERO_NORM_ROW, row, 0u);
+            norms[row_slot(row)] = norm;
+            record_fault(FAULT_ZERO_NORM_ROW, whole_row(row), 0u);
         }
     } else {
-        if (t == 0u) { norms[row] = norm; }
+        if (t == 0u) { norms[row_slot(row)] = norm; }
         ok = true;
     }
     for (var c = t; c < cols; c = c + ROW_WG) {

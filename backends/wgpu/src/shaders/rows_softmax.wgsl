@@ -31,11 +31,11 @@ fn row_softmax(
     let valid = pu(2u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
     let m = row_max(t, base, valid);
     let s = row_sum_exp(t, base, valid, m);
     // With a finite maximum the sum lies in [1, valid], so the log-sum-exp is finite.
-    if (t == 0u && !is_finite(m)) { record_fault(FAULT_NON_FINITE, row, 0u); }
+    if (t == 0u && !is_finite(m)) { record_fault(FAULT_NON_FINITE, whole_row(row), 0u); }
     for (var c = t; c < cols; c = c + ROW_WG) {
         var v = 0.0;
         if (c < valid) { v = exp(x[base + c] - m) / s; }
@@ -56,7 +56,7 @@ fn row_logsumexp(
     let valid = pu(2u);
     let row = row_of(wid, nwg);
     if (row >= rows) { return; }
-    let base = row * cols;
+    let base = matrix_base(row, cols);
     let m = row_max(t, base, valid);
     let s = row_sum_exp(t, base, valid, torch_shift(m));
     if (t == 0u) {
@@ -64,8 +64,8 @@ fn row_logsumexp(
         if (is_finite(m)) {
             lse = m + log(s);
         } else {
-            record_fault(FAULT_NON_FINITE, row, 0u);
+            record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
         }
-        out[row] = lse;
+        out[row_slot(row)] = lse;
     }
 }
