@@ -11,9 +11,9 @@
 //!   bind groups are cached by the exact buffer ranges they bind.
 //! - Kernel parameters are WebGPU immediates (push constants): no uniform buffer per call.
 //! - Work whose buffers exceed the adapter's storage-binding limit is split into windows:
-//!   element ranges, GEMM operand spans, runs of whole images for convolution, batch norm and
-//!   pooling. ROI-align's features and the row losses bind whole buffers and return an error
-//!   when one is larger.
+//!   element ranges, GEMM operand spans, runs of whole images (convolution, batch norm, pooling,
+//!   ROI-align) or whole rows (the row kernels). Only a layer's weights and per-sample vectors
+//!   are bound whole, and a kernel returns an error when one is larger than a binding.
 //! - Value faults go to a device-side slot (first one wins), read by [`Backend::take_fault`].
 
 mod buffer;

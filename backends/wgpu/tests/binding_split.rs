@@ -427,3 +427,83 @@ fn a_row_fault_names_the_row_in_the_whole_tensor() {
     assert_eq!(whole, Some((37, 1000)));
     assert_eq!(split, whole);
 }
+
+#[test]
+fn roi_align_runs_over_image_and_box_runs() {
+    use dscl_core::desc::RoiAlignShape;
+    use dscl_core::FaultKind;
+    let Some(ctx) = context() else { return };
+    let shape = RoiAlignShape {
+        batch: 4,
+        channels: 3,
+        height: 12,
+        width: 12,
+        num_rois: 30,
+        pooled_h: 4,
+        pooled_w: 4,
+        spatial_scale: 0.5,
+        sampling_ratio: 2,
+        aligned: true,
+    };
+    let features0 = values(shape.features_len(), 23, 0.0);
+    let grad_out0 = values(shape.output_len(), 24, 0.0);
+    let grad_features0 = values(shape.features_len(), 25, 0.0);
+    // Boxes over every image, in mixed order, in image coordinates (scale 0.5 onto the map);
+    // box 21 names image 9, which does not exist.
+    let boxes0: Vec<f32> = (0..shape.num_rois)
+        .flat_map(|r| {
+            let image = if r == 21 { 9.0 } else { ((r * 3) % 4) as f32 };
+            let (x, y) = ((r % 5) as f32 * 3.0, (r % 7) as f32 * 2.5);
+            [image, x, y, x + 6.0 + (r % 3) as f32, y + 5.0]
+        })
+        .collect();
+    let largest = shape.features_len().min(shape.output_len());
+    let (whole, split) = whole_and_split(&ctx, largest, |be| {
+        let (features, boxes) = (upload(be, &features0), upload(be, &boxes0));
+        let grad_out = upload(be, &grad_out0);
+        let mut out = be.alloc(shape.output_len()).unwrap();
+        let mut grad_features = upload(be, &grad_features0);
+        be.roi_align_forward(&shape, &features, &boxes, &mut out)
+            .unwrap();
+        let fault = be.take_fault().unwrap();
+        be.roi_align_backward(&shape, &grad_out, &boxes, &mut grad_features)
+            .unwrap();
+        let _ = be.take_fault().unwrap();
+        (
+            download(be, &out, shape.output_len()),
+            download(be, &grad_features, shape.features_len()),
+            fault.map(|f| (f.kind, f.index)),
+        )
+    });
+    assert_eq!(whole.2, Some((FaultKind::LabelOutOfRange, 21)));
+    assert_eq!(split.2, whole.2);
+    assert_eq!(whole.0, split.0, "forward");
+    // The backward's float atomics add in a varying order.
+    assert_close("backward", &whole.1, &split.1, 1e-5);
+    // The invalid box's outputs are zeros, the others are not all zero.
+    let per_box = 3 * 4 * 4;
+    assert!(split.0[21 * per_box..22 * per_box]
+        .iter()
+        .all(|&v| v == 0.0));
+    assert!(split.0[20 * per_box..21 * per_box]
+        .iter()
+        .any(|&v| v != 0.0));
+}
+
+#[test]
+fn sum_adds_its_runs() {
+    let Some(ctx) = context() else { return };
+    let len = 5000;
+    let x0 = values(len, 26, 0.25);
+    let (whole, split) = whole_and_split(&ctx, len, |be| {
+        let x = upload(be, &x0);
+        let mut out = upload(be, &[7.0, 7.0, 7.0]);
+        be.sum(&x, len, 0.5, &mut out, 1).unwrap();
+        download(be, &out, 3)
+    });
+    let want = 0.5 * x0.iter().map(|&v| v as f64).sum::<f64>();
+    assert!((whole[1] as f64 - want).abs() < 1e-3, "whole {}", whole[1]);
+    assert_close("sum", &whole, &split, 1e-5);
+    assert_eq!(split[0], 7.0);
+    assert_eq!(split[2], 7.0);
+}

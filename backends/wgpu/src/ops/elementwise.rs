@@ -3,7 +3,7 @@
 use dscl_core::error::check_len;
 use dscl_core::Result;
 
-use super::{f32_bits, map, word};
+use super::{binding_align, f32_bits, image_runs, map, word};
 use crate::kernel::kernel;
 use crate::{range_end, WgpuBackend, WgpuBuffer};
 
@@ -115,12 +115,26 @@ pub(crate) fn sum(
 ) -> Result<()> {
     check_len("sum x", x.len, len)?;
     range_end("sum out", out.len, offset, 1)?;
-    be.rec().dispatch(
-        &SUM_KERNEL,
-        &[x.whole(), out.whole()],
-        &[word("sum", len)?, word("sum", offset)?, f32_bits(scale)],
-        [1, 1, 1],
-    )
+    let align = binding_align(be);
+    let (out, out_at) = out.window(offset, 1, align);
+    // A zero-length sum still writes its 0.
+    let runs = image_runs(be, "sum", len, &[1])?.chain((len == 0).then_some((0, 0)));
+    for (first, count) in runs {
+        let (xw, x_at) = x.window(first, count, align);
+        be.rec().dispatch(
+            &SUM_KERNEL,
+            &[xw, out],
+            &[
+                word("sum", count)?,
+                word("sum", out_at)?,
+                f32_bits(scale),
+                word("sum", x_at)?,
+                u32::from(first > 0),
+            ],
+            [1, 1, 1],
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn relu_forward(

@@ -4,12 +4,17 @@
 //! check kernel first records `LabelOutOfRange` at the lowest invalid box, as the CPU backend
 //! reports it. The backward scatters with a compare-and-swap loop on the f32 bits of
 //! `grad_features` (see `roi_align_backward.wgsl` for why).
+//!
+//! Features and outputs larger than one binding are bound in runs (images of the feature map,
+//! boxes of the output): one dispatch per pair of runs, each box's work done in the dispatch
+//! whose feature run holds its image.
 
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::Result;
 
-use super::{f32_bits, groups, word};
-use crate::kernel::kernel;
+use super::{binding_align, f32_bits, groups, image_runs, word};
+use crate::buffer::Window;
+use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
 
 const COMMON: &str = include_str!("../shaders/roi_align_common.wgsl");
@@ -44,12 +49,13 @@ kernel!(
 /// grid).
 const MAX_GRID: usize = 1 << 16;
 
-/// The words of `roi_align_common.wgsl`, with `items` = outputs.
-fn words(what: &'static str, shape: &RoiAlignShape) -> Result<[u32; 11]> {
+/// The words of `roi_align_common.wgsl` up to the runs' (items and runs are set per dispatch).
+fn words(what: &'static str, shape: &RoiAlignShape) -> Result<[u32; 16]> {
     word(what, shape.features_len())?;
     word(what, shape.boxes_len())?;
+    word(what, shape.output_len())?;
     Ok([
-        word(what, shape.output_len())?,
+        0,
         word(what, shape.batch)?,
         word(what, shape.channels)?,
         word(what, shape.height)?,
@@ -60,7 +66,59 @@ fn words(what: &'static str, shape: &RoiAlignShape) -> Result<[u32; 11]> {
         f32_bits(shape.spatial_scale),
         word(what, shape.sampling_ratio.min(MAX_GRID))?,
         u32::from(shape.aligned),
+        0,
+        0,
+        0,
+        0,
+        0,
     ])
+}
+
+/// Runs `kernel` over every pair of a box run (of `per_box` output elements each) and an image
+/// run of the feature map, after the box check on the first pair's bindings.
+fn dispatch_runs(
+    be: &WgpuBackend,
+    kernel: &'static Kernel,
+    what: &'static str,
+    shape: &RoiAlignShape,
+    outputs: &WgpuBuffer<f32>,
+    boxes: &WgpuBuffer<f32>,
+    features: &WgpuBuffer<f32>,
+) -> Result<()> {
+    let mut words = words(what, shape)?;
+    let per_box = shape.channels * shape.pooled_h * shape.pooled_w;
+    let image = shape.channels * shape.height * shape.width;
+    let align = binding_align(be);
+    let mut checked = false;
+    for (first_box, box_count) in image_runs(be, what, shape.num_rois, &[per_box])? {
+        let (out, out_at) = outputs.window(first_box * per_box, box_count * per_box, align);
+        // A feature map of no images still runs once, so invalid boxes get their zeros.
+        let image_runs = image_runs(be, what, shape.batch, &[image])?;
+        let image_runs = image_runs.chain((shape.batch == 0).then_some((0, 0)));
+        for (first_image, image_count) in image_runs {
+            let (feat, feat_at) = features.window(first_image * image, image_count * image, align);
+            let bindings: [Window<'_>; 3] = if std::ptr::eq(kernel, &ROI_FORWARD) {
+                [feat, boxes.whole(), out]
+            } else {
+                [out, boxes.whole(), feat]
+            };
+            if !checked {
+                be.rec()
+                    .dispatch(&ROI_CHECK, &bindings, &words, [1, 1, 1])?;
+                checked = true;
+            }
+            let items = box_count * per_box;
+            words[0] = word(what, items)?;
+            words[11] = word(what, first_box)?;
+            words[12] = word(what, out_at)?;
+            words[13] = word(what, first_image)?;
+            words[14] = word(what, image_count)?;
+            words[15] = word(what, feat_at)?;
+            be.rec()
+                .dispatch(kernel, &bindings, &words, groups(items, kernel.workgroup)?)?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn forward(
@@ -74,16 +132,8 @@ pub(crate) fn forward(
     if shape.num_rois == 0 {
         return Ok(());
     }
-    let words = words("roi_align_forward", shape)?;
-    let bindings = [features.whole(), boxes.whole(), output.whole()];
-    be.rec()
-        .dispatch(&ROI_CHECK, &bindings, &words, [1, 1, 1])?;
-    be.rec().dispatch(
-        &ROI_FORWARD,
-        &bindings,
-        &words,
-        groups(shape.output_len(), ROI_FORWARD.workgroup)?,
-    )
+    let what = "roi_align_forward";
+    dispatch_runs(be, &ROI_FORWARD, what, shape, output, boxes, features)
 }
 
 pub(crate) fn backward(
@@ -97,14 +147,14 @@ pub(crate) fn backward(
     if shape.num_rois == 0 {
         return Ok(());
     }
-    let words = words("roi_align_backward", shape)?;
-    let bindings = [grad_output.whole(), boxes.whole(), grad_features.whole()];
-    be.rec()
-        .dispatch(&ROI_CHECK, &bindings, &words, [1, 1, 1])?;
-    be.rec().dispatch(
+    let what = "roi_align_backward";
+    dispatch_runs(
+        be,
         &ROI_BACKWARD,
-        &bindings,
-        &words,
-        groups(shape.output_len(), ROI_BACKWARD.workgroup)?,
+        what,
+        shape,
+        grad_output,
+        boxes,
+        grad_features,
     )
 }

@@ -22,18 +22,14 @@ fn add_f32(i: u32, v: f32) {
 fn roi_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg, 256u);
     if (i >= pu(0u)) { return; }
-    let channels = pu(2u);
+    let it = item(i);
+    let roi = it.roi;
+    if (!roi.valid || !it.here) { return; }
+    let share = grad_output[pu(12u) + i] / roi.count;
+    let base = it.base;
     let pooled_w = pu(7u);
-    let bins = pu(6u) * pooled_w;
-    let bin = i % bins;
-    let rc = i / bins;
-    let c = rc % channels;
-    let roi = decode(rc / channels);
-    if (!roi.valid) { return; }
-    let share = grad_output[i] / roi.count;
-    let base = (roi.batch * channels + c) * pu(3u) * pu(4u);
-    let ph = bin / pooled_w;
-    let pw = bin % pooled_w;
+    let ph = it.bin / pooled_w;
+    let pw = it.bin % pooled_w;
     for (var iy = 0u; iy < roi.grid_h; iy = iy + 1u) {
         let y = sample_at(roi.start_h, roi.bin_h, ph, iy, roi.grid_h);
         for (var ix = 0u; ix < roi.grid_w; ix = ix + 1u) {

@@ -4,6 +4,11 @@
 // pf(8) = spatial_scale, pu(9) = sampling_ratio (0 = adaptive; capped like the grid),
 // pu(10) = 1 when aligned.
 //
+// Tensors larger than one binding are bound in runs: work item i of a dispatch is item
+// i of box run starting at box pu(11), whose outputs start at element pu(12) of the output
+// window; the feature window holds images pu(13) .. pu(13) + pu(14), starting at its element
+// pu(15). A box whose image lies outside that run is left to the dispatch whose run holds it.
+//
 // Geometry is in f32 (WGSL has no f64), in torchvision's expression order; the suite keeps
 // its boxes away from the points where a 1-ulp difference changes the sampling grid.
 
@@ -29,6 +34,7 @@ struct Roi {
 // Box r's batch index (x) and whether it is valid (y = 1); when invalid, x is the value the
 // fault reports: the truncated index, or u32::MAX for a NaN, a negative one or one past 2^32.
 fn roi_batch(r: u32) -> vec2<u32> {
+    // (r counts boxes in the whole tensor.)
     let v = boxes[r * 5u];
     if (!is_finite(v) || v <= -1.0) { return vec2<u32>(0xffffffffu, 0u); }
     // Truncation toward zero, as torchvision's int cast; -0.x becomes 0.
@@ -147,4 +153,23 @@ fn roi_check(@builtin(local_invocation_index) t: u32) {
         let r = atomicLoad(&first_bad);
         if (r != 0xffffffffu) { record_fault(FAULT_LABEL_OUT_OF_RANGE, r, roi_batch(r).x); }
     }
+}
+
+// Item i of this dispatch as (box in the whole tensor, channel, bin), and whether the box's
+// image lies in this dispatch's feature run (invalid boxes lie in every run).
+struct Item { roi: Roi, c: u32, bin: u32, here: bool, base: u32 }
+
+fn item(i: u32) -> Item {
+    let channels = pu(2u);
+    let bins = pu(6u) * pu(7u);
+    let rc = i / bins;
+    var it: Item;
+    it.bin = i % bins;
+    it.c = rc % channels;
+    it.roi = decode(pu(11u) + rc / channels);
+    let first_image = pu(13u);
+    it.here = !it.roi.valid
+        || (it.roi.batch >= first_image && it.roi.batch - first_image < pu(14u));
+    it.base = pu(15u) + ((it.roi.batch - first_image) * channels + it.c) * pu(3u) * pu(4u);
+    return it;
 }

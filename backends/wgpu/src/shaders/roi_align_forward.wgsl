@@ -9,20 +9,18 @@
 fn roi_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg, 256u);
     if (i >= pu(0u)) { return; }
-    let channels = pu(2u);
-    let pooled_w = pu(7u);
-    let bins = pu(6u) * pooled_w;
-    let bin = i % bins;
-    let rc = i / bins;
-    let c = rc % channels;
-    let roi = decode(rc / channels);
+    let it = item(i);
+    if (!it.here) { return; }
+    let roi = it.roi;
+    let out = pu(12u) + i;
     if (!roi.valid) {
-        output[i] = 0.0;
+        output[out] = 0.0;
         return;
     }
-    let base = (roi.batch * channels + c) * pu(3u) * pu(4u);
-    let ph = bin / pooled_w;
-    let pw = bin % pooled_w;
+    let base = it.base;
+    let pooled_w = pu(7u);
+    let ph = it.bin / pooled_w;
+    let pw = it.bin % pooled_w;
     var sum = 0.0;
     for (var iy = 0u; iy < roi.grid_h; iy = iy + 1u) {
         let y = sample_at(roi.start_h, roi.bin_h, ph, iy, roi.grid_h);
@@ -37,5 +35,5 @@ fn roi_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             }
         }
     }
-    output[i] = sum / roi.count;
+    output[out] = sum / roi.count;
 }

@@ -1,5 +1,7 @@
-// out[pu(1)] = pf(2) * sum of x[0 .. pu(0)], one workgroup: each invocation sums a strided
-// share with Kahan compensation, then a tree reduction in workgroup memory.
+// out[pu(1)] = pf(2) * sum of x[pu(3) .. pu(3) + pu(0)], one workgroup: each invocation sums a
+// strided share with Kahan compensation, then a tree reduction in workgroup memory. With
+// pu(4) = 1 the result is added to out[pu(1)] instead: a vector larger than one binding is
+// summed as runs, bound as windows.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -12,7 +14,7 @@ fn sum(@builtin(local_invocation_index) t: u32) {
     var s = 0.0;
     var c = 0.0;
     for (var e = t; e < n; e = e + 256u) {
-        let y = x[e] - c;
+        let y = x[pu(3u) + e] - c;
         let u = s + y;
         c = (u - s) - y;
         s = u;
@@ -23,5 +25,8 @@ fn sum(@builtin(local_invocation_index) t: u32) {
         if (t < w) { partial[t] = partial[t] + partial[t + w]; }
         workgroupBarrier();
     }
-    if (t == 0u) { out[pu(1u)] = pf(2u) * partial[0]; }
+    if (t == 0u) {
+        let v = pf(2u) * partial[0];
+        if (pu(4u) == 1u) { out[pu(1u)] = out[pu(1u)] + v; } else { out[pu(1u)] = v; }
+    }
 }
