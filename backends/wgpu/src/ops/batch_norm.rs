@@ -27,11 +27,13 @@ const STATS: &str = concat!(
 const APPLY: &str = include_str!("../shaders/batch_norm_apply.wgsl");
 const BACKWARD: &str = concat!(
     include_str!("../shaders/batch_norm_common.wgsl"),
-    include_str!("../shaders/batch_norm_backward.wgsl")
+    include_str!("../shaders/batch_norm_backward.wgsl"),
+    include_str!("../shaders/batch_norm_grad_sums.wgsl")
 );
 const BACKWARD_RUNS: &str = concat!(
     include_str!("../shaders/batch_norm_common.wgsl"),
-    include_str!("../shaders/batch_norm_backward_runs.wgsl")
+    include_str!("../shaders/batch_norm_backward_runs.wgsl"),
+    include_str!("../shaders/batch_norm_grad_sums.wgsl")
 );
 const BACKWARD_DX: &str = include_str!("../shaders/batch_norm_backward_dx.wgsl");
 

@@ -91,20 +91,9 @@ pub(crate) fn max_forward(
             let (y, out_at) = y.window(first * image_out, count * image_out, align);
             let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
             let outputs = count * image_out;
-            let words = [
-                word(what, outputs)?,
-                geometry[0],
-                geometry[1],
-                geometry[2],
-                geometry[3],
-                geometry[4],
-                geometry[5],
-                geometry[6],
-                word(what, x_at)?,
-                word(what, out_at)?,
-                // Faults name the output's index in the whole tensor.
-                word(what, first * image_out)?,
-            ];
+            // Faults name the output's index in the whole tensor.
+            let words =
+                max_pool_words(what, outputs, geometry, &[x_at, out_at, first * image_out])?;
             be.rec().dispatch(
                 &MAX_POOL_FORWARD,
                 &[x, y, argmax],
@@ -113,6 +102,26 @@ pub(crate) fn max_forward(
             )
         },
     )
+}
+
+/// A max-pool kernel's words: its item count, the geometry, then the run's words.
+fn max_pool_words(
+    what: &'static str,
+    count: usize,
+    geometry: [u32; 7],
+    run: &[usize],
+) -> Result<heapless::Vec<u32, 12>> {
+    let too_many = || dscl_core::Error::InvalidArgument {
+        what,
+        reason: "more kernel words than a max-pool kernel holds (dscl-wgpu bug)",
+    };
+    let mut words = heapless::Vec::new();
+    words.push(word(what, count)?).map_err(|_| too_many())?;
+    words.extend_from_slice(&geometry).map_err(|_| too_many())?;
+    for &v in run {
+        words.push(word(what, v)?).map_err(|_| too_many())?;
+    }
+    Ok(words)
 }
 
 /// Elements of one image of a pooling's input and of its output (`shape.check` has shown that
@@ -149,18 +158,7 @@ pub(crate) fn max_backward(
             let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
             let (grad_x, in_at) = grad_x.window(first * image_in, count * image_in, align);
             let inputs = count * image_in;
-            let words = [
-                word(what, inputs)?,
-                geometry[0],
-                geometry[1],
-                geometry[2],
-                geometry[3],
-                geometry[4],
-                geometry[5],
-                geometry[6],
-                word(what, out_at)?,
-                word(what, in_at)?,
-            ];
+            let words = max_pool_words(what, inputs, geometry, &[out_at, in_at])?;
             be.rec().dispatch(
                 &MAX_POOL_BACKWARD,
                 &[grad_y, argmax, grad_x],

@@ -14,9 +14,6 @@
 @group(0) @binding(6) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dbeta: array<f32>;
 
-var<workgroup> part_dy: array<f32, 256>;
-var<workgroup> part_dyx: array<f32, 256>;
-
 @compute @workgroup_size(256)
 fn bn_backward(
     @builtin(local_invocation_index) t: u32,
@@ -29,34 +26,9 @@ fn bn_backward(
     let mean = save_mean[c];
     let inv = save_invstd[c];
 
-    var a = 0.0;
-    var ca = 0.0;
-    var b = 0.0;
-    var cb = 0.0;
-    for (var e = t; e < n; e = e + 256u) {
-        let i = at(c, e);
-        let g = dy[i];
-        let ya = g - ca;
-        let ua = a + ya;
-        ca = (ua - a) - ya;
-        a = ua;
-        let yb = g * (x[i] - mean) - cb;
-        let ub = b + yb;
-        cb = (ub - b) - yb;
-        b = ub;
-    }
-    part_dy[t] = a;
-    part_dyx[t] = b;
-    workgroupBarrier();
-    for (var w = 128u; w > 0u; w = w / 2u) {
-        if (t < w) {
-            part_dy[t] = part_dy[t] + part_dy[t + w];
-            part_dyx[t] = part_dyx[t] + part_dyx[t + w];
-        }
-        workgroupBarrier();
-    }
-    let sum_dy = part_dy[0];
-    let sum_dyx = part_dyx[0] * inv;
+    let sums = grad_sums(t, c, 0u, n, mean);
+    let sum_dy = sums.x;
+    let sum_dyx = sums.y * inv;
     if (t == 0u) {
         dgamma[c] = dgamma[c] + sum_dyx;
         dbeta[c] = dbeta[c] + sum_dy;

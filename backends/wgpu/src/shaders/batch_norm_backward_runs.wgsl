@@ -15,9 +15,6 @@
 @group(0) @binding(5) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dbeta: array<f32>;
 
-var<workgroup> part_dy: array<f32, 256>;
-var<workgroup> part_dyx: array<f32, 256>;
-
 @compute @workgroup_size(256)
 fn bn_backward_run_sums(
     @builtin(local_invocation_index) t: u32,
@@ -28,38 +25,11 @@ fn bn_backward_run_sums(
     let channels = pu(0u);
     if (c >= channels) { return; }
     let mean = save_mean[c];
-    let first = pu(4u);
-
-    var a = 0.0;
-    var ca = 0.0;
-    var b = 0.0;
-    var cb = 0.0;
-    for (var e = t; e < pu(3u); e = e + 256u) {
-        let i = first + at(c, e);
-        let g = dy[i];
-        let ya = g - ca;
-        let ua = a + ya;
-        ca = (ua - a) - ya;
-        a = ua;
-        let yb = g * (x[i] - mean) - cb;
-        let ub = b + yb;
-        cb = (ub - b) - yb;
-        b = ub;
-    }
-    part_dy[t] = a;
-    part_dyx[t] = b;
-    workgroupBarrier();
-    for (var w = 128u; w > 0u; w = w / 2u) {
-        if (t < w) {
-            part_dy[t] = part_dy[t] + part_dy[t + w];
-            part_dyx[t] = part_dyx[t] + part_dyx[t + w];
-        }
-        workgroupBarrier();
-    }
+    let run = grad_sums(t, c, pu(4u), pu(3u), mean);
     if (t == 0u) {
         let restart = pu(5u) == 1u;
-        let sum_dy = select(sums[c], 0.0, restart) + part_dy[0];
-        let sum_dyx = select(sums[channels + c], 0.0, restart) + part_dyx[0];
+        let sum_dy = select(sums[c], 0.0, restart) + run.x;
+        let sum_dyx = select(sums[channels + c], 0.0, restart) + run.y;
         sums[c] = sum_dy;
         sums[channels + c] = sum_dyx;
         if (pu(6u) == 1u) {

@@ -38,17 +38,13 @@ fn workgroup_sum(t: u32, v: f32) -> f32 {
 // The workgroup total of (x - center)^power (power 1 or 2) over the first `count` values of
 // channel c, x bound from element `first`.
 fn channel_sum(t: u32, c: u32, first: u32, count: u32, center: f32, power: u32) -> f32 {
-    var s = 0.0;
-    var comp = 0.0;
+    var sum = Kahan(0.0, 0.0);
     for (var e = t; e < count; e = e + 256u) {
         var d = x[first + at(c, e)] - center;
         if (power == 2u) { d = d * d; }
-        let y = d - comp;
-        let u = s + y;
-        comp = (u - s) - y;
-        s = u;
+        sum = kahan_add(sum, d);
     }
-    return workgroup_sum(t, s);
+    return workgroup_sum(t, sum.s);
 }
 
 fn store_statistics(c: u32, mean: f32, variance: f32) {

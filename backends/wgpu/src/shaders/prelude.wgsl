@@ -38,3 +38,12 @@ fn is_finite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
     return gid.x + gid.y * nwg.x * wg;
 }
+
+// Kahan summation state: s holds the sum, c the low-order part lost so far (sum = s - c).
+struct Kahan { s: f32, c: f32 }
+
+fn kahan_add(k: Kahan, x: f32) -> Kahan {
+    let y = x - k.c;
+    let u = k.s + y;
+    return Kahan(u, (u - k.s) - y);
+}

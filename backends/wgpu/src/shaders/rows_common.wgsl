@@ -82,12 +82,3 @@ fn reduce_min_u(t: u32, v: u32) -> u32 {
     workgroupBarrier();
     return r;
 }
-
-// Kahan summation state: s holds the sum, c the low-order part lost so far (sum = s - c).
-struct Kahan { s: f32, c: f32 }
-
-fn kahan_add(k: Kahan, x: f32) -> Kahan {
-    let y = x - k.c;
-    let u = k.s + y;
-    return Kahan(u, (u - k.s) - y);
-}
