@@ -122,6 +122,19 @@ fn open_wgpu() -> Result<WgpuBackend> {
     WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
 }
 
+/// `--backend cuda`: finds the GPU (or says why there is none); its kernels are not written
+/// yet, so it then stops with an error that says so rather than training on something else.
+fn refuse_cuda() -> anyhow::Error {
+    match dscl_cuda::CudaDevice::open(0) {
+        Err(e) => anyhow::anyhow!("--backend cuda: {e}"),
+        Ok(device) => anyhow::anyhow!(
+            "--backend cuda: found {}, but this version of runtime has no CUDA kernels yet; \
+             use --backend cpu or --backend wgpu",
+            device.name()
+        ),
+    }
+}
+
 /// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
 /// the training code is generic over `Backend`).
 macro_rules! with_backend {
@@ -146,10 +159,7 @@ macro_rules! with_backend {
                 "the reference backend computes in f64 and is for `runtime verify` only; train \
                  with --backend cpu"
             ),
-            BackendChoice::Cuda => bail!(
-                "backend `{}` is not part of this build of runtime; available: cpu, wgpu",
-                choice.name()
-            ),
+            BackendChoice::Cuda => Err(refuse_cuda()),
         }
     }};
 }
@@ -247,10 +257,7 @@ fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
         BackendChoice::Cpu => verify_on(&CpuBackend::new(), &vectors, tol),
         BackendChoice::Reference => verify_on(&ReferenceBackend::<f64>::new(), &vectors, tol),
         BackendChoice::Wgpu => verify_on(&open_wgpu()?, &vectors, tol),
-        BackendChoice::Cuda => bail!(
-            "backend `{}` is not part of this build of runtime; available: cpu, wgpu, reference",
-            choice.name()
-        ),
+        BackendChoice::Cuda => Err(refuse_cuda()),
     }
 }
 
