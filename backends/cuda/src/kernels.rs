@@ -12,6 +12,10 @@ pub const SOURCE: &str = concat!(
     include_str!("kernels/elementwise.cu"),
     include_str!("kernels/optim.cu"),
     include_str!("kernels/rows.cu"),
+    include_str!("kernels/pool.cu"),
+    include_str!("kernels/batch_norm.cu"),
+    include_str!("kernels/roi_align.cu"),
+    include_str!("kernels/conv.cu"),
 );
 
 /// The kernels [`SOURCE`] defines.
@@ -36,6 +40,19 @@ pub const ENTRY_POINTS: &[&str] = &[
     "softmax_cross_entropy",
     "contrastive_labels",
     "contrastive_rows",
+    "max_pool_forward",
+    "max_pool_backward",
+    "gap_forward",
+    "gap_backward",
+    "bn_stats",
+    "bn_apply",
+    "bn_backward",
+    "roi_check",
+    "roi_forward",
+    "roi_backward",
+    "conv2d_forward",
+    "conv2d_backward_data",
+    "conv2d_backward_filter",
 ];
 
 /// Compiles [`SOURCE`] to PTX for a virtual architecture such as `compute_80` (PTX runs on that
