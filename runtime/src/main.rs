@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
+use dscl_cuda::CudaBackend;
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
 use dscl_runtime::vectors::Vectors;
@@ -122,17 +123,9 @@ fn open_wgpu() -> Result<WgpuBackend> {
     WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
 }
 
-/// `--backend cuda`: finds the GPU (or says why there is none); its kernels are not written
-/// yet, so it then stops with an error that says so rather than training on something else.
-fn refuse_cuda() -> anyhow::Error {
-    match dscl_cuda::CudaDevice::open(0) {
-        Err(e) => anyhow::anyhow!("--backend cuda: {e}"),
-        Ok(device) => anyhow::anyhow!(
-            "--backend cuda: found {}, but this version of runtime has no CUDA kernels yet; \
-             use --backend cpu or --backend wgpu",
-            device.name()
-        ),
-    }
+/// Opens GPU 0 and compiles the CUDA kernels for it, or says why it cannot.
+fn open_cuda() -> Result<CudaBackend> {
+    CudaBackend::new(0).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
 }
 
 /// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
@@ -159,7 +152,13 @@ macro_rules! with_backend {
                 "the reference backend computes in f64 and is for `runtime verify` only; train \
                  with --backend cpu"
             ),
-            BackendChoice::Cuda => Err(refuse_cuda()),
+            BackendChoice::Cuda => {
+                let backend = open_cuda()?;
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: Result<()> = $body;
+                result.map(|()| ExitCode::SUCCESS)
+            }
         }
     }};
 }
@@ -257,7 +256,7 @@ fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
         BackendChoice::Cpu => verify_on(&CpuBackend::new(), &vectors, tol),
         BackendChoice::Reference => verify_on(&ReferenceBackend::<f64>::new(), &vectors, tol),
         BackendChoice::Wgpu => verify_on(&open_wgpu()?, &vectors, tol),
-        BackendChoice::Cuda => Err(refuse_cuda()),
+        BackendChoice::Cuda => verify_on(&open_cuda()?, &vectors, tol),
     }
 }
 

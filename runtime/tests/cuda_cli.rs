@@ -1,6 +1,6 @@
-//! `--backend cuda` on any machine: where there is no NVIDIA driver (CI) it says so and exits
-//! non-zero; where there is a GPU it names it and says the CUDA kernels are not in this
-//! version. Never a panic, never a silent fallback to another backend.
+//! `--backend cuda` where there is no usable GPU (CI): it says why and exits non-zero. Never a
+//! panic, never a silent fallback to another backend. On a GPU machine these tests say so and
+//! leave the device to `scripts/gpu-check.sh`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,15 +28,26 @@ fn assert_refused(code: Option<i32>, text: &str) {
     assert!(
         text.contains("no CUDA driver found")
             || text.contains("reports no GPU")
-            || text.contains("no CUDA kernels yet")
             || text.contains("could not be loaded"),
         "the reason is not one of the documented ones:\n{text}"
     );
     assert!(!text.contains("loss"), "something trained:\n{text}");
 }
 
+/// Whether this machine has a GPU the CUDA backend opens (then nothing is refused).
+fn gpu_present() -> bool {
+    let present = dscl_cuda::CudaDevice::open(0).is_ok();
+    if present {
+        println!("skipped: this machine has a CUDA GPU; scripts/gpu-check.sh covers it");
+    }
+    present
+}
+
 #[test]
 fn train_with_cuda_is_refused_with_a_reason() {
+    if gpu_present() {
+        return;
+    }
     let out = std::env::temp_dir().join(format!("dscl-cuda-cli-{}", std::process::id()));
     let out = out.to_string_lossy().into_owned();
     let (code, text) = runtime(&["train", "--backend", "cuda", "--epochs", "1", "--out", &out]);
@@ -46,6 +57,9 @@ fn train_with_cuda_is_refused_with_a_reason() {
 
 #[test]
 fn verify_with_cuda_is_refused_with_a_reason() {
+    if gpu_present() {
+        return;
+    }
     let vectors =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/dscl_vectors_small.json");
     let vectors = vectors.to_string_lossy().into_owned();

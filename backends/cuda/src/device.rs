@@ -18,6 +18,7 @@ impl fmt::Display for InitError {
 impl std::error::Error for InitError {}
 
 /// One opened GPU: its primary context, and its name as the driver reports it.
+#[derive(Clone)]
 pub struct CudaDevice {
     context: Arc<CudaContext>,
     name: String,

@@ -1,0 +1,349 @@
+//! [`CudaBackend`]: the Backend trait on one GPU. Every kernel is launched on one stream, so
+//! work runs in the order it was recorded and nothing waits for the device except a download
+//! or a fault check (a training step reads back only its loss).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig};
+use dscl_core::error::check_len;
+use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
+
+use crate::device::{CudaDevice, InitError};
+use crate::kernels;
+
+/// A buffer of `T` (f32 or u32) in device memory.
+pub struct CudaBuffer<T> {
+    pub(crate) slice: CudaSlice<T>,
+    pub(crate) len: usize,
+}
+
+impl<T> BufferLen for CudaBuffer<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl<T> std::fmt::Debug for CudaBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaBuffer({} elements)", self.len)
+    }
+}
+
+/// Threads per block of every kernel (`ROW_THREADS` in `kernels/common.cuh`).
+pub(crate) const THREADS: u32 = 256;
+/// Most blocks a grid-stride kernel is launched with: enough to fill any GPU.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// The CUDA backend: one device, one stream, the compiled kernels, cuBLAS, and the fault slot.
+pub struct CudaBackend {
+    device: CudaDevice,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: CudaBlas,
+    functions: HashMap<&'static str, CudaFunction>,
+    /// `FaultSlot` of `common.cuh` (flag, kind, index, value). Kernels write it through a shared
+    /// reference: every launch is on `stream`, which orders them.
+    pub(crate) fault: RefCell<CudaSlice<u32>>,
+}
+
+/// A driver error as the library's.
+pub(crate) fn driver(what: &'static str, e: cudarc::driver::DriverError) -> Error {
+    Error::Device {
+        what,
+        code: e.0 as i64,
+    }
+}
+
+/// The PTX architecture for a device of compute capability `major.minor`: PTX runs on its
+/// architecture and every later one.
+fn ptx_arch(major: i32) -> &'static str {
+    match major {
+        ..=7 => "compute_70",
+        8 => "compute_80",
+        _ => "compute_90",
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` and compiles the kernels for it (once per backend).
+    pub fn new(ordinal: usize) -> std::result::Result<Self, InitError> {
+        let device = CudaDevice::open(ordinal)?;
+        let context = device.context().clone();
+        let (major, _) = context
+            .compute_capability()
+            .map_err(|e| InitError(format!("could not read the compute capability: {e}")))?;
+        let ptx = kernels::compile(ptx_arch(major)).map_err(InitError)?;
+        let module = context
+            .load_module(ptx)
+            .map_err(|e| InitError(format!("could not load the compiled kernels: {e}")))?;
+        let mut functions = HashMap::new();
+        for &name in kernels::ENTRY_POINTS {
+            let f = module
+                .load_function(name)
+                .map_err(|e| InitError(format!("kernel `{name}` is missing: {e}")))?;
+            functions.insert(name, f);
+        }
+        let stream = context.default_stream();
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| InitError(format!("could not start cuBLAS: {e}")))?;
+        let fault = stream
+            .alloc_zeros::<u32>(4)
+            .map_err(|e| InitError(format!("could not allocate the fault slot: {e}")))?;
+        Ok(CudaBackend {
+            device,
+            stream,
+            blas,
+            functions,
+            fault: RefCell::new(fault),
+        })
+    }
+
+    /// Another backend on the same device and compiled kernels, with its own stream, cuBLAS
+    /// handle and fault slot (no recompilation).
+    pub fn fresh(&self) -> std::result::Result<Self, InitError> {
+        let stream = self
+            .device
+            .context()
+            .new_stream()
+            .map_err(|e| InitError(format!("could not create a CUDA stream: {e}")))?;
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| InitError(format!("could not start cuBLAS: {e}")))?;
+        let fault = stream
+            .alloc_zeros::<u32>(4)
+            .map_err(|e| InitError(format!("could not allocate the fault slot: {e}")))?;
+        Ok(CudaBackend {
+            device: self.device.clone(),
+            stream,
+            blas,
+            functions: self.functions.clone(),
+            fault: RefCell::new(fault),
+        })
+    }
+
+    /// The device's name as the driver reports it.
+    pub fn name(&self) -> &str {
+        self.device.name()
+    }
+
+    /// Waits until every launched kernel has run (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| driver("synchronize", e))
+    }
+
+    pub(crate) fn function(&self, name: &'static str) -> Result<&CudaFunction> {
+        self.functions.get(name).ok_or(Error::InvalidArgument {
+            what: name,
+            reason: "kernel not compiled (dscl-cuda bug)",
+        })
+    }
+
+    pub(crate) fn alloc_raw<T>(&self, len: usize) -> Result<CudaBuffer<T>>
+    where
+        T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits,
+    {
+        let slice = self
+            .stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(|_| Error::OutOfMemory {
+                what: "cuda alloc",
+                requested: len,
+                available: 0,
+            })?;
+        Ok(CudaBuffer { slice, len })
+    }
+
+    pub(crate) fn write<T: cudarc::driver::DeviceRepr>(
+        &self,
+        what: &'static str,
+        dst: &mut CudaBuffer<T>,
+        offset: usize,
+        src: &[T],
+    ) -> Result<()> {
+        let end = range_end(what, dst.len, offset, src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let mut view = dst.slice.slice_mut(offset..end);
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(|e| driver(what, e))
+    }
+
+    pub(crate) fn read<T: cudarc::driver::DeviceRepr>(
+        &self,
+        what: &'static str,
+        src: &CudaBuffer<T>,
+        offset: usize,
+        dst: &mut [T],
+    ) -> Result<()> {
+        let end = range_end(what, src.len, offset, dst.len())?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let view = src.slice.slice(offset..end);
+        self.stream
+            .memcpy_dtoh(&view, dst)
+            .map_err(|e| driver(what, e))
+    }
+
+    /// Reads and clears the fault slot (waits for the stream).
+    pub(crate) fn take_fault_slot(&self) -> Result<Option<Fault>> {
+        let mut words = [0u32; 4];
+        let mut slot = self.fault.borrow_mut();
+        self.stream
+            .memcpy_dtoh(&*slot, &mut words)
+            .map_err(|e| driver("take_fault", e))?;
+        if words[0] == 0 {
+            return Ok(None);
+        }
+        self.stream
+            .memset_zeros(&mut *slot)
+            .map_err(|e| driver("take_fault", e))?;
+        Ok(Some(Fault {
+            kind: match words[1] {
+                2 => FaultKind::ZeroNormRow,
+                3 => FaultKind::LabelOutOfRange,
+                _ => FaultKind::NonFinite,
+            },
+            index: words[2] as usize,
+            value: words[3],
+        }))
+    }
+
+    /// `C = alpha op(A) op(B) + beta C`, row-major, through cuBLAS, which is column-major: the
+    /// same memory read column-major is C^T = op(B)^T op(A)^T, so B goes first.
+    pub(crate) fn gemm_cublas(
+        &self,
+        desc: &dscl_core::desc::GemmDesc,
+        a: &CudaBuffer<f32>,
+        b: &CudaBuffer<f32>,
+        c: &mut CudaBuffer<f32>,
+    ) -> Result<()> {
+        desc.check(a.len, b.len, c.len)?;
+        if desc.batch == 0 || desc.m == 0 || desc.n == 0 {
+            return Ok(());
+        }
+        let what = "gemm";
+        let int = |x: usize| i32::try_from(x).map_err(|_| too_large(what));
+        let long = |x: usize| i64::try_from(x).map_err(|_| too_large(what));
+        // cuBLAS checks every leading dimension against the stored row even where a single
+        // row is read and the descriptor may carry any value.
+        let ld =
+            |ld: usize, rows: usize, cols: usize| if rows <= 1 { ld.max(cols).max(1) } else { ld };
+        let (a_rows, a_cols) = if desc.trans_a {
+            (desc.k, desc.m)
+        } else {
+            (desc.m, desc.k)
+        };
+        let (b_rows, b_cols) = if desc.trans_b {
+            (desc.n, desc.k)
+        } else {
+            (desc.k, desc.n)
+        };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let cfg = StridedBatchedConfig {
+            gemm: GemmConfig {
+                transa: op(desc.trans_b),
+                transb: op(desc.trans_a),
+                m: int(desc.n)?,
+                n: int(desc.m)?,
+                k: int(desc.k)?,
+                alpha: desc.alpha as f32,
+                lda: int(ld(desc.b.ld, b_rows, b_cols))?,
+                ldb: int(ld(desc.a.ld, a_rows, a_cols))?,
+                beta: desc.beta as f32,
+                ldc: int(ld(desc.c.ld, desc.m, desc.n))?,
+            },
+            batch_size: int(desc.batch)?,
+            stride_a: long(desc.b.batch_stride)?,
+            stride_b: long(desc.a.batch_stride)?,
+            stride_c: long(desc.c.batch_stride)?,
+        };
+        let a_view = a.slice.slice(desc.a.offset..);
+        let b_view = b.slice.slice(desc.b.offset..);
+        let mut c_view = c.slice.slice_mut(desc.c.offset..);
+        // SAFETY: `desc.check` has shown that every element the batched product addresses lies
+        // inside the three buffers, with the leading dimensions and strides given here.
+        unsafe {
+            self.blas
+                .gemm_strided_batched(cfg, &b_view, &a_view, &mut c_view)
+        }
+        .map_err(|e| Error::Device {
+            what,
+            code: e.0 as i64,
+        })
+    }
+}
+
+pub(crate) fn too_large(what: &'static str) -> Error {
+    Error::InvalidArgument {
+        what,
+        reason: "size exceeds what the CUDA kernels index",
+    }
+}
+
+/// `offset + len`, checked against a buffer of `have` elements.
+pub(crate) fn range_end(
+    what: &'static str,
+    have: usize,
+    offset: usize,
+    len: usize,
+) -> Result<usize> {
+    let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
+        what,
+        expected: usize::MAX,
+        actual: have,
+    })?;
+    check_len(what, have, end)?;
+    Ok(end)
+}
+
+/// A grid-stride launch over `n` items.
+pub(crate) fn grid_for(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32,
+            1,
+            1,
+        ),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per item (row, channel, plane) for `n` items.
+pub(crate) fn block_per(what: &'static str, n: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (u32::try_from(n).map_err(|_| too_large(what))?, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// Launches kernel `$name` on the backend's stream with `$cfg` and the given arguments (each
+/// an expression borrowing a buffer view or a local scalar).
+macro_rules! launch {
+    ($be:expr, $name:literal, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+        use cudarc::driver::PushKernelArg;
+        let function = $be.function($name)?;
+        let mut builder = $be.stream.launch_builder(function);
+        $( builder.arg($arg); )*
+        // SAFETY: the argument list matches the kernel's parameters in `kernels/*.cu` (types and
+        // order), and the caller has checked every buffer against the sizes the kernel indexes.
+        unsafe { builder.launch($cfg) }
+            .map(|_| ())
+            .map_err(|e| $crate::backend::driver($name, e))
+    }};
+}
+pub(crate) use launch;

@@ -1,0 +1,1180 @@
+//! The Backend trait over [`CudaBackend`]: host-side checks (the descriptors' own, as every
+//! backend), then one launch per method (GEMM through cuBLAS, the rest from `kernels/*.cu`).
+
+use dscl_core::desc::{
+    check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
+    PositiveWeighting, RoiAlignShape, RowsDesc, SgdParams,
+};
+use dscl_core::error::{check_len, ensure};
+use dscl_core::{Backend, Fault, Result};
+
+use crate::backend::{block_per, grid_for, launch, range_end, too_large, CudaBackend, CudaBuffer};
+
+/// A size as a kernel's `u32` parameter.
+fn u32_of(what: &'static str, x: usize) -> Result<u32> {
+    u32::try_from(x).map_err(|_| too_large(what))
+}
+
+/// Sampling points per bin per axis, capped as in the CPU backend.
+const ROI_MAX_GRID: usize = 1 << 16;
+
+/// The conv kernels' shape parameters (`CONV_SHAPE_PARAMS` in `kernels/conv.cu`).
+fn conv_params(s: &Conv2dShape) -> Result<[u32; 11]> {
+    let w = |x: usize| u32_of("conv2d", x);
+    Ok([
+        w(s.batch)?,
+        w(s.in_channels)?,
+        w(s.in_height)?,
+        w(s.in_width)?,
+        w(s.out_channels)?,
+        w(s.kernel_h)?,
+        w(s.kernel_w)?,
+        w(s.stride)?,
+        w(s.padding)?,
+        w(s.out_height())?,
+        w(s.out_width())?,
+    ])
+}
+
+/// The pool kernels' geometry (in_h, in_w, out_h, out_w, kernel, stride, padding).
+fn pool_params(s: &PoolShape) -> Result<[u32; 7]> {
+    let w = |x: usize| u32_of("max_pool2d", x);
+    // Window arithmetic adds padding, kernel and stride to a coordinate: that must fit too.
+    w(s.in_height
+        .max(s.in_width)
+        .saturating_add(s.padding.saturating_mul(2))
+        .saturating_add(s.kernel)
+        .saturating_add(s.stride))?;
+    Ok([
+        w(s.in_height)?,
+        w(s.in_width)?,
+        w(s.out_height())?,
+        w(s.out_width())?,
+        w(s.kernel)?,
+        w(s.stride)?,
+        w(s.padding)?,
+    ])
+}
+
+/// Batch-norm buffer checks: the descriptor, every data buffer, every per-channel buffer, and
+/// at least one value per channel. Returns n = batch * spatial.
+fn check_batch_norm(
+    shape: &BatchNormShape,
+    data: &[(&'static str, usize)],
+    channel: &[(&'static str, usize)],
+) -> Result<usize> {
+    let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
+    shape.check(first(data), first(channel))?;
+    for &(what, l) in data {
+        check_len(what, l, shape.len())?;
+    }
+    for &(what, l) in channel {
+        check_len(what, l, shape.channels)?;
+    }
+    let n = shape.batch.saturating_mul(shape.spatial);
+    ensure(
+        n >= 1 || shape.channels == 0,
+        "batch_norm",
+        "each channel needs at least one value",
+    )?;
+    Ok(n)
+}
+
+impl Backend for CudaBackend {
+    type Elem = f32;
+    type Buffer = CudaBuffer<f32>;
+    type IndexBuffer = CudaBuffer<u32>;
+
+    fn device_name(&self) -> &str {
+        self.name()
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buffer> {
+        self.alloc_raw(len)
+    }
+
+    fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
+        self.alloc_raw(len)
+    }
+
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[f32]) -> Result<()> {
+        self.write("upload", dst, offset, src)
+    }
+
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [f32]) -> Result<()> {
+        self.read("download", src, offset, dst)
+    }
+
+    fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
+        self.write("upload_index", dst, offset, src)
+    }
+
+    fn download_index(
+        &self,
+        src: &Self::IndexBuffer,
+        offset: usize,
+        dst: &mut [u32],
+    ) -> Result<()> {
+        self.read("download_index", src, offset, dst)
+    }
+
+    fn take_fault(&self) -> Result<Option<Fault>> {
+        self.take_fault_slot()
+    }
+
+    // ---- elementwise -----------------------------------------------------------------------
+
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        let end = range_end("fill", x.len, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let value = value as f32;
+        let mut view = x.slice.slice_mut(offset..end);
+        launch!(self, "fill_f32", grid_for(len), [&mut view, &len, &value])
+    }
+
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let src_end = range_end("copy src", src.len, src_offset, len)?;
+        let dst_end = range_end("copy dst", dst.len, dst_offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let from = src.slice.slice(src_offset..src_end);
+        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+        self.stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(|e| crate::backend::driver("copy", e))
+    }
+
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let src_end = range_end("copy_index src", src.len, src_offset, len)?;
+        let dst_end = range_end("copy_index dst", dst.len, dst_offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let from = src.slice.slice(src_offset..src_end);
+        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+        launch!(self, "copy_u32", grid_for(len), [&from, &mut to, &len])
+    }
+
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        check_len("scale x", x.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let alpha = alpha as f32;
+        launch!(
+            self,
+            "scale_f32",
+            grid_for(len),
+            [&mut x.slice, &len, &alpha]
+        )
+    }
+
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        check_len("axpy x", x.len, len)?;
+        check_len("axpy y", y.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let alpha = alpha as f32;
+        launch!(
+            self,
+            "axpy_f32",
+            grid_for(len),
+            [&x.slice, &mut y.slice, &len, &alpha]
+        )
+    }
+
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        check_len("add a", a.len, len)?;
+        check_len("add b", b.len, len)?;
+        check_len("add out", out.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "add_f32",
+            grid_for(len),
+            [&a.slice, &b.slice, &mut out.slice, &len]
+        )
+    }
+
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        check_len("sum x", x.len, len)?;
+        let end = range_end("sum out", out.len, offset, 1)?;
+        let scale = scale as f32;
+        let mut target = out.slice.slice_mut(offset..end);
+        launch!(
+            self,
+            "sum_f32",
+            block_per("sum", 1)?,
+            [&x.slice, &len, &scale, &mut target]
+        )
+    }
+
+    // ---- dense -----------------------------------------------------------------------------
+
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.gemm_cublas(desc, a, b, c)
+    }
+
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let len = rows.checked_mul(cols).ok_or(too_large("bias_add"))?;
+        check_len("bias_add x", x.len, len)?;
+        check_len("bias_add bias", bias.len, cols)?;
+        if len == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "bias_add",
+            grid_for(len),
+            [&mut x.slice, &bias.slice, &rows, &cols]
+        )
+    }
+
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let len = rows.checked_mul(cols).ok_or(too_large("bias_backward"))?;
+        check_len("bias_backward grad_out", grad_out.len, len)?;
+        check_len("bias_backward grad_bias", grad_bias.len, cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "bias_backward",
+            grid_for(cols),
+            [&grad_out.slice, &mut grad_bias.slice, &rows, &cols]
+        )
+    }
+
+    // ---- convolution -----------------------------------------------------------------------
+
+    fn conv2d_workspace_len(&self, _shape: &Conv2dShape) -> usize {
+        0
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(input.len, weight.len, output.len)?;
+        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
+        let n = shape.output_len();
+        if n == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_forward",
+            grid_for(n),
+            [
+                &input.slice,
+                &weight.slice,
+                &mut output.slice,
+                &b,
+                &ic,
+                &ih,
+                &iw,
+                &oc,
+                &kh,
+                &kw,
+                &st,
+                &pd,
+                &oh,
+                &ow
+            ]
+        )
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(grad_input.len, weight.len, grad_output.len)?;
+        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
+        let n = shape.input_len();
+        if n == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_backward_data",
+            grid_for(n),
+            [
+                &grad_output.slice,
+                &weight.slice,
+                &mut grad_input.slice,
+                &b,
+                &ic,
+                &ih,
+                &iw,
+                &oc,
+                &kh,
+                &kw,
+                &st,
+                &pd,
+                &oh,
+                &ow
+            ]
+        )
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(input.len, grad_weight.len, grad_output.len)?;
+        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
+        let n = shape.weight_len();
+        if n == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_backward_filter",
+            grid_for(n),
+            [
+                &input.slice,
+                &grad_output.slice,
+                &mut grad_weight.slice,
+                &b,
+                &ic,
+                &ih,
+                &iw,
+                &oc,
+                &kh,
+                &kw,
+                &st,
+                &pd,
+                &oh,
+                &ow
+            ]
+        )
+    }
+
+    // ---- batch normalisation ---------------------------------------------------------------
+
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        let n = check_batch_norm(
+            shape,
+            &[("batch_norm x", x.len), ("batch_norm y", y.len)],
+            &[
+                ("batch_norm gamma", gamma.len),
+                ("batch_norm beta", beta.len),
+                ("batch_norm save_mean", save_mean.len),
+                ("batch_norm save_invstd", save_invstd.len),
+                ("batch_norm running_mean", running_mean.len),
+                ("batch_norm running_var", running_var.len),
+            ],
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_forward_train";
+        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
+        let nf = n as f64;
+        // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
+        let unbias = if n > 1 { (nf / (nf - 1.0)) as f32 } else { 1.0 };
+        let (eps, keep, momentum) = (
+            shape.eps as f32,
+            (1.0 - shape.momentum) as f32,
+            shape.momentum as f32,
+        );
+        launch!(
+            self,
+            "bn_stats",
+            block_per(what, shape.channels)?,
+            [
+                &x.slice,
+                &mut save_mean.slice,
+                &mut save_invstd.slice,
+                &mut running_mean.slice,
+                &mut running_var.slice,
+                &c,
+                &s,
+                &n,
+                &eps,
+                &keep,
+                &momentum,
+                &unbias
+            ]
+        )?;
+        let len = shape.len();
+        let (from_variance, unused_eps) = (0u32, 0.0f32);
+        launch!(
+            self,
+            "bn_apply",
+            grid_for(len),
+            [
+                &x.slice,
+                &gamma.slice,
+                &beta.slice,
+                &save_mean.slice,
+                &save_invstd.slice,
+                &mut y.slice,
+                &len,
+                &c,
+                &s,
+                &from_variance,
+                &unused_eps
+            ]
+        )
+    }
+
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(x.len, gamma.len)?;
+        check_len("batch_norm y", y.len, shape.len())?;
+        for (what, l) in [
+            ("batch_norm beta", beta.len),
+            ("batch_norm running_mean", running_mean.len),
+            ("batch_norm running_var", running_var.len),
+        ] {
+            check_len(what, l, shape.channels)?;
+        }
+        if shape.is_empty() {
+            return Ok(());
+        }
+        let what = "batch_norm_forward_inference";
+        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
+        let len = shape.len();
+        let (from_variance, eps) = (1u32, shape.eps as f32);
+        launch!(
+            self,
+            "bn_apply",
+            grid_for(len),
+            [
+                &x.slice,
+                &gamma.slice,
+                &beta.slice,
+                &running_mean.slice,
+                &running_var.slice,
+                &mut y.slice,
+                &len,
+                &c,
+                &s,
+                &from_variance,
+                &eps
+            ]
+        )
+    }
+
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        let n = check_batch_norm(
+            shape,
+            &[
+                ("batch_norm x", x.len),
+                ("batch_norm grad_y", grad_y.len),
+                ("batch_norm grad_x", grad_x.len),
+            ],
+            &[
+                ("batch_norm gamma", gamma.len),
+                ("batch_norm save_mean", save_mean.len),
+                ("batch_norm save_invstd", save_invstd.len),
+                ("batch_norm grad_gamma", grad_gamma.len),
+                ("batch_norm grad_beta", grad_beta.len),
+            ],
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_backward";
+        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
+        launch!(
+            self,
+            "bn_backward",
+            block_per(what, shape.channels)?,
+            [
+                &x.slice,
+                &grad_y.slice,
+                &gamma.slice,
+                &save_mean.slice,
+                &save_invstd.slice,
+                &mut grad_x.slice,
+                &mut grad_gamma.slice,
+                &mut grad_beta.slice,
+                &c,
+                &s,
+                &n
+            ]
+        )
+    }
+
+    // ---- activations and pooling -----------------------------------------------------------
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        check_len("relu x", x.len, len)?;
+        check_len("relu y", y.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "relu_forward",
+            grid_for(len),
+            [&x.slice, &mut y.slice, &len]
+        )
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        check_len("relu_backward y", y.len, len)?;
+        check_len("relu_backward grad_y", grad_y.len, len)?;
+        check_len("relu_backward grad_x", grad_x.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "relu_backward",
+            grid_for(len),
+            [&y.slice, &grad_y.slice, &mut grad_x.slice, &len]
+        )
+    }
+
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        shape.check(x.len, y.len, argmax.len)?;
+        let [ih, iw, oh, ow, k, st, pd] = pool_params(shape)?;
+        ensure(
+            shape
+                .in_height
+                .checked_mul(shape.in_width)
+                .is_some_and(|p| u32::try_from(p).is_ok()),
+            "max_pool2d",
+            "an input plane must have fewer than 2^32 elements (u32 argmax)",
+        )?;
+        let outputs = shape.output_len();
+        if outputs == 0 {
+            return Ok(());
+        }
+        u32_of("max_pool2d", outputs)?;
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "max_pool_forward",
+            grid_for(outputs),
+            [
+                &*fault,
+                &x.slice,
+                &mut y.slice,
+                &mut argmax.slice,
+                &outputs,
+                &ih,
+                &iw,
+                &oh,
+                &ow,
+                &k,
+                &st,
+                &pd
+            ]
+        )
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(grad_x.len, grad_y.len, argmax.len)?;
+        let [ih, iw, oh, ow, k, st, pd] = pool_params(shape)?;
+        let inputs = shape.input_len();
+        if inputs == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "max_pool_backward",
+            grid_for(inputs),
+            [
+                &grad_y.slice,
+                &argmax.slice,
+                &mut grad_x.slice,
+                &inputs,
+                &ih,
+                &iw,
+                &oh,
+                &ow,
+                &k,
+                &st,
+                &pd
+            ]
+        )
+    }
+
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        let what = "global_avg_pool";
+        let (planes, _) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
+        if planes == 0 {
+            return Ok(());
+        }
+        let spatial = u32_of(what, spatial)?;
+        let blocks = planes.min(1 << 16);
+        launch!(
+            self,
+            "gap_forward",
+            block_per(what, blocks)?,
+            [&x.slice, &mut y.slice, &planes, &spatial]
+        )
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        let what = "global_avg_pool_backward";
+        let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let spatial = u32_of(what, spatial)?;
+        launch!(
+            self,
+            "gap_backward",
+            grid_for(len),
+            [&grad_y.slice, &mut grad_x.slice, &len, &spatial]
+        )
+    }
+
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(features.len, boxes.len, output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let p = roi_params(shape)?;
+        let fault = self.fault.borrow();
+        let (rois, batch) = (p.rois, p.batch);
+        launch!(
+            self,
+            "roi_check",
+            block_per("roi_align", 1)?,
+            [&*fault, &boxes.slice, &rois, &batch]
+        )?;
+        launch!(
+            self,
+            "roi_forward",
+            grid_for(shape.output_len()),
+            [
+                &features.slice,
+                &boxes.slice,
+                &mut output.slice,
+                &p.batch,
+                &p.channels,
+                &p.height,
+                &p.width,
+                &p.rois,
+                &p.pooled_h,
+                &p.pooled_w,
+                &p.sampling_ratio,
+                &p.aligned,
+                &p.spatial_scale
+            ]
+        )
+    }
+
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        shape.check(grad_features.len, boxes.len, grad_output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let p = roi_params(shape)?;
+        let fault = self.fault.borrow();
+        let (rois, batch) = (p.rois, p.batch);
+        launch!(
+            self,
+            "roi_check",
+            block_per("roi_align", 1)?,
+            [&*fault, &boxes.slice, &rois, &batch]
+        )?;
+        launch!(
+            self,
+            "roi_backward",
+            grid_for(shape.output_len()),
+            [
+                &grad_output.slice,
+                &boxes.slice,
+                &mut grad_features.slice,
+                &p.batch,
+                &p.channels,
+                &p.height,
+                &p.width,
+                &p.rois,
+                &p.pooled_h,
+                &p.pooled_w,
+                &p.sampling_ratio,
+                &p.aligned,
+                &p.spatial_scale
+            ]
+        )
+    }
+
+    // ---- normalisation and the loss reductions ---------------------------------------------
+
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let what = "l2_normalize";
+        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+        check_len("l2_normalize x", x.len, len)?;
+        check_len("l2_normalize y", y.len, len)?;
+        check_len("l2_normalize norms", norms.len, rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, c) = (u32_of(what, rows)?, u32_of(what, cols)?);
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "l2_normalize_forward",
+            block_per(what, rows)?,
+            [&*fault, &x.slice, &mut y.slice, &mut norms.slice, &r, &c]
+        )
+    }
+
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let what = "l2_normalize_backward";
+        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+        check_len("l2_normalize_backward y", y.len, len)?;
+        check_len("l2_normalize_backward norms", norms.len, rows)?;
+        check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
+        check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, c) = (u32_of(what, rows)?, u32_of(what, cols)?);
+        launch!(
+            self,
+            "l2_normalize_backward",
+            block_per(what, rows)?,
+            [
+                &y.slice,
+                &norms.slice,
+                &grad_y.slice,
+                &mut grad_x.slice,
+                &r,
+                &c
+            ]
+        )
+    }
+
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        desc.check("row_softmax x", x.len)?;
+        check_len("row_softmax y", y.len, desc.len())?;
+        let [r, c, v] = rows_params("row_softmax", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "row_softmax",
+            block_per("row_softmax", desc.rows)?,
+            [&*fault, &x.slice, &mut y.slice, &r, &c, &v]
+        )
+    }
+
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        desc.check("row_logsumexp x", x.len)?;
+        check_len("row_logsumexp out", out.len, desc.rows)?;
+        let [r, c, v] = rows_params("row_logsumexp", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "row_logsumexp",
+            block_per("row_logsumexp", desc.rows)?,
+            [&*fault, &x.slice, &mut out.slice, &r, &c, &v]
+        )
+    }
+
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        desc.check(logits.len, labels.len, loss.len)?;
+        let what = "contrastive_rows";
+        desc.rows
+            .checked_mul(desc.cols)
+            .map_or(Err(too_large(what)), |l| u32_of(what, l))?;
+        let (rows, row_offset, batch) = (
+            u32_of(what, desc.rows)?,
+            u32_of(what, desc.row_offset)?,
+            u32_of(what, desc.batch)?,
+        );
+        let (cols, valid, classes) = (
+            u32_of(what, desc.cols)?,
+            u32_of(what, desc.valid_cols)?,
+            desc.num_classes,
+        );
+        let (decoupled, beta) = match desc.weighting {
+            PositiveWeighting::SupCon => (0u32, 0.0f32),
+            PositiveWeighting::Decoupled { beta } => (1u32, beta as f32),
+        };
+        let grad_scale = desc.grad_scale as f32;
+        let fault = self.fault.borrow();
+        // The label scan runs even for an empty block, as the reference checks labels first.
+        if desc.valid_cols > 0 {
+            launch!(
+                self,
+                "contrastive_labels",
+                block_per(what, 1)?,
+                [&*fault, &labels.slice, &valid, &classes]
+            )?;
+        }
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "contrastive_rows",
+            block_per(what, desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &labels.slice,
+                &mut loss.slice,
+                &rows,
+                &row_offset,
+                &batch,
+                &cols,
+                &valid,
+                &decoupled,
+                &beta,
+                &grad_scale
+            ]
+        )
+    }
+
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        desc.check("soft_cross_entropy logits", logits.len)?;
+        check_len("soft_cross_entropy targets", targets.len, desc.len())?;
+        check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
+        let [r, c, v] = rows_params("soft_cross_entropy", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let grad_scale = grad_scale as f32;
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "soft_cross_entropy",
+            block_per("soft_cross_entropy", desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &targets.slice,
+                &mut loss.slice,
+                &r,
+                &c,
+                &v,
+                &grad_scale
+            ]
+        )
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        desc.check("softmax_cross_entropy logits", logits.len)?;
+        check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
+        check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
+        let [r, c, v] = rows_params("softmax_cross_entropy", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let grad_scale = grad_scale as f32;
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "softmax_cross_entropy",
+            block_per("softmax_cross_entropy", desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &labels.slice,
+                &mut loss.slice,
+                &r,
+                &c,
+                &v,
+                &grad_scale
+            ]
+        )
+    }
+
+    // ---- optimisation ----------------------------------------------------------------------
+
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        params.check()?;
+        check_len("sgd weights", weights.len, len)?;
+        check_len("sgd grads", grads.len, len)?;
+        check_len("sgd velocity", velocity.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
+        let flags = u32::from(params.momentum != 0.0)
+            | (u32::from(params.first_step) << 1)
+            | (u32::from(params.nesterov) << 2);
+        let (lr, momentum, weight_decay, one_minus_dampening) = (
+            params.lr as f32,
+            params.momentum as f32,
+            params.weight_decay as f32,
+            (1.0 - params.dampening) as f32,
+        );
+        launch!(
+            self,
+            "sgd_momentum",
+            grid_for(len),
+            [
+                &mut weights.slice,
+                &grads.slice,
+                &mut velocity.slice,
+                &len,
+                &lr,
+                &momentum,
+                &weight_decay,
+                &one_minus_dampening,
+                &flags
+            ]
+        )
+    }
+
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        ensure(
+            momentum.is_finite() && (0.0..=1.0).contains(&momentum),
+            "ema_update",
+            "momentum must lie in [0, 1]",
+        )?;
+        check_len("ema source", source.len, len)?;
+        check_len("ema target", target.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (keep, take) = (momentum as f32, (1.0 - momentum) as f32);
+        launch!(
+            self,
+            "ema_update",
+            grid_for(len),
+            [&source.slice, &mut target.slice, &len, &keep, &take]
+        )
+    }
+}
+
+/// `[rows, cols, valid_cols]` of a checked [`RowsDesc`] as kernel parameters; every index a row
+/// kernel forms lies below rows * cols, so that must fit too.
+fn rows_params(what: &'static str, desc: &RowsDesc) -> Result<[u32; 3]> {
+    desc.rows
+        .checked_mul(desc.cols)
+        .map_or(Err(too_large(what)), |l| u32_of(what, l))?;
+    Ok([
+        u32_of(what, desc.rows)?,
+        u32_of(what, desc.cols)?,
+        u32_of(what, desc.valid_cols)?,
+    ])
+}
+
+/// ROI-align's shape parameters (`ROI_SHAPE_PARAMS` in `kernels/roi_align.cu`).
+struct RoiParams {
+    batch: u32,
+    channels: u32,
+    height: u32,
+    width: u32,
+    rois: u32,
+    pooled_h: u32,
+    pooled_w: u32,
+    sampling_ratio: u32,
+    aligned: u32,
+    spatial_scale: f32,
+}
+
+fn roi_params(s: &RoiAlignShape) -> Result<RoiParams> {
+    let w = |x: usize| u32_of("roi_align", x);
+    w(s.features_len())?;
+    w(s.output_len())?;
+    Ok(RoiParams {
+        batch: w(s.batch)?,
+        channels: w(s.channels)?,
+        height: w(s.height)?,
+        width: w(s.width)?,
+        rois: w(s.num_rois)?,
+        pooled_h: w(s.pooled_h)?,
+        pooled_w: w(s.pooled_w)?,
+        sampling_ratio: w(s.sampling_ratio.min(ROI_MAX_GRID))?,
+        aligned: u32::from(s.aligned),
+        spatial_scale: s.spatial_scale as f32,
+    })
+}
