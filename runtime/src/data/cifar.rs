@@ -114,7 +114,7 @@ impl CifarBinary {
         let kind = self.kind;
         let record = kind.label_bytes() + PIXELS;
         let complete = bytes.len() / record;
-        if bytes.len() % record != 0 {
+        if !bytes.len().is_multiple_of(record) {
             bail!(
                 "{}: record {complete} is truncated ({} of {record} bytes); the file \
                  should hold whole {record}-byte records",
