@@ -190,10 +190,19 @@ fn matrix(parent: &Value, path: &str, shape: &[usize]) -> Result<Vec<f64>> {
     let value = parent
         .get(name)
         .ok_or_else(|| anyhow!("missing field `{path}`"))?;
-    let mut out = Vec::with_capacity(shape.iter().product());
+    // The header's sizes are untrusted: a product that overflows cannot match any list, and
+    // the reservation is capped so a huge stated size costs nothing before it is refuted.
+    let len = shape
+        .iter()
+        .try_fold(1usize, |n, &dim| n.checked_mul(dim))
+        .ok_or_else(|| anyhow!("`{path}`: the shape {shape:?} is too large"))?;
+    let mut out = Vec::with_capacity(len.min(MAX_RESERVED_VALUES));
     flatten(value, path, shape, &mut out)?;
     Ok(out)
 }
+
+/// Values reserved up front for one matrix: enough for every real vectors file.
+const MAX_RESERVED_VALUES: usize = 1 << 16;
 
 fn vector(parent: &Value, path: &str, len: usize) -> Result<Vec<f64>> {
     matrix(parent, path, &[len])
@@ -291,6 +300,16 @@ mod tests {
         assert!(error_of(&text).contains("non-finite value `NaN`"));
         let text = edited(|r| r["inputs"]["q"][0][0] = Value::from("x"));
         assert!(error_of(&text).contains("`inputs.q[0][0]` must be a number"));
+    }
+
+    #[test]
+    fn huge_stated_sizes_are_refused_without_allocating() {
+        let text = edited(|r| r["K"] = Value::from(u64::MAX));
+        let e = error_of(&text);
+        assert!(e.contains("`inputs.queue_labels` has 32 entries"), "{e}");
+        let text = edited(|r| r["d"] = Value::from(u64::MAX / 2));
+        let e = error_of(&text);
+        assert!(e.contains("`outputs.grad_q_dscl`: the shape"), "{e}");
     }
 
     #[test]

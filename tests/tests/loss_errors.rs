@@ -325,3 +325,89 @@ fn errors_read_as_sentences() {
         "keys: non-finite value (NaN or infinity) at row 2"
     );
 }
+
+/// Finite inputs can still overflow where no kernel looks: a beta so large that the positive
+/// weights' sum is infinite, or a gradient `p z / tau` beyond the element type while every
+/// logit is moderate. Both were `Ok` with a NaN loss or an infinite gradient.
+#[test]
+fn overflowing_loss_or_gradient_is_an_error() {
+    let p = problem();
+    let huge_beta = PositiveWeighting::Decoupled { beta: f64::MAX };
+    for err in [
+        contrastive(
+            &ReferenceBackend::<f64>::new(),
+            &p,
+            huge_beta,
+            0.07,
+            MODE,
+            7,
+        )
+        .unwrap_err(),
+        contrastive(&CpuBackend::new(), &p, huge_beta, 0.07, MODE, 7).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                Error::NonFinite {
+                    what: "dscl loss",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    // q . key = 1e-37 * 1e36 and q . queue = 1 * 0.1 give both logits 0.1 / tau = 100, so
+    // p = 1/2 each and the loss is ln 2; but the gradient is -(1/2) 1e36 / tau = -5e38 in the
+    // first component, past f32's largest value.
+    let overflow = Problem {
+        batch: 1,
+        dim: 2,
+        queue_len: 1,
+        queue_filled: 1,
+        crops: 1,
+        num_classes: 2,
+        queries: vec![1e-37, 1.0],
+        keys: vec![1e36, 0.0],
+        queue: vec![0.0, 0.1],
+        labels: vec![0],
+        queue_labels: vec![1],
+        teachers: vec![0.0, 1.0],
+        students: vec![0.0, 1.0],
+    };
+    let expected = Error::NonFinite {
+        what: "query gradient",
+        index: 0,
+    };
+    let tau = 1e-3;
+    assert_eq!(
+        contrastive(
+            &ReferenceBackend::<f32>::new(),
+            &overflow,
+            DSCL,
+            tau,
+            MODE,
+            7
+        )
+        .unwrap_err(),
+        expected
+    );
+    assert_eq!(
+        contrastive(&CpuBackend::new(), &overflow, DSCL, tau, MODE, 7).unwrap_err(),
+        expected
+    );
+    let (loss, grad) = contrastive(
+        &ReferenceBackend::<f64>::new(),
+        &overflow,
+        DSCL,
+        tau,
+        MODE,
+        7,
+    )
+    .unwrap();
+    assert!((loss - std::f64::consts::LN_2).abs() < 1e-9, "{loss}");
+    assert!(
+        grad[0] < -4e38,
+        "in f64 the same gradient is finite: {grad:?}"
+    );
+}

@@ -5,7 +5,9 @@
 //! block's logits are computed by GEMM, turned into the gradient in place by the fused
 //! `contrastive_rows` kernel, and consumed by two more GEMMs before the next block.
 
-use super::diagnose::{check_fault, read_scalar, NamedRows};
+use super::diagnose::{
+    check_fault, check_outputs, probe_gradient, read_loss_and_probe, NamedRows, LOSS_SLOT,
+};
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{ContrastiveRowsDesc, GemmDesc, MatrixLayout, PositiveWeighting};
@@ -49,7 +51,8 @@ pub struct SupervisedContrastive<B: Backend> {
     /// Labels of the contrast set: [y; y; queue labels].
     contrast_labels: B::IndexBuffer,
     per_anchor: B::Buffer,
-    total: B::Buffer,
+    /// The mean loss and the gradient's overflow probe.
+    totals: B::Buffer,
 }
 
 impl<B: Backend> SupervisedContrastive<B> {
@@ -107,7 +110,7 @@ impl<B: Backend> SupervisedContrastive<B> {
             logits: backend.alloc(block_rows * cols)?,
             contrast_labels: backend.alloc_index(cols)?,
             per_anchor: backend.alloc(shape.batch)?,
-            total: backend.alloc(1)?,
+            totals: backend.alloc(2)?,
         })
     }
 
@@ -145,7 +148,8 @@ impl<B: Backend> SupervisedContrastive<B> {
     }
 
     /// Computes the mean loss over the B anchors and writes `dLoss/dQ` into `grad_queries`
-    /// (B x d, overwritten). Returns the loss; the only value read back from the device.
+    /// (B x d, overwritten). Returns the loss; the only value read back from the device (with
+    /// a probe of the gradient). A loss or gradient that overflows is `NonFinite`.
     pub fn forward_backward(
         &mut self,
         backend: &B,
@@ -237,8 +241,15 @@ impl<B: Backend> SupervisedContrastive<B> {
             row0 += rows;
         }
 
-        backend.sum(&self.per_anchor, b, 1.0 / b as f64, &mut self.total, 0)?;
-        let loss = read_scalar(backend, &self.total, 0)?;
+        backend.sum(
+            &self.per_anchor,
+            b,
+            1.0 / b as f64,
+            &mut self.totals,
+            LOSS_SLOT,
+        )?;
+        probe_gradient(backend, grad_queries, b * d, &mut self.totals)?;
+        let (loss, gradient_probe) = read_loss_and_probe(backend, &self.totals)?;
         let named = [
             NamedRows {
                 name: "queries",
@@ -266,6 +277,19 @@ impl<B: Backend> SupervisedContrastive<B> {
                 ("queue_labels", j - 2 * b)
             }
         })?;
+        let per_anchor = NamedRows {
+            name: self.loss_name(),
+            buf: &self.per_anchor,
+            rows: b,
+            cols: 1,
+        };
+        let gradient = NamedRows {
+            name: "query gradient",
+            buf: &*grad_queries,
+            rows: b,
+            cols: d,
+        };
+        check_outputs(backend, loss, &per_anchor, gradient_probe, &gradient)?;
         Ok(loss)
     }
 

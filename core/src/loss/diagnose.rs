@@ -84,9 +84,50 @@ pub(crate) fn check_fault<B: Backend>(
     }
 }
 
-/// Reads one element of a device buffer as f64 (the scalar loss).
-pub(crate) fn read_scalar<B: Backend>(backend: &B, buf: &B::Buffer, index: usize) -> Result<f64> {
-    let mut v = [B::Elem::default(); 1];
-    backend.download(buf, index, &mut v)?;
-    Ok(v[0].widen())
+/// Slots of a loss's two-element `totals` buffer, read back together in one download.
+pub(crate) const LOSS_SLOT: usize = 0;
+pub(crate) const GRADIENT_PROBE_SLOT: usize = 1;
+
+/// Writes `0 * sum(gradient)` into the probe slot: NaN exactly when a gradient element is NaN
+/// or infinite (or their sum overflows), so one reduction checks the whole gradient without
+/// reading it back.
+pub(crate) fn probe_gradient<B: Backend>(
+    backend: &B,
+    gradient: &B::Buffer,
+    len: usize,
+    totals: &mut B::Buffer,
+) -> Result<()> {
+    backend.sum(gradient, len, 0.0, totals, GRADIENT_PROBE_SLOT)
+}
+
+/// Reads the loss and the gradient probe: the only values read back on success.
+pub(crate) fn read_loss_and_probe<B: Backend>(
+    backend: &B,
+    totals: &B::Buffer,
+) -> Result<(f64, f64)> {
+    let mut v = [B::Elem::default(); 2];
+    backend.download(totals, 0, &mut v)?;
+    Ok((v[LOSS_SLOT].widen(), v[GRADIENT_PROBE_SLOT].widen()))
+}
+
+/// Overflow no kernel reports: finite inputs whose loss or gradient is still not finite
+/// (logits near the element type's limit, a beta so large the positive weights overflow).
+/// Call after [`check_fault`], so a non-finite input is named as the cause first.
+pub(crate) fn check_outputs<B: Backend>(
+    backend: &B,
+    loss: f64,
+    per_row_loss: &NamedRows<'_, B>,
+    gradient_probe: f64,
+    gradient: &NamedRows<'_, B>,
+) -> Result<()> {
+    for (value, rows) in [(loss, per_row_loss), (gradient_probe, gradient)] {
+        if !value.is_finite() {
+            let index = first_non_finite_row(backend, rows.buf, rows.rows, rows.cols)?;
+            return Err(Error::NonFinite {
+                what: rows.name,
+                index: index.unwrap_or(0),
+            });
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@
 //! tau`, `L_ci = -sum_j softmax(a)_j log softmax(b)_j`; `L = (1/C) sum_c mean_i L_ci`.
 //! Unfilled queue entries are masked out of both softmaxes. Only the students get gradient.
 
-use super::diagnose::{check_fault, read_scalar, NamedRows};
+use super::diagnose::{
+    check_fault, check_outputs, probe_gradient, read_loss_and_probe, NamedRows, LOSS_SLOT,
+};
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{GemmDesc, MatrixLayout, RowsDesc};
@@ -38,7 +40,8 @@ pub struct PatchSelfDistillation<B: Backend> {
     block_loss: B::Buffer,
     /// Loss of each (crop, anchor), C x B.
     per_anchor: B::Buffer,
-    total: B::Buffer,
+    /// The mean loss and the gradient's overflow probe.
+    totals: B::Buffer,
 }
 
 impl<B: Backend> PatchSelfDistillation<B> {
@@ -81,7 +84,7 @@ impl<B: Backend> PatchSelfDistillation<B> {
             targets: backend.alloc(block_rows * cols)?,
             block_loss: backend.alloc(block_rows)?,
             per_anchor: backend.alloc(crops * shape.batch)?,
-            total: backend.alloc(1)?,
+            totals: backend.alloc(2)?,
         })
     }
 
@@ -126,7 +129,8 @@ impl<B: Backend> PatchSelfDistillation<B> {
     }
 
     /// Computes the PBSD loss (mean over crops and anchors) and writes `dLoss/dstudents`
-    /// (C x B x d, overwritten). Returns the loss.
+    /// (C x B x d, overwritten). Returns the loss. A loss or gradient that overflows is
+    /// `NonFinite`.
     pub fn forward_backward(
         &mut self,
         backend: &B,
@@ -225,10 +229,11 @@ impl<B: Backend> PatchSelfDistillation<B> {
             &self.per_anchor,
             c_count * b,
             grad_scale,
-            &mut self.total,
-            0,
+            &mut self.totals,
+            LOSS_SLOT,
         )?;
-        let loss = read_scalar(backend, &self.total, 0)?;
+        probe_gradient(backend, grad_students, crop_len, &mut self.totals)?;
+        let (loss, gradient_probe) = read_loss_and_probe(backend, &self.totals)?;
         let named = [
             NamedRows {
                 name: "teachers",
@@ -256,6 +261,19 @@ impl<B: Backend> PatchSelfDistillation<B> {
             },
         ];
         check_fault(backend, "pbsd loss", &named, s.num_classes, |j| ("pbsd", j))?;
+        let per_anchor = NamedRows {
+            name: "pbsd loss",
+            buf: &self.per_anchor,
+            rows: c_count * b,
+            cols: 1,
+        };
+        let gradient = NamedRows {
+            name: "student gradient",
+            buf: &*grad_students,
+            rows: c_count * b,
+            cols: d,
+        };
+        check_outputs(backend, loss, &per_anchor, gradient_probe, &gradient)?;
         Ok(loss)
     }
 }

@@ -80,51 +80,69 @@ impl CifarBinary {
     /// an error naming the file (and record).
     pub fn open(dir: &Path, split: Split) -> anyhow::Result<Self> {
         let (dir, kind) = detect(dir)?;
-        let record = kind.label_bytes() + PIXELS;
-        let mut pixels = Vec::new();
-        let mut labels = Vec::new();
-        let mut files = Vec::new();
+        let mut data = CifarBinary::empty(kind, split);
         for name in kind.files(split) {
             let path = dir.join(&name);
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("reading CIFAR {split} file {}", path.display()))?;
-            let complete = bytes.len() / record;
-            if bytes.len() % record != 0 {
-                bail!(
-                    "{}: record {complete} is truncated ({} of {record} bytes); the file \
-                     should hold whole {record}-byte records",
-                    path.display(),
-                    bytes.len() % record
-                );
-            }
-            if complete == 0 {
-                bail!("{}: the file holds no record", path.display());
-            }
-            files.push((path.clone(), labels.len()));
-            pixels.reserve(complete * PIXELS);
-            labels.reserve(complete);
-            for (r, rec) in bytes.chunks_exact(record).enumerate() {
-                // CIFAR-100 records are (coarse, fine): the fine label is the last label byte.
-                let label = rec[kind.label_bytes() - 1];
-                if label as usize >= kind.num_classes() {
-                    bail!(
-                        "{}: record {r} has label {label}, out of range for {kind:?} ({} \
-                         classes)",
-                        path.display(),
-                        kind.num_classes()
-                    );
-                }
-                labels.push(label as u32);
-                pixels.extend_from_slice(&rec[kind.label_bytes()..]);
-            }
+            data.append_file(&bytes, &path)?;
         }
-        Ok(CifarBinary {
+        Ok(data)
+    }
+
+    /// Parses one CIFAR binary file already in memory (`data_batch_1.bin`, `test.bin`, ...)
+    /// as `kind`; `file` only names the source in errors and descriptions. The same checks as
+    /// [`Self::open`]: whole records, at least one, every label in range.
+    pub fn parse(bytes: &[u8], kind: CifarKind, split: Split, file: &Path) -> anyhow::Result<Self> {
+        let mut data = CifarBinary::empty(kind, split);
+        data.append_file(bytes, file)?;
+        Ok(data)
+    }
+
+    fn empty(kind: CifarKind, split: Split) -> Self {
+        CifarBinary {
             kind,
             split,
-            pixels,
-            labels,
-            files,
-        })
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Appends the records of one file's `bytes`; `path` names it in errors.
+    fn append_file(&mut self, bytes: &[u8], path: &Path) -> anyhow::Result<()> {
+        let kind = self.kind;
+        let record = kind.label_bytes() + PIXELS;
+        let complete = bytes.len() / record;
+        if !bytes.len().is_multiple_of(record) {
+            bail!(
+                "{}: record {complete} is truncated ({} of {record} bytes); the file \
+                 should hold whole {record}-byte records",
+                path.display(),
+                bytes.len() % record
+            );
+        }
+        if complete == 0 {
+            bail!("{}: the file holds no record", path.display());
+        }
+        self.files.push((path.to_path_buf(), self.labels.len()));
+        self.pixels.reserve(complete * PIXELS);
+        self.labels.reserve(complete);
+        for (r, rec) in bytes.chunks_exact(record).enumerate() {
+            // CIFAR-100 records are (coarse, fine): the fine label is the last label byte.
+            let label = rec[kind.label_bytes() - 1];
+            if label as usize >= kind.num_classes() {
+                bail!(
+                    "{}: record {r} has label {label}, out of range for {kind:?} ({} \
+                     classes)",
+                    path.display(),
+                    kind.num_classes()
+                );
+            }
+            self.labels.push(label as u32);
+            self.pixels.extend_from_slice(&rec[kind.label_bytes()..]);
+        }
+        Ok(())
     }
 
     pub fn kind(&self) -> CifarKind {
@@ -196,5 +214,47 @@ impl Dataset for CifarBinary {
     fn describe(&self, i: usize) -> String {
         let (path, record) = self.locate(i);
         format!("{} record {record}", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(labels: &[u8], fill: u8) -> Vec<u8> {
+        let mut r = labels.to_vec();
+        r.resize(labels.len() + PIXELS, fill);
+        r
+    }
+
+    fn parse(bytes: &[u8], kind: CifarKind) -> anyhow::Result<CifarBinary> {
+        CifarBinary::parse(bytes, kind, Split::Train, Path::new("batch.bin"))
+    }
+
+    #[test]
+    fn parses_records_in_memory() {
+        let mut bytes = record(&[3], 255);
+        bytes.extend(record(&[9], 0));
+        let data = parse(&bytes, CifarKind::Cifar10).unwrap();
+        assert_eq!(data.labels(), &[3, 9]);
+        assert_eq!(data.load(0).unwrap().pixels, vec![1.0; PIXELS]);
+        assert_eq!(data.describe(1), "batch.bin record 1");
+
+        let data = parse(&record(&[4, 77], 51), CifarKind::Cifar100).unwrap();
+        assert_eq!(data.labels(), &[77], "the fine label is used");
+        assert_eq!(data.load(0).unwrap().pixels[0], 0.2);
+    }
+
+    #[test]
+    fn refuses_empty_truncated_and_out_of_range_input() {
+        let err = |bytes: &[u8], kind| format!("{:#}", parse(bytes, kind).unwrap_err());
+        assert!(err(&[], CifarKind::Cifar10).contains("holds no record"));
+        let truncated = &record(&[1], 0)[..100];
+        let e = err(truncated, CifarKind::Cifar10);
+        assert!(e.contains("batch.bin: record 0 is truncated"), "{e}");
+        let e = err(&record(&[10], 0), CifarKind::Cifar10);
+        assert!(e.contains("record 0 has label 10"), "{e}");
+        let e = err(&record(&[0, 100], 0), CifarKind::Cifar100);
+        assert!(e.contains("record 0 has label 100"), "{e}");
     }
 }

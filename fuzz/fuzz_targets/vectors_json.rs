@@ -1,0 +1,35 @@
+//! The vectors-file reader of `runtime verify` on arbitrary text: an error, or vectors whose
+//! every matrix has the shape the header states and whose every value is finite; never a panic.
+//! Small accepted files are also evaluated on the reference backend, as `runtime verify` does.
+#![no_main]
+
+use dscl_core::reference::ReferenceBackend;
+use dscl_runtime::vectors::Vectors;
+use dscl_runtime::verify;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    let Ok(v) = Vectors::from_json(text) else {
+        return;
+    };
+    let (b, d, k, c) = (v.batch, v.dim, v.queue_len, v.crops);
+    assert_eq!(v.queries.len(), b * d);
+    assert_eq!(v.keys.len(), b * d);
+    assert_eq!(v.queue.len(), k * d);
+    assert_eq!(v.labels.len(), b);
+    assert_eq!(v.queue_labels.len(), k);
+    assert_eq!(v.teachers.len(), c * b * d);
+    assert_eq!(v.students.len(), c * b * d);
+    assert!(v
+        .labels
+        .iter()
+        .chain(&v.queue_labels)
+        .all(|&y| y < v.num_classes));
+    let inputs = [&v.queries, &v.keys, &v.queue, &v.teachers, &v.students];
+    assert!(inputs.iter().all(|m| m.iter().all(|x| x.is_finite())));
+    assert!(v.temperature.is_finite() && v.temperature > 0.0);
+    assert!(v.beta.is_finite() && v.beta >= 0.0);
+    // The file's numbers need not be normalised rows: evaluation may refuse them, but must not
+    // panic.
+    let _ = verify::evaluate(&ReferenceBackend::<f64>::new(), &v);
+});
