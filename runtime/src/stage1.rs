@@ -99,6 +99,19 @@ pub fn train<B: Backend<Elem = f32>>(
     }
 }
 
+/// Before any step: proves `out` writable with room for the run's checkpoints of about
+/// `checkpoint_bytes` each.
+fn prepare_out(out: &Path, checkpoint_bytes: usize) -> Result<()> {
+    let path = out.join(STAGE1_FILE);
+    // Each checkpoint is written beside the previous one until it replaces it, so the run
+    // needs room for two at once; one already on disk has its room.
+    let existing = std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
+    out_dir::prepare(
+        out,
+        (2 * checkpoint_bytes).saturating_sub(existing) + (1 << 20),
+    )
+}
+
 /// Reads `OUT/stage1.safetensors` for `--resume`: `None` when there is none yet.
 fn resume_from(out: &Path, cfg: &RunConfig, resume: bool) -> Result<Option<Checkpoint>> {
     let path = out.join(STAGE1_FILE);
@@ -227,7 +240,7 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let pbsd = cfg.pbsd_weight > 0.0;
     // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
     let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
-    out_dir::prepare(out, ckpt_bytes + (1 << 20))?;
+    prepare_out(out, ckpt_bytes)?;
 
     let step_cfg = model::dscl_config(cfg);
     let mut step = DsclStep::new(
@@ -378,7 +391,7 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     let num_classes = data.num_classes();
     let net: ResNetClassifier = model::classifier(cfg, num_classes)?;
     let (b, s) = (cfg.batch_size, cfg.image_size);
-    out_dir::prepare(out, 8 * net.params.total_len() + (1 << 20))?;
+    prepare_out(out, 8 * net.params.total_len())?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut weights = Trainable::initialised(backend, &net.params, &mut rng)?;
     let mut state = TensorSet::initialised(backend, &net.state, &mut rng)?;
