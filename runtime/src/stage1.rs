@@ -22,7 +22,9 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
-use crate::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
+use crate::checkpoint::{
+    put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
+};
 use crate::config::{LossKind, RunConfig};
 use crate::data::{epoch_order, epoch_seed, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
@@ -99,10 +101,17 @@ pub fn train<B: Backend<Elem = f32>>(
     }
 }
 
-/// Before any step: proves `out` writable with room for the run's checkpoints of about
-/// `checkpoint_bytes` each.
+/// Before any step: removes what interrupted checkpoint writes left in `out`, then proves
+/// `out` writable with room for the run's checkpoints of about `checkpoint_bytes` each.
 fn prepare_out(out: &Path, checkpoint_bytes: usize) -> Result<()> {
     let path = out.join(STAGE1_FILE);
+    let removed = remove_stale_temporaries(&path)?;
+    if removed > 0 {
+        eprintln!(
+            "removed {removed} unfinished checkpoint file(s) left in {} by an interrupted run",
+            out.display()
+        );
+    }
     // Each checkpoint is written beside the previous one until it replaces it, so the run
     // needs room for two at once; one already on disk has its room.
     let existing = std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
