@@ -2,16 +2,22 @@
 //! checkpoint. The run on disk keeps its last complete checkpoint (checksum intact), the
 //! unfinished temporary file is never taken for a checkpoint and is cleared away by the next
 //! run, and for a fixed seed the losses after the resumes equal those of an uninterrupted run.
+//! A checkpoint corrupted on disk is refused at `--resume` with an error, before any step.
 //!
-//! Landing a kill inside a write that takes milliseconds is not left to timing: the test waits
-//! until the child's temporary checkpoint file appears, freezes the child with SIGSTOP, and
-//! once the kernel reports it stopped, looks again. If the temporary file is still there, the
-//! frozen process is between creating it and renaming it, and SIGKILL lands mid-write; if the
-//! rename already happened, the child is resumed with SIGCONT and the next write is tried.
+//! A checkpoint write lasts microseconds on a RAM file system, too short to hit by polling on
+//! a loaded machine. So the test makes it wait instead: it plants a named pipe at the path of
+//! the child's next temporary checkpoint file. The child's write goes into the pipe and blocks
+//! once the pipe's buffer is full; the test reads the first bytes, which proves the write has
+//! begun, and kills the child, which cannot have finished it (the rest is never read) and so
+//! cannot have renamed the file over the checkpoint. No timing decides the outcome.
 #![cfg(unix)]
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,40 +85,18 @@ fn losses(out: &Path) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: plain system call on the process id of a child this test started and has not
-    // yet waited for, so the id cannot have been reused.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
-}
-
-/// Freezes `child` and returns once every thread of it has stopped; `false` if it exited
-/// first. WNOWAIT leaves the child's state to `Child::wait`.
-fn freeze(child: &Child) -> bool {
-    signal(child, libc::SIGSTOP);
-    // SAFETY: `info` is a plain C struct the call fills in; the id is our unwaited child's.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            child.id() as libc::id_t,
-            &mut info,
-            libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT,
-        )
-    };
-    assert_eq!(rc, 0, "waitid: {}", std::io::Error::last_os_error());
-    info.si_code == libc::CLD_STOPPED
-}
-
-/// What a kill that landed inside a checkpoint write left.
+/// What a kill inside a checkpoint write left.
 struct InterruptedWrite {
-    /// Checkpoint writes the child completed while the test was looking for one to cut.
-    writes_missed: usize,
-    leftover_bytes: u64,
+    /// Bytes of the checkpoint the child had written when it was killed.
+    bytes_written: usize,
 }
 
-/// Waits until the log holds `after_logged_steps` step records, then kills `child` inside
-/// the next checkpoint write it can catch. `None` if the child finished first.
+/// Reads at most this much of an intercepted checkpoint, well short of a whole one.
+const PIPE_READ: usize = 1 << 16;
+
+/// Once the log holds `after_logged_steps` step records, plants a named pipe where `child`
+/// writes its next checkpoint, reads the first bytes of that write and kills `child` while
+/// it is blocked writing the rest. `None` if the child finished first.
 fn kill_inside_a_checkpoint_write(
     mut child: Child,
     out: &Path,
@@ -120,35 +104,58 @@ fn kill_inside_a_checkpoint_write(
 ) -> Option<InterruptedWrite> {
     let tmp = temporary_path(&out.join("stage1.safetensors"), child.id()).unwrap();
     let start = Instant::now();
-    let mut writes_missed = 0;
-    loop {
+    // Polling only paces these loops: what they wait for, once it happens, stays so.
+    let wait = |child: &mut Child| -> bool {
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "no checkpoint write of the run could be interrupted in 120 s"
+            "the run reached no checkpoint write to interrupt in 120 s"
         );
-        if child.try_wait().unwrap().is_some() {
+        std::thread::sleep(Duration::from_millis(1));
+        child.try_wait().unwrap().is_none()
+    };
+    while step_records(out).len() < after_logged_steps {
+        if !wait(&mut child) {
             return None;
         }
-        if !tmp.exists() || step_records(out).len() < after_logged_steps {
-            std::thread::yield_now();
-            continue;
-        }
-        if !freeze(&child) {
-            child.wait().unwrap();
-            return None;
-        }
-        if tmp.exists() {
-            signal(&child, libc::SIGKILL);
-            child.wait().unwrap();
-            let leftover_bytes = fs::metadata(&tmp).unwrap().len();
-            return Some(InterruptedWrite {
-                writes_missed,
-                leftover_bytes,
-            });
-        }
-        writes_missed += 1;
-        signal(&child, libc::SIGCONT);
     }
+    let c_path = CString::new(tmp.as_os_str().as_bytes()).unwrap();
+    loop {
+        // SAFETY: `c_path` is a NUL-terminated path that outlives the call.
+        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == 0 {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        // The child's own temporary file of a write under way: plant the pipe after it.
+        assert_eq!(error.kind(), ErrorKind::AlreadyExists, "mkfifo: {error}");
+        if !wait(&mut child) {
+            return None;
+        }
+    }
+    // Non-blocking, so the child's open succeeds at once and a child that never writes
+    // cannot hang the test.
+    let mut pipe = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&tmp)
+        .unwrap();
+    let mut received = vec![0u8; PIPE_READ];
+    let bytes_written = loop {
+        match pipe.read(&mut received) {
+            Ok(n) if n > 0 => break n,
+            // 0: no writer yet; WouldBlock: the writer has opened the pipe, no data yet.
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("reading the pipe: {e}"),
+        }
+        if !wait(&mut child) {
+            return None;
+        }
+    };
+    // The child is inside the write: a checkpoint is larger than the pipe's buffer and
+    // what was read together, so it blocks until more is read, which never happens.
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    Some(InterruptedWrite { bytes_written })
 }
 
 fn temporaries(out: &Path) -> Vec<String> {
@@ -178,9 +185,9 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         let records = step_records(&dir);
         let last_logged = records.last().unwrap()["global_step"].as_u64().unwrap();
         eprintln!(
-            "kill {kill}: inside the write after global step {last_logged} ({} bytes of the \
-             temporary file written; {} complete writes passed first)",
-            cut.leftover_bytes, cut.writes_missed
+            "kill {kill}: inside the checkpoint write of global step {last_logged}, {} bytes \
+             into it",
+            cut.bytes_written
         );
         // The step is logged before its checkpoint is written, so the cut write was that of
         // the last logged step and the checkpoint on disk is the complete one before it.
@@ -191,6 +198,11 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
             (last_logged - 1).to_string(),
             "kill {kill}"
         );
+        let size = fs::metadata(ckpt.path()).unwrap().len() as usize;
+        assert!(
+            size > 2 * PIPE_READ,
+            "a {size}-byte checkpoint fits the pipe"
+        );
         assert_eq!(
             temporaries(&dir).len(),
             1,
@@ -199,6 +211,12 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
         );
     }
 
+    // What a kill inside a write to a disk leaves: the first part of a checkpoint in a
+    // regular temporary file, here as if from another process.
+    let complete = fs::read(dir.join("stage1.safetensors")).unwrap();
+    let partial = temporary_path(&dir.join("stage1.safetensors"), u32::MAX).unwrap();
+    fs::write(&partial, &complete[..complete.len() / 2]).unwrap();
+
     let resumed = command(&dir).arg("--resume").status().unwrap();
     assert!(resumed.success(), "the last resume failed");
     assert_eq!(losses(&dir), reference);
@@ -206,4 +224,37 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
     assert!(temporaries(&dir).is_empty(), "{:?}", temporaries(&dir));
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_dir_all(&reference_dir);
+}
+
+#[test]
+fn resume_refuses_a_corrupt_checkpoint_before_any_step() {
+    let dir = temp("corrupt");
+    let stopped = command(&dir).args(["--stop-after", "2"]).status().unwrap();
+    assert!(stopped.success());
+    let path = dir.join("stage1.safetensors");
+    let mut bytes = fs::read(&path).unwrap();
+    let near_the_end = bytes.len() - 5;
+    bytes[near_the_end] ^= 0x01;
+    fs::write(&path, &bytes).unwrap();
+    let steps_before = step_records(&dir).len();
+
+    let output = command(&dir)
+        .arg("--resume")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: checkpoint is corrupt", path.display()))
+            && stderr.contains("refusing to use it"),
+        "{stderr}"
+    );
+    assert_eq!(step_records(&dir).len(), steps_before, "a step ran");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "the checkpoint was rewritten"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }
