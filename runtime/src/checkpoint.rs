@@ -137,18 +137,8 @@ impl CheckpointWriter {
         let bytes = safetensors::tensor::serialize(views, Some(metadata))
             .map_err(|e| anyhow!("serialising checkpoint: {e}"))?;
 
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .ok_or_else(|| anyhow!("checkpoint path {} has no file name", path.display()))?;
-        let tmp: PathBuf = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let dir = parent_dir(path);
+        let tmp = temporary_path(path, std::process::id())?;
         let result = (|| -> Result<()> {
             let mut file =
                 File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -169,6 +159,56 @@ impl CheckpointWriter {
         }
         result
     }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The prefix of every temporary file a checkpoint at `path` is written through.
+fn temporary_prefix(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("checkpoint path {} has no file name", path.display()))?;
+    Ok(format!(".{}.tmp-", name.to_string_lossy()))
+}
+
+/// The temporary sibling through which process `pid` writes the checkpoint at `path`
+/// ([`CheckpointWriter::write_atomic`]): while it exists, a write is under way or was cut
+/// short. Never a checkpoint to read.
+pub fn temporary_path(path: &Path, pid: u32) -> Result<PathBuf> {
+    Ok(parent_dir(path).join(format!("{}{pid}", temporary_prefix(path)?)))
+}
+
+/// Removes the temporary files that writes of the checkpoint at `path` by other processes
+/// left behind, and returns how many. A process killed between creating its temporary file
+/// and renaming it leaves one the size of a checkpoint, and the next write uses a new name
+/// (the process id differs), so without this every crash would keep a checkpoint's worth of
+/// disk. Call it before training, when no other run writes to the same directory.
+pub fn remove_stale_temporaries(path: &Path) -> Result<usize> {
+    let dir = parent_dir(path);
+    let prefix = temporary_prefix(path)?;
+    let own = temporary_path(path, std::process::id())?;
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let stale = entry.file_name().to_string_lossy().starts_with(&prefix) && entry.path() != own;
+        if stale {
+            fs::remove_file(entry.path()).with_context(|| {
+                format!(
+                    "removing {}, left by an interrupted checkpoint write",
+                    entry.path().display()
+                )
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn f32_le_bytes(values: &[f32]) -> Vec<u8> {

@@ -163,7 +163,23 @@ macro_rules! with_backend {
     }};
 }
 
+/// Lets a write beyond the file-size limit (`ulimit -f`, set by some batch schedulers) fail
+/// with EFBIG, which the output-directory check and the checkpoint writer report with the
+/// file's name, instead of the default action of SIGXFSZ killing the process without a word.
+#[cfg(unix)]
+fn report_file_size_limit_as_an_error() {
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_IGN installs
+    // no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(unix))]
+fn report_file_size_limit_as_an_error() {}
+
 fn main() -> ExitCode {
+    report_file_size_limit_as_an_error();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(err) => {

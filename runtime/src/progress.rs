@@ -2,13 +2,40 @@
 //! periodic lines otherwise, and a JSON-lines log of every logged step and every epoch.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+
+/// Opens the JSON-lines log for appending. A run killed while writing may have left a last
+/// line without its end; that line is ended first, so the next record stays on a line of
+/// its own instead of being glued to the broken one (and lost with it to every reader).
+fn open_log(path: &Path) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the log {}", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading the log {}", path.display()))?
+        .len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1))
+            .and_then(|_| file.read_exact(&mut last))
+            .with_context(|| format!("reading the log {}", path.display()))?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")
+                .with_context(|| format!("writing the log {}", path.display()))?;
+        }
+    }
+    Ok(file)
+}
 
 /// One phase (a stage of training, an evaluation) with a known number of steps.
 pub struct Progress {
@@ -26,13 +53,7 @@ impl Progress {
     /// `total` steps; `log` is the JSON-lines file, appended to (so a resumed run continues it).
     pub fn new(phase: &str, total: u64, done: u64, log: Option<&Path>) -> Result<Self> {
         let log = match log {
-            Some(path) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening the log {}", path.display()))?,
-            ),
+            Some(path) => Some(open_log(path)?),
             None => None,
         };
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -64,7 +85,11 @@ impl Progress {
             if let Value::Object(map) = &mut value {
                 map.insert("phase".into(), json!(self.phase));
             }
-            writeln!(file, "{value}").context("writing the log")?;
+            // One write per record: formatting straight into the file would issue a write per
+            // token, and a kill between two of them would leave half a record.
+            let mut line = value.to_string();
+            line.push('\n');
+            file.write_all(line.as_bytes()).context("writing the log")?;
         }
         Ok(())
     }
@@ -120,5 +145,28 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_after_a_line_cut_short_by_a_kill_stays_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        std::fs::write(&path, "{\"kind\":\"step\",\"loss\":1.0}\n{\"kind\":\"st").unwrap();
+        let mut progress = Progress::new("test", 2, 1, Some(&path)).unwrap();
+        progress
+            .record(json!({"kind": "epoch", "loss": 2.0}))
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        assert_eq!(lines[1], "{\"kind\":\"st");
+        let last: Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(last["loss"], 2.0);
+        assert_eq!(last["phase"], "test");
     }
 }

@@ -22,7 +22,9 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
-use crate::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
+use crate::checkpoint::{
+    put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
+};
 use crate::config::{LossKind, RunConfig};
 use crate::data::{epoch_order, epoch_seed, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
@@ -97,6 +99,26 @@ pub fn train<B: Backend<Elem = f32>>(
             train_contrastive(backend, cfg, out, resume, stop_after, data, steps_per_epoch)
         }
     }
+}
+
+/// Before any step: removes what interrupted checkpoint writes left in `out`, then proves
+/// `out` writable with room for the run's checkpoints of about `checkpoint_bytes` each.
+fn prepare_out(out: &Path, checkpoint_bytes: usize) -> Result<()> {
+    let path = out.join(STAGE1_FILE);
+    let removed = remove_stale_temporaries(&path)?;
+    if removed > 0 {
+        eprintln!(
+            "removed {removed} unfinished checkpoint file(s) left in {} by an interrupted run",
+            out.display()
+        );
+    }
+    // Each checkpoint is written beside the previous one until it replaces it, so the run
+    // needs room for two at once; one already on disk has its room.
+    let existing = std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
+    out_dir::prepare(
+        out,
+        (2 * checkpoint_bytes).saturating_sub(existing) + (1 << 20),
+    )
 }
 
 /// Reads `OUT/stage1.safetensors` for `--resume`: `None` when there is none yet.
@@ -227,7 +249,7 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let pbsd = cfg.pbsd_weight > 0.0;
     // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
     let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
-    out_dir::prepare(out, ckpt_bytes + (1 << 20))?;
+    prepare_out(out, ckpt_bytes)?;
 
     let step_cfg = model::dscl_config(cfg);
     let mut step = DsclStep::new(
@@ -378,7 +400,7 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
     let num_classes = data.num_classes();
     let net: ResNetClassifier = model::classifier(cfg, num_classes)?;
     let (b, s) = (cfg.batch_size, cfg.image_size);
-    out_dir::prepare(out, 8 * net.params.total_len() + (1 << 20))?;
+    prepare_out(out, 8 * net.params.total_len())?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut weights = Trainable::initialised(backend, &net.params, &mut rng)?;
     let mut state = TensorSet::initialised(backend, &net.state, &mut rng)?;

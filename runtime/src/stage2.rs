@@ -19,7 +19,9 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use crate::augment::stage2_view;
-use crate::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
+use crate::checkpoint::{
+    put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
+};
 use crate::config::RunConfig;
 use crate::data::{class_balanced_order, epoch_seed, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
@@ -58,6 +60,7 @@ pub fn train<B: Backend<Elem = f32>>(
     let backbone = &encoder.backbone;
     let probe = LinearClassifier::new(backbone.feature_channels(), num_classes)?;
     out_dir::prepare(out, 4 * encoder.params.total_len() + (1 << 20))?;
+    remove_stale_temporaries(&out.join(LINEAR_FILE))?;
 
     let mut params = TensorSet::zeros(backend, &encoder.params)?;
     let mut state = TensorSet::zeros(backend, &encoder.state)?;

@@ -97,18 +97,18 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
         child.wait().unwrap();
         // Whatever the kill interrupted, the checkpoint on disk is a complete one.
         assert!(dir.join("stage1.safetensors").exists());
-        let leftovers: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp-"))
-            .collect();
         let status = command(&dir).arg("--resume").status().unwrap();
         assert!(
             status.success(),
             "resume after a kill at step {kill_after} failed"
         );
         assert_eq!(losses(&dir), reference, "kill at step {kill_after}");
-        // A temporary file the kill left behind is harmless (never read, replaced next time).
-        let _ = leftovers;
+        // A temporary file the kill may have left behind was removed by the resumed run.
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

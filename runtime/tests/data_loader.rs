@@ -1,5 +1,5 @@
 //! The parallel loader: determinism across worker counts, in-order delivery, drop_last,
-//! error and skip handling, early drop.
+//! error and skip handling, early drop, bounded prefetch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -292,4 +292,71 @@ fn loads_the_built_in_digits_in_parallel() {
     let b = &batches[0];
     assert_eq!(b.items[0], data.load(b.indices[0]).unwrap());
     assert_eq!(b.labels[0], data.label(b.indices[0]));
+}
+
+/// Counts the transformed items alive (made by a worker, not yet dropped by the consumer) and
+/// the most there ever were at once.
+#[derive(Default)]
+struct LiveItems {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+struct TrackedItem(Arc<LiveItems>);
+
+impl Drop for TrackedItem {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_slow_consumer_never_has_more_than_the_prefetch_queue_decoded() {
+    let (batch_size, workers, prefetch_batches, len) = (4usize, 2, 2, 400);
+    let counts = Arc::new(LiveItems::default());
+    let transform: Transform<TrackedItem> = {
+        let counts = counts.clone();
+        Arc::new(move |_: &Image, _: &mut _| {
+            let live = counts.live.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.peak.fetch_max(live, Ordering::SeqCst);
+            Ok(TrackedItem(counts.clone()))
+        })
+    };
+    // The batch the consumer holds, plus per worker a full channel and the one item it is
+    // blocked sending: nothing else may hold a decoded sample.
+    let per_worker = (prefetch_batches * batch_size).div_ceil(workers);
+    let bound = batch_size + workers * (per_worker + 1);
+    let loader = Loader::new(
+        Synthetic::new(len, vec![], 0),
+        (0..len).collect(),
+        transform,
+        LoaderConfig {
+            prefetch_batches,
+            ..config(batch_size, workers)
+        },
+    )
+    .unwrap();
+    let mut batches = 0;
+    for (i, batch) in loader.enumerate() {
+        let batch = batch.unwrap();
+        batches += 1;
+        let left_after = len - (i + 1) * batch_size;
+        if left_after >= 2 * bound {
+            // The slow consumer: it holds on to its batch until the workers have filled
+            // every buffer they have, so a loader decoding further ahead would show it.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while counts.live.load(Ordering::SeqCst) < bound {
+                assert!(
+                    Instant::now() < deadline,
+                    "the workers never filled the prefetch queue ({} of {bound} items)",
+                    counts.live.load(Ordering::SeqCst)
+                );
+                std::thread::yield_now();
+            }
+        }
+        drop(batch);
+    }
+    assert_eq!(batches, len / batch_size);
+    assert_eq!(counts.peak.load(Ordering::SeqCst), bound);
+    assert_eq!(counts.live.load(Ordering::SeqCst), 0);
 }
