@@ -241,7 +241,7 @@ class Draws:
         return np.minimum(np.searchsorted(cdf, u, side="right"), classes - 1).astype(np.int64)
 
 
-def bench_inputs(queue_len, batch=BATCH, dim=DIM, crops=CROPS):
+def bench_inputs(queue_len, batch=BATCH, dim=DIM, crops=CROPS, device="cpu"):
     r = Draws(SEED)
     q = r.unit_rows(batch, dim)
     k = r.unit_rows(batch, dim)
@@ -250,7 +250,9 @@ def bench_inputs(queue_len, batch=BATCH, dim=DIM, crops=CROPS):
     queue_labels = r.labels(queue_len, CLASSES, IMBALANCE)
     teachers = r.unit_rows(crops * batch, dim).reshape(crops, batch, dim)
     students = r.unit_rows(crops * batch, dim).reshape(crops, batch, dim)
-    to = torch.from_numpy
+    def to(a):
+        return torch.from_numpy(a).to(device)
+
     return dict(
         q=to(q).requires_grad_(True),
         k=to(k),
@@ -343,6 +345,7 @@ def main():
     ap.add_argument("--parts", action="store_true", help="also time DSCL and PBSD apart")
     ap.add_argument("--no-time", action="store_true", help="skip the step timing")
     ap.add_argument("--vectors", default=VECTORS)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (float32, TF32 off)")
     ap.add_argument("--memory-child", nargs=2, metavar=("K", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -354,8 +357,10 @@ def main():
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32 eager")
     check_vectors(args.vectors)
 
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
     for queue_len in args.ks:
-        x = bench_inputs(queue_len)
+        x = bench_inputs(queue_len, device=args.device)
         for variant in args.variants:
             step = Step(variant, x)
             if not args.no_time:
@@ -367,7 +372,8 @@ def main():
                     losses = step.run()
                     times.append((time.perf_counter() - start) * 1e3)
                 print(
-                    f"K={queue_len} variant={variant} ms_per_step={np.mean(times):.2f} "
+                    f"impl=torch device={args.device} K={queue_len} variant={variant} "
+                    f"ms_per_step={np.mean(times):.2f} "
                     f"min_ms={np.min(times):.2f} median_ms={np.median(times):.2f} "
                     f"reps={args.reps} dscl_loss={losses[0]:.6f} pbsd_loss={losses[1]:.6f}",
                     flush=True,

@@ -47,7 +47,7 @@ def fields(line):
 
 def rows(path):
     with open(path) as f:
-        return [fields(l) for l in f if l.startswith("K=")]
+        return [fields(l) for l in f if "K" in fields(l)]
 
 rust_mem = {r["K"]: r for r in rows(f"{logs}/rust_memory.log") if "peak_extra_mib" in r}
 rust_parts = {(r["K"], r["part"]): float(r["ms_per_step"]) for r in rows(f"{logs}/rust_memory.log") if "part" in r}

@@ -40,16 +40,22 @@ def main():
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (float32, TF32 off)")
     a = p.parse_args()
+    if a.device == "cuda":
+        # The same arithmetic as the Rust step's default fp32 path.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     base = rss_kib("VmRSS")
     model, classes = model_for(a.arch)
+    model = model.to(a.device)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(a.batch, 3, a.image, a.image) * 2 - 1
-    y = torch.randint(0, classes, (a.batch,))
+    x = (torch.rand(a.batch, 3, a.image, a.image) * 2 - 1).to(a.device)
+    y = torch.randint(0, classes, (a.batch,)).to(a.device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -70,7 +76,7 @@ def main():
     peak = rss_kib("VmHWM")
     params = sum(p.numel() for p in model.parameters())
     print(
-        f"impl=torch arch={a.arch} batch={a.batch} image={a.image} threads={torch.get_num_threads()} "
+        f"impl=torch device={a.device} arch={a.arch} batch={a.batch} image={a.image} threads={torch.get_num_threads()} "
         f"params={params} median_s={median:.4f} min_s={times[0]:.4f} "
         f"images_per_s={a.batch / median:.2f} peak_rss_mib={peak / 1024:.1f} "
         f"peak_extra_mib={(peak - base) / 1024:.1f} loss_first={first:.4f} loss_last={loss:.4f} "

@@ -231,10 +231,15 @@ impl CudaBackend {
         let what = "gemm";
         let int = |x: usize| i32::try_from(x).map_err(|_| too_large(what));
         let long = |x: usize| i64::try_from(x).map_err(|_| too_large(what));
-        // cuBLAS checks every leading dimension against the stored row even where a single
-        // row is read and the descriptor may carry any value.
-        let ld =
-            |ld: usize, rows: usize, cols: usize| if rows <= 1 { ld.max(cols).max(1) } else { ld };
+        // cuBLAS wants every leading dimension at least max(1, stored row length), even where
+        // a single row is read and the descriptor may carry any value.
+        let ld = |ld: usize, rows: usize, cols: usize| {
+            if rows <= 1 {
+                ld.max(cols).max(1)
+            } else {
+                ld.max(1)
+            }
+        };
         let (a_rows, a_cols) = if desc.trans_a {
             (desc.k, desc.m)
         } else {

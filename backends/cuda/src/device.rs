@@ -65,7 +65,8 @@ impl CudaDevice {
             if !present {
                 return Err(InitError(format!(
                     "the CUDA driver is present but {library} could not be loaded: install the \
-                     CUDA 12 or 13 runtime libraries"
+                     CUDA 12 or 13 libraries, or put the directory that holds them (under a \
+                     plain name such as libcublas.so) on LD_LIBRARY_PATH"
                 )));
             }
         }

@@ -1,5 +1,5 @@
 //! One SGD training step of a ResNet classifier (forward, cross-entropy, backward, SGD with
-//! momentum 0.9 and weight decay 5e-4) on the CPU or wgpu backend, in images per second, with
+//! momentum 0.9 and weight decay 5e-4) on the CPU, wgpu or CUDA backend, in images per second, with
 //! the peak resident memory the model, optimizer and step add to the process (host memory: on
 //! a GPU it counts only the driver's host side). Each step reads its loss back, so a timed step
 //! includes all of its device work.
@@ -7,6 +7,7 @@
 //!     train_step --arch resnet18-cifar --batch 128 --image 32 --steps 5 [--threads N]
 //!     train_step --arch resnet50 --batch 16 --image 224 --steps 3
 //!     train_step --backend wgpu --arch resnet32 --batch 128 --image 32 --steps 3
+//!     train_step --backend cuda --arch resnet50 --batch 64 --image 224 --steps 5
 //!
 //! `compare/train_step_torch.py` runs the same step in PyTorch; `compare/run_train_step_comparison.sh`
 //! runs both side by side.
@@ -18,6 +19,7 @@ use dscl_core::nn::{ResNetClassifier, ResNetConfig, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
+use dscl_cuda::CudaBackend;
 use dscl_wgpu::WgpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
@@ -90,7 +92,12 @@ fn run() -> Result<(), String> {
             let device = backend.device_name().replace(' ', "_");
             bench(&backend, &args, &device)
         }
-        other => Err(format!("unknown --backend {other} (cpu or wgpu)")),
+        "cuda" => {
+            let backend = CudaBackend::new(0).map_err(|e| e.to_string())?;
+            let device = backend.device_name().replace(' ', "_");
+            bench(&backend, &args, &device)
+        }
+        other => Err(format!("unknown --backend {other} (cpu, wgpu or cuda)")),
     }
 }
 
