@@ -267,6 +267,32 @@ impl BatchNormShape {
         check_len("batch_norm data", data_len, self.len())?;
         check_len("batch_norm per-channel", channel_len, self.channels)
     }
+
+    /// Checks the descriptor and every buffer of a batch-norm call, in the order every backend
+    /// reports them: `data` buffers (named for the error) hold the whole tensor, `channel`
+    /// buffers one value per channel, and a channel has at least one value. Returns
+    /// n = batch * spatial, the values per channel.
+    pub fn check_buffers(
+        &self,
+        data: &[(&'static str, usize)],
+        channel: &[(&'static str, usize)],
+    ) -> Result<usize> {
+        let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
+        self.check(first(data), first(channel))?;
+        for &(what, l) in data {
+            check_len(what, l, self.len())?;
+        }
+        for &(what, l) in channel {
+            check_len(what, l, self.channels)?;
+        }
+        let n = self.batch.saturating_mul(self.spatial);
+        ensure(
+            n >= 1 || self.channels == 0,
+            "batch_norm",
+            "each channel needs at least one value",
+        )?;
+        Ok(n)
+    }
 }
 
 /// Checks the buffers of global average pooling over `[batch, channels, spatial]` (`x` that

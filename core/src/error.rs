@@ -145,6 +145,18 @@ pub fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<(
     }
 }
 
+/// `offset + len` as a checked end index into a buffer of `have` elements: `ShapeMismatch` when
+/// it overflows or exceeds `have`.
+pub fn check_range(what: &'static str, have: usize, offset: usize, len: usize) -> Result<usize> {
+    let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
+        what,
+        expected: usize::MAX,
+        actual: have,
+    })?;
+    check_len(what, have, end)?;
+    Ok(end)
+}
+
 /// Returns `ShapeMismatch` unless `actual == expected`.
 pub fn check_eq(what: &'static str, actual: usize, expected: usize) -> Result<()> {
     if actual != expected {

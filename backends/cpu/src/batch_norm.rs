@@ -7,7 +7,7 @@
 //! outputs match an f64 oracle even when a channel's mean is large next to its spread.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::{check_len, ensure};
+use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
@@ -56,33 +56,6 @@ fn sums_dy(x: &[f32], dy: &[f32], mean: f64) -> (f64, f64) {
         sb += dv as f64 * (xv as f64 - mean);
     }
     (sa, sb)
-}
-
-/// Checks every buffer; returns n = batch * spatial.
-fn check_all(
-    shape: &BatchNormShape,
-    data: &[(&'static str, usize)],
-    channel: &[(&'static str, usize)],
-) -> Result<usize> {
-    shape.check(data[0].1, channel[0].1)?;
-    let len = shape
-        .batch
-        .checked_mul(shape.channels)
-        .and_then(|v| v.checked_mul(shape.spatial))
-        .unwrap_or(usize::MAX);
-    for &(what, l) in data {
-        check_len(what, l, len)?;
-    }
-    for &(what, l) in channel {
-        check_len(what, l, shape.channels)?;
-    }
-    let n = shape.batch * shape.spatial;
-    ensure(
-        n >= 1 || shape.channels == 0,
-        "batch_norm",
-        "each channel needs at least one value",
-    )?;
-    Ok(n)
 }
 
 /// Runs `f(plane_data, channel - c0, plane_index)` over the planes of channels `c0..c1` of `data`
@@ -139,8 +112,7 @@ pub(crate) fn forward_train(
     running_mean: &mut [f32],
     running_var: &mut [f32],
 ) -> Result<()> {
-    let n = check_all(
-        shape,
+    let n = shape.check_buffers(
         &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
         &[
             ("batch_norm gamma", gamma.len()),
@@ -257,8 +229,7 @@ pub(crate) fn backward(
     grad_gamma: &mut [f32],
     grad_beta: &mut [f32],
 ) -> Result<()> {
-    let n = check_all(
-        shape,
+    let n = shape.check_buffers(
         &[
             ("batch_norm x", x.len()),
             ("batch_norm grad_y", grad_y.len()),

@@ -5,11 +5,11 @@ use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
-use crate::range_end;
 use crate::simd;
+use dscl_core::error::check_range;
 
 pub(crate) fn fill(par: &Par, x: &mut [f32], offset: usize, len: usize, value: f64) -> Result<()> {
-    let end = range_end("fill", x.len(), offset, len)?;
+    let end = check_range("fill", x.len(), offset, len)?;
     let v = value as f32;
     par.run(
         len,
@@ -29,8 +29,8 @@ pub(crate) fn copy<T: Copy + Send + Sync>(
     dst_offset: usize,
     len: usize,
 ) -> Result<()> {
-    let src_end = range_end("copy source", src.len(), src_offset, len)?;
-    let dst_end = range_end("copy destination", dst.len(), dst_offset, len)?;
+    let src_end = check_range("copy source", src.len(), src_offset, len)?;
+    let dst_end = check_range("copy destination", dst.len(), dst_offset, len)?;
     let src = &src[src_offset..src_end];
     par.run(
         len,
@@ -115,7 +115,7 @@ pub(crate) fn sum(
     offset: usize,
 ) -> Result<()> {
     check_len("sum x", x.len(), len)?;
-    range_end("sum out", out.len(), offset, 1)?;
+    check_range("sum out", out.len(), offset, 1)?;
     let total = par.run(
         len,
         ELEMENT_GRAIN,

@@ -39,7 +39,7 @@ use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, RoiAlignShape, RowsDesc,
     SgdParams,
 };
-use dscl_core::error::check_len;
+use dscl_core::error::check_range;
 use dscl_core::{Backend, BufferLen, Error, Fault, Result};
 
 use parallel::Par;
@@ -358,22 +358,6 @@ fn heap_vec<T: Copy + Default>(len: usize, what: &'static str) -> Result<Vec<T>>
     Ok(v)
 }
 
-/// `offset + len` as a checked end index: `ShapeMismatch` when it overflows or exceeds `have`.
-pub(crate) fn range_end(
-    what: &'static str,
-    have: usize,
-    offset: usize,
-    len: usize,
-) -> Result<usize> {
-    let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
-        what,
-        expected: usize::MAX,
-        actual: have,
-    })?;
-    check_len(what, have, end)?;
-    Ok(end)
-}
-
 impl<'a> Backend for CpuBackend<'a> {
     type Elem = f32;
     type Buffer = CpuBuffer<'a, f32>;
@@ -406,19 +390,19 @@ impl<'a> Backend for CpuBackend<'a> {
     }
 
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[f32]) -> Result<()> {
-        let end = range_end("upload", dst.len(), offset, src.len())?;
+        let end = check_range("upload", dst.len(), offset, src.len())?;
         dst[offset..end].copy_from_slice(src);
         Ok(())
     }
 
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [f32]) -> Result<()> {
-        let end = range_end("download", src.len(), offset, dst.len())?;
+        let end = check_range("download", src.len(), offset, dst.len())?;
         dst.copy_from_slice(&src[offset..end]);
         Ok(())
     }
 
     fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
-        let end = range_end("upload_index", dst.len(), offset, src.len())?;
+        let end = check_range("upload_index", dst.len(), offset, src.len())?;
         dst[offset..end].copy_from_slice(src);
         Ok(())
     }
@@ -429,7 +413,7 @@ impl<'a> Backend for CpuBackend<'a> {
         offset: usize,
         dst: &mut [u32],
     ) -> Result<()> {
-        let end = range_end("download_index", src.len(), offset, dst.len())?;
+        let end = check_range("download_index", src.len(), offset, dst.len())?;
         dst.copy_from_slice(&src[offset..end]);
         Ok(())
     }

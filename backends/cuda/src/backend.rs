@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig};
-use dscl_core::error::check_len;
+use dscl_core::error::check_range;
 use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
 
 use crate::device::{CudaDevice, InitError};
@@ -164,7 +164,7 @@ impl CudaBackend {
         offset: usize,
         src: &[T],
     ) -> Result<()> {
-        let end = range_end(what, dst.len, offset, src.len())?;
+        let end = check_range(what, dst.len, offset, src.len())?;
         if src.is_empty() {
             return Ok(());
         }
@@ -181,7 +181,7 @@ impl CudaBackend {
         offset: usize,
         dst: &mut [T],
     ) -> Result<()> {
-        let end = range_end(what, src.len, offset, dst.len())?;
+        let end = check_range(what, src.len, offset, dst.len())?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -296,22 +296,6 @@ pub(crate) fn too_large(what: &'static str) -> Error {
         what,
         reason: "size exceeds what the CUDA kernels index",
     }
-}
-
-/// `offset + len`, checked against a buffer of `have` elements.
-pub(crate) fn range_end(
-    what: &'static str,
-    have: usize,
-    offset: usize,
-    len: usize,
-) -> Result<usize> {
-    let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
-        what,
-        expected: usize::MAX,
-        actual: have,
-    })?;
-    check_len(what, have, end)?;
-    Ok(end)
 }
 
 /// A grid-stride launch over `n` items.

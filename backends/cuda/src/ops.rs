@@ -5,10 +5,10 @@ use dscl_core::desc::{
     check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
     PositiveWeighting, RoiAlignShape, RowsDesc, SgdParams,
 };
-use dscl_core::error::{check_len, ensure};
+use dscl_core::error::{check_len, check_range, ensure};
 use dscl_core::{Backend, Fault, Result};
 
-use crate::backend::{block_per, grid_for, launch, range_end, too_large, CudaBackend, CudaBuffer};
+use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
@@ -56,30 +56,6 @@ fn pool_params(s: &PoolShape) -> Result<[u32; 7]> {
     ])
 }
 
-/// Batch-norm buffer checks: the descriptor, every data buffer, every per-channel buffer, and
-/// at least one value per channel. Returns n = batch * spatial.
-fn check_batch_norm(
-    shape: &BatchNormShape,
-    data: &[(&'static str, usize)],
-    channel: &[(&'static str, usize)],
-) -> Result<usize> {
-    let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
-    shape.check(first(data), first(channel))?;
-    for &(what, l) in data {
-        check_len(what, l, shape.len())?;
-    }
-    for &(what, l) in channel {
-        check_len(what, l, shape.channels)?;
-    }
-    let n = shape.batch.saturating_mul(shape.spatial);
-    ensure(
-        n >= 1 || shape.channels == 0,
-        "batch_norm",
-        "each channel needs at least one value",
-    )?;
-    Ok(n)
-}
-
 impl Backend for CudaBackend {
     type Elem = f32;
     type Buffer = CudaBuffer<f32>;
@@ -125,7 +101,7 @@ impl Backend for CudaBackend {
     // ---- elementwise -----------------------------------------------------------------------
 
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
-        let end = range_end("fill", x.len, offset, len)?;
+        let end = check_range("fill", x.len, offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -142,8 +118,8 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        let src_end = range_end("copy src", src.len, src_offset, len)?;
-        let dst_end = range_end("copy dst", dst.len, dst_offset, len)?;
+        let src_end = check_range("copy src", src.len, src_offset, len)?;
+        let dst_end = check_range("copy dst", dst.len, dst_offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -162,8 +138,8 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        let src_end = range_end("copy_index src", src.len, src_offset, len)?;
-        let dst_end = range_end("copy_index dst", dst.len, dst_offset, len)?;
+        let src_end = check_range("copy_index src", src.len, src_offset, len)?;
+        let dst_end = check_range("copy_index dst", dst.len, dst_offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -231,7 +207,7 @@ impl Backend for CudaBackend {
         offset: usize,
     ) -> Result<()> {
         check_len("sum x", x.len, len)?;
-        let end = range_end("sum out", out.len, offset, 1)?;
+        let end = check_range("sum out", out.len, offset, 1)?;
         let scale = scale as f32;
         let mut target = out.slice.slice_mut(offset..end);
         launch!(
@@ -427,8 +403,7 @@ impl Backend for CudaBackend {
         running_mean: &mut Self::Buffer,
         running_var: &mut Self::Buffer,
     ) -> Result<()> {
-        let n = check_batch_norm(
-            shape,
+        let n = shape.check_buffers(
             &[("batch_norm x", x.len), ("batch_norm y", y.len)],
             &[
                 ("batch_norm gamma", gamma.len),
@@ -551,8 +526,7 @@ impl Backend for CudaBackend {
         grad_gamma: &mut Self::Buffer,
         grad_beta: &mut Self::Buffer,
     ) -> Result<()> {
-        let n = check_batch_norm(
-            shape,
+        let n = shape.check_buffers(
             &[
                 ("batch_norm x", x.len),
                 ("batch_norm grad_y", grad_y.len),

@@ -29,6 +29,7 @@ use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, RoiAlignShape, RowsDesc,
     SgdParams,
 };
+use dscl_core::error::check_range;
 use dscl_core::{Backend, Error, Fault, FaultKind, Result};
 
 pub use buffer::WgpuBuffer;
@@ -117,16 +118,6 @@ impl WgpuBackend {
     }
 }
 
-fn range_end(what: &'static str, have: usize, offset: usize, len: usize) -> Result<usize> {
-    let end = offset.checked_add(len).ok_or(Error::ShapeMismatch {
-        what,
-        expected: usize::MAX,
-        actual: have,
-    })?;
-    dscl_core::error::check_len(what, have, end)?;
-    Ok(end)
-}
-
 fn write<T: bytemuck::Pod>(
     be: &WgpuBackend,
     what: &'static str,
@@ -134,7 +125,7 @@ fn write<T: bytemuck::Pod>(
     offset: usize,
     src: &[T],
 ) -> Result<()> {
-    range_end(what, dst.len, offset, src.len())?;
+    check_range(what, dst.len, offset, src.len())?;
     be.rec
         .write_bytes(&dst.raw, (offset * 4) as u64, bytemuck::cast_slice(src));
     Ok(())
@@ -147,7 +138,7 @@ fn read<T: bytemuck::Pod>(
     offset: usize,
     dst: &mut [T],
 ) -> Result<()> {
-    range_end(what, src.len, offset, dst.len())?;
+    check_range(what, src.len, offset, dst.len())?;
     let byte_len = (dst.len() * 4) as u64;
     be.rec.read_bytes(
         &src.raw,

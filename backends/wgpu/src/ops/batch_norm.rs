@@ -12,7 +12,7 @@
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::{check_len, ensure};
+use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, groups, image_runs, word};
@@ -87,35 +87,6 @@ kernel!(
     256
 );
 
-/// The CPU backend's checks, in its order: the descriptor on the first buffer of each group,
-/// then every buffer, then that a channel has values. Returns n = batch * spatial.
-fn check_all(
-    shape: &BatchNormShape,
-    data: &[(&'static str, usize)],
-    channel: &[(&'static str, usize)],
-) -> Result<usize> {
-    let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
-    shape.check(first(data), first(channel))?;
-    let len = shape
-        .batch
-        .checked_mul(shape.channels)
-        .and_then(|v| v.checked_mul(shape.spatial))
-        .unwrap_or(usize::MAX);
-    for &(what, l) in data {
-        check_len(what, l, len)?;
-    }
-    for &(what, l) in channel {
-        check_len(what, l, shape.channels)?;
-    }
-    let n = shape.batch.saturating_mul(shape.spatial);
-    ensure(
-        n >= 1 || shape.channels == 0,
-        "batch_norm",
-        "each channel needs at least one value",
-    )?;
-    Ok(n)
-}
-
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_train(
     be: &WgpuBackend,
@@ -129,8 +100,7 @@ pub(crate) fn forward_train(
     running_mean: &mut WgpuBuffer<f32>,
     running_var: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
-    let n = check_all(
-        shape,
+    let n = shape.check_buffers(
         &[("batch_norm x", x.len), ("batch_norm y", y.len)],
         &[
             ("batch_norm gamma", gamma.len),
@@ -294,8 +264,7 @@ pub(crate) fn backward(
     grad_gamma: &mut WgpuBuffer<f32>,
     grad_beta: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
-    let n = check_all(
-        shape,
+    let n = shape.check_buffers(
         &[
             ("batch_norm x", x.len),
             ("batch_norm grad_y", grad_y.len),

@@ -1,11 +1,11 @@
 //! fill, copy, scale, axpy, add, sum and ReLU: one thread per element, split into windows.
 
-use dscl_core::error::check_len;
+use dscl_core::error::{check_len, check_range};
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, image_runs, map, word};
 use crate::kernel::kernel;
-use crate::{range_end, WgpuBackend, WgpuBuffer};
+use crate::{WgpuBackend, WgpuBuffer};
 
 const UNARY: &str = include_str!("../shaders/elementwise.wgsl");
 const BINARY: &str = include_str!("../shaders/binary.wgsl");
@@ -36,7 +36,7 @@ pub(crate) fn fill(
     len: usize,
     value: f64,
 ) -> Result<()> {
-    range_end("fill", x.len, offset, len)?;
+    check_range("fill", x.len, offset, len)?;
     map(be, &FILL, &[x.span(offset)], len, &[f32_bits(value)])
 }
 
@@ -59,8 +59,8 @@ pub(crate) fn copy<T: CopyKernel>(
     dst_offset: usize,
     len: usize,
 ) -> Result<()> {
-    range_end("copy source", src.len, src_offset, len)?;
-    range_end("copy destination", dst.len, dst_offset, len)?;
+    check_range("copy source", src.len, src_offset, len)?;
+    check_range("copy destination", dst.len, dst_offset, len)?;
     map(
         be,
         T::COPY,
@@ -114,7 +114,7 @@ pub(crate) fn sum(
     offset: usize,
 ) -> Result<()> {
     check_len("sum x", x.len, len)?;
-    range_end("sum out", out.len, offset, 1)?;
+    check_range("sum out", out.len, offset, 1)?;
     let align = binding_align(be);
     let (out, out_at) = out.window(offset, 1, align);
     // A zero-length sum still writes its 0.
