@@ -111,15 +111,3 @@ fn malformed_files_are_refused_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("cannot read vectors file /nonexistent/vectors.json"));
 }
-
-#[test]
-fn an_unavailable_backend_is_an_error_not_a_panic() {
-    let out = runtime(&[
-        "verify",
-        "--backend",
-        "cuda",
-        vectors_path().to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("backend `cuda` is not part of this build"));
-}
