@@ -86,19 +86,7 @@ impl CudaBackend {
                 .map_err(|e| InitError(format!("kernel `{name}` is missing: {e}")))?;
             functions.insert(name, f);
         }
-        let stream = context.default_stream();
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| InitError(format!("could not start cuBLAS: {e}")))?;
-        let fault = stream
-            .alloc_zeros::<u32>(4)
-            .map_err(|e| InitError(format!("could not allocate the fault slot: {e}")))?;
-        Ok(CudaBackend {
-            device,
-            stream,
-            blas,
-            functions,
-            fault: RefCell::new(fault),
-        })
+        Self::on_stream(device, functions, context.default_stream())
     }
 
     /// Another backend on the same device and compiled kernels, with its own stream, cuBLAS
@@ -109,16 +97,25 @@ impl CudaBackend {
             .context()
             .new_stream()
             .map_err(|e| InitError(format!("could not create a CUDA stream: {e}")))?;
+        Self::on_stream(self.device.clone(), self.functions.clone(), stream)
+    }
+
+    /// A backend launching `functions` on `stream`, with its own cuBLAS handle and fault slot.
+    fn on_stream(
+        device: CudaDevice,
+        functions: HashMap<&'static str, CudaFunction>,
+        stream: Arc<CudaStream>,
+    ) -> std::result::Result<Self, InitError> {
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| InitError(format!("could not start cuBLAS: {e}")))?;
         let fault = stream
             .alloc_zeros::<u32>(4)
             .map_err(|e| InitError(format!("could not allocate the fault slot: {e}")))?;
         Ok(CudaBackend {
-            device: self.device.clone(),
+            device,
             stream,
             blas,
-            functions: self.functions.clone(),
+            functions,
             fault: RefCell::new(fault),
         })
     }

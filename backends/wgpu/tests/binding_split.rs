@@ -507,3 +507,37 @@ fn sum_adds_its_runs() {
     assert_eq!(split[0], 7.0);
     assert_eq!(split[2], 7.0);
 }
+
+/// An empty batch is one empty run: work that writes even then still does.
+#[test]
+fn empty_runs_still_write() {
+    use dscl_core::desc::RoiAlignShape;
+    use dscl_core::FaultKind;
+    let Some(ctx) = context() else { return };
+    let be = WgpuBackend::with_context(ctx);
+    let x = be.alloc(0).unwrap();
+    let mut out = upload(&be, &[7.0, 7.0]);
+    be.sum(&x, 0, 2.0, &mut out, 1).unwrap();
+    assert_eq!(download(&be, &out, 2), vec![7.0, 0.0]);
+
+    let shape = RoiAlignShape {
+        batch: 0,
+        channels: 2,
+        height: 3,
+        width: 3,
+        num_rois: 1,
+        pooled_h: 2,
+        pooled_w: 2,
+        spatial_scale: 1.0,
+        sampling_ratio: 1,
+        aligned: false,
+    };
+    let features = be.alloc(0).unwrap();
+    let boxes = upload(&be, &[0.0, 0.0, 0.0, 2.0, 2.0]);
+    let mut output = upload(&be, &[5.0; 8]);
+    be.roi_align_forward(&shape, &features, &boxes, &mut output)
+        .unwrap();
+    assert_eq!(download(&be, &output, 8), vec![0.0; 8]);
+    let fault = be.take_fault().unwrap().map(|f| (f.kind, f.index));
+    assert_eq!(fault, Some((FaultKind::LabelOutOfRange, 0)));
+}

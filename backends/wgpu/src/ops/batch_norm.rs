@@ -148,9 +148,9 @@ pub(crate) fn forward_train(
             .dispatch(&BN_STATS, &[x.whole(), a, b, c, d], &words[..8], grid)?;
     } else {
         let align = binding_align(be);
-        let last = shape.batch.div_ceil(runs.run_len());
+        let last = runs.clone().count();
         for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
-            for (i, (first, count)) in image_runs(be, what, shape.batch, &[image])?.enumerate() {
+            for (i, (first, count)) in runs.clone().enumerate() {
                 let (xw, x_at) = x.window(first * image, count * image, align);
                 words[8] = word(what, count * shape.spatial)?;
                 words[9] = word(what, x_at)?;
@@ -310,7 +310,7 @@ pub(crate) fn backward(
     let align = binding_align(be);
     let sums = be.scratch(2 * shape.channels)?;
     let sums = sums.window(0, 2 * shape.channels, align).0;
-    let last = shape.batch.div_ceil(runs.run_len());
+    let last = runs.clone().count();
     let mut words = [
         word(what, shape.channels)?,
         word(what, shape.spatial)?,
@@ -320,7 +320,7 @@ pub(crate) fn backward(
         0,
         0,
     ];
-    for (i, (first, count)) in image_runs(be, what, shape.batch, &[image])?.enumerate() {
+    for (i, (first, count)) in runs.clone().enumerate() {
         let (xw, at) = x.window(first * image, count * image, align);
         let (dyw, _) = grad_y.window(first * image, count * image, align);
         words[3] = word(what, count * shape.spatial)?;
@@ -342,7 +342,7 @@ pub(crate) fn backward(
             grid,
         )?;
     }
-    for (first, count) in image_runs(be, what, shape.batch, &[image])? {
+    for (first, count) in runs {
         // x, dy and dx have the same range, so the same offset in their windows.
         let (xw, at) = x.window(first * image, count * image, align);
         let (dyw, _) = grad_y.window(first * image, count * image, align);

@@ -117,9 +117,7 @@ pub(crate) fn sum(
     check_range("sum out", out.len, offset, 1)?;
     let align = binding_align(be);
     let (out, out_at) = out.window(offset, 1, align);
-    // A zero-length sum still writes its 0.
-    let runs = image_runs(be, "sum", len, &[1])?.chain((len == 0).then_some((0, 0)));
-    for (first, count) in runs {
+    for (first, count) in image_runs(be, "sum", len, &[1])? {
         let (xw, x_at) = x.window(first, count, align);
         be.rec().dispatch(
             &SUM_KERNEL,

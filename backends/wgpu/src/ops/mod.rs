@@ -101,7 +101,9 @@ pub(crate) fn for_image_runs(
 /// Runs of whole images, `(first image, images)`, covering `batch` images in order, each as
 /// long as the binding limit allows when every operand binds its images' elements
 /// (`per_image[i]` each, plus the slack of an aligned window start). Work that fits is one run
-/// of the whole batch. Errors when one image of an operand alone is larger than a binding.
+/// of the whole batch; an empty batch is one empty run, so work that writes something even
+/// then (a sum's 0, an invalid box's zeros) still runs. Errors when one image of an operand
+/// alone is larger than a binding.
 pub(crate) fn image_runs(
     be: &WgpuBackend,
     what: &'static str,
@@ -127,14 +129,17 @@ pub(crate) fn image_runs(
         batch,
         run,
         next: 0,
+        done: false,
     })
 }
 
-/// The iterator [`image_runs`] returns.
+/// The iterator [`image_runs`] returns (cloned to walk the same runs again).
+#[derive(Clone)]
 pub(crate) struct ImageRuns {
     batch: usize,
     run: usize,
     next: usize,
+    done: bool,
 }
 
 impl ImageRuns {
@@ -142,23 +147,19 @@ impl ImageRuns {
     pub(crate) fn is_whole(&self) -> bool {
         self.run >= self.batch
     }
-
-    /// Images per run (the last may hold fewer).
-    pub(crate) fn run_len(&self) -> usize {
-        self.run.max(1)
-    }
 }
 
 impl Iterator for ImageRuns {
     type Item = (usize, usize);
 
     fn next(&mut self) -> Option<(usize, usize)> {
-        if self.next >= self.batch {
+        if self.done {
             return None;
         }
         let first = self.next;
         let count = self.run.min(self.batch - first);
         self.next += count;
+        self.done = self.next >= self.batch;
         Some((first, count))
     }
 }

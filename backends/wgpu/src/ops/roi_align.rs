@@ -90,12 +90,11 @@ fn dispatch_runs(
     let image = shape.channels * shape.height * shape.width;
     let align = binding_align(be);
     let mut checked = false;
+    // A feature map of no images is one empty run, so invalid boxes still get their zeros.
+    let feature_runs = image_runs(be, what, shape.batch, &[image])?;
     for (first_box, box_count) in image_runs(be, what, shape.num_rois, &[per_box])? {
         let (out, out_at) = outputs.window(first_box * per_box, box_count * per_box, align);
-        // A feature map of no images still runs once, so invalid boxes get their zeros.
-        let image_runs = image_runs(be, what, shape.batch, &[image])?;
-        let image_runs = image_runs.chain((shape.batch == 0).then_some((0, 0)));
-        for (first_image, image_count) in image_runs {
+        for (first_image, image_count) in feature_runs.clone() {
             let (feat, feat_at) = features.window(first_image * image, image_count * image, align);
             let bindings: [Window<'_>; 3] = if std::ptr::eq(kernel, &ROI_FORWARD) {
                 [feat, boxes.whole(), out]
