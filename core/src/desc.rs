@@ -41,8 +41,9 @@ impl MatrixLayout {
         }
     }
 
-    /// Elements the buffer must hold for `batch` matrices of `rows` x `cols` as stored.
-    fn required_len(&self, batch: usize, rows: usize, cols: usize) -> usize {
+    /// Elements the buffer must hold for `batch` matrices of `rows` x `cols` as stored
+    /// (`offset` included; 0 when any of them is 0).
+    pub fn required_len(&self, batch: usize, rows: usize, cols: usize) -> usize {
         if batch == 0 || rows == 0 || cols == 0 {
             return 0;
         }
@@ -101,14 +102,14 @@ impl GemmDesc {
     }
 
     /// Stored (rows, cols) of A and B.
-    fn a_stored(&self) -> (usize, usize) {
+    pub fn a_stored(&self) -> (usize, usize) {
         if self.trans_a {
             (self.k, self.m)
         } else {
             (self.m, self.k)
         }
     }
-    fn b_stored(&self) -> (usize, usize) {
+    pub fn b_stored(&self) -> (usize, usize) {
         if self.trans_b {
             (self.n, self.k)
         } else {

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
-use dscl_cuda::CudaBackend;
+use dscl_cuda::{CudaBackend, Precision};
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
 use dscl_runtime::vectors::Vectors;
@@ -116,6 +116,11 @@ struct Common {
     /// Seeds initialisation, sample order and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Arithmetic of GEMM and convolutions on --backend cuda: fp32, tf32 (tensor cores, inputs
+    /// rounded to a 10-bit mantissa) or bf16 (inputs rounded to bf16, f32 accumulation).
+    /// Every other backend computes in fp32.
+    #[arg(long, default_value = "fp32", value_name = "fp32|tf32|bf16")]
+    precision: Precision,
 }
 
 /// Opens the wgpu device, saying which adapter it is.
@@ -124,15 +129,29 @@ fn open_wgpu() -> Result<WgpuBackend> {
 }
 
 /// Opens GPU 0 and compiles the CUDA kernels for it, or says why it cannot.
-fn open_cuda() -> Result<CudaBackend> {
-    CudaBackend::new(0).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
+fn open_cuda(precision: Precision) -> Result<CudaBackend> {
+    CudaBackend::with_precision(0, precision).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
+}
+
+/// Refuses a reduced precision on a backend that only computes in fp32, rather than quietly
+/// training at a precision other than the one asked for.
+fn check_precision(choice: BackendChoice, precision: Precision) -> Result<()> {
+    if precision != Precision::Fp32 && choice != BackendChoice::Cuda {
+        bail!(
+            "--precision {precision} needs --backend cuda; the {} backend computes in fp32",
+            choice.name()
+        );
+    }
+    Ok(())
 }
 
 /// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
 /// the training code is generic over `Backend`).
 macro_rules! with_backend {
-    ($choice:expr, |$b:ident| $body:block) => {{
-        let choice: BackendChoice = $choice;
+    ($common:expr, |$b:ident| $body:block) => {{
+        let choice: BackendChoice = $common.backend;
+        let precision: Precision = $common.precision;
+        check_precision(choice, precision)?;
         match choice {
             BackendChoice::Cpu => {
                 let backend = CpuBackend::new();
@@ -153,7 +172,7 @@ macro_rules! with_backend {
                  with --backend cpu"
             ),
             BackendChoice::Cuda => {
-                let backend = open_cuda()?;
+                let backend = open_cuda(precision)?;
                 eprintln!("backend: {}", backend.device_name());
                 let $b = &backend;
                 let result: Result<()> = $body;
@@ -200,7 +219,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stop_after,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
-            with_backend!(common.backend, |b| {
+            with_backend!(common, |b| {
                 let path = stage1::train(b, &cfg, &common.out, resume, stop_after)?;
                 eprintln!("wrote {}", path.display());
                 Ok(())
@@ -210,7 +229,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             common,
             checkpoint,
             linear,
-        } => with_backend!(common.backend, |b| {
+        } => with_backend!(common, |b| {
             let path = stage2::train(b, &checkpoint, &linear, &common.out)?;
             eprintln!("wrote {}", path.display());
             Ok(())
@@ -220,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             checkpoint,
             data,
             eval,
-        } => with_backend!(common.backend, |b| {
+        } => with_backend!(common, |b| {
             let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
             println!("{}", m.table());
             Ok(())
@@ -235,7 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
             let out = common.out.clone();
-            with_backend!(common.backend, |b| {
+            with_backend!(common, |b| {
                 let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
                 let classifier = if cfg.loss == LossKind::Ce {
                     stage1
@@ -272,7 +291,7 @@ fn verify(file: &Path, choice: BackendChoice, tol: f64) -> Result<ExitCode> {
         BackendChoice::Cpu => verify_on(&CpuBackend::new(), &vectors, tol),
         BackendChoice::Reference => verify_on(&ReferenceBackend::<f64>::new(), &vectors, tol),
         BackendChoice::Wgpu => verify_on(&open_wgpu()?, &vectors, tol),
-        BackendChoice::Cuda => verify_on(&open_cuda()?, &vectors, tol),
+        BackendChoice::Cuda => verify_on(&open_cuda(Precision::Fp32)?, &vectors, tol),
     }
 }
 

@@ -66,3 +66,39 @@ fn verify_with_cuda_is_refused_with_a_reason() {
     let (code, text) = runtime(&["verify", "--backend", "cuda", &vectors]);
     assert_refused(code, &text);
 }
+
+/// A reduced precision is a CUDA option: on another backend it is refused before anything
+/// trains (it would otherwise be silently ignored), and an unknown precision is a usage error.
+/// Neither needs a GPU.
+#[test]
+fn precision_other_than_fp32_needs_cuda() {
+    let out = std::env::temp_dir().join(format!("dscl-precision-cli-{}", std::process::id()));
+    let out = out.to_string_lossy().into_owned();
+    for backend in ["cpu", "wgpu"] {
+        let (code, text) = runtime(&[
+            "train",
+            "--backend",
+            backend,
+            "--precision",
+            "tf32",
+            "--epochs",
+            "1",
+            "--out",
+            &out,
+        ]);
+        assert_eq!(code, Some(2), "{backend}: output:\n{text}");
+        assert!(
+            text.contains("--precision tf32 needs --backend cuda")
+                && text.contains(&format!("the {backend} backend computes in fp32")),
+            "{backend}: output:\n{text}"
+        );
+        assert!(!text.contains("loss"), "something trained:\n{text}");
+    }
+    let (code, text) = runtime(&["train", "--precision", "fp16", "--out", &out]);
+    assert_eq!(code, Some(2), "output:\n{text}");
+    assert!(text.contains("unknown precision `fp16`"), "output:\n{text}");
+    assert!(
+        !std::path::Path::new(&out).exists(),
+        "a refused run created its output directory"
+    );
+}

@@ -6,13 +6,25 @@ use dscl_cuda::CudaBackend;
 use dscl_tests::conformance::Conformance;
 use dscl_tests::harness::{Config, Factory};
 
-struct Fresh(CudaBackend);
+/// Where a case's backend convolves: through cuDNN when it is installed, or always with the
+/// backend's own direct kernels (which run where cuDNN is missing or refuses a shape).
+#[derive(Clone, Copy)]
+enum Convolutions {
+    CudnnIfPresent,
+    Direct,
+}
+
+struct Fresh(CudaBackend, Convolutions);
 
 impl Factory for Fresh {
     type Backend<'a> = CudaBackend;
     fn make(&mut self) -> CudaBackend {
+        let made = match self.1 {
+            Convolutions::CudnnIfPresent => self.0.fresh(),
+            Convolutions::Direct => self.0.fresh_with_direct_convolutions(),
+        };
         // A case that cannot get a stream on a working device is a failure of the device.
-        match self.0.fresh() {
+        match made {
             Ok(be) => be,
             Err(e) => panic!("could not make a CUDA backend: {e}"),
         }
@@ -21,12 +33,12 @@ impl Factory for Fresh {
 
 /// The suite on GPU 0 (kernels compiled once, a fresh stream and fault slot per case), or
 /// `None` after saying why there is none.
-fn suite() -> Option<Conformance<Fresh>> {
+fn suite(convolutions: Convolutions) -> Option<Conformance<Fresh>> {
     match CudaBackend::new(0) {
         Ok(be) => {
             // Parallel reductions sum in another order than the sequential reference.
             let cfg = Config::from_env().with_tol_scale(8.0);
-            Some(Conformance::with_config(Fresh(be), cfg))
+            Some(Conformance::with_config(Fresh(be, convolutions), cfg))
         }
         Err(reason) => {
             println!("skipped: no CUDA device ({reason})");
@@ -35,4 +47,11 @@ fn suite() -> Option<Conformance<Fresh>> {
     }
 }
 
-dscl_tests::conformance_tests!(suite());
+dscl_tests::conformance_tests!(suite(Convolutions::CudnnIfPresent));
+
+/// The direct convolution kernels, checked even where cuDNN would take their place.
+mod direct_convolutions {
+    use super::*;
+
+    dscl_tests::conformance_tests!(@each suite(Convolutions::Direct); conv2d, shape_errors);
+}

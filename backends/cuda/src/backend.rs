@@ -6,14 +6,18 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::cublas::sys::cublasMath_t;
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig};
 use dscl_core::error::check_range;
 use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
+use half::bf16;
 
+use crate::bf16::BF16_SLOTS;
+use crate::conv_cudnn::ConvEngine;
 use crate::device::{CudaDevice, InitError};
 use crate::kernels;
+use crate::precision::Precision;
 
 /// A buffer of `T` (f32 or u32) in device memory.
 pub struct CudaBuffer<T> {
@@ -38,15 +42,28 @@ pub(crate) const THREADS: u32 = 256;
 /// Most blocks a grid-stride kernel is launched with: enough to fill any GPU.
 const MAX_BLOCKS: usize = 1 << 16;
 
-/// The CUDA backend: one device, one stream, the compiled kernels, cuBLAS, and the fault slot.
+/// The CUDA backend: one device, one stream, the compiled kernels, cuBLAS, cuDNN when present,
+/// and the fault slot.
 pub struct CudaBackend {
     device: CudaDevice,
+    /// The device, the convolution path and the precision, for logs and benchmark lines.
+    description: String,
+    pub(crate) precision: Precision,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: CudaBlas,
+    pub(crate) convolutions: ConvEngine,
+    /// Rounded copies for bf16 products (one-element placeholders until first used).
+    pub(crate) bf16_scratch: [RefCell<CudaSlice<bf16>>; BF16_SLOTS],
     functions: HashMap<&'static str, CudaFunction>,
     /// `FaultSlot` of `common.cuh` (flag, kind, index, value). Kernels write it through a shared
     /// reference: every launch is on `stream`, which orders them.
     pub(crate) fault: RefCell<CudaSlice<u32>>,
+}
+
+/// Where a new backend's convolutions run.
+enum ConvLibrary {
+    CudnnIfPresent,
+    DirectKernels,
 }
 
 /// A driver error as the library's.
@@ -68,8 +85,16 @@ fn ptx_arch(major: i32) -> &'static str {
 }
 
 impl CudaBackend {
-    /// Opens GPU `ordinal` and compiles the kernels for it (once per backend).
+    /// Opens GPU `ordinal` at fp32 and compiles the kernels for it (once per backend).
     pub fn new(ordinal: usize) -> std::result::Result<Self, InitError> {
+        Self::with_precision(ordinal, Precision::Fp32)
+    }
+
+    /// Opens GPU `ordinal` with GEMM and convolutions at `precision`.
+    pub fn with_precision(
+        ordinal: usize,
+        precision: Precision,
+    ) -> std::result::Result<Self, InitError> {
         let device = CudaDevice::open(ordinal)?;
         let context = device.context().clone();
         let (major, _) = context
@@ -86,38 +111,101 @@ impl CudaBackend {
                 .map_err(|e| InitError(format!("kernel `{name}` is missing: {e}")))?;
             functions.insert(name, f);
         }
-        Self::on_stream(device, functions, context.default_stream())
+        Self::on_stream(
+            device,
+            functions,
+            context.default_stream(),
+            precision,
+            ConvLibrary::CudnnIfPresent,
+        )
     }
 
-    /// Another backend on the same device and compiled kernels, with its own stream, cuBLAS
-    /// handle and fault slot (no recompilation).
+    /// Another backend on the same device, compiled kernels and precision, with its own
+    /// stream, library handles and fault slot (no recompilation).
     pub fn fresh(&self) -> std::result::Result<Self, InitError> {
+        let library = match self.convolutions {
+            ConvEngine::Direct => ConvLibrary::DirectKernels,
+            _ => ConvLibrary::CudnnIfPresent,
+        };
+        self.fresh_with(library)
+    }
+
+    /// As [`Self::fresh`], but convolving with the backend's own direct kernels even where
+    /// cuDNN is present (the conformance suite checks both paths).
+    pub fn fresh_with_direct_convolutions(&self) -> std::result::Result<Self, InitError> {
+        self.fresh_with(ConvLibrary::DirectKernels)
+    }
+
+    fn fresh_with(&self, library: ConvLibrary) -> std::result::Result<Self, InitError> {
         let stream = self
             .device
             .context()
             .new_stream()
             .map_err(|e| InitError(format!("could not create a CUDA stream: {e}")))?;
-        Self::on_stream(self.device.clone(), self.functions.clone(), stream)
+        Self::on_stream(
+            self.device.clone(),
+            self.functions.clone(),
+            stream,
+            self.precision,
+            library,
+        )
     }
 
-    /// A backend launching `functions` on `stream`, with its own cuBLAS handle and fault slot.
+    /// A backend launching `functions` on `stream`, with its own cuBLAS and cuDNN handles,
+    /// bf16 scratch and fault slot.
     fn on_stream(
         device: CudaDevice,
         functions: HashMap<&'static str, CudaFunction>,
         stream: Arc<CudaStream>,
+        precision: Precision,
+        library: ConvLibrary,
     ) -> std::result::Result<Self, InitError> {
         let blas = CudaBlas::new(stream.clone())
             .map_err(|e| InitError(format!("could not start cuBLAS: {e}")))?;
-        let fault = stream
-            .alloc_zeros::<u32>(4)
-            .map_err(|e| InitError(format!("could not allocate the fault slot: {e}")))?;
+        if precision == Precision::Tf32 {
+            // SAFETY: the handle is live (owned by `blas`); the mode is one of cuBLAS's enum.
+            unsafe {
+                cudarc::cublas::sys::cublasSetMathMode(
+                    *blas.handle(),
+                    cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+                )
+            }
+            .result()
+            .map_err(|e| InitError(format!("cuBLAS refused the TF32 math mode: {e}")))?;
+        }
+        let (convolutions, conv_path) = match library {
+            ConvLibrary::CudnnIfPresent => ConvEngine::open(&stream, precision),
+            ConvLibrary::DirectKernels => (ConvEngine::Direct, "direct convolutions"),
+        };
+        let alloc_err = |e| InitError(format!("could not allocate the backend's scratch: {e}"));
+        let fault = stream.alloc_zeros::<u32>(4).map_err(alloc_err)?;
+        let placeholder = || stream.alloc_zeros::<bf16>(1).map(RefCell::new);
+        let bf16_scratch = [
+            placeholder().map_err(alloc_err)?,
+            placeholder().map_err(alloc_err)?,
+            placeholder().map_err(alloc_err)?,
+        ];
         Ok(CudaBackend {
+            description: format!("{} ({conv_path}, {precision})", device.name()),
             device,
+            precision,
             stream,
             blas,
+            convolutions,
+            bf16_scratch,
             functions,
             fault: RefCell::new(fault),
         })
+    }
+
+    /// The device, its convolution path and the precision, as `device_name` reports them.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// The precision of GEMM and convolutions.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The device's name as the driver reports it.
@@ -210,81 +298,6 @@ impl CudaBackend {
             index: words[2] as usize,
             value: words[3],
         }))
-    }
-
-    /// `C = alpha op(A) op(B) + beta C`, row-major, through cuBLAS, which is column-major: the
-    /// same memory read column-major is C^T = op(B)^T op(A)^T, so B goes first.
-    pub(crate) fn gemm_cublas(
-        &self,
-        desc: &dscl_core::desc::GemmDesc,
-        a: &CudaBuffer<f32>,
-        b: &CudaBuffer<f32>,
-        c: &mut CudaBuffer<f32>,
-    ) -> Result<()> {
-        desc.check(a.len, b.len, c.len)?;
-        if desc.batch == 0 || desc.m == 0 || desc.n == 0 {
-            return Ok(());
-        }
-        let what = "gemm";
-        let int = |x: usize| i32::try_from(x).map_err(|_| too_large(what));
-        let long = |x: usize| i64::try_from(x).map_err(|_| too_large(what));
-        // cuBLAS wants every leading dimension at least max(1, stored row length), even where
-        // a single row is read and the descriptor may carry any value.
-        let ld = |ld: usize, rows: usize, cols: usize| {
-            if rows <= 1 {
-                ld.max(cols).max(1)
-            } else {
-                ld.max(1)
-            }
-        };
-        let (a_rows, a_cols) = if desc.trans_a {
-            (desc.k, desc.m)
-        } else {
-            (desc.m, desc.k)
-        };
-        let (b_rows, b_cols) = if desc.trans_b {
-            (desc.n, desc.k)
-        } else {
-            (desc.k, desc.n)
-        };
-        let op = |t: bool| {
-            if t {
-                cublasOperation_t::CUBLAS_OP_T
-            } else {
-                cublasOperation_t::CUBLAS_OP_N
-            }
-        };
-        let cfg = StridedBatchedConfig {
-            gemm: GemmConfig {
-                transa: op(desc.trans_b),
-                transb: op(desc.trans_a),
-                m: int(desc.n)?,
-                n: int(desc.m)?,
-                k: int(desc.k)?,
-                alpha: desc.alpha as f32,
-                lda: int(ld(desc.b.ld, b_rows, b_cols))?,
-                ldb: int(ld(desc.a.ld, a_rows, a_cols))?,
-                beta: desc.beta as f32,
-                ldc: int(ld(desc.c.ld, desc.m, desc.n))?,
-            },
-            batch_size: int(desc.batch)?,
-            stride_a: long(desc.b.batch_stride)?,
-            stride_b: long(desc.a.batch_stride)?,
-            stride_c: long(desc.c.batch_stride)?,
-        };
-        let a_view = a.slice.slice(desc.a.offset..);
-        let b_view = b.slice.slice(desc.b.offset..);
-        let mut c_view = c.slice.slice_mut(desc.c.offset..);
-        // SAFETY: `desc.check` has shown that every element the batched product addresses lies
-        // inside the three buffers, with the leading dimensions and strides given here.
-        unsafe {
-            self.blas
-                .gemm_strided_batched(cfg, &b_view, &a_view, &mut c_view)
-        }
-        .map_err(|e| Error::Device {
-            what,
-            code: e.0 as i64,
-        })
     }
 }
 

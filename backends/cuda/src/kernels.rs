@@ -16,6 +16,7 @@ pub const SOURCE: &str = concat!(
     include_str!("kernels/batch_norm.cu"),
     include_str!("kernels/roi_align.cu"),
     include_str!("kernels/conv.cu"),
+    include_str!("kernels/bf16.cu"),
 );
 
 /// The kernels [`SOURCE`] defines.
@@ -53,6 +54,9 @@ pub const ENTRY_POINTS: &[&str] = &[
     "conv2d_forward",
     "conv2d_backward_data",
     "conv2d_backward_filter",
+    "f32_to_bf16",
+    "bf16_to_f32",
+    "bf16_accumulate_f32",
 ];
 
 /// Compiles [`SOURCE`] to PTX for a virtual architecture such as `compute_80` (PTX runs on that

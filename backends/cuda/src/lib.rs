@@ -4,16 +4,22 @@
 //! everything builds and tests on machines without them; [`CudaDevice::open`] finds out
 //! whether this machine can run CUDA and says why not, instead of panicking inside the loader.
 //!
-//! State: [`CudaBackend`] implements the whole Backend trait: GEMM through cuBLAS (fp32), the
-//! rest as CUDA C kernels compiled once with NVRTC (direct convolutions for now; cuDNN or
-//! implicit-GEMM tiles are the fast path still to come). The kernels are checked to compile in
-//! CI (NVRTC needs no GPU), but none of this has yet run on a GPU: the conformance suite
-//! (`tests/tests/conformance_cuda.rs`) and `scripts/gpu-check.sh` are how it will be verified.
+//! State: [`CudaBackend`] implements the whole Backend trait: GEMM through cuBLAS, convolutions
+//! through cuDNN where it is installed (direct kernels otherwise), at a chosen [`Precision`]
+//! (fp32, TF32 or bf16 products), the rest as CUDA C kernels compiled once with NVRTC. The
+//! kernels are checked to compile in CI (NVRTC needs no GPU), but none of this has yet run on
+//! a GPU: the conformance suite (`tests/tests/conformance_cuda.rs`) and `scripts/gpu-check.sh`
+//! are how it will be verified.
 
 mod backend;
+mod bf16;
+mod conv_cudnn;
 mod device;
+mod gemm;
 pub mod kernels;
 mod ops;
+mod precision;
 
 pub use backend::{CudaBackend, CudaBuffer};
 pub use device::{CudaDevice, InitError};
+pub use precision::Precision;

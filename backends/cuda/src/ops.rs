@@ -9,6 +9,7 @@ use dscl_core::error::{check_len, check_range, ensure};
 use dscl_core::{Backend, Fault, Result};
 
 use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use crate::conv_cudnn::ConvPass;
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
@@ -62,7 +63,7 @@ impl Backend for CudaBackend {
     type IndexBuffer = CudaBuffer<u32>;
 
     fn device_name(&self) -> &str {
-        self.name()
+        self.description()
     }
 
     fn alloc(&self, len: usize) -> Result<Self::Buffer> {
@@ -274,8 +275,8 @@ impl Backend for CudaBackend {
 
     // ---- convolution -----------------------------------------------------------------------
 
-    fn conv2d_workspace_len(&self, _shape: &Conv2dShape) -> usize {
-        0
+    fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
+        self.conv_workspace_len(shape)
     }
 
     fn conv2d_forward(
@@ -284,12 +285,15 @@ impl Backend for CudaBackend {
         input: &Self::Buffer,
         weight: &Self::Buffer,
         output: &mut Self::Buffer,
-        _workspace: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(input.len, weight.len, output.len)?;
         let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
         let n = shape.output_len();
         if n == 0 {
+            return Ok(());
+        }
+        if self.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
             return Ok(());
         }
         launch!(
@@ -321,12 +325,22 @@ impl Backend for CudaBackend {
         grad_output: &Self::Buffer,
         weight: &Self::Buffer,
         grad_input: &mut Self::Buffer,
-        _workspace: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(grad_input.len, weight.len, grad_output.len)?;
         let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
         let n = shape.input_len();
         if n == 0 {
+            return Ok(());
+        }
+        if self.cudnn_conv(
+            ConvPass::BackwardData,
+            shape,
+            grad_output,
+            weight,
+            grad_input,
+            workspace,
+        )? {
             return Ok(());
         }
         launch!(
@@ -358,12 +372,22 @@ impl Backend for CudaBackend {
         input: &Self::Buffer,
         grad_output: &Self::Buffer,
         grad_weight: &mut Self::Buffer,
-        _workspace: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(input.len, grad_weight.len, grad_output.len)?;
         let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
         let n = shape.weight_len();
         if n == 0 {
+            return Ok(());
+        }
+        if self.cudnn_conv(
+            ConvPass::BackwardFilter,
+            shape,
+            input,
+            grad_output,
+            grad_weight,
+            workspace,
+        )? {
             return Ok(());
         }
         launch!(
