@@ -10,7 +10,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use image::{DynamicImage, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::image::Image;
 
@@ -20,6 +20,11 @@ pub fn decode_image_file(path: &Path) -> anyhow::Result<Image> {
     let bytes = std::fs::read(path).with_context(|| format!("reading image {}", path.display()))?;
     decode_image_bytes(&bytes).with_context(|| format!("decoding image {}", path.display()))
 }
+
+/// Most pixels an image may have: Pillow's decompression-bomb limit, so the runtime reads every
+/// image the official PyTorch pipeline reads. Checked from the header, before decoding: a few
+/// bytes must not make the loader allocate gigabytes (planar f32 is 12 bytes a pixel).
+pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
 
 /// Decodes an in-memory PNG or JPEG file. Errors do not name a file; callers add it.
 pub fn decode_image_bytes(bytes: &[u8]) -> anyhow::Result<Image> {
@@ -32,7 +37,15 @@ pub fn decode_image_bytes(bytes: &[u8]) -> anyhow::Result<Image> {
         None if bytes.is_empty() => bail!("empty file"),
         None => bail!("not a PNG or JPEG file"),
     }
-    let decoded = reader.decode()?;
+    let decoder = reader.into_decoder()?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_IMAGE_PIXELS {
+        bail!(
+            "the image is {width} x {height} = {pixels} pixels, more than the {MAX_IMAGE_PIXELS}              accepted (Pillow's decompression-bomb limit)"
+        );
+    }
+    let decoded = DynamicImage::from_decoder(decoder)?;
     Ok(to_planar(decoded))
 }
 
@@ -136,6 +149,41 @@ mod tests {
         assert!(decode_image_bytes(&png[..png.len() / 2]).is_err());
         let jpeg = encode(img.into(), ImageFormat::Jpeg);
         assert!(decode_image_bytes(&jpeg[..jpeg.len() / 2]).is_err());
+    }
+
+    /// A PNG whose header claims `width x height` (8-bit RGB) and whose data is one empty
+    /// IDAT chunk: enough for the header to be read, never enough to decode.
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        };
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[]);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_limit_is_refused_from_its_header() {
+        // 20000 x 20000 would be 4.8 GB as planar f32; the refusal comes before any of it.
+        let err = decode_image_bytes(&png_header_only(20_000, 20_000)).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("20000 x 20000 = 400000000 pixels") && text.contains("89478485"),
+            "{text}"
+        );
+        // Just under the limit, the header passes and the (empty) data is what fails.
+        let err = decode_image_bytes(&png_header_only(9_459, 9_459)).unwrap_err();
+        assert!(!format!("{err:#}").contains("pixels"), "{err:#}");
     }
 
     #[test]
