@@ -2,17 +2,29 @@
 # The CUDA backend's check on a GPU machine, in one run:
 #   1. the conformance suite on the GPU (every kernel against the f64 reference);
 #   2. `runtime verify --backend cuda` on the shipped PyTorch float64 vectors;
-#   3. the DSCL + PBSD loss step alone (B 256, d 128, C 5, K 8192 and 65536), dscl against the
+#   3. one stage-1 step of DSCL + PBSD (ResNet-50, 224 px, batch 64, C 5 crops of 64 px,
+#      K 65536: momentum update, query / key / crop passes, both losses, backward, SGD, enqueue),
+#      dscl_step against the same step in PyTorch eager (benches/compare/dscl_step_torch.py);
+#   4. the DSCL + PBSD loss step alone (B 256, d 128, C 5, K 8192 and 65536), dscl against the
 #      same math in PyTorch on the same GPU (benches/compare/loss_torch.py --device cuda);
-#   4. a ResNet-50 training step (224 px, batch 64: forward, cross-entropy, backward, SGD),
-#      dscl against torchvision in PyTorch eager on the same GPU, both fp32 (TF32 off);
-# then a table of images/s (or ms per step) and the ratios. Meant to finish within 6 minutes.
+#   5. a ResNet-50 classifier step (224 px, batch 64: forward, cross-entropy, backward, SGD),
+#      dscl against the same network in PyTorch eager on the same GPU;
+# all fp32 with TF32 off on both sides; then a table of images/s (or ms per step) and the ratios.
+#
+# Meant to finish within 6 minutes on an H200. Every run has its own `timeout`, and all the runs
+# share one deadline (RUN_BUDGET_S, 330 s after the set-up): a run gets at most what is left, and
+# one that would start with under MIN_RUN_S left is skipped (the stage-1 step runs right after
+# the checks, so a short budget drops the older rows 4 and 5 first). A benchmark that times out
+# or is skipped is reported as a row of the table; only a failed check or a benchmark that
+# exits with an error makes the script fail. The direct-convolution CUDA kernels may be slow,
+# so dscl_step runs 1 warm-up and 3 timed steps (it prints each warm-up step's time on stderr,
+# so even a timeout shows how long one step took).
 #
 # A GPU machine may have no Rust toolchain, so the binaries are built where cargo is, into
 # target/gpu-check (stripped, small enough to copy along), and the script runs whatever is
 # there:
 #
-#   scripts/gpu-check.sh build     # here: build the four binaries into target/gpu-check
+#   scripts/gpu-check.sh build     # here: build the five binaries into target/gpu-check
 #   scripts/gpu-check.sh           # on the GPU machine (builds first when cargo is present)
 #
 # CUDA's libraries are loaded at run time: the driver's libcuda, and cuBLAS and NVRTC from the
@@ -25,7 +37,7 @@ OUT_DIR=target/gpu-check
 build() {
   set -e
   cargo build --release -p dscl-runtime --bin runtime
-  cargo build --release -p dscl-benches --bin train_step --bin loss_timing
+  cargo build --release -p dscl-benches --bin train_step --bin loss_timing --bin dscl_step
   local conformance
   conformance=$(cargo test --release -p dscl-tests --test conformance_cuda --no-run \
     --message-format=json 2>/dev/null | python3 -c '
@@ -38,7 +50,7 @@ for line in sys.stdin:
   target=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   mkdir -p "$OUT_DIR"
-  for bin in runtime train_step loss_timing; do
+  for bin in runtime train_step loss_timing dscl_step; do
     strip -o "$OUT_DIR/$bin" "$target/release/$bin"
   done
   strip -o "$OUT_DIR/conformance_cuda" "$conformance"
@@ -53,7 +65,7 @@ fi
 if command -v cargo >/dev/null 2>&1; then
   build || { echo "gpu-check: build failed" >&2; exit 1; }
 fi
-for bin in runtime train_step loss_timing conformance_cuda; do
+for bin in runtime train_step loss_timing dscl_step conformance_cuda; do
   [ -x "$OUT_DIR/$bin" ] || { echo "gpu-check: $OUT_DIR/$bin missing: run '$0 build' where cargo is" >&2; exit 1; }
 done
 
@@ -88,9 +100,28 @@ ls -l "$LIBS"
 
 status=0
 LOG=$(mktemp)
-run() {
-  echo "== $*"
-  "$@" 2>&1 | tee -a "$LOG"
+RUN_BUDGET_S=${RUN_BUDGET_S:-330}
+MIN_RUN_S=${MIN_RUN_S:-20}
+DEADLINE=$((SECONDS + RUN_BUDGET_S))
+
+# The seconds a run may take: its own cap, or what is left before the deadline if less.
+limit() {
+  local left=$((DEADLINE - SECONDS))
+  echo $(($1 < left ? $1 : left))
+}
+
+# check CAP CMD...: a correctness check; any non-zero exit (a timeout too) fails the script.
+check() {
+  local cap
+  cap=$(limit "$1")
+  shift
+  echo "== $* (timeout ${cap}s)"
+  if [ "$cap" -lt "$MIN_RUN_S" ]; then
+    echo "gpu-check: no time left for: $*"
+    status=1
+    return
+  fi
+  timeout "$cap" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   if [ "$rc" != 0 ]; then
     echo "gpu-check: exit $rc from: $*"
@@ -98,30 +129,75 @@ run() {
   fi
 }
 
-run timeout 120 "$OUT_DIR/conformance_cuda" --test-threads 1
-run timeout 60 "$OUT_DIR/runtime" verify --backend cuda tests/data/dscl_vectors_small.json
-run timeout 90 "$OUT_DIR/loss_timing" --backend cuda --reps 20 8192 65536
-run timeout 90 python3 benches/compare/loss_torch.py --device cuda --ks 8192 65536 \
+# bench ROW IMPL CAP CMD...: a benchmark whose result line lands in the table. A timeout or a
+# skip becomes a line `impl=IMPL row=ROW status=...` that the table shows in the row's place.
+bench() {
+  local row=$1 impl=$2 cap
+  cap=$(limit "$3")
+  shift 3
+  echo "== $* (timeout ${cap}s)"
+  if [ "$cap" -lt "$MIN_RUN_S" ]; then
+    echo "impl=$impl row=$row status=skipped" | tee -a "$LOG"
+    return
+  fi
+  timeout "$cap" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" = 124 ]; then
+    echo "impl=$impl row=$row status=timeout limit_s=$cap" | tee -a "$LOG"
+  elif [ "$rc" != 0 ]; then
+    echo "impl=$impl row=$row status=failed exit=$rc" | tee -a "$LOG"
+    echo "gpu-check: exit $rc from: $*"
+    status=1
+  fi
+}
+
+check 120 "$OUT_DIR/conformance_cuda" --test-threads 1
+check 60 "$OUT_DIR/runtime" verify --backend cuda tests/data/dscl_vectors_small.json
+STAGE1=(--arch resnet50 --batch 64 --image 224 --crop 64 --crops 5 --queue 65536 --classes 1000)
+bench stage1 dscl 100 "$OUT_DIR/dscl_step" --backend cuda "${STAGE1[@]}" --warmup 1 --steps 3
+bench stage1 torch 90 python3 benches/compare/dscl_step_torch.py --device cuda \
+  --precision fp32 "${STAGE1[@]}" --warmup 3 --steps 10
+bench loss dscl 90 "$OUT_DIR/loss_timing" --backend cuda --reps 20 8192 65536
+bench loss torch 90 python3 benches/compare/loss_torch.py --device cuda --ks 8192 65536 \
   --variants official --reps 20
-run timeout 60 "$OUT_DIR/train_step" --backend cuda --arch resnet50 --batch 64 --image 224 --steps 5
-run timeout 60 python3 benches/compare/train_step_torch.py --device cuda --arch resnet50 \
-  --batch 64 --image 224 --steps 5
+bench classifier dscl 60 "$OUT_DIR/train_step" --backend cuda --arch resnet50 --batch 64 \
+  --image 224 --steps 5
+bench classifier torch 60 python3 benches/compare/train_step_torch.py --device cuda \
+  --arch resnet50 --batch 64 --image 224 --steps 5
 
 python3 - "$LOG" <<'PY'
 import re, sys
 rows = [dict(re.findall(r"(\w+)=(\S+)", l)) for l in open(sys.argv[1]) if l.startswith("impl=")]
-def pick(impl, **kv):
-    return next((r for r in rows if r.get("impl") == impl and all(r.get(k) == v for k, v in kv.items())), None)
+def pick(impl, row, **kv):
+    # kv: fields the result line must have (a value of None: a field it must not have).
+    found = next((r for r in rows if r.get("impl") == impl and "status" not in r
+                  and all(r.get(k) == v for k, v in kv.items())), None)
+    if found:
+        return found, None
+    why = next((r for r in rows if r.get("impl") == impl and r.get("row") == row), None)
+    if why is None:
+        return None, "no result"
+    if why["status"] == "timeout":
+        return None, f"timed out ({why['limit_s']} s)"
+    return None, why["status"]
+def line(label, row, key, fmt, faster_when_larger, **kv):
+    (d, d_why), (t, t_why) = pick("dscl", row, **kv), pick("torch", row, **kv)
+    dv = float(d[key]) if d else None
+    tv = float(t[key]) if t else None
+    ratio = "-"
+    if dv and tv:
+        ratio = f"{dv / tv if faster_when_larger else tv / dv:.2f}x"
+    cell = lambda v, why: fmt.format(v) if v is not None else why
+    print(f"| {label} | {cell(dv, d_why)} | {cell(tv, t_why)} | {ratio} |")
 print("\n| measure | dscl (CUDA) | PyTorch (CUDA) | dscl / PyTorch speed |")
 print("|---|---|---|---|")
+line("Stage-1 step (DSCL + PBSD), ResNet-50, batch 64, 224 px, C 5, K 65536 (images/s)",
+     "stage1", "images_per_s", "{:.1f}", True, arch="resnet50", queue="65536")
+line("Stage-1 step, the same (ms per step)",
+     "stage1", "ms_per_step", "{:.1f}", False, arch="resnet50", queue="65536")
 for k in ("8192", "65536"):
-    d, t = pick("dscl", K=k), pick("torch", K=k)
-    if d and t:
-        dm, tm = float(d["ms_per_step"]), float(t["ms_per_step"])
-        print(f"| DSCL + PBSD loss step, K={k} (ms) | {dm:.2f} | {tm:.2f} | {tm / dm:.2f}x |")
-d, t = pick("dscl", arch="resnet50"), pick("torch", arch="resnet50")
-if d and t:
-    di, ti = float(d["images_per_s"]), float(t["images_per_s"])
-    print(f"| ResNet-50 step, batch 64, 224 px (images/s) | {di:.1f} | {ti:.1f} | {di / ti:.2f}x |")
+    line(f"DSCL + PBSD loss step, K={k} (ms)", "loss", "ms_per_step", "{:.2f}", False, K=k)
+line("ResNet-50 classifier step, batch 64, 224 px (images/s)",
+     "classifier", "images_per_s", "{:.1f}", True, arch="resnet50", batch="64", queue=None)
 PY
 exit $status

@@ -14,13 +14,11 @@
 
 use std::time::Instant;
 
+use dscl_benches::cli::{self, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::rss::{status_bytes, MIB};
-use dscl_core::nn::{ResNetClassifier, ResNetConfig, TensorSet};
+use dscl_core::nn::{ResNetClassifier, ResNetConfig, Stem, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use dscl_core::Backend;
-use dscl_cpu::CpuBackend;
-use dscl_cuda::CudaBackend;
-use dscl_wgpu::WgpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 
@@ -42,31 +40,32 @@ fn parse() -> Result<Args, String> {
         steps: 5,
         threads: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        let number = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
+    let mut flags = FlagPairs::from_env();
+    while let Some((flag, value)) = flags.next_pair()? {
+        let number = || cli::parse_count(&flag, &value);
         match flag.as_str() {
-            "--backend" => args.backend = value()?,
-            "--arch" => args.arch = value()?,
-            "--batch" => args.batch = number(value()?)?,
-            "--image" => args.image = number(value()?)?,
-            "--steps" => args.steps = number(value()?)?,
-            "--threads" => args.threads = Some(number(value()?)?),
+            "--backend" => args.backend = value,
+            "--arch" => args.arch = value,
+            "--batch" => args.batch = number()?,
+            "--image" => args.image = number()?,
+            "--steps" => args.steps = number()?,
+            "--threads" => args.threads = Some(number()?),
             _ => return Err(format!("unknown flag {flag}")),
         }
+    }
+    if args.steps == 0 {
+        return Err("--steps must be at least 1".into());
     }
     Ok(args)
 }
 
-fn config(arch: &str) -> Result<(ResNetConfig, usize), String> {
-    Ok(match arch {
-        "resnet18-cifar" => (ResNetConfig::resnet18().with_cifar_stem(), 10),
-        "resnet18" => (ResNetConfig::resnet18(), 1000),
-        "resnet32" => (ResNetConfig::resnet32(), 10),
-        "resnet50" => (ResNetConfig::resnet50(), 1000),
-        _ => return Err(format!("unknown --arch {arch}")),
-    })
+/// The classifier's class count: the CIFAR-stem networks are for 10-class 32 px data, the
+/// ImageNet ones for ImageNet's 1000 classes.
+fn classes_for(cfg: &ResNetConfig) -> usize {
+    match cfg.stem {
+        Stem::Cifar => 10,
+        Stem::ImageNet => 1000,
+    }
 }
 
 fn main() {
@@ -78,31 +77,20 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
-    match args.backend.as_str() {
-        "cpu" => {
-            let backend = match args.threads {
-                Some(n) => CpuBackend::with_threads(n).map_err(|e| e.to_string())?,
-                None => CpuBackend::new(),
-            };
-            let device = format!("cpu_{}_threads", backend.threads());
-            bench(&backend, &args, &device)
-        }
-        "wgpu" => {
-            let backend = WgpuBackend::new().map_err(|e| e.to_string())?;
-            let device = backend.device_name().replace(' ', "_");
-            bench(&backend, &args, &device)
-        }
-        "cuda" => {
-            let backend = CudaBackend::new(0).map_err(|e| e.to_string())?;
-            let device = backend.device_name().replace(' ', "_");
-            bench(&backend, &args, &device)
-        }
-        other => Err(format!("unknown --backend {other} (cpu, wgpu or cuda)")),
+    cli::run_on_backend(&args.backend, args.threads, ClassifierBench(&args))
+}
+
+struct ClassifierBench<'a>(&'a Args);
+
+impl BackendJob for ClassifierBench<'_> {
+    fn run<B: Backend<Elem = f32>>(self, backend: &B, device: &str) -> Result<(), String> {
+        bench(backend, self.0, device)
     }
 }
 
 fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Result<(), String> {
-    let (cfg, classes) = config(&args.arch)?;
+    let cfg = cli::resnet_config(&args.arch)?;
+    let classes = classes_for(&cfg);
     let err = |e: dscl_core::Error| e.to_string();
     let base = status_bytes("VmRSS").map_err(|e| e.to_string())?;
 
@@ -153,8 +141,8 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
         loss = one_step().map_err(err)?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let times = StepTimes::of(times).ok_or("no step was timed")?;
+    let median = times.median_s;
     let peak = status_bytes("VmHWM").map_err(|e| e.to_string())?;
     println!(
         "impl=dscl backend={} device={} arch={} batch={} image={} params={} median_s={:.4} min_s={:.4} \
@@ -166,7 +154,7 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
         args.image,
         model_def.params.total_len(),
         median,
-        times[0],
+        times.min_s,
         args.batch as f64 / median,
         peak as f64 / MIB,
         peak.saturating_sub(base) as f64 / MIB,
