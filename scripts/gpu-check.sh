@@ -9,7 +9,9 @@
 #      same math in PyTorch on the same GPU (benches/compare/loss_torch.py --device cuda);
 #   5. a ResNet-50 classifier step (224 px, batch 64: forward, cross-entropy, backward, SGD),
 #      dscl against the same network in PyTorch eager on the same GPU;
-# all fp32 with TF32 off on both sides; then a table of images/s (or ms per step) and the ratios.
+# all fp32 with TF32 off on both sides, and step 3 again with TF32 on both sides (dscl
+# --precision tf32, PyTorch's two allow_tf32 flags); then a table of images/s (or ms per step)
+# and the ratios.
 #
 # Meant to finish within 6 minutes on an H200. Every run has its own `timeout`, and all the runs
 # share one deadline (RUN_BUDGET_S, 330 s after the set-up): a run gets at most what is left, and
@@ -27,9 +29,10 @@
 #   scripts/gpu-check.sh build     # here: build the five binaries into target/gpu-check
 #   scripts/gpu-check.sh           # on the GPU machine (builds first when cargo is present)
 #
-# CUDA's libraries are loaded at run time: the driver's libcuda, and cuBLAS and NVRTC from the
-# CUDA toolkit or from PyTorch's `nvidia-*` wheels, found here and linked under plain names
-# into a scratch directory on LD_LIBRARY_PATH.
+# CUDA's libraries are loaded at run time: the driver's libcuda, and cuBLAS, NVRTC and cuDNN
+# from the CUDA toolkit or from PyTorch's `nvidia-*` wheels, found here and linked under plain
+# names into a scratch directory on LD_LIBRARY_PATH (every wheel's lib directory is on the path
+# too, for the libraries those load in turn, such as cuDNN 9's sub-libraries).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=target/gpu-check
@@ -81,7 +84,7 @@ for root in (spec.submodule_search_locations if spec else []):
         print(lib)
 PY
 )
-for name in nvrtc nvrtc-builtins cublas cublasLt; do
+for name in nvrtc nvrtc-builtins cublas cublasLt cudnn; do
   for dir in "${SEARCH[@]}"; do
     found=$(ls "$dir"/lib$name.so* 2>/dev/null | sort -V | tail -1)
     if [ -n "$found" ]; then
@@ -157,6 +160,10 @@ STAGE1=(--arch resnet50 --batch 64 --image 224 --crop 64 --crops 5 --queue 65536
 bench stage1 dscl 100 "$OUT_DIR/dscl_step" --backend cuda "${STAGE1[@]}" --warmup 1 --steps 3
 bench stage1 torch 90 python3 benches/compare/dscl_step_torch.py --device cuda \
   --precision fp32 "${STAGE1[@]}" --warmup 3 --steps 10
+bench stage1-tf32 dscl 60 "$OUT_DIR/dscl_step" --backend cuda --precision tf32 "${STAGE1[@]}" \
+  --warmup 1 --steps 3
+bench stage1-tf32 torch 60 python3 benches/compare/dscl_step_torch.py --device cuda \
+  --precision tf32 "${STAGE1[@]}" --warmup 3 --steps 10
 bench loss dscl 90 "$OUT_DIR/loss_timing" --backend cuda --reps 20 8192 65536
 bench loss torch 90 python3 benches/compare/loss_torch.py --device cuda --ks 8192 65536 \
   --variants official --reps 20
@@ -191,10 +198,13 @@ def line(label, row, key, fmt, faster_when_larger, **kv):
     print(f"| {label} | {cell(dv, d_why)} | {cell(tv, t_why)} | {ratio} |")
 print("\n| measure | dscl (CUDA) | PyTorch (CUDA) | dscl / PyTorch speed |")
 print("|---|---|---|---|")
-line("Stage-1 step (DSCL + PBSD), ResNet-50, batch 64, 224 px, C 5, K 65536 (images/s)",
-     "stage1", "images_per_s", "{:.1f}", True, arch="resnet50", queue="65536")
+line("Stage-1 step (DSCL + PBSD), ResNet-50, batch 64, 224 px, C 5, K 65536, fp32 (images/s)",
+     "stage1", "images_per_s", "{:.1f}", True, arch="resnet50", queue="65536", precision="fp32")
 line("Stage-1 step, the same (ms per step)",
-     "stage1", "ms_per_step", "{:.1f}", False, arch="resnet50", queue="65536")
+     "stage1", "ms_per_step", "{:.1f}", False, arch="resnet50", queue="65536", precision="fp32")
+line("Stage-1 step, the same with TF32 (images/s)",
+     "stage1-tf32", "images_per_s", "{:.1f}", True, arch="resnet50", queue="65536",
+     precision="tf32")
 for k in ("8192", "65536"):
     line(f"DSCL + PBSD loss step, K={k} (ms)", "loss", "ms_per_step", "{:.2f}", False, K=k)
 line("ResNet-50 classifier step, batch 64, 224 px (images/s)",

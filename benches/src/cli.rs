@@ -5,7 +5,7 @@
 use dscl_core::nn::ResNetConfig;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
-use dscl_cuda::CudaBackend;
+use dscl_cuda::{CudaBackend, Precision};
 use dscl_wgpu::WgpuBackend;
 
 /// Walks a command line made of `--flag value` pairs.
@@ -70,16 +70,49 @@ pub trait BackendJob {
     fn run<B: Backend<Elem = f32>>(self, backend: &B, device: &str) -> Result<(), String>;
 }
 
-/// Opens `--backend` `name` (`cpu` with `threads` worker threads, or the machine's default
-/// count; `wgpu`; `cuda`, device 0) and runs `job` on it.
-pub fn run_on_backend(
-    name: &str,
-    threads: Option<usize>,
-    job: impl BackendJob,
-) -> Result<(), String> {
-    match name {
+/// The flags that choose and configure the device: `--backend cpu|wgpu|cuda`, `--threads N`
+/// (CPU worker threads; default: the machine's count) and `--precision fp32|tf32|bf16`
+/// (CUDA's GEMM and convolutions; the other backends compute in fp32 only).
+pub struct BackendArgs {
+    pub name: String,
+    pub threads: Option<usize>,
+    pub precision: Precision,
+}
+
+impl Default for BackendArgs {
+    fn default() -> Self {
+        BackendArgs {
+            name: "cpu".into(),
+            threads: None,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+impl BackendArgs {
+    /// Takes `flag value` when it is one of the backend flags; `Ok(false)` when it is not.
+    pub fn accept(&mut self, flag: &str, value: &str) -> Result<bool, String> {
+        match flag {
+            "--backend" => self.name = value.to_string(),
+            "--threads" => self.threads = Some(parse_count(flag, value)?),
+            "--precision" => self.precision = value.parse()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// Opens the backend `args` names (CUDA: device 0) and runs `job` on it.
+pub fn run_on_backend(args: &BackendArgs, job: impl BackendJob) -> Result<(), String> {
+    if args.precision != Precision::Fp32 && args.name != "cuda" {
+        return Err(format!(
+            "--precision {} needs --backend cuda; the {} backend computes in fp32",
+            args.precision, args.name
+        ));
+    }
+    match args.name.as_str() {
         "cpu" => {
-            let backend = match threads {
+            let backend = match args.threads {
                 Some(n) => CpuBackend::with_threads(n).map_err(|e| e.to_string())?,
                 None => CpuBackend::new(),
             };
@@ -92,7 +125,8 @@ pub fn run_on_backend(
             job.run(&backend, &device)
         }
         "cuda" => {
-            let backend = CudaBackend::new(0).map_err(|e| e.to_string())?;
+            let backend =
+                CudaBackend::with_precision(0, args.precision).map_err(|e| e.to_string())?;
             let device = backend.device_name().replace(' ', "_");
             job.run(&backend, &device)
         }

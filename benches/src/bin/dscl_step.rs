@@ -21,6 +21,7 @@
 //! `peak_extra_mib` are host memory as in `train_step` (on a GPU only the driver's host side).
 //!
 //!     dscl_step --backend cuda                                 # the paper's shapes
+//!     dscl_step --backend cuda --precision tf32                # tensor cores (as PyTorch's flags)
 //!     dscl_step --arch resnet18-cifar --batch 8 --image 32 --crop 16 --queue 256 --threads 2
 //!     dscl_step --backend wgpu --arch tiny --batch 8 --image 32 --crop 16 --queue 256
 //!
@@ -29,7 +30,7 @@
 
 use std::time::Instant;
 
-use dscl_benches::cli::{self, BackendJob, FlagPairs, StepTimes};
+use dscl_benches::cli::{self, BackendArgs, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::loss::{unit_rows, Rng};
 use dscl_benches::rss::{status_bytes, MIB};
 use dscl_core::nn::{Encoder, DEFAULT_EMBEDDING_DIM};
@@ -44,7 +45,7 @@ const CROP_AREA: (f64, f64) = (0.05, 0.6);
 const LR_PER_256: f64 = 0.1;
 
 struct Args {
-    backend: String,
+    backend: BackendArgs,
     arch: String,
     batch: usize,
     image: usize,
@@ -54,13 +55,12 @@ struct Args {
     classes: usize,
     steps: usize,
     warmup: usize,
-    threads: Option<usize>,
     seed: u64,
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
-        backend: "cpu".into(),
+        backend: BackendArgs::default(),
         arch: "resnet50".into(),
         batch: 64,
         image: 224,
@@ -70,14 +70,15 @@ fn parse() -> Result<Args, String> {
         classes: 1000,
         steps: 5,
         warmup: 1,
-        threads: None,
         seed: 0,
     };
     let mut flags = FlagPairs::from_env();
     while let Some((flag, value)) = flags.next_pair()? {
+        if args.backend.accept(&flag, &value)? {
+            continue;
+        }
         let number = || cli::parse_count(&flag, &value);
         match flag.as_str() {
-            "--backend" => args.backend = value,
             "--arch" => args.arch = value,
             "--batch" => args.batch = number()?,
             "--image" => args.image = number()?,
@@ -87,7 +88,6 @@ fn parse() -> Result<Args, String> {
             "--classes" => args.classes = number()?,
             "--steps" => args.steps = number()?,
             "--warmup" => args.warmup = number()?,
-            "--threads" => args.threads = Some(number()?),
             "--seed" => args.seed = number()? as u64,
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -118,7 +118,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
-    cli::run_on_backend(&args.backend, args.threads, Stage1Bench(&args))
+    cli::run_on_backend(&args.backend, Stage1Bench(&args))
 }
 
 struct Stage1Bench<'a>(&'a Args);
@@ -262,11 +262,12 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
     let times = StepTimes::of(times).ok_or("no step was timed")?;
     let peak = status_bytes("VmHWM").map_err(|e| e.to_string())?;
     println!(
-        "impl=dscl backend={} device={} arch={} batch={} image={} crop={} crops={} queue={} \
+        "impl=dscl backend={} precision={} device={} arch={} batch={} image={} crop={} crops={} queue={} \
          classes={} seed={} params={} warmup={} steps={} warmup_s={:.2} median_s={:.4} min_s={:.4} \
          ms_per_step={:.1} images_per_s={:.2} peak_rss_mib={:.1} peak_extra_mib={:.1} \
          loss_first={:.4} dscl_first={:.4} pbsd_first={:.4} loss_last={:.4}",
-        args.backend,
+        args.backend.name,
+        args.backend.precision,
         device,
         args.arch,
         b,

@@ -5,15 +5,14 @@
 //! step in PyTorch; `scripts/gpu-check.sh` runs both on a GPU.
 //!
 //!     loss_timing --backend cuda --reps 20 8192 65536
+//!     loss_timing --backend cuda --precision tf32 65536
 //!     loss_timing --backend cpu 8192
 
 use std::time::Instant;
 
+use dscl_benches::cli::{self, BackendArgs, BackendJob};
 use dscl_benches::loss::{LossStep, StepConfig};
 use dscl_core::Backend;
-use dscl_cpu::CpuBackend;
-use dscl_cuda::CudaBackend;
-use dscl_wgpu::WgpuBackend;
 
 fn main() {
     if let Err(e) = run() {
@@ -23,21 +22,25 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut backend = "cpu".to_string();
+    let mut backend = BackendArgs::default();
     let mut reps = 10usize;
     let mut ks = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" => backend = it.next().ok_or("--backend needs a value")?,
-            "--reps" => {
-                let v = it.next().ok_or("--reps needs a value")?;
-                reps = v.parse().map_err(|e| format!("--reps: {e}"))?;
+        if arg.starts_with("--") {
+            let value = it.next().ok_or(format!("{arg} needs a value"))?;
+            if backend.accept(&arg, &value)? {
+                continue;
             }
-            k => ks.push(
-                k.parse::<usize>()
-                    .map_err(|e| format!("queue length {k}: {e}"))?,
-            ),
+            match arg.as_str() {
+                "--reps" => reps = cli::parse_count(&arg, &value)?,
+                _ => return Err(format!("unknown flag {arg}")),
+            }
+        } else {
+            ks.push(
+                arg.parse::<usize>()
+                    .map_err(|e| format!("queue length {arg}: {e}"))?,
+            );
         }
     }
     if ks.is_empty() {
@@ -46,25 +49,33 @@ fn run() -> Result<(), String> {
     if reps == 0 {
         return Err("--reps must be at least 1".into());
     }
-    match backend.as_str() {
-        "cpu" => time_on(&CpuBackend::new(), "cpu", reps, &ks),
-        "wgpu" => time_on(
-            &WgpuBackend::new().map_err(|e| e.to_string())?,
-            "wgpu",
-            reps,
-            &ks,
-        ),
-        "cuda" => time_on(
-            &CudaBackend::new(0).map_err(|e| e.to_string())?,
-            "cuda",
-            reps,
-            &ks,
-        ),
-        other => Err(format!("unknown --backend {other} (cpu, wgpu or cuda)")),
+    let job = LossTiming {
+        backend: &backend,
+        reps,
+        ks: &ks,
+    };
+    cli::run_on_backend(&backend, job)
+}
+
+struct LossTiming<'a> {
+    backend: &'a BackendArgs,
+    reps: usize,
+    ks: &'a [usize],
+}
+
+impl BackendJob for LossTiming<'_> {
+    fn run<B: Backend<Elem = f32>>(self, backend: &B, device: &str) -> Result<(), String> {
+        time_on(backend, self.backend, device, self.reps, self.ks)
     }
 }
 
-fn time_on<B: Backend>(backend: &B, name: &str, reps: usize, ks: &[usize]) -> Result<(), String> {
+fn time_on<B: Backend>(
+    backend: &B,
+    args: &BackendArgs,
+    device: &str,
+    reps: usize,
+    ks: &[usize],
+) -> Result<(), String> {
     let err = |e: dscl_core::Error| e.to_string();
     for &k in ks {
         let mut step = LossStep::new(backend, StepConfig::paper(k)).map_err(err)?;
@@ -79,9 +90,10 @@ fn time_on<B: Backend>(backend: &B, name: &str, reps: usize, ks: &[usize]) -> Re
         let mean = times.iter().sum::<f64>() / reps as f64;
         times.sort_by(f64::total_cmp);
         println!(
-            "impl=dscl backend={name} device={} K={k} ms_per_step={mean:.2} min_ms={:.2} \
-             median_ms={:.2} reps={reps} dscl_loss={:.6} pbsd_loss={:.6}",
-            backend.device_name().replace(' ', "_"),
+            "impl=dscl backend={} precision={} device={device} K={k} ms_per_step={mean:.2} \
+             min_ms={:.2} median_ms={:.2} reps={reps} dscl_loss={:.6} pbsd_loss={:.6}",
+            args.name,
+            args.precision,
             times[0],
             times[reps / 2],
             losses.0,

@@ -8,13 +8,14 @@
 //!     train_step --arch resnet50 --batch 16 --image 224 --steps 3
 //!     train_step --backend wgpu --arch resnet32 --batch 128 --image 32 --steps 3
 //!     train_step --backend cuda --arch resnet50 --batch 64 --image 224 --steps 5
+//!     train_step --backend cuda --precision tf32 --arch resnet50 --batch 64 --image 224
 //!
 //! `compare/train_step_torch.py` runs the same step in PyTorch; `compare/run_train_step_comparison.sh`
 //! runs both side by side.
 
 use std::time::Instant;
 
-use dscl_benches::cli::{self, BackendJob, FlagPairs, StepTimes};
+use dscl_benches::cli::{self, BackendArgs, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::rss::{status_bytes, MIB};
 use dscl_core::nn::{ResNetClassifier, ResNetConfig, Stem, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
@@ -23,33 +24,32 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 
 struct Args {
-    backend: String,
+    backend: BackendArgs,
     arch: String,
     batch: usize,
     image: usize,
     steps: usize,
-    threads: Option<usize>,
 }
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
-        backend: "cpu".into(),
+        backend: BackendArgs::default(),
         arch: "resnet18-cifar".into(),
         batch: 128,
         image: 32,
         steps: 5,
-        threads: None,
     };
     let mut flags = FlagPairs::from_env();
     while let Some((flag, value)) = flags.next_pair()? {
+        if args.backend.accept(&flag, &value)? {
+            continue;
+        }
         let number = || cli::parse_count(&flag, &value);
         match flag.as_str() {
-            "--backend" => args.backend = value,
             "--arch" => args.arch = value,
             "--batch" => args.batch = number()?,
             "--image" => args.image = number()?,
             "--steps" => args.steps = number()?,
-            "--threads" => args.threads = Some(number()?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -77,7 +77,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args = parse()?;
-    cli::run_on_backend(&args.backend, args.threads, ClassifierBench(&args))
+    cli::run_on_backend(&args.backend, ClassifierBench(&args))
 }
 
 struct ClassifierBench<'a>(&'a Args);
@@ -145,9 +145,10 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
     let median = times.median_s;
     let peak = status_bytes("VmHWM").map_err(|e| e.to_string())?;
     println!(
-        "impl=dscl backend={} device={} arch={} batch={} image={} params={} median_s={:.4} min_s={:.4} \
+        "impl=dscl backend={} precision={} device={} arch={} batch={} image={} params={} median_s={:.4} min_s={:.4} \
          images_per_s={:.2} peak_rss_mib={:.1} peak_extra_mib={:.1} loss_first={:.4} loss_last={:.4}",
-        args.backend,
+        args.backend.name,
+        args.backend.precision,
         device,
         args.arch,
         args.batch,
