@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loss_torch import dscl_official, pbsd_official  # noqa: E402
+from proc_status import rss_kib  # noqa: E402
 
 TAU, BETA, PBSD_WEIGHT, KEY_MOMENTUM, DIM = 0.07, 8.0, 1.5, 0.999, 128
 LR_PER_256, SGD_MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
@@ -393,14 +394,6 @@ def random_crop_boxes(crops, batch, image, device):
     y1 = torch.rand(n, dtype=torch.float64) * (image - h)
     index = torch.arange(batch, dtype=torch.float64).repeat(crops)
     return torch.stack([index, x1, y1, x1 + w, y1 + h], dim=1).float().to(device)
-
-
-def rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def main():

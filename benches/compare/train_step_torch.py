@@ -11,13 +11,7 @@ import time
 import torch
 import torchvision
 
-
-def rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
+from proc_status import rss_kib
 
 
 def model_for(arch):
