@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend's check on a GPU machine, in one run:
 #   1. the conformance suite on the GPU (every kernel against the f64 reference);
-#   2. `runtime verify --backend cuda` on the shipped PyTorch float64 vectors;
+#   2. `runtime verify --backend cuda` on the shipped PyTorch float64 vectors, and `runtime run`
+#      on the built-in digits at fp32 and TF32 against the CPU backend's losses;
 #   3. one stage-1 step of DSCL + PBSD (ResNet-50, 224 px, batch 64, C 5 crops of 64 px,
 #      K 65536: momentum update, query / key / crop passes, both losses, backward, SGD, enqueue),
 #      dscl_step against the same step in PyTorch eager (benches/compare/dscl_step_torch.py);
@@ -156,6 +157,37 @@ bench() {
 
 check 120 "$OUT_DIR/conformance_cuda" --test-threads 1
 check 60 "$OUT_DIR/runtime" verify --backend cuda tests/data/dscl_vectors_small.json
+# End to end on the built-in digits (loader, both stages, evaluation, checkpoints): the first
+# stage-1 losses on CUDA follow the CPU backend's for the same seed, as runtime/tests/wgpu_cli.rs
+# checks for wgpu; at TF32 they only need to stay close.
+check 120 python3 - "$OUT_DIR/runtime" <<'PY'
+import json, math, subprocess, sys, tempfile
+runtime = sys.argv[1]
+quick = ["--epochs", "2", "--batch-size", "32", "--queue", "64", "--crops", "2",
+         "--linear-epochs", "1", "--workers", "2"]
+def run(*backend):
+    out = tempfile.mkdtemp(prefix="dscl-digits-")
+    done = subprocess.run([runtime, "run", *backend, "--out", out, *quick],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"runtime run {' '.join(backend)} failed:\n{done.stdout}{done.stderr}")
+    steps = [json.loads(l) for l in open(f"{out}/log.jsonl")]
+    losses = [s["loss"] for s in steps if s.get("kind") == "step" and s.get("phase") == "stage1"]
+    top1 = json.load(open(f"{out}/metrics.json"))["top1"]
+    print(f"{' '.join(backend)}: {len(losses)} stage-1 steps, first losses "
+          f"{[round(x, 5) for x in losses[:3]]}, top-1 {top1}")
+    return losses, top1
+cpu, _ = run("--backend", "cpu")
+failed = False
+for precision, tol in (("fp32", 1e-3), ("tf32", 1e-2)):
+    gpu, top1 = run("--backend", "cuda", "--precision", precision)
+    ok = (len(gpu) == len(cpu) and math.isfinite(top1)
+          and all(abs(g - c) <= tol * max(abs(c), 1.0) for g, c in zip(gpu[:3], cpu[:3])))
+    print(f"cuda {precision} against cpu, first 3 losses within {tol} relative: "
+          f"{'yes' if ok else 'NO'}")
+    failed |= not ok
+sys.exit(1 if failed else 0)
+PY
 STAGE1=(--arch resnet50 --batch 64 --image 224 --crop 64 --crops 5 --queue 65536 --classes 1000)
 bench stage1 dscl 100 "$OUT_DIR/dscl_step" --backend cuda "${STAGE1[@]}" --warmup 1 --steps 3
 bench stage1 torch 90 python3 benches/compare/dscl_step_torch.py --device cuda \
