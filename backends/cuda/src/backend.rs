@@ -74,16 +74,6 @@ pub(crate) fn driver(what: &'static str, e: cudarc::driver::DriverError) -> Erro
     }
 }
 
-/// The PTX architecture for a device of compute capability `major.minor`: PTX runs on its
-/// architecture and every later one.
-fn ptx_arch(major: i32) -> &'static str {
-    match major {
-        ..=7 => "compute_70",
-        8 => "compute_80",
-        _ => "compute_90",
-    }
-}
-
 impl CudaBackend {
     /// Opens GPU `ordinal` at fp32 and compiles the kernels for it (once per backend).
     pub fn new(ordinal: usize) -> std::result::Result<Self, InitError> {
@@ -97,10 +87,10 @@ impl CudaBackend {
     ) -> std::result::Result<Self, InitError> {
         let device = CudaDevice::open(ordinal)?;
         let context = device.context().clone();
-        let (major, _) = context
+        let (major, minor) = context
             .compute_capability()
             .map_err(|e| InitError(format!("could not read the compute capability: {e}")))?;
-        let ptx = kernels::compile(ptx_arch(major)).map_err(InitError)?;
+        let ptx = kernels::compile(kernels::ptx_arch(major, minor)).map_err(InitError)?;
         let module = context
             .load_module(ptx)
             .map_err(|e| InitError(format!("could not load the compiled kernels: {e}")))?;

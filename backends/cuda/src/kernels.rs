@@ -59,6 +59,28 @@ pub const ENTRY_POINTS: &[&str] = &[
     "bf16_accumulate_f32",
 ];
 
+/// Every architecture [`ptx_arch`] picks.
+pub const PTX_ARCHS: &[&str] = &[
+    "compute_60",
+    "compute_70",
+    "compute_75",
+    "compute_80",
+    "compute_90",
+];
+
+/// The PTX architecture for a device of compute capability `major.minor`: the newest of
+/// [`PTX_ARCHS`] it runs (PTX runs on its architecture and every later one). Turing gets
+/// compute_75, not compute_70, because CUDA 13's NVRTC no longer accepts compute_70.
+pub fn ptx_arch(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (..=6, _) => "compute_60",
+        (7, ..=4) => "compute_70",
+        (7, _) => "compute_75",
+        (8, _) => "compute_80",
+        _ => "compute_90",
+    }
+}
+
 /// Compiles [`SOURCE`] to PTX for a virtual architecture such as `compute_80` (PTX runs on that
 /// architecture and every later one). IEEE division and square roots, no flush-to-zero and no
 /// fused multiply-add contraction: the kernels then round as the CPU backend does, which the
@@ -92,9 +114,9 @@ pub fn nvrtc_present() -> bool {
 mod tests {
     use super::*;
 
-    /// The kernels compile wherever NVRTC's library is (no GPU needed: NVRTC only emits PTX),
-    /// and every listed entry point is in the PTX. CI installs NVRTC; elsewhere the test says
-    /// it skipped.
+    /// The kernels compile, for every architecture the backend picks, wherever NVRTC's library
+    /// is (no GPU needed: NVRTC only emits PTX), and every listed entry point is in the PTX.
+    /// CI installs NVRTC; elsewhere the test says it skipped.
     #[test]
     fn every_kernel_compiles_under_nvrtc() {
         if !nvrtc_present() {
@@ -105,13 +127,31 @@ mod tests {
             println!("skipped: NVRTC (libnvrtc) is not installed here");
             return;
         }
-        let ptx = compile("compute_80").unwrap_or_else(|e| panic!("{e}"));
-        let text = ptx.to_src();
-        for entry in ENTRY_POINTS {
-            assert!(
-                text.contains(&format!(".entry {entry}(")),
-                "{entry} is not in the PTX"
-            );
+        for arch in PTX_ARCHS {
+            let ptx = compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            let text = ptx.to_src();
+            for entry in ENTRY_POINTS {
+                assert!(
+                    text.contains(&format!(".entry {entry}(")),
+                    "{arch}: {entry} is not in the PTX"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_device_gets_the_newest_architecture_it_runs() {
+        let cases = [
+            ((6, 1), "compute_60"),
+            ((7, 0), "compute_70"),
+            ((7, 5), "compute_75"),
+            ((8, 6), "compute_80"),
+            ((9, 0), "compute_90"),
+            ((12, 0), "compute_90"),
+        ];
+        for ((major, minor), arch) in cases {
+            assert_eq!(ptx_arch(major, minor), arch, "sm_{major}{minor}");
+            assert!(PTX_ARCHS.contains(&arch));
         }
     }
 }
