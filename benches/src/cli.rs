@@ -104,12 +104,7 @@ impl BackendArgs {
 
 /// Opens the backend `args` names (CUDA: device 0) and runs `job` on it.
 pub fn run_on_backend(args: &BackendArgs, job: impl BackendJob) -> Result<(), String> {
-    if args.precision != Precision::Fp32 && args.name != "cuda" {
-        return Err(format!(
-            "--precision {} needs --backend cuda; the {} backend computes in fp32",
-            args.precision, args.name
-        ));
-    }
+    args.precision.check_backend(&args.name)?;
     match args.name.as_str() {
         "cpu" => {
             let backend = match args.threads {

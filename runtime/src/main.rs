@@ -133,25 +133,15 @@ fn open_cuda(precision: Precision) -> Result<CudaBackend> {
     CudaBackend::with_precision(0, precision).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
 }
 
-/// Refuses a reduced precision on a backend that only computes in fp32, rather than quietly
-/// training at a precision other than the one asked for.
-fn check_precision(choice: BackendChoice, precision: Precision) -> Result<()> {
-    if precision != Precision::Fp32 && choice != BackendChoice::Cuda {
-        bail!(
-            "--precision {precision} needs --backend cuda; the {} backend computes in fp32",
-            choice.name()
-        );
-    }
-    Ok(())
-}
-
 /// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
 /// the training code is generic over `Backend`).
 macro_rules! with_backend {
     ($common:expr, |$b:ident| $body:block) => {{
         let choice: BackendChoice = $common.backend;
         let precision: Precision = $common.precision;
-        check_precision(choice, precision)?;
+        precision
+            .check_backend(choice.name())
+            .map_err(anyhow::Error::msg)?;
         match choice {
             BackendChoice::Cpu => {
                 let backend = CpuBackend::new();

@@ -25,6 +25,17 @@ pub enum Precision {
 impl Precision {
     pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Tf32, Precision::Bf16];
 
+    /// Refuses a reduced precision on a backend other than CUDA, which would otherwise be
+    /// silently ignored (the others compute in fp32 only). `backend` is the backend's name.
+    pub fn check_backend(self, backend: &str) -> Result<(), String> {
+        if self != Precision::Fp32 && backend != "cuda" {
+            return Err(format!(
+                "--precision {self} needs --backend cuda; the {backend} backend computes in fp32"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
@@ -61,6 +72,10 @@ mod tests {
             assert_eq!(p.name().parse::<Precision>(), Ok(p));
         }
         assert_eq!(Precision::default(), Precision::Fp32);
+        assert_eq!(Precision::Fp32.check_backend("cpu"), Ok(()));
+        assert_eq!(Precision::Bf16.check_backend("cuda"), Ok(()));
+        let refused = Precision::Tf32.check_backend("wgpu").unwrap_err();
+        assert!(refused.contains("needs --backend cuda"), "{refused}");
         let err = "fp16".parse::<Precision>().unwrap_err();
         assert!(err.contains("fp16") && err.contains("bf16"), "{err}");
     }
