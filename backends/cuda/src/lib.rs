@@ -13,6 +13,7 @@
 
 mod backend;
 mod bf16;
+mod conv_algorithms;
 mod conv_cudnn;
 mod device;
 mod gemm;
