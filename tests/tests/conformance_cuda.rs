@@ -1,6 +1,7 @@
 //! The conformance suite on the CUDA backend, one `#[test]` per family, when this machine has
 //! an NVIDIA GPU with its driver, cuBLAS and NVRTC; otherwise each test prints why it skipped
-//! (CI has no GPU: `scripts/gpu-check.sh` runs this on a GPU machine).
+//! (CI has no GPU: `scripts/gpu-check.sh` runs this on a GPU machine, with `DSCL_REQUIRE_CUDA=1`,
+//! under which a missing GPU fails every test instead).
 
 use dscl_cuda::CudaBackend;
 use dscl_tests::conformance::Conformance;
@@ -41,7 +42,8 @@ fn suite(convolutions: Convolutions) -> Option<Conformance<Fresh>> {
             Some(Conformance::with_config(Fresh(be, convolutions), cfg))
         }
         Err(reason) => {
-            println!("skipped: no CUDA device ({reason})");
+            // With DSCL_REQUIRE_CUDA set (a GPU machine's check) this fails instead of skipping.
+            dscl_cuda::skip_without_gpu(&format!("no CUDA device ({reason})"));
             None
         }
     }

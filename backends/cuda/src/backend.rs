@@ -16,7 +16,7 @@ use half::bf16;
 use crate::bf16::BF16_SLOTS;
 use crate::conv_cudnn::ConvEngine;
 use crate::device::{CudaDevice, InitError};
-use crate::kernels;
+use crate::kernels::{self, KernelImage};
 use crate::precision::Precision;
 
 /// A buffer of `T` (f32 or u32) in device memory.
@@ -54,6 +54,8 @@ pub struct CudaBackend {
     pub(crate) convolutions: ConvEngine,
     /// Rounded copies for bf16 products (one-element placeholders until first used).
     pub(crate) bf16_scratch: [RefCell<CudaSlice<bf16>>; BF16_SLOTS],
+    /// What the kernels were compiled to (shared by every backend of the process).
+    kernel_image: Arc<KernelImage>,
     functions: HashMap<&'static str, CudaFunction>,
     /// `FaultSlot` of `common.cuh` (flag, kind, index, value). Kernels write it through a shared
     /// reference: every launch is on `stream`, which orders them.
@@ -75,7 +77,7 @@ pub(crate) fn driver(what: &'static str, e: cudarc::driver::DriverError) -> Erro
 }
 
 impl CudaBackend {
-    /// Opens GPU `ordinal` at fp32 and compiles the kernels for it (once per backend).
+    /// Opens GPU `ordinal` at fp32 and loads the kernels for it (compiled once per process).
     pub fn new(ordinal: usize) -> std::result::Result<Self, InitError> {
         Self::with_precision(ordinal, Precision::Fp32)
     }
@@ -87,13 +89,7 @@ impl CudaBackend {
     ) -> std::result::Result<Self, InitError> {
         let device = CudaDevice::open(ordinal)?;
         let context = device.context().clone();
-        let (major, minor) = context
-            .compute_capability()
-            .map_err(|e| InitError(format!("could not read the compute capability: {e}")))?;
-        let ptx = kernels::compile(kernels::ptx_arch(major, minor)).map_err(InitError)?;
-        let module = context
-            .load_module(ptx)
-            .map_err(|e| InitError(format!("could not load the compiled kernels: {e}")))?;
+        let (module, image) = kernels::load(&context)?;
         let mut functions = HashMap::new();
         for &name in kernels::ENTRY_POINTS {
             let f = module
@@ -103,6 +99,7 @@ impl CudaBackend {
         }
         Self::on_stream(
             device,
+            image,
             functions,
             context.default_stream(),
             precision,
@@ -134,6 +131,7 @@ impl CudaBackend {
             .map_err(|e| InitError(format!("could not create a CUDA stream: {e}")))?;
         Self::on_stream(
             self.device.clone(),
+            self.kernel_image.clone(),
             self.functions.clone(),
             stream,
             self.precision,
@@ -141,10 +139,11 @@ impl CudaBackend {
         )
     }
 
-    /// A backend launching `functions` on `stream`, with its own cuBLAS and cuDNN handles,
-    /// bf16 scratch and fault slot.
+    /// A backend launching `functions` (from `kernel_image`) on `stream`, with its own cuBLAS
+    /// and cuDNN handles, bf16 scratch and fault slot.
     fn on_stream(
         device: CudaDevice,
+        kernel_image: Arc<KernelImage>,
         functions: HashMap<&'static str, CudaFunction>,
         stream: Arc<CudaStream>,
         precision: Precision,
@@ -176,8 +175,15 @@ impl CudaBackend {
             placeholder().map_err(alloc_err)?,
         ];
         Ok(CudaBackend {
-            description: format!("{} ({conv_path}, {precision})", device.name()),
+            description: format!(
+                "{} ({conv_path}, {precision}, kernels: {} from NVRTC {}.{})",
+                device.name(),
+                kernel_image.target,
+                kernel_image.nvrtc.0,
+                kernel_image.nvrtc.1
+            ),
             device,
+            kernel_image,
             precision,
             stream,
             blas,
@@ -311,10 +317,16 @@ pub(crate) fn grid_for(n: usize) -> LaunchConfig {
     }
 }
 
-/// One block per item (row, channel, plane) for `n` items.
+/// The most blocks a grid's x dimension may have (CUDA's limit on every GPU since Kepler).
+const MAX_GRID_X: usize = (1 << 31) - 1;
+
+/// One block per item (row, channel, plane) for `n` items; more than a grid holds is an error.
 pub(crate) fn block_per(what: &'static str, n: usize) -> Result<LaunchConfig> {
+    if n > MAX_GRID_X {
+        return Err(too_large(what));
+    }
     Ok(LaunchConfig {
-        grid_dim: (u32::try_from(n).map_err(|_| too_large(what))?, 1, 1),
+        grid_dim: (n as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     })
@@ -336,3 +348,19 @@ macro_rules! launch {
     }};
 }
 pub(crate) use launch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grid's x dimension holds at most 2^31 - 1 blocks: one more is refused on the host, not
+    /// left to fail at launch.
+    #[test]
+    fn one_block_per_item_stops_at_the_grid_limit() {
+        let at_limit = block_per("rows", MAX_GRID_X).map(|cfg| cfg.grid_dim.0);
+        assert_eq!(at_limit.ok(), Some(0x7fff_ffff));
+        assert!(block_per("rows", MAX_GRID_X + 1).is_err());
+        assert!(block_per("rows", u32::MAX as usize).is_err());
+        assert_eq!(grid_for(usize::MAX).grid_dim.0, MAX_BLOCKS as u32);
+    }
+}

@@ -17,6 +17,36 @@ impl fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
+/// The environment variable that makes a missing GPU a failure: set (to anything but empty or
+/// `0`) where a GPU is supposed to be, as `scripts/gpu-check.sh` does, so no CUDA test can pass
+/// by skipping.
+pub const REQUIRE_CUDA_VAR: &str = "DSCL_REQUIRE_CUDA";
+
+/// Whether [`REQUIRE_CUDA_VAR`] is set.
+pub fn cuda_required() -> bool {
+    std::env::var_os(REQUIRE_CUDA_VAR).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What a test that found no usable GPU (for `reason`) does: skip, with the line it prints, or,
+/// when a GPU is `required`, fail with the message it panics with.
+pub fn no_gpu_verdict(required: bool, reason: &str) -> Result<String, String> {
+    if required {
+        Err(format!(
+            "{REQUIRE_CUDA_VAR} is set but CUDA is not usable here: {reason}"
+        ))
+    } else {
+        Ok(format!("skipped: {reason}"))
+    }
+}
+
+/// For tests: prints the skip for `reason`, or panics with it when [`cuda_required`].
+pub fn skip_without_gpu(reason: &str) {
+    match no_gpu_verdict(cuda_required(), reason) {
+        Ok(skip) => println!("{skip}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
 /// One opened GPU: its primary context, and its name as the driver reports it.
 #[derive(Clone)]
 pub struct CudaDevice {
@@ -104,12 +134,23 @@ mod tests {
                 assert!(err.is_some_and(|e| e.contains("does not exist")));
             }
             Err(e) => {
-                println!("no CUDA device here: {e}");
                 assert!(
                     e.0.contains("CUDA"),
                     "the error must say what is missing: {e}"
                 );
+                skip_without_gpu(&format!("no CUDA device ({e})"));
             }
         }
+    }
+
+    #[test]
+    fn a_missing_gpu_fails_only_where_one_is_required() {
+        let reason = "no CUDA driver found";
+        assert_eq!(
+            no_gpu_verdict(false, reason),
+            Ok("skipped: no CUDA driver found".to_string())
+        );
+        let failure = no_gpu_verdict(true, reason).unwrap_err();
+        assert!(failure.contains(REQUIRE_CUDA_VAR) && failure.contains(reason));
     }
 }

@@ -22,5 +22,7 @@ mod ops;
 mod precision;
 
 pub use backend::{CudaBackend, CudaBuffer};
-pub use device::{CudaDevice, InitError};
+pub use device::{
+    cuda_required, no_gpu_verdict, skip_without_gpu, CudaDevice, InitError, REQUIRE_CUDA_VAR,
+};
 pub use precision::Precision;

@@ -19,9 +19,21 @@ fn u32_of(what: &'static str, x: usize) -> Result<u32> {
 /// Sampling points per bin per axis, capped as in the CPU backend.
 const ROI_MAX_GRID: usize = 1 << 16;
 
-/// The conv kernels' shape parameters (`CONV_SHAPE_PARAMS` in `kernels/conv.cu`).
+/// The conv kernels' shape parameters (`CONV_SHAPE_PARAMS` in `kernels/conv.cu`). The kernels
+/// index within one plane (`ih * in_w + iw`, `oh * out_w + ow`, `kh * kernel_w + kw`) and step
+/// through the padding (`oh * stride + kh - pad`) in 32-bit arithmetic, so those products and
+/// sums must fit a `u32` too; only the offsets of whole planes are 64-bit.
 fn conv_params(s: &Conv2dShape) -> Result<[u32; 11]> {
     let w = |x: usize| u32_of("conv2d", x);
+    let product = |a: usize, b: usize| a.checked_mul(b).map_or(Err(too_large("conv2d")), w);
+    product(s.in_height, s.in_width)?;
+    product(s.out_height(), s.out_width())?;
+    product(s.kernel_h, s.kernel_w)?;
+    w(s.in_height
+        .max(s.in_width)
+        .saturating_add(s.padding.saturating_mul(2))
+        .saturating_add(s.kernel_h.max(s.kernel_w))
+        .saturating_add(s.stride))?;
     Ok([
         w(s.batch)?,
         w(s.in_channels)?,
@@ -1175,4 +1187,35 @@ fn roi_params(s: &RoiAlignShape) -> Result<RoiParams> {
         aligned: u32::from(s.aligned),
         spatial_scale: s.spatial_scale as f32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(side: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch: 1,
+            in_channels: 1,
+            in_height: side,
+            in_width: side,
+            out_channels: 1,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// A plane of 2^32 or more elements, or a coordinate that overflows while stepping through
+    /// the padding, is refused on the host, where the kernels' 32-bit arithmetic would wrap.
+    #[test]
+    fn conv_planes_must_fit_the_kernels_32_bit_indexing() {
+        assert!(conv_params(&shape(224, 7, 2, 3)).is_ok());
+        // 65,536^2 = 2^32: one element past u32.
+        assert!(conv_params(&shape(65_536, 3, 1, 1)).is_err());
+        assert!(conv_params(&shape(65_535, 3, 1, 1)).is_ok());
+        // Each side fits, the padded extent does not.
+        assert!(conv_params(&shape(16, 3, 1, 1 << 31)).is_err());
+    }
 }

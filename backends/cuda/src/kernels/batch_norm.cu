@@ -16,7 +16,7 @@ __device__ float bn_channel_sum(const float* x, u32 c, size_t n, u32 channels, u
         if (power == 2) d = d * d;
         k = kahan_add(k, d);
     }
-    return block_sum(k.s, scratch);
+    return block_sum(k.s - k.c, scratch);
 }
 
 // Training statistics: save_mean, save_invstd = 1 / sqrt(var + eps) (biased variance), and the
@@ -69,8 +69,8 @@ extern "C" __global__ void bn_backward(
         a = kahan_add(a, g);
         b = kahan_add(b, g * (x[i] - mean));
     }
-    float sum_dy = block_sum(a.s, scratch);
-    float sum_dyx = block_sum(b.s, scratch) * inv;
+    float sum_dy = block_sum(a.s - a.c, scratch);
+    float sum_dyx = block_sum(b.s - b.c, scratch) * inv;
     if (threadIdx.x == 0) {
         dgamma[c] = dgamma[c] + sum_dyx;
         dbeta[c] = dbeta[c] + sum_dy;

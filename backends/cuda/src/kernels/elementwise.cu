@@ -39,7 +39,7 @@ extern "C" __global__ void sum_f32(const float* x, size_t n, float scale, float*
     __shared__ float scratch[ROW_THREADS];
     Kahan k = {0.0f, 0.0f};
     for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) k = kahan_add(k, x[e]);
-    float total = block_sum(k.s, scratch);
+    float total = block_sum(k.s - k.c, scratch);
     if (threadIdx.x == 0) out[0] = scale * total;
 }
 

@@ -78,7 +78,7 @@ extern "C" __global__ void gap_forward(const float* x, float* y, size_t planes, 
         const float* xp = x + p * spatial;
         Kahan k = {0.0f, 0.0f};
         for (u32 e = threadIdx.x; e < spatial; e += ROW_THREADS) k = kahan_add(k, xp[e]);
-        float total = block_sum(k.s, scratch);
+        float total = block_sum(k.s - k.c, scratch);
         if (threadIdx.x == 0) y[p] = total / (float)spatial;
     }
 }
