@@ -5,8 +5,9 @@
 //!   (`desc` module) before anything runs; a buffer may be longer than needed, never shorter.
 //!   Shape errors are returned as `Error::ShapeMismatch` / `Error::InvalidArgument`.
 //! - Errors in *values* (NaN, zero-norm rows, labels out of range) are recorded by the kernel
-//!   in the backend's fault slot and read with [`Backend::take_fault`], so a device needs no
-//!   host round trip per kernel. Each method's doc says which faults it records.
+//!   in the backend's fault slot and read with [`Backend::take_fault`] (or together with a
+//!   download, [`Backend::download_with_fault`]), so a device needs no host round trip per
+//!   kernel. Each method's doc says which faults it records.
 //! - Outputs are written (`=`) unless the doc says they accumulate (`+=`). Parameter-gradient
 //!   outputs (`conv2d_backward_filter`, `batch_norm_backward`'s dgamma/dbeta, `bias_backward`)
 //!   and `roi_align_backward` accumulate, so one gradient set can collect several passes.
@@ -59,6 +60,24 @@ pub trait Backend {
     /// Returns the first value fault recorded since the last call, and clears it. On a device
     /// this waits for pending work.
     fn take_fault(&self) -> Result<Option<Fault>>;
+
+    /// [`Self::download`] and [`Self::take_fault`] in one wait for the device: copies
+    /// `src[offset..offset + dst.len()]` into `dst`, then returns and clears the first fault
+    /// recorded by the work queued before the call. A training step makes this its one read
+    /// (its losses, their gradient probes and the fault slot together).
+    ///
+    /// The default does the two in turn, which is exact for a host backend and costs a device
+    /// only a second copy from an idle queue; a device that can bring the slot back with the
+    /// data overrides it.
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [Self::Elem],
+    ) -> Result<Option<Fault>> {
+        self.download(src, offset, dst)?;
+        self.take_fault()
+    }
 
     // ---- elementwise -----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 //! The suite has teeth: `ReferenceBackend<f32>` with one deliberate bug at a time (a mutant)
 //! must fail the family that covers the kernel. Each mutant is a plausible backend bug: an
 //! output read before it is written, an accumulation that overwrites, a mask ignored, a flag
-//! ignored, a fault lost, a panic on a short buffer.
+//! ignored, a fault lost or kept, a panic on a short buffer.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,6 +44,7 @@ enum M {
     SgdIgnoresFirstStep,
     EmaSwapped,
     TakeFaultSticky,
+    DownloadWithFaultKeepsSlot,
     ShortBufferPanics,
     ShortBufferWrongError,
 }
@@ -117,6 +118,21 @@ impl Backend for Mutant {
                 self.sticky.set(f);
             }
             return Ok(self.sticky.get());
+        }
+        Ok(f)
+    }
+    // Not forwarded to the inner backend: the trait's default (download, then this wrapper's
+    // own `take_fault`) keeps the mutants of the fault slot in play.
+    fn download_with_fault(
+        &self,
+        src: &Buf,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        self.inner.download(src, offset, dst)?;
+        let f = self.take_fault()?;
+        if self.is(M::DownloadWithFaultKeepsSlot) {
+            self.pending.set(f);
         }
         Ok(f)
     }
@@ -519,6 +535,7 @@ mutants! {
     sgd_ignores_first_step: SgdIgnoresFirstStep => "optim", "sgd_momentum_update";
     ema_swapped: EmaSwapped => "optim", "ema_update";
     take_fault_sticky: TakeFaultSticky => "faults", "did not clear";
+    download_with_fault_keeps_slot: DownloadWithFaultKeepsSlot => "faults", "it must clear the slot";
     short_buffer_panics: ShortBufferPanics => "shape_errors", "PANICKED";
     short_buffer_wrong_error: ShortBufferWrongError => "shape_errors", "add: out too short";
 }

@@ -1,7 +1,14 @@
 //! Training sanity: the complete stage-1 step (DSCL + PBSD, momentum encoder, queue, SGD)
 //! drives the loss of a tiny ResNet down on 64 fixed images; the cross-entropy baseline and
-//! the stage-2 linear classifier fit them. Runs on the CPU backend in f32.
+//! the stage-2 linear classifier fit them; and each of those steps waits on the device once.
+//! Runs on the CPU backend in f32.
 
+use std::cell::Cell;
+
+use dscl_core::desc::{
+    BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, RoiAlignShape, RowsDesc,
+    SgdParams,
+};
 use dscl_core::nn::{
     Encoder, LinearClassifier, ResNetClassifier, ResNetConfig, Scratch, TensorSet,
 };
@@ -9,7 +16,7 @@ use dscl_core::train::{
     ClassifierStep, ContrastiveLoss, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule,
     SgdConfig, StepShape, Trainable,
 };
-use dscl_core::Backend;
+use dscl_core::{Backend, Error, Fault, Result};
 use dscl_cpu::CpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
@@ -338,4 +345,660 @@ fn classifier_steps_fit_the_images() {
     assert!(last < 0.5 * first, "linear probe {first} -> {last}");
     let after: Vec<Vec<f32>> = model.params.buffers().iter().map(|b| b.to_vec()).collect();
     assert_eq!(frozen, after, "stage 2 changed the backbone");
+}
+
+/// The CPU backend, counting the reads of device memory a caller waits for: `download`,
+/// `download_index`, `take_fault` and `download_with_fault` (one each). On a GPU each is a
+/// round trip that drains the queue.
+struct CountingReads {
+    inner: CpuBackend<'static>,
+    reads: Cell<usize>,
+}
+
+impl CountingReads {
+    fn new() -> Self {
+        CountingReads {
+            inner: CpuBackend::new(),
+            reads: Cell::new(0),
+        }
+    }
+    fn read(&self) {
+        self.reads.set(self.reads.get() + 1);
+    }
+    /// Reads `f` makes.
+    fn reads_of<T>(&self, f: impl FnOnce() -> T) -> (usize, T) {
+        let before = self.reads.get();
+        let out = f();
+        (self.reads.get() - before, out)
+    }
+}
+
+impl Backend for CountingReads {
+    type Elem = f32;
+    type Buffer = <CpuBackend<'static> as Backend>::Buffer;
+    type IndexBuffer = <CpuBackend<'static> as Backend>::IndexBuffer;
+
+    fn device_name(&self) -> &str {
+        self.inner.device_name()
+    }
+    fn alloc(&self, len: usize) -> Result<Self::Buffer> {
+        self.inner.alloc(len)
+    }
+    fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
+        self.inner.alloc_index(len)
+    }
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[Self::Elem]) -> Result<()> {
+        self.inner.upload(dst, offset, src)
+    }
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [Self::Elem]) -> Result<()> {
+        self.read();
+        self.inner.download(src, offset, dst)
+    }
+    fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
+        self.inner.upload_index(dst, offset, src)
+    }
+    fn download_index(
+        &self,
+        src: &Self::IndexBuffer,
+        offset: usize,
+        dst: &mut [u32],
+    ) -> Result<()> {
+        self.read();
+        self.inner.download_index(src, offset, dst)
+    }
+    fn take_fault(&self) -> Result<Option<Fault>> {
+        self.read();
+        self.inner.take_fault()
+    }
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        self.read();
+        self.inner.download_with_fault(src, offset, dst)
+    }
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        self.inner.fill(x, offset, len, value)
+    }
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.copy(src, src_offset, dst, dst_offset, len)
+    }
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.copy_index(src, src_offset, dst, dst_offset, len)
+    }
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        self.inner.scale(x, len, alpha)
+    }
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        self.inner.axpy(alpha, x, y, len)
+    }
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.add(a, b, out, len)
+    }
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        self.inner.sum(x, len, scale, out, offset)
+    }
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.gemm(desc, a, b, c)
+    }
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.inner.bias_add(x, bias, rows, cols)
+    }
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.inner.bias_backward(grad_out, grad_bias, rows, cols)
+    }
+    fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
+        self.inner.conv2d_workspace_len(shape)
+    }
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .conv2d_forward(shape, input, weight, output, workspace)
+    }
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .conv2d_backward_data(shape, grad_output, weight, grad_input, workspace)
+    }
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .conv2d_backward_filter(shape, input, grad_output, grad_weight, workspace)
+    }
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.batch_norm_forward_train(
+            shape,
+            x,
+            gamma,
+            beta,
+            y,
+            save_mean,
+            save_invstd,
+            running_mean,
+            running_var,
+        )
+    }
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .batch_norm_forward_inference(shape, x, gamma, beta, running_mean, running_var, y)
+    }
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.batch_norm_backward(
+            shape,
+            x,
+            grad_y,
+            gamma,
+            save_mean,
+            save_invstd,
+            grad_x,
+            grad_gamma,
+            grad_beta,
+        )
+    }
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        self.inner.relu_forward(x, y, len)
+    }
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.relu_backward(y, grad_y, grad_x, len)
+    }
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        self.inner.max_pool2d_forward(shape, x, y, argmax)
+    }
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .max_pool2d_backward(shape, grad_y, argmax, grad_x)
+    }
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        self.inner
+            .global_avg_pool_forward(x, y, batch, channels, spatial)
+    }
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        self.inner
+            .global_avg_pool_backward(grad_y, grad_x, batch, channels, spatial)
+    }
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.roi_align_forward(shape, features, boxes, output)
+    }
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .roi_align_backward(shape, grad_output, boxes, grad_features)
+    }
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.inner.l2_normalize_forward(x, y, norms, rows, cols)
+    }
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.inner
+            .l2_normalize_backward(y, norms, grad_y, grad_x, rows, cols)
+    }
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        self.inner.row_softmax(desc, x, y)
+    }
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.row_logsumexp(desc, x, out)
+    }
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner.contrastive_rows(desc, logits, labels, loss)
+    }
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .soft_cross_entropy(desc, grad_scale, logits, targets, loss)
+    }
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.inner
+            .softmax_cross_entropy(desc, grad_scale, logits, labels, loss)
+    }
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        self.inner
+            .sgd_momentum_update(params, weights, grads, velocity, len)
+    }
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.ema_update(momentum, source, target, len)
+    }
+}
+
+fn upload_to<B: Backend<Elem = f32>>(be: &B, values: &[f32]) -> B::Buffer {
+    let mut b = be.alloc(values.len()).unwrap();
+    be.upload(&mut b, 0, values).unwrap();
+    b
+}
+
+fn upload_labels_to<B: Backend>(be: &B, values: &[u32]) -> B::IndexBuffer {
+    let mut b = be.alloc_index(values.len()).unwrap();
+    be.upload_index(&mut b, 0, values).unwrap();
+    b
+}
+
+/// A stage-1 batch of the first `batch` images, `crops` crops each: query views, key views,
+/// crops (crop-major), crop boxes, labels.
+fn stage1_batch(batch: usize, crops: usize, seed: u64) -> [Vec<f32>; 4] {
+    let (images, _) = dataset();
+    let mut gen = Gen::new(seed);
+    let (mut q, mut k, mut c, mut boxes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for image in &images[..batch] {
+        q.extend(view(image, &mut gen));
+        k.extend(view(image, &mut gen));
+    }
+    for _ in 0..crops {
+        for bi in 0..batch {
+            let (x0, y0) = (gen.index(SIZE - CROP + 1), gen.index(SIZE - CROP + 1));
+            c.extend(crop(
+                &q[bi * 3 * SIZE * SIZE..(bi + 1) * 3 * SIZE * SIZE],
+                x0,
+                y0,
+            ));
+            boxes.extend_from_slice(&[
+                bi as f32,
+                x0 as f32,
+                y0 as f32,
+                (x0 + CROP) as f32,
+                (y0 + CROP) as f32,
+            ]);
+        }
+    }
+    [q, k, c, boxes]
+}
+
+/// One stage-1 step (PBSD on or off), one cross-entropy step and one linear-probe step each
+/// read the device exactly once: the losses, their gradient probes and the fault slot come
+/// back together after backward is queued. (Before, the stage-1 step read four times: each
+/// loss downloaded its totals, then took the fault slot; the classifier steps twice.)
+#[test]
+fn each_step_reads_the_device_once() {
+    let be = CountingReads::new();
+    let (_, labels) = dataset();
+    let encoder = Encoder::new(ResNetConfig::tiny(), 16).unwrap();
+    let (batch, crops) = (8, 2);
+    let [q, k, c, boxes] = stage1_batch(batch, crops, 5);
+    let (qb, kb, cb, bb, yb) = (
+        upload_to(&be, &q),
+        upload_to(&be, &k),
+        upload_to(&be, &c),
+        upload_to(&be, &boxes),
+        upload_labels_to(&be, &labels[..batch]),
+    );
+    let dscl_batch = DsclBatch {
+        queries: &qb,
+        keys: &kb,
+        crops: &cb,
+        crop_boxes: &bb,
+        labels: &yb,
+    };
+    for pbsd_weight in [1.5, 0.0] {
+        let config = DsclConfig {
+            pbsd_weight,
+            crops,
+            queue_len: 32,
+            ..DsclConfig::default()
+        };
+        let shape = StepShape {
+            batch,
+            image_size: SIZE,
+            crop_size: CROP,
+            num_classes: CLASSES as u32,
+        };
+        let mut step = DsclStep::new(&be, &encoder, config, shape).unwrap();
+        let mut model = DsclModel::new(
+            &be,
+            &encoder,
+            config.queue_len,
+            &mut Xoshiro256PlusPlus::seed_from_u64(1),
+        )
+        .unwrap();
+        // The second step has a queue to contrast with.
+        for n in 0..2 {
+            let (reads, losses) = be.reads_of(|| {
+                step.step(&be, &encoder, &mut model, &dscl_batch, 0.1)
+                    .unwrap()
+            });
+            assert!(losses.total.is_finite(), "{losses:?}");
+            assert_eq!(
+                reads, 1,
+                "stage-1 step {n} (pbsd weight {pbsd_weight}) read the device {reads} times"
+            );
+        }
+        let (reads, _) = be.reads_of(|| {
+            step.forward_backward(&be, &encoder, &mut model, &dscl_batch)
+                .unwrap()
+        });
+        assert_eq!(reads, 1, "DsclStep::forward_backward read {reads} times");
+    }
+
+    let model_def = ResNetClassifier::new(ResNetConfig::tiny(), CLASSES).unwrap();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let mut model = Trainable::initialised(&be, &model_def.params, &mut rng).unwrap();
+    let mut state = TensorSet::initialised(&be, &model_def.state, &mut rng).unwrap();
+    let mut step =
+        ClassifierStep::new(&be, &model_def.backbone, &model_def.fc, batch, SIZE).unwrap();
+    let (reads, loss) = be.reads_of(|| {
+        step.cross_entropy_step(
+            &be,
+            &model_def.backbone,
+            &model_def.fc,
+            &mut model,
+            &mut state,
+            &qb,
+            &yb,
+            &SgdConfig::STAGE1,
+            0.05,
+        )
+        .unwrap()
+    });
+    assert!(loss.is_finite());
+    assert_eq!(reads, 1, "cross-entropy step read the device {reads} times");
+    let probe = LinearClassifier::new(model_def.backbone.feature_channels(), CLASSES).unwrap();
+    let mut classifier = Trainable::initialised(&be, &probe.params, &mut rng).unwrap();
+    let (reads, loss) = be.reads_of(|| {
+        step.linear_probe_step(
+            &be,
+            &model_def.backbone,
+            &model.params,
+            &mut state,
+            &probe.fc,
+            &mut classifier,
+            &qb,
+            &yb,
+            &SgdConfig::STAGE2,
+            0.5,
+        )
+        .unwrap()
+    });
+    assert!(loss.is_finite());
+    assert_eq!(reads, 1, "linear-probe step read the device {reads} times");
+}
+
+/// A step whose losses fault still names the cause (the one read takes the fault after the
+/// whole backward is queued) and stops before SGD: no query parameter, velocity or queue entry
+/// changes.
+#[test]
+fn a_faulty_step_names_the_cause_and_changes_no_parameter() {
+    let be = CpuBackend::new();
+    let (_, labels) = dataset();
+    let encoder = Encoder::new(ResNetConfig::tiny(), 16).unwrap();
+    let (batch, crops) = (8, 2);
+    let config = DsclConfig {
+        crops,
+        queue_len: 32,
+        ..DsclConfig::default()
+    };
+    let shape = StepShape {
+        batch,
+        image_size: SIZE,
+        crop_size: CROP,
+        num_classes: CLASSES as u32,
+    };
+    let mut step = DsclStep::new(&be, &encoder, config, shape).unwrap();
+    let mut model = DsclModel::new(
+        &be,
+        &encoder,
+        config.queue_len,
+        &mut Xoshiro256PlusPlus::seed_from_u64(1),
+    )
+    .unwrap();
+    let [q, k, c, boxes] = stage1_batch(batch, crops, 6);
+    let (kb, cb, bb) = (upload(&be, &k), upload(&be, &c), upload(&be, &boxes));
+    let mut bad_labels = labels[..batch].to_vec();
+    bad_labels[3] = 7;
+    let mut nan_queries = q.clone();
+    nan_queries[2 * 3 * SIZE * SIZE + 5] = f32::NAN;
+    let snapshot = |m: &DsclModel<CpuBackend<'static>>| {
+        let sets = [&m.query.params, &m.query.velocity];
+        let mut all: Vec<Vec<f32>> = sets
+            .iter()
+            .flat_map(|t| t.buffers().iter().map(|b| b.to_vec()))
+            .collect();
+        all.push(m.queue.keys.to_vec());
+        all.push(m.queue.labels.iter().map(|&l| l as f32).collect());
+        (all, m.queue.filled())
+    };
+    // One good step first, so the queue and the velocity hold something.
+    let (qb, yb) = (upload(&be, &q), upload_labels(&be, &labels[..batch]));
+    let batch_of = |qb, yb| DsclBatch {
+        queries: qb,
+        keys: &kb,
+        crops: &cb,
+        crop_boxes: &bb,
+        labels: yb,
+    };
+    step.step(&be, &encoder, &mut model, &batch_of(&qb, &yb), 0.1)
+        .unwrap();
+    let before = snapshot(&model);
+
+    let bad = upload_labels(&be, &bad_labels);
+    let err = step
+        .step(&be, &encoder, &mut model, &batch_of(&qb, &bad), 0.1)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::LabelOutOfRange {
+            what: "labels",
+            index: 3,
+            label: 7,
+            num_classes: CLASSES as u32,
+        }
+    );
+    assert!(
+        snapshot(&model) == before,
+        "a step with a bad label changed the model"
+    );
+
+    let nan = upload(&be, &nan_queries);
+    let err = step
+        .step(&be, &encoder, &mut model, &batch_of(&nan, &yb), 0.1)
+        .unwrap_err();
+    // Batch norm spreads the NaN over the batch, whose embeddings the normalisation zeroes
+    // (recording the fault), so no loss input holds it: the fault goes to the first loss, as
+    // when each loss read the slot after itself.
+    assert!(
+        matches!(
+            err,
+            Error::NonFinite {
+                what: "dscl loss",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        snapshot(&model) == before,
+        "a step with a NaN image changed the model"
+    );
+
+    // The fault was taken with the read: the next good step runs.
+    let losses = step
+        .step(&be, &encoder, &mut model, &batch_of(&qb, &yb), 0.1)
+        .unwrap();
+    assert!(losses.total.is_finite(), "{losses:?}");
 }

@@ -20,6 +20,7 @@ mod gemm;
 pub mod kernels;
 mod ops;
 mod precision;
+mod readback;
 
 pub use backend::{CudaBackend, CudaBuffer};
 pub use device::{

@@ -111,6 +111,15 @@ impl Backend for CudaBackend {
         self.take_fault_slot()
     }
 
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        self.read_with_fault("download", src, offset, dst)
+    }
+
     // ---- elementwise -----------------------------------------------------------------------
 
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {

@@ -148,6 +148,19 @@ fn read<T: bytemuck::Pod>(
     )
 }
 
+/// The fault slot's (kind, index, value) words as the library's fault.
+fn fault_from_words([kind, index, value]: [u32; 3]) -> Fault {
+    Fault {
+        kind: match kind {
+            2 => FaultKind::ZeroNormRow,
+            3 => FaultKind::LabelOutOfRange,
+            _ => FaultKind::NonFinite,
+        },
+        index: index as usize,
+        value,
+    }
+}
+
 impl Backend for WgpuBackend {
     type Elem = f32;
     type Buffer = WgpuBuffer<f32>;
@@ -189,15 +202,26 @@ impl Backend for WgpuBackend {
     fn take_fault(&self) -> Result<Option<Fault>> {
         let raw = self.rec.take_fault()?;
         self.rec.check_device("take_fault")?;
-        Ok(raw.map(|[kind, index, value]| Fault {
-            kind: match kind {
-                2 => FaultKind::ZeroNormRow,
-                3 => FaultKind::LabelOutOfRange,
-                _ => FaultKind::NonFinite,
-            },
-            index: index as usize,
-            value,
-        }))
+        Ok(raw.map(fault_from_words))
+    }
+
+    /// One map and one wait: the fault slot is copied into the staging buffer right after the
+    /// data (as every download does), and taken from that copy.
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        check_range("download_with_fault", src.len, offset, dst.len())?;
+        let raw = self.rec.read_bytes_and_take_fault(
+            &src.raw,
+            (offset * 4) as u64,
+            (dst.len() * 4) as u64,
+            bytemuck::cast_slice_mut(dst),
+        )?;
+        self.rec.check_device("download_with_fault")?;
+        Ok(raw.map(fault_from_words))
     }
 
     // ---- elementwise -----------------------------------------------------------------------

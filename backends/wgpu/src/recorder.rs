@@ -247,8 +247,40 @@ impl Recorder {
         byte_len: u64,
         out: &mut [u8],
     ) -> Result<()> {
+        self.read_bytes_and_slot(src, byte_start, byte_len, out)
+            .map(|_| ())
+    }
+
+    /// [`Self::read_bytes`], then [`Self::take_fault`] from the slot's copy that rode along
+    /// with the data: one submit, one map, one wait.
+    pub(crate) fn read_bytes_and_take_fault(
+        &self,
+        src: &wgpu::Buffer,
+        byte_start: u64,
+        byte_len: u64,
+        out: &mut [u8],
+    ) -> Result<Option<[u32; 3]>> {
+        match self.read_bytes_and_slot(src, byte_start, byte_len, out)? {
+            Some(words) => {
+                self.state.borrow_mut().fault_snapshot = None;
+                Ok(self.settle_fault(words))
+            }
+            // Nothing to copy: the slot alone.
+            None => self.take_fault(),
+        }
+    }
+
+    /// [`Self::read_bytes`], returning the fault slot's words as the same copy found them
+    /// (`None` when there was nothing to read, and so no copy).
+    fn read_bytes_and_slot(
+        &self,
+        src: &wgpu::Buffer,
+        byte_start: u64,
+        byte_len: u64,
+        out: &mut [u8],
+    ) -> Result<Option<[u32; 4]>> {
         if byte_len == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let mut st = self.state.borrow_mut();
         st.pass = None;
@@ -295,7 +327,7 @@ impl Recorder {
                 })
             }
         }
-        {
+        let words: [u32; 4] = {
             let data = slice.get_mapped_range().map_err(|_| Error::Device {
                 what: "download: mapped range",
                 code: -5,
@@ -303,10 +335,12 @@ impl Recorder {
             out.copy_from_slice(&data[..out.len()]);
             let mut slot = [0u8; 16];
             slot.copy_from_slice(&data[fault_at as usize..fault_at as usize + 16]);
-            self.state.borrow_mut().fault_snapshot = Some(bytemuck::cast(slot));
-        }
+            bytemuck::cast(slot)
+        };
+        self.state.borrow_mut().fault_snapshot = Some(words);
         staging.unmap();
-        self.check_device("download")
+        self.check_device("download")?;
+        Ok(Some(words))
     }
 
     /// Writes `bytes` at `byte_start` of `dst`, after everything recorded so far.
@@ -330,13 +364,18 @@ impl Recorder {
                 bytemuck::cast(raw)
             }
         };
+        Ok(self.settle_fault(w))
+    }
+
+    /// Takes the fault of the slot's words `w` as read back: clears the slot when set.
+    fn settle_fault(&self, w: [u32; 4]) -> Option<[u32; 3]> {
         if w[0] == 0 {
             // Still clear: the next check may use it again until new work is recorded.
             self.state.borrow_mut().fault_snapshot = Some(w);
-            return Ok(None);
+            return None;
         }
         self.write_bytes(&self.fault, 0, &[0u8; 16]);
-        Ok(Some([w[1], w[2], w[3]]))
+        Some([w[1], w[2], w[3]])
     }
 }
 

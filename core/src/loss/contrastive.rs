@@ -6,12 +6,13 @@
 //! `contrastive_rows` kernel, and consumed by two more GEMMs before the next block.
 
 use super::diagnose::{
-    check_fault, check_outputs, probe_gradient, read_loss_and_probe, NamedRows, LOSS_SLOT,
+    check_outputs, explain_fault, read_own_totals, write_totals, LabelSource, LossReadout,
+    NamedRows, Suspect, Totals, TOTALS_LEN,
 };
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{ContrastiveRowsDesc, GemmDesc, MatrixLayout, PositiveWeighting};
-use crate::error::{check_len, ensure, Result};
+use crate::error::{check_len, ensure, Fault, Result};
 
 /// The inputs of one step. Every feature row must already be L2-normalised (see
 /// [`super::L2Normalize`]); the loss itself does not normalise.
@@ -110,7 +111,7 @@ impl<B: Backend> SupervisedContrastive<B> {
             logits: backend.alloc(block_rows * cols)?,
             contrast_labels: backend.alloc_index(cols)?,
             per_anchor: backend.alloc(shape.batch)?,
-            totals: backend.alloc(2)?,
+            totals: backend.alloc(TOTALS_LEN)?,
         })
     }
 
@@ -149,7 +150,8 @@ impl<B: Backend> SupervisedContrastive<B> {
 
     /// Computes the mean loss over the B anchors and writes `dLoss/dQ` into `grad_queries`
     /// (B x d, overwritten). Returns the loss; the only value read back from the device (with
-    /// a probe of the gradient). A loss or gradient that overflows is `NonFinite`.
+    /// a probe of the gradient and the fault slot, in one read). A loss or gradient that
+    /// overflows is `NonFinite`.
     pub fn forward_backward(
         &mut self,
         backend: &B,
@@ -157,6 +159,23 @@ impl<B: Backend> SupervisedContrastive<B> {
         mode: QueryGradient,
         grad_queries: &mut B::Buffer,
     ) -> Result<f64> {
+        self.record(backend, inputs, mode, grad_queries, Totals::Own)?;
+        let (readout, fault) = read_own_totals(backend, &self.totals)?;
+        self.finish(backend, inputs, grad_queries, readout, fault)
+    }
+
+    /// The first half of [`Self::forward_backward`]: queues every kernel, the mean loss and the
+    /// gradient probe into `totals` included, and reads nothing back. The values read back
+    /// then go to [`Self::finish`] (or [`Self::suspect`] and [`Self::check_outputs`]), with
+    /// the inputs and the gradient unchanged in between.
+    pub(crate) fn record(
+        &mut self,
+        backend: &B,
+        inputs: &ContrastiveInputs<'_, B>,
+        mode: QueryGradient,
+        grad_queries: &mut B::Buffer,
+        totals: Totals<'_, B>,
+    ) -> Result<()> {
         self.check_inputs(inputs, grad_queries.len())?;
         let s = self.shape;
         let (b, d, filled) = (s.batch, s.dim, inputs.queue_filled);
@@ -241,16 +260,46 @@ impl<B: Backend> SupervisedContrastive<B> {
             row0 += rows;
         }
 
-        backend.sum(
+        let (totals, slot) = match totals {
+            Totals::Own => (&mut self.totals, 0),
+            Totals::At(buffer, slot) => (buffer, slot),
+        };
+        write_totals(
+            backend,
             &self.per_anchor,
             b,
             1.0 / b as f64,
-            &mut self.totals,
-            LOSS_SLOT,
-        )?;
-        probe_gradient(backend, grad_queries, b * d, &mut self.totals)?;
-        let (loss, gradient_probe) = read_loss_and_probe(backend, &self.totals)?;
-        let named = [
+            grad_queries,
+            b * d,
+            totals,
+            slot,
+        )
+    }
+
+    /// The second half of [`Self::forward_backward`]: given the values [`Self::record`] queued
+    /// and the fault slot, read back, returns the loss or the error that explains the fault or
+    /// the overflow.
+    pub(crate) fn finish(
+        &self,
+        backend: &B,
+        inputs: &ContrastiveInputs<'_, B>,
+        grad_queries: &B::Buffer,
+        readout: LossReadout,
+        fault: Option<Fault>,
+    ) -> Result<f64> {
+        let named = self.named_inputs(inputs);
+        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
+        self.check_outputs(backend, readout, grad_queries)?;
+        Ok(readout.loss)
+    }
+
+    /// The inputs a non-finite fault is traced to, in order.
+    pub(crate) fn named_inputs<'a>(
+        &self,
+        inputs: &ContrastiveInputs<'a, B>,
+    ) -> [NamedRows<'a, B>; 3] {
+        let (b, d) = (self.shape.batch, self.shape.dim);
+        [
             NamedRows {
                 name: "queries",
                 buf: inputs.queries,
@@ -266,17 +315,38 @@ impl<B: Backend> SupervisedContrastive<B> {
             NamedRows {
                 name: "queue",
                 buf: inputs.queue,
-                rows: filled,
+                rows: inputs.queue_filled,
                 cols: d,
             },
-        ];
-        check_fault(backend, self.loss_name(), &named, s.num_classes, |j| {
-            if j < 2 * b {
-                ("labels", j % b)
-            } else {
-                ("queue_labels", j - 2 * b)
-            }
-        })?;
+        ]
+    }
+
+    /// This loss as a suspect of a fault (see [`explain_fault`]).
+    pub(crate) fn suspect<'a>(
+        &self,
+        named: &'a [NamedRows<'a, B>],
+        readout: LossReadout,
+    ) -> Suspect<'a, B> {
+        Suspect {
+            what: self.loss_name(),
+            inputs: named,
+            num_classes: self.shape.num_classes,
+            labels: LabelSource::ContrastSet {
+                batch: self.shape.batch,
+            },
+            readout,
+        }
+    }
+
+    /// A loss or gradient that overflowed with no fault recorded is `NonFinite` (see
+    /// [`check_outputs`]); call after the fault is explained.
+    pub(crate) fn check_outputs(
+        &self,
+        backend: &B,
+        readout: LossReadout,
+        grad_queries: &B::Buffer,
+    ) -> Result<()> {
+        let (b, d) = (self.shape.batch, self.shape.dim);
         let per_anchor = NamedRows {
             name: self.loss_name(),
             buf: &self.per_anchor,
@@ -285,12 +355,11 @@ impl<B: Backend> SupervisedContrastive<B> {
         };
         let gradient = NamedRows {
             name: "query gradient",
-            buf: &*grad_queries,
+            buf: grad_queries,
             rows: b,
             cols: d,
         };
-        check_outputs(backend, loss, &per_anchor, gradient_probe, &gradient)?;
-        Ok(loss)
+        check_outputs(backend, readout, &per_anchor, &gradient)
     }
 
     fn loss_name(&self) -> &'static str {

@@ -2,7 +2,8 @@
 //! cross-entropy baseline.
 
 use super::diagnose::{
-    check_fault, check_outputs, probe_gradient, read_loss_and_probe, NamedRows, LOSS_SLOT,
+    check_outputs, explain_fault, read_own_totals, write_totals, LabelSource, NamedRows, Suspect,
+    TOTALS_LEN,
 };
 use crate::backend::{Backend, BufferLen};
 use crate::desc::RowsDesc;
@@ -25,7 +26,7 @@ impl<B: Backend> CrossEntropy<B> {
             rows,
             classes,
             per_row: backend.alloc(rows)?,
-            totals: backend.alloc(2)?,
+            totals: backend.alloc(TOTALS_LEN)?,
         })
     }
 
@@ -43,29 +44,56 @@ impl<B: Backend> CrossEntropy<B> {
         logits: &mut B::Buffer,
         labels: &B::IndexBuffer,
     ) -> Result<f64> {
+        self.record(backend, logits, labels)?;
+        self.read_and_finish(backend, logits)
+    }
+
+    /// The first half of [`Self::forward_backward`]: queues the loss, its gradient (into
+    /// `logits`) and the values [`Self::read_and_finish`] reads back; reads nothing.
+    pub(crate) fn record(
+        &mut self,
+        backend: &B,
+        logits: &mut B::Buffer,
+        labels: &B::IndexBuffer,
+    ) -> Result<()> {
         check_len("logits", logits.len(), self.rows * self.classes)?;
         check_len("labels", labels.len(), self.rows)?;
         let desc = RowsDesc::new(self.rows, self.classes);
         let scale = 1.0 / self.rows as f64;
         backend.softmax_cross_entropy(&desc, scale, logits, labels, &mut self.per_row)?;
-        backend.sum(&self.per_row, self.rows, scale, &mut self.totals, LOSS_SLOT)?;
         let len = self.rows * self.classes;
-        probe_gradient(backend, logits, len, &mut self.totals)?;
-        let (loss, gradient_probe) = read_loss_and_probe(backend, &self.totals)?;
+        write_totals(
+            backend,
+            &self.per_row,
+            self.rows,
+            scale,
+            logits,
+            len,
+            &mut self.totals,
+            0,
+        )
+    }
+
+    /// The second half of [`Self::forward_backward`]: the loss and the fault slot in one read,
+    /// then the error that explains a fault or an overflow. `logits` must still hold the
+    /// gradient [`Self::record`] wrote (later work may read it, not write it).
+    pub(crate) fn read_and_finish(&self, backend: &B, logits: &B::Buffer) -> Result<f64> {
+        let (readout, fault) = read_own_totals(backend, &self.totals)?;
         // The logits now hold gradients: a non-finite logit shows up in its row's gradient.
         let named = [NamedRows {
             name: "logits",
-            buf: &*logits,
+            buf: logits,
             rows: self.rows,
             cols: self.classes,
         }];
-        check_fault(
-            backend,
-            "cross-entropy loss",
-            &named,
-            self.classes as u32,
-            |row| ("labels", row),
-        )?;
+        let suspect = Suspect {
+            what: "cross-entropy loss",
+            inputs: &named,
+            num_classes: self.classes as u32,
+            labels: LabelSource::Rows("labels"),
+            readout,
+        };
+        explain_fault(backend, fault, &[suspect])?;
         let per_row = NamedRows {
             name: "cross-entropy loss",
             buf: &self.per_row,
@@ -74,11 +102,11 @@ impl<B: Backend> CrossEntropy<B> {
         };
         let gradient = NamedRows {
             name: "logits gradient",
-            buf: &*logits,
+            buf: logits,
             rows: self.rows,
             cols: self.classes,
         };
-        check_outputs(backend, loss, &per_row, gradient_probe, &gradient)?;
-        Ok(loss)
+        check_outputs(backend, readout, &per_row, &gradient)?;
+        Ok(readout.loss)
     }
 }

@@ -3,6 +3,11 @@
 //! A NaN anywhere in the contrast set makes an *anchor's* log-sum-exp non-finite, so the
 //! kernel can only say which anchor broke. Only on that error path do we read the inputs back
 //! (in small fixed chunks, no allocation) to say which input row holds the bad value.
+//!
+//! On success a loss costs one read: its totals (the mean loss and a probe of its gradient)
+//! and the fault slot come back together ([`Backend::download_with_fault`]). A caller that
+//! queues several losses gives each a place in one totals buffer ([`Totals::At`]), reads them
+//! all at once and explains a fault against all of them ([`explain_fault`]).
 
 use crate::backend::Backend;
 use crate::element::Element;
@@ -40,23 +45,59 @@ pub(crate) struct NamedRows<'a, B: Backend> {
     pub cols: usize,
 }
 
-/// Reads and clears the backend's fault slot; on a fault, returns the error that explains it.
-/// Non-finite values are traced to the first input row holding one; labels out of range are
-/// attributed through `label_source`, which maps a kernel's label index to (input, index).
-pub(crate) fn check_fault<B: Backend>(
+/// How a loss maps a kernel's label index to (input, index) for `LabelOutOfRange`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LabelSource {
+    /// The contrast set's labels `[y; y; queue labels]` of a batch of `batch` anchors.
+    ContrastSet { batch: usize },
+    /// One label per kernel row, of the input named.
+    Rows(&'static str),
+}
+
+impl LabelSource {
+    fn locate(self, j: usize) -> (&'static str, usize) {
+        match self {
+            LabelSource::ContrastSet { batch } if j < 2 * batch => ("labels", j % batch),
+            LabelSource::ContrastSet { batch } => ("queue_labels", j - 2 * batch),
+            LabelSource::Rows(name) => (name, j),
+        }
+    }
+}
+
+/// A loss whose kernels may have recorded the fault being explained: its name, its inputs,
+/// its labels and the values read back for it.
+pub(crate) struct Suspect<'a, B: Backend> {
+    pub what: &'static str,
+    pub inputs: &'a [NamedRows<'a, B>],
+    pub num_classes: u32,
+    pub labels: LabelSource,
+    pub readout: LossReadout,
+}
+
+/// On a fault (as [`Backend::take_fault`] or [`Backend::download_with_fault`] returned it),
+/// the error that explains it, given the losses queued since the slot was last taken, in
+/// queue order. Non-finite values are traced to the first input row holding one (the first
+/// suspect's inputs first); labels out of range and zero-norm rows are recorded only before or
+/// by the first suspect's kernels (the later losses' kernels record neither), so they are its.
+///
+/// The slot keeps only the first fault of all the suspects, so a non-finite fault with finite
+/// inputs (an overflow) cannot say whose kernel recorded it: it goes to the first suspect whose
+/// loss or gradient came out non-finite, or to the first suspect when none did. For one
+/// suspect that is exactly what reading the slot after each loss would say.
+pub(crate) fn explain_fault<B: Backend>(
     backend: &B,
-    what: &'static str,
-    inputs: &[NamedRows<'_, B>],
-    num_classes: u32,
-    label_source: impl Fn(usize) -> (&'static str, usize),
+    fault: Option<Fault>,
+    suspects: &[Suspect<'_, B>],
 ) -> Result<()> {
-    let fault: Fault = match backend.take_fault()? {
-        None => return Ok(()),
-        Some(f) => f,
+    let (fault, first) = match (fault, suspects.first()) {
+        (Some(fault), Some(first)) => (fault, first),
+        (None, _) => return Ok(()),
+        // No loss to blame (no caller does this): the fault as recorded.
+        (Some(fault), None) => return Err(Error::from_fault("kernel", fault, 0)),
     };
     match fault.kind {
         FaultKind::NonFinite => {
-            for input in inputs {
+            for input in suspects.iter().flat_map(|s| s.inputs) {
                 if let Some(row) = first_non_finite_row(backend, input.buf, input.rows, input.cols)?
                 {
                     return Err(Error::NonFinite {
@@ -66,61 +107,112 @@ pub(crate) fn check_fault<B: Backend>(
                 }
             }
             // Finite inputs can still overflow (a temperature so small the logits are inf).
+            let blamed = suspects
+                .iter()
+                .find(|s| !s.readout.is_finite())
+                .unwrap_or(first);
             Err(Error::NonFinite {
-                what,
+                what: blamed.what,
                 index: fault.index,
             })
         }
         FaultKind::LabelOutOfRange => {
-            let (name, index) = label_source(fault.index);
+            let (name, index) = first.labels.locate(fault.index);
             Err(Error::LabelOutOfRange {
                 what: name,
                 index,
                 label: fault.value,
-                num_classes,
+                num_classes: first.num_classes,
             })
         }
-        FaultKind::ZeroNormRow => Err(Error::from_fault(what, fault, num_classes)),
+        FaultKind::ZeroNormRow => Err(Error::from_fault(first.what, fault, first.num_classes)),
     }
 }
 
-/// Slots of a loss's two-element `totals` buffer, read back together in one download.
+/// Slots of a loss's two values, from the start of its place in a totals buffer: the mean
+/// loss and the gradient probe, read back together (with the fault slot) in one download.
 pub(crate) const LOSS_SLOT: usize = 0;
 pub(crate) const GRADIENT_PROBE_SLOT: usize = 1;
+/// Elements of one loss's totals.
+pub(crate) const TOTALS_LEN: usize = 2;
 
-/// Writes `0 * sum(gradient)` into the probe slot: NaN exactly when a gradient element is NaN
-/// or infinite (or their sum overflows), so one reduction checks the whole gradient without
-/// reading it back.
-pub(crate) fn probe_gradient<B: Backend>(
-    backend: &B,
-    gradient: &B::Buffer,
-    len: usize,
-    totals: &mut B::Buffer,
-) -> Result<()> {
-    backend.sum(gradient, len, 0.0, totals, GRADIENT_PROBE_SLOT)
+/// Where a loss writes its mean loss and gradient probe.
+pub(crate) enum Totals<'t, B: Backend> {
+    /// Its own [`TOTALS_LEN`]-element buffer, read by its own `forward_backward`.
+    Own,
+    /// `buffer[slot..slot + TOTALS_LEN]`, read by the caller together with other values.
+    At(&'t mut B::Buffer, usize),
 }
 
-/// Reads the loss and the gradient probe: the only values read back on success.
-pub(crate) fn read_loss_and_probe<B: Backend>(
+/// Writes `scale * sum(per_row[..rows])` into `totals[slot + LOSS_SLOT]` and `0 *
+/// sum(gradient)` into `totals[slot + GRADIENT_PROBE_SLOT]`. The probe is NaN exactly when a
+/// gradient element is NaN or infinite (or their sum overflows), so one reduction checks the
+/// whole gradient without reading it back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_totals<B: Backend>(
+    backend: &B,
+    per_row: &B::Buffer,
+    rows: usize,
+    scale: f64,
+    gradient: &B::Buffer,
+    gradient_len: usize,
+    totals: &mut B::Buffer,
+    slot: usize,
+) -> Result<()> {
+    backend.sum(per_row, rows, scale, totals, slot + LOSS_SLOT)?;
+    backend.sum(
+        gradient,
+        gradient_len,
+        0.0,
+        totals,
+        slot + GRADIENT_PROBE_SLOT,
+    )
+}
+
+/// A loss's values as read back: the only values a step reads on success.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct LossReadout {
+    pub loss: f64,
+    pub gradient_probe: f64,
+}
+
+impl LossReadout {
+    /// The loss whose totals start at `values[slot]`.
+    pub(crate) fn at<E: Element>(values: &[E], slot: usize) -> Self {
+        LossReadout {
+            loss: values[slot + LOSS_SLOT].widen(),
+            gradient_probe: values[slot + GRADIENT_PROBE_SLOT].widen(),
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        self.loss.is_finite() && self.gradient_probe.is_finite()
+    }
+}
+
+/// Reads a loss's own totals and takes the fault slot, in one wait for the device.
+pub(crate) fn read_own_totals<B: Backend>(
     backend: &B,
     totals: &B::Buffer,
-) -> Result<(f64, f64)> {
-    let mut v = [B::Elem::default(); 2];
-    backend.download(totals, 0, &mut v)?;
-    Ok((v[LOSS_SLOT].widen(), v[GRADIENT_PROBE_SLOT].widen()))
+) -> Result<(LossReadout, Option<Fault>)> {
+    let mut values = [B::Elem::default(); TOTALS_LEN];
+    let fault = backend.download_with_fault(totals, 0, &mut values)?;
+    Ok((LossReadout::at(&values, 0), fault))
 }
 
 /// Overflow no kernel reports: finite inputs whose loss or gradient is still not finite
 /// (logits near the element type's limit, a beta so large the positive weights overflow).
-/// Call after [`check_fault`], so a non-finite input is named as the cause first.
+/// Call after [`explain_fault`], so a non-finite input is named as the cause first.
 pub(crate) fn check_outputs<B: Backend>(
     backend: &B,
-    loss: f64,
+    readout: LossReadout,
     per_row_loss: &NamedRows<'_, B>,
-    gradient_probe: f64,
     gradient: &NamedRows<'_, B>,
 ) -> Result<()> {
-    for (value, rows) in [(loss, per_row_loss), (gradient_probe, gradient)] {
+    for (value, rows) in [
+        (readout.loss, per_row_loss),
+        (readout.gradient_probe, gradient),
+    ] {
         if !value.is_finite() {
             let index = first_non_finite_row(backend, rows.buf, rows.rows, rows.cols)?;
             return Err(Error::NonFinite {

@@ -4,12 +4,15 @@
 //!
 //! Each loss is a *plan*: built once for its shapes (it allocates its scratch buffers from the
 //! backend then), it runs forward and backward together any number of times without allocating,
-//! reads back only the scalar loss, and turns any value fault recorded by the kernels into an
-//! [`Error`](crate::Error) that names the input and row.
+//! reads back only the scalar loss (with a probe of its gradient and the fault slot, in one
+//! read), and turns any value fault recorded by the kernels into an [`Error`](crate::Error)
+//! that names the input and row. Inside the crate each loss also runs in two halves, `record`
+//! (queue everything, read nothing) and `finish` (explain what was read), so a training step
+//! reads all of its losses at once, after its backward is queued.
 
 mod contrastive;
 mod cross_entropy;
-mod diagnose;
+pub(crate) mod diagnose;
 mod normalize;
 mod pbsd;
 

@@ -6,12 +6,13 @@
 //! Unfilled queue entries are masked out of both softmaxes. Only the students get gradient.
 
 use super::diagnose::{
-    check_fault, check_outputs, probe_gradient, read_loss_and_probe, NamedRows, LOSS_SLOT,
+    check_outputs, explain_fault, read_own_totals, write_totals, LabelSource, LossReadout,
+    NamedRows, Suspect, Totals, TOTALS_LEN,
 };
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{GemmDesc, MatrixLayout, RowsDesc};
-use crate::error::{check_len, ensure, Result};
+use crate::error::{check_len, ensure, Fault, Result};
 
 /// The inputs of one step; every row L2-normalised.
 pub struct PbsdInputs<'a, B: Backend> {
@@ -84,7 +85,7 @@ impl<B: Backend> PatchSelfDistillation<B> {
             targets: backend.alloc(block_rows * cols)?,
             block_loss: backend.alloc(block_rows)?,
             per_anchor: backend.alloc(crops * shape.batch)?,
-            totals: backend.alloc(2)?,
+            totals: backend.alloc(TOTALS_LEN)?,
         })
     }
 
@@ -129,14 +130,29 @@ impl<B: Backend> PatchSelfDistillation<B> {
     }
 
     /// Computes the PBSD loss (mean over crops and anchors) and writes `dLoss/dstudents`
-    /// (C x B x d, overwritten). Returns the loss. A loss or gradient that overflows is
-    /// `NonFinite`.
+    /// (C x B x d, overwritten). Returns the loss (read back with a probe of the gradient and
+    /// the fault slot, in one read). A loss or gradient that overflows is `NonFinite`.
     pub fn forward_backward(
         &mut self,
         backend: &B,
         inputs: &PbsdInputs<'_, B>,
         grad_students: &mut B::Buffer,
     ) -> Result<f64> {
+        self.record(backend, inputs, grad_students, Totals::Own)?;
+        let (readout, fault) = read_own_totals(backend, &self.totals)?;
+        self.finish(backend, inputs, grad_students, readout, fault)
+    }
+
+    /// The first half of [`Self::forward_backward`]: queues every kernel, the mean loss and the
+    /// gradient probe into `totals` included, and reads nothing back. The values read back
+    /// then go to [`Self::finish`] (or [`Self::suspect`] and [`Self::check_outputs`]).
+    pub(crate) fn record(
+        &mut self,
+        backend: &B,
+        inputs: &PbsdInputs<'_, B>,
+        grad_students: &mut B::Buffer,
+        totals: Totals<'_, B>,
+    ) -> Result<()> {
         let s = self.shape;
         let (b, d, c_count, filled) = (s.batch, s.dim, self.crops, inputs.queue_filled);
         let crop_len = c_count * b * d;
@@ -225,26 +241,57 @@ impl<B: Backend> PatchSelfDistillation<B> {
             }
         }
 
-        backend.sum(
+        let (totals, slot) = match totals {
+            Totals::Own => (&mut self.totals, 0),
+            Totals::At(buffer, slot) => (buffer, slot),
+        };
+        write_totals(
+            backend,
             &self.per_anchor,
             c_count * b,
             grad_scale,
-            &mut self.totals,
-            LOSS_SLOT,
-        )?;
-        probe_gradient(backend, grad_students, crop_len, &mut self.totals)?;
-        let (loss, gradient_probe) = read_loss_and_probe(backend, &self.totals)?;
-        let named = [
+            grad_students,
+            crop_len,
+            totals,
+            slot,
+        )
+    }
+
+    /// The second half of [`Self::forward_backward`]: given the values [`Self::record`] queued
+    /// and the fault slot, read back, returns the loss or the error that explains the fault or
+    /// the overflow.
+    pub(crate) fn finish(
+        &self,
+        backend: &B,
+        inputs: &PbsdInputs<'_, B>,
+        grad_students: &B::Buffer,
+        readout: LossReadout,
+        fault: Option<Fault>,
+    ) -> Result<f64> {
+        let named = self.named_inputs(inputs);
+        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
+        self.check_outputs(backend, readout, grad_students)?;
+        Ok(readout.loss)
+    }
+
+    /// The inputs a non-finite fault is traced to, in order.
+    pub(crate) fn named_inputs<'a>(&self, inputs: &PbsdInputs<'a, B>) -> [NamedRows<'a, B>; 4] {
+        let (rows, b, d) = (
+            self.crops * self.shape.batch,
+            self.shape.batch,
+            self.shape.dim,
+        );
+        [
             NamedRows {
                 name: "teachers",
                 buf: inputs.teachers,
-                rows: c_count * b,
+                rows,
                 cols: d,
             },
             NamedRows {
                 name: "students",
                 buf: inputs.students,
-                rows: c_count * b,
+                rows,
                 cols: d,
             },
             NamedRows {
@@ -256,24 +303,48 @@ impl<B: Backend> PatchSelfDistillation<B> {
             NamedRows {
                 name: "queue",
                 buf: inputs.queue,
-                rows: filled,
+                rows: inputs.queue_filled,
                 cols: d,
             },
-        ];
-        check_fault(backend, "pbsd loss", &named, s.num_classes, |j| ("pbsd", j))?;
+        ]
+    }
+
+    /// This loss as a suspect of a fault (see [`explain_fault`]).
+    pub(crate) fn suspect<'a>(
+        &self,
+        named: &'a [NamedRows<'a, B>],
+        readout: LossReadout,
+    ) -> Suspect<'a, B> {
+        Suspect {
+            what: "pbsd loss",
+            inputs: named,
+            num_classes: self.shape.num_classes,
+            labels: LabelSource::Rows("pbsd"),
+            readout,
+        }
+    }
+
+    /// A loss or gradient that overflowed with no fault recorded is `NonFinite` (see
+    /// [`check_outputs`]); call after the fault is explained.
+    pub(crate) fn check_outputs(
+        &self,
+        backend: &B,
+        readout: LossReadout,
+        grad_students: &B::Buffer,
+    ) -> Result<()> {
+        let rows = self.crops * self.shape.batch;
         let per_anchor = NamedRows {
             name: "pbsd loss",
             buf: &self.per_anchor,
-            rows: c_count * b,
+            rows,
             cols: 1,
         };
         let gradient = NamedRows {
             name: "student gradient",
-            buf: &*grad_students,
-            rows: c_count * b,
-            cols: d,
+            buf: grad_students,
+            rows,
+            cols: self.shape.dim,
         };
-        check_outputs(backend, loss, &per_anchor, gradient_probe, &gradient)?;
-        Ok(loss)
+        check_outputs(backend, readout, &per_anchor, &gradient)
     }
 }

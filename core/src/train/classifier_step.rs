@@ -1,6 +1,8 @@
 //! Steps that train a classifier with softmax cross-entropy on a ResNet's pooled features:
 //! stage 2 of DSCL (the backbone frozen, only the linear classifier learns) and the
-//! cross-entropy baseline (backbone and classifier learn together).
+//! cross-entropy baseline (backbone and classifier learn together). Each step reads the device
+//! once: the loss, its gradient probe and the fault slot together, after its backward is
+//! queued and before SGD, so a fault stops the step with the parameters unchanged.
 
 use crate::backend::Backend;
 use crate::error::Result;
@@ -86,7 +88,9 @@ impl<B: Backend> ClassifierStep<B> {
             )?;
         }
         classifier.zero_grads(backend)?;
-        let loss = self.classify(backend, fc, classifier, labels, false)?;
+        self.classify(backend, fc, classifier, labels, false)?;
+        // The step's one read, with the backward queued; an error stops it before SGD.
+        let loss = self.loss.read_and_finish(backend, &self.logits)?;
         classifier.sgd_step(backend, sgd, lr)?;
         Ok(loss)
     }
@@ -115,7 +119,7 @@ impl<B: Backend> ClassifierStep<B> {
             images,
             &mut self.scratch,
         )?;
-        let loss = self.classify(backend, fc, model, labels, true)?;
+        self.classify(backend, fc, model, labels, true)?;
         backbone.backward(
             backend,
             &model.params,
@@ -125,13 +129,16 @@ impl<B: Backend> ClassifierStep<B> {
             images,
             &mut self.scratch,
         )?;
+        // The step's one read, with the whole backward queued; an error stops it before SGD.
+        let loss = self.loss.read_and_finish(backend, &self.logits)?;
         model.sgd_step(backend, sgd, lr)?;
         Ok(loss)
     }
 
     /// The classifier on the pooled features: logits, cross-entropy, and `fc`'s backward
     /// (gradients into `weights`, which holds `fc`'s tensors); with `pooled_gradient`, the
-    /// gradient at the pooled features goes to `d_pooled` for the backbone's backward.
+    /// gradient at the pooled features goes to `d_pooled` for the backbone's backward. Reads
+    /// nothing back: the caller reads the loss once its backward is queued.
     fn classify(
         &mut self,
         backend: &B,
@@ -139,7 +146,7 @@ impl<B: Backend> ClassifierStep<B> {
         weights: &mut Trainable<B>,
         labels: &B::IndexBuffer,
         pooled_gradient: bool,
-    ) -> Result<f64> {
+    ) -> Result<()> {
         let pooled = &self.backbone.pooled;
         fc.forward(
             backend,
@@ -148,9 +155,7 @@ impl<B: Backend> ClassifierStep<B> {
             pooled,
             &mut self.logits,
         )?;
-        let loss = self
-            .loss
-            .forward_backward(backend, &mut self.logits, labels)?;
+        self.loss.record(backend, &mut self.logits, labels)?;
         let d_pooled = pooled_gradient.then_some(&mut self.d_pooled);
         fc.backward(
             backend,
@@ -160,7 +165,6 @@ impl<B: Backend> ClassifierStep<B> {
             pooled,
             &self.logits,
             d_pooled,
-        )?;
-        Ok(loss)
+        )
     }
 }

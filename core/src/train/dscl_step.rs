@@ -5,8 +5,13 @@
 //!    through the same head, normalised -> t (no gradient);
 //! 3. crop path: the C small crops, batched, through the same encoder -> students s;
 //! 4. momentum update of the key encoder, then the key images through it -> keys k;
-//! 5. loss = DSCL(q; k, queue) + lambda * PBSD(t -> s; k, queue);
-//! 6. backward through the crop path and the query path into one gradient set;
+//! 5. loss = DSCL(q; k, queue) + lambda * PBSD(t -> s; k, queue), queued without a read: both
+//!    losses and their gradient probes go to one four-element totals buffer;
+//! 6. backward through the crop path and the query path into one gradient set; then the step's
+//!    one read: the totals and the fault slot together ([`Backend::download_with_fault`]), so
+//!    the host waits for the device once per step, with the whole forward and backward queued
+//!    ahead of it, and a fault or overflow (named as each loss names it alone) stops the step
+//!    here, before any parameter changes;
 //! 7. SGD; 8. the keys and labels enter the queue.
 //!
 //! [`DsclStep::forward_backward`] is steps 1-6 alone, for gradient checks.
@@ -14,6 +19,7 @@
 use crate::backend::Backend;
 use crate::backend::BufferLen;
 use crate::error::{check_len, ensure, Result};
+use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
 use crate::loss::L2Normalize;
 use crate::loss::{
     ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
@@ -109,7 +115,14 @@ pub struct DsclStep<B: Backend> {
     scratch: Scratch<B>,
     contrastive: SupervisedContrastive<B>,
     d_queries: B::Buffer,
+    /// DSCL's loss and gradient probe at [`CONTRASTIVE_SLOT`], PBSD's at [`PBSD_SLOT`]: what
+    /// the step reads back.
+    totals: B::Buffer,
 }
+
+/// Where each loss's totals start in [`DsclStep`]'s totals buffer.
+const CONTRASTIVE_SLOT: usize = 0;
+const PBSD_SLOT: usize = TOTALS_LEN;
 
 /// What PBSD adds: the crops' pass, the teachers and the distillation loss.
 struct CropPath<B: Backend> {
@@ -208,6 +221,7 @@ impl<B: Backend> DsclStep<B> {
             scratch: Scratch::new(backend, needs)?,
             contrastive,
             d_queries: backend.alloc(b * dim)?,
+            totals: backend.alloc(2 * TOTALS_LEN)?,
         })
     }
 
@@ -279,9 +293,9 @@ impl<B: Backend> DsclStep<B> {
         Ok(losses)
     }
 
-    /// Steps 1-6: the losses, with `model.query.grads` set to their gradient (zeroed first).
-    /// Parameters, key encoder and queue are left as they are; batch-norm running statistics
-    /// advance as in any training-mode forward.
+    /// Steps 1-6: the losses, with `model.query.grads` set to their gradient (zeroed first;
+    /// unspecified after an error). Parameters, key encoder and queue are left as they are;
+    /// batch-norm running statistics advance as in any training-mode forward.
     pub fn forward_backward(
         &mut self,
         backend: &B,
@@ -346,8 +360,10 @@ impl<B: Backend> DsclStep<B> {
             &mut self.scratch,
         )?;
 
+        // Steps 5 and 6: each loss queued into the step's totals buffer (nothing is read back
+        // yet) and backward, the crop path first.
         let queue = &model.queue;
-        let contrastive = self.contrastive.forward_backward(
+        self.contrastive.record(
             backend,
             &ContrastiveInputs {
                 queries: &self.query.embeddings,
@@ -359,10 +375,10 @@ impl<B: Backend> DsclStep<B> {
             },
             QueryGradient::ThroughContrastSet,
             &mut self.d_queries,
+            Totals::At(&mut self.totals, CONTRASTIVE_SLOT),
         )?;
-        let mut pbsd = 0.0;
         if let Some(c) = &mut self.crop {
-            pbsd = c.loss.forward_backward(
+            c.loss.record(
                 backend,
                 &PbsdInputs {
                     teachers: &c.teachers,
@@ -372,6 +388,7 @@ impl<B: Backend> DsclStep<B> {
                     queue_filled: queue.filled(),
                 },
                 &mut c.d_students,
+                Totals::At(&mut self.totals, PBSD_SLOT),
             )?;
             let len = c.d_students.len();
             backend.scale(&mut c.d_students, len, self.config.pbsd_weight)?;
@@ -394,9 +411,67 @@ impl<B: Backend> DsclStep<B> {
             &self.d_queries,
             &mut self.scratch,
         )?;
+
+        // The step's one read: both losses, both gradient probes and the fault slot.
+        let mut values = [B::Elem::default(); 2 * TOTALS_LEN];
+        let read = if self.crop.is_some() {
+            2 * TOTALS_LEN
+        } else {
+            TOTALS_LEN
+        };
+        let fault = backend.download_with_fault(&self.totals, 0, &mut values[..read])?;
+        let contrastive = LossReadout::at(&values, CONTRASTIVE_SLOT);
+        let contrastive_inputs = ContrastiveInputs {
+            queries: &self.query.embeddings,
+            keys: &self.key.embeddings,
+            queue: &queue.keys,
+            labels: batch.labels,
+            queue_labels: &queue.labels,
+            queue_filled: queue.filled(),
+        };
+        let mut pbsd = 0.0;
+        match &self.crop {
+            None => {
+                self.contrastive.finish(
+                    backend,
+                    &contrastive_inputs,
+                    &self.d_queries,
+                    contrastive,
+                    fault,
+                )?;
+            }
+            Some(c) => {
+                // As if each loss had read its own values and the fault slot in turn: the
+                // fault is traced to DSCL's inputs, then PBSD's; then DSCL's outputs are
+                // checked, then PBSD's (its gradient as scaled by lambda, which keeps a
+                // non-finite value non-finite).
+                let pbsd_readout = LossReadout::at(&values, PBSD_SLOT);
+                let pbsd_inputs = PbsdInputs {
+                    teachers: &c.teachers,
+                    students: &c.students.embeddings,
+                    keys: &self.key.embeddings,
+                    queue: &queue.keys,
+                    queue_filled: queue.filled(),
+                };
+                let contrastive_named = self.contrastive.named_inputs(&contrastive_inputs);
+                let pbsd_named = c.loss.named_inputs(&pbsd_inputs);
+                explain_fault(
+                    backend,
+                    fault,
+                    &[
+                        self.contrastive.suspect(&contrastive_named, contrastive),
+                        c.loss.suspect(&pbsd_named, pbsd_readout),
+                    ],
+                )?;
+                self.contrastive
+                    .check_outputs(backend, contrastive, &self.d_queries)?;
+                c.loss.check_outputs(backend, pbsd_readout, &c.d_students)?;
+                pbsd = pbsd_readout.loss;
+            }
+        }
         Ok(StepLosses {
-            total: contrastive + self.config.pbsd_weight * pbsd,
-            contrastive,
+            total: contrastive.loss + self.config.pbsd_weight * pbsd,
+            contrastive: contrastive.loss,
             pbsd,
         })
     }

@@ -3,10 +3,10 @@
 //! Every expectation is checked on the oracle too, so a disagreement says which side is off.
 
 use crate::gen::Gen;
-use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
+use crate::harness::{fail, Config, Ctx, Dual, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::{ContrastiveRowsDesc, PoolShape, PositiveWeighting, RoiAlignShape, RowsDesc};
-use dscl_core::{Backend, Fault, FaultKind};
+use dscl_core::{Backend, Element, Fault, FaultKind};
 use proptest::prelude::*;
 use std::cell::RefCell;
 
@@ -512,5 +512,80 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         fault(FaultKind::ZeroNormRow, r0, 0),
         true,
     )?;
-    ctx.no_faults("(after take_fault)", case)
+    ctx.no_faults("(after take_fault)", case)?;
+    download_with_fault(ctx, case, r0)
+}
+
+/// `download_with_fault` reads what `download` reads and takes the fault as `take_fault` does
+/// (the first one, then the slot is clear), also for an empty range.
+fn download_with_fault<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, r0: usize) -> Res<()> {
+    let (rows, cols) = (case.rows, case.cols);
+    let n = rows * cols;
+    let mut g = Gen::new(case.seed ^ 0xd0d0);
+    let zero_row = |g: &mut Gen| {
+        let mut x = g.normal_vec(n, 1.0);
+        x[r0 * cols..(r0 + 1) * cols].fill(0.0);
+        x
+    };
+    let x = ctx.buf(&zero_row(&mut g))?;
+    let mut y = ctx.buf(&vec![0.0; n])?;
+    let mut norms = ctx.buf(&vec![0.0; rows])?;
+    let normalize = |y: &mut Dual<B>, norms: &mut Dual<B>| -> Res<()> {
+        ctx.be
+            .l2_normalize_forward(&x.be, &mut y.be, &mut norms.be, rows, cols)
+            .or_fail("l2_normalize_forward")?;
+        ctx.rf
+            .l2_normalize_forward(&x.rf, &mut y.rf, &mut norms.rf, rows, cols)
+            .or_fail("oracle l2_normalize_forward")
+    };
+    let expected = Some(fault(FaultKind::ZeroNormRow, r0, 0));
+    normalize(&mut y, &mut norms)?;
+    // From the zero row to the end: an offset, and a length that is no multiple of 4.
+    let offset = r0 * cols;
+    for (attempt, want) in [(1, expected), (2, None)] {
+        let mut got = vec![B::Elem::default(); n - offset];
+        let be = ctx
+            .be
+            .download_with_fault(&y.be, offset, &mut got)
+            .or_fail("download_with_fault")?;
+        let mut wide = vec![0.0f64; n - offset];
+        let rf = ctx
+            .rf
+            .download_with_fault(&y.rf, offset, &mut wide)
+            .or_fail("oracle download_with_fault")?;
+        if rf != want {
+            return fail(format!(
+                "download_with_fault #{attempt}: the ORACLE returned {rf:?}, expected {want:?} (suite or oracle bug)\n  case: {case:?}"
+            ));
+        }
+        if be != want {
+            return fail(format!(
+                "download_with_fault #{attempt}: returned fault {be:?}, expected {want:?} (the first fault, then none: it must clear the slot)\n  case: {case:?}"
+            ));
+        }
+        let plain = ctx.read_be(&y.be)?;
+        if let Some(e) =
+            (0..got.len()).find(|&e| got[e].widen().to_bits() != plain[offset + e].to_bits())
+        {
+            return fail(format!(
+                "download_with_fault #{attempt}: element {} read {} where download reads {}\n  case: {case:?}",
+                offset + e,
+                got[e].widen(),
+                plain[offset + e]
+            ));
+        }
+    }
+    // Nothing to copy: the fault still comes back, and is cleared.
+    normalize(&mut y, &mut norms)?;
+    let be = ctx
+        .be
+        .download_with_fault(&y.be, 0, &mut [])
+        .or_fail("download_with_fault (empty)")?;
+    ctx.rf.take_fault().or_fail("oracle take_fault")?;
+    if be != expected {
+        return fail(format!(
+            "download_with_fault of nothing returned fault {be:?}, expected {expected:?}\n  case: {case:?}"
+        ));
+    }
+    ctx.no_faults("(after download_with_fault)", case)
 }
