@@ -37,6 +37,9 @@ impl<T> std::fmt::Debug for CudaBuffer<T> {
     }
 }
 
+/// Words of the fault slot: `FaultSlot` of `kernels/common.cuh` (flag, kind, index, value).
+pub(crate) const FAULT_WORDS: usize = 4;
+
 /// Threads per block of every kernel (`ROW_THREADS` in `kernels/common.cuh`).
 pub(crate) const THREADS: u32 = 256;
 /// Most blocks a grid-stride kernel is launched with: enough to fill any GPU.
@@ -60,6 +63,10 @@ pub struct CudaBackend {
     /// `FaultSlot` of `common.cuh` (flag, kind, index, value). Kernels write it through a shared
     /// reference: every launch is on `stream`, which orders them.
     pub(crate) fault: RefCell<CudaSlice<u32>>,
+    /// Device staging for a download and the fault slot in one transfer (`readback.rs`):
+    /// grow-only, its host twin likewise.
+    pub(crate) readback: RefCell<CudaSlice<u32>>,
+    pub(crate) readback_host: RefCell<Vec<u32>>,
 }
 
 /// Where a new backend's convolutions run.
@@ -167,7 +174,11 @@ impl CudaBackend {
             ConvLibrary::DirectKernels => (ConvEngine::Direct, "direct convolutions"),
         };
         let alloc_err = |e| InitError(format!("could not allocate the backend's scratch: {e}"));
-        let fault = stream.alloc_zeros::<u32>(4).map_err(alloc_err)?;
+        let fault = stream.alloc_zeros::<u32>(FAULT_WORDS).map_err(alloc_err)?;
+        // A step's read: four loss totals and the slot.
+        let readback = stream
+            .alloc_zeros::<u32>(4 + FAULT_WORDS)
+            .map_err(alloc_err)?;
         let placeholder = || stream.alloc_zeros::<bf16>(1).map(RefCell::new);
         let bf16_scratch = [
             placeholder().map_err(alloc_err)?,
@@ -191,6 +202,8 @@ impl CudaBackend {
             bf16_scratch,
             functions,
             fault: RefCell::new(fault),
+            readback: RefCell::new(readback),
+            readback_host: RefCell::new(Vec::with_capacity(4 + FAULT_WORDS)),
         })
     }
 
@@ -274,16 +287,21 @@ impl CudaBackend {
 
     /// Reads and clears the fault slot (waits for the stream).
     pub(crate) fn take_fault_slot(&self) -> Result<Option<Fault>> {
-        let mut words = [0u32; 4];
-        let mut slot = self.fault.borrow_mut();
+        let mut words = [0u32; FAULT_WORDS];
         self.stream
-            .memcpy_dtoh(&*slot, &mut words)
+            .memcpy_dtoh(&*self.fault.borrow(), &mut words)
             .map_err(|e| driver("take_fault", e))?;
+        self.clear_fault_slot(words)
+    }
+
+    /// The fault that the slot's `words` record, queueing the slot's clearing when there is
+    /// one (the next kernel that faults then finds it clear).
+    pub(crate) fn clear_fault_slot(&self, words: [u32; FAULT_WORDS]) -> Result<Option<Fault>> {
         if words[0] == 0 {
             return Ok(None);
         }
         self.stream
-            .memset_zeros(&mut *slot)
+            .memset_zeros(&mut *self.fault.borrow_mut())
             .map_err(|e| driver("take_fault", e))?;
         Ok(Some(Fault {
             kind: match words[1] {
