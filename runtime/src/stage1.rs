@@ -518,6 +518,9 @@ fn drive_epochs<T: Send + 'static>(
         let (mut sum, mut count) = (0.0, 0usize);
         for batch in loader.by_ref() {
             let batch = batch?;
+            // Per step at the fractional epoch, as the official loop calls
+            // `adjust_learning_rate(optimizer, epoch + i / iters_per_epoch, args)`: 0 at the
+            // very first step, rising every step through the warm-up.
             let lr =
                 schedule.lr_at(at.epoch as f64 + at.step_in_epoch as f64 / steps_per_epoch as f64);
             let mut fields = take_step(&batch, lr, at)?;

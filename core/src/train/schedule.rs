@@ -12,9 +12,17 @@ pub enum LrSchedule {
     Constant {
         lr: f64,
     },
-    /// Linear warm-up from `lr / warmup_epochs` (at epoch 0) to `lr` over `warmup_epochs`, then
-    /// half a cosine from `lr` to 0 at `epochs` (stage 1 of the published recipe: 10 warm-up
-    /// epochs of 200).
+    /// The official stage-1 schedule (`adjust_learning_rate` in the authors' `main.py`), at
+    /// fractional epoch `e`:
+    ///
+    /// - warm-up, `e < warmup_epochs`: `lr * e / warmup_epochs`, a straight line from 0 at the
+    ///   very first step to `lr` at the end of the warm-up;
+    /// - then half a cosine, `lr * (1 + cos(pi * (e - warmup_epochs) / (epochs -
+    ///   warmup_epochs))) / 2`, from `lr` at `warmup_epochs` to 0 at `epochs`.
+    ///
+    /// The official loop evaluates it every step at `e = epoch + i / iters_per_epoch` (step `i`
+    /// of the epoch), so the rate changes every step, not every epoch; the runtime does the same.
+    /// Stage 1 of the published recipe: 10 warm-up epochs of 200.
     WarmupCosine {
         lr: f64,
         warmup_epochs: f64,
@@ -82,9 +90,11 @@ impl LrSchedule {
                 epochs,
             } => {
                 if epoch < *warmup_epochs {
-                    // Reaches the full rate at the end of the warm-up; never 0 at the start.
-                    lr * (epoch + 1.0).min(*warmup_epochs) / warmup_epochs
+                    // 0 at the first step, as the official code has it.
+                    lr * epoch.max(0.0) / warmup_epochs
                 } else {
+                    // (epochs == warmup_epochs: the official code divides by 0 here, but is
+                    // never asked, since training ends at `epochs`; 0 is returned.)
                     let span = (epochs - warmup_epochs).max(f64::MIN_POSITIVE);
                     let t = ((epoch - warmup_epochs) / span).clamp(0.0, 1.0);
                     lr * 0.5 * (1.0 + libm::cos(core::f64::consts::PI * t))
@@ -110,19 +120,61 @@ mod tests {
         (a - b).abs() < 1e-12
     }
 
+    /// The official `adjust_learning_rate` at base 0.2, 10 warm-up epochs of 200, each value
+    /// worked out by hand from its formula (warm-up `0.2 * e / 10`, then
+    /// `0.2 * 0.5 * (1 + cos(pi * (e - 10) / 190))`). The old schedule (`lr * (e + 1) / 10`)
+    /// gives 0.02 at the first step and 0.12 at epoch 5.
     #[test]
-    fn warmup_then_half_cosine() {
+    fn warmup_then_half_cosine_as_the_official_code() {
         let s = LrSchedule::WarmupCosine {
             lr: 0.2,
             warmup_epochs: 10.0,
             epochs: 200.0,
         };
         assert!(s.check().is_ok());
-        assert!(close(s.lr_at(0.0), 0.2 / 10.0));
-        assert!(close(s.lr_at(4.0), 0.2 * 5.0 / 10.0));
-        assert!(close(s.lr_at(10.0), 0.2));
-        assert!(close(s.lr_at(105.0), 0.1));
-        assert!(close(s.lr_at(200.0), 0.0));
+        let table: [(f64, f64); 12] = [
+            // The very first step: 0.2 * 0 / 10.
+            (0.0, 0.0),
+            // Step 1 of 100 in epoch 0: 0.2 * 0.01 / 10.
+            (0.01, 0.0002),
+            // Half-way through epoch 0: 0.2 * 0.5 / 10.
+            (0.5, 0.01),
+            // Mid warm-up: 0.2 * 5 / 10.
+            (5.0, 0.1),
+            // Last warm-up step at 100 steps per epoch: 0.2 * 9.99 / 10.
+            (9.99, 0.1998),
+            // Warm-up end: cos(0) = 1, 0.2 * 0.5 * 2.
+            (10.0, 0.2),
+            // A quarter into the cosine, (57.5 - 10) / 190 = 1/4: 0.1 * (1 + cos(pi/4))
+            // = 0.1 * 1.7071067811865476.
+            (57.5, 0.17071067811865476),
+            // Mid cosine, (105 - 10) / 190 = 1/2: 0.1 * (1 + cos(pi/2)) = 0.1 * 1.
+            (105.0, 0.1),
+            // Three quarters, 3/4: 0.1 * (1 + cos(3pi/4)) = 0.1 * 0.2928932188134524.
+            (152.5, 0.029289321881345254),
+            // First step of the last epoch, 189/190: 0.1 * (1 - cos(pi/190))
+            // = 0.1 * 1.3669500753099584e-4.
+            (199.0, 1.3669500753099584e-5),
+            // Last step of the last epoch at 100 steps per epoch, 189.99/190:
+            // 0.1 * (1 - cos(pi * 0.01/190)) = 0.1 * 1.3669812171102082e-8.
+            (199.99, 1.3669812171102082e-9),
+            // The end of training: 0.1 * (1 + cos(pi)) = 0.
+            (200.0, 0.0),
+        ];
+        for (epoch, want) in table {
+            let got = s.lr_at(epoch);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1e-3),
+                "epoch {epoch}: {got} != {want}"
+            );
+        }
+        // No warm-up: the cosine from the first step.
+        let cold = LrSchedule::WarmupCosine {
+            lr: 0.2,
+            warmup_epochs: 0.0,
+            epochs: 200.0,
+        };
+        assert_eq!(cold.lr_at(0.0), 0.2);
     }
 
     #[test]
