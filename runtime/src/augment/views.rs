@@ -1,7 +1,7 @@
 //! The views the training and evaluation loops feed the model: stage 1's query, key and PBSD
 //! crops, stage 2's view and the evaluation view. Each is a normalised CHW tensor.
 
-use super::blur::{gaussian_blur, kernel_size_for};
+use super::blur::gaussian_blur;
 use super::colour::grayscale;
 use super::config::{AugmentConfig, ViewOps};
 use super::crop::{center_crop_box, hflip, random_resized_crop_box, CropBox};
@@ -56,7 +56,7 @@ fn apply_ops<R: Rng + ?Sized>(img: &mut Image, ops: &ViewOps, rng: &mut R) -> bo
     }
     if chance(rng, ops.blur_p) {
         let sigma = uniform(rng, ops.blur_sigma.0 as f64, ops.blur_sigma.1 as f64) as f32;
-        gaussian_blur(img, kernel_size_for(img.width.min(img.height)), sigma);
+        gaussian_blur(img, sigma);
     }
     flipped
 }
