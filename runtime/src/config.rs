@@ -126,6 +126,25 @@ pub enum LossKind {
     Ce,
 }
 
+/// How the key queue starts (`--queue-init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueInit {
+    /// No keys: unfilled rows are masked out of the losses until real keys replace them.
+    #[default]
+    Empty,
+    /// The official start: K random unit keys with random labels, counted as a full queue
+    /// from the first step (real keys replace them oldest first).
+    Random,
+}
+
+impl QueueInit {
+    /// What a checkpoint from before `--queue-init` existed did: start empty.
+    fn before_the_flag() -> Self {
+        QueueInit::Empty
+    }
+}
+
 /// Stage-1 flags (`runtime train`).
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainArgs {
@@ -146,6 +165,11 @@ pub struct TrainArgs {
     /// Queue length K.
     #[arg(long)]
     pub queue: Option<usize>,
+    /// How the queue starts: `empty` (unfilled rows masked) or `random` (the official start:
+    /// K random unit keys with random labels, a full queue from the first step).
+    #[arg(long, value_enum, default_value = "empty")]
+    #[serde(default)]
+    pub queue_init: QueueInit,
     /// Key-encoder momentum m.
     #[arg(long)]
     pub momentum_encoder: Option<f64>,
@@ -221,6 +245,8 @@ pub struct RunConfig {
     pub beta: f64,
     pub tau: f64,
     pub queue: usize,
+    #[serde(default = "QueueInit::before_the_flag")]
+    pub queue_init: QueueInit,
     pub momentum_encoder: f64,
     pub embedding_dim: usize,
     pub epochs: usize,
@@ -365,6 +391,7 @@ impl RunConfig {
             beta: train.beta.unwrap_or(8.0),
             tau: train.tau.unwrap_or(p.tau),
             queue: train.queue.unwrap_or(p.queue),
+            queue_init: train.queue_init,
             momentum_encoder: train.momentum_encoder.unwrap_or(p.momentum_encoder),
             embedding_dim: p.embedding_dim,
             epochs,
@@ -469,6 +496,18 @@ mod tests {
             (Arch::Tiny, 16, 8)
         );
         assert_eq!(RunConfig::from_json(&cfg.to_json()).unwrap(), cfg);
+        // A config recorded before --queue-init existed started with an empty queue.
+        let random = RunConfig {
+            queue_init: QueueInit::Random,
+            ..cfg.clone()
+        };
+        let json = random.to_json();
+        assert!(json.contains(r#""queue_init":"random""#), "{json}");
+        assert_eq!(RunConfig::from_json(&json).unwrap(), random);
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("queue_init");
+        let old = RunConfig::from_json(&old.to_string()).unwrap();
+        assert_eq!(old.queue_init, QueueInit::Empty);
     }
 
     #[test]

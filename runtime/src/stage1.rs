@@ -25,7 +25,7 @@ use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
 use crate::checkpoint::{
     put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
 };
-use crate::config::{LossKind, RunConfig};
+use crate::config::{LossKind, QueueInit, RunConfig};
 use crate::data::{epoch_order, epoch_seed, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
 use crate::model;
@@ -265,6 +265,11 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     )?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut m = DsclModel::new(backend, &encoder, cfg.queue, &mut rng)?;
+    if cfg.queue_init == QueueInit::Random {
+        // Drawn after the encoders from the same generator, as the official model draws its
+        // queue after building them; a resume replaces it with the checkpoint's queue.
+        m.queue.fill_random(backend, num_classes as u32, &mut rng)?;
+    }
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = position_of(&ckpt)?;

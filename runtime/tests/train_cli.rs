@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dscl_runtime::checkpoint::Checkpoint;
 use serde_json::Value;
 
 fn runtime(args: &[&str]) -> Output {
@@ -136,6 +137,74 @@ fn resume_continues_with_the_same_losses() {
     let o = runtime(&args);
     assert!(!o.status.success());
     assert!(text(&o).contains("different settings"), "{}", text(&o));
+}
+
+#[test]
+fn queue_init_random_starts_full_and_resume_keeps_it() {
+    let train = |out: &Path, extra: &[&str]| -> Output {
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&QUICK[..8]); // epochs, batch 32, queue 64, crops
+        args.extend_from_slice(extra);
+        runtime(&args)
+    };
+    let random = ["--queue-init", "random"];
+    let full = temp("q-random");
+    let o = train(&full, &random);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = step_losses(&full, "stage1");
+    assert!(reference.iter().all(|l| l.is_finite()), "{reference:?}");
+    // The random keys take part from the first step: its loss differs from the empty start's.
+    let empty = temp("q-empty");
+    let o = train(&empty, &["--queue-init", "empty", "--stop-after", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_ne!(step_losses(&empty, "stage1")[0], reference[0]);
+
+    // After one step of 32 keys the random queue counts as full (64 of 64, next row 32) and
+    // the checkpoint records the setting; the empty one holds the 32 real keys.
+    let part = temp("q-part");
+    let o = train(&part, &["--queue-init", "random", "--stop-after", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let queue_of = |dir: &Path| {
+        let ckpt = Checkpoint::read(&dir.join("stage1.safetensors")).unwrap();
+        let (_, labels) = ckpt.get_u32("queue.labels").unwrap();
+        assert!(labels.iter().all(|&l| l < 10), "{labels:?}");
+        (
+            ckpt.meta("queue_filled").unwrap().to_string(),
+            ckpt.meta("queue_next").unwrap().to_string(),
+            ckpt.meta("config").unwrap().to_string(),
+        )
+    };
+    let (filled, next, config) = queue_of(&part);
+    assert_eq!((filled.as_str(), next.as_str()), ("64", "32"));
+    assert!(config.contains(r#""queue_init":"random""#), "{config}");
+    let (filled, _, config) = queue_of(&empty);
+    assert_eq!(filled, "32");
+    assert!(config.contains(r#""queue_init":"empty""#), "{config}");
+
+    // Resuming under the other setting is refused; under the same one it continues exactly.
+    let o = train(&part, &["--queue-init", "empty", "--resume"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("different settings"), "{}", text(&o));
+    let o = train(&part, &["--queue-init", "random", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(step_losses(&part, "stage1"), reference);
+
+    // An unknown value is a usage error on both commands that train.
+    for command in ["train", "run"] {
+        let o = runtime(&[
+            command,
+            "--queue-init",
+            "full",
+            "--out",
+            part.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("--queue-init") && t.contains("'full'") && t.contains("random"),
+            "{t}"
+        );
+    }
 }
 
 #[test]

@@ -318,13 +318,13 @@ fn upload_generated<B: Backend>(
 }
 
 /// Uniform on [0, 1) with 53 random bits.
-fn unit_uniform(rng: &mut impl Rng) -> f64 {
+pub(crate) fn unit_uniform(rng: &mut impl Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// A standard normal deviate (Box-Muller; the second deviate is discarded so each value
 /// depends only on the generator's position).
-fn standard_normal(rng: &mut impl Rng) -> f64 {
+pub(crate) fn standard_normal(rng: &mut impl Rng) -> f64 {
     let u1 = 1.0 - unit_uniform(rng); // in (0, 1]: the logarithm stays finite
     let u2 = unit_uniform(rng);
     libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(core::f64::consts::TAU * u2)
