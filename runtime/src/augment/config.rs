@@ -7,7 +7,12 @@ use super::normalise::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// The random operations of one view, in the order they run after the view's resized crop:
 /// horizontal flip, colour jitter, grayscale, Gaussian blur. Each runs with its probability
-/// (`<= 0`: never, no further draws; `>= 1`: always).
+/// (`<= 0`: never; `>= 1`: always).
+///
+/// The official transforms put the flip elsewhere in some views (the key view and stage 2 flip
+/// last). The flip commutes with the others (jitter and grayscale act per pixel; the blur is
+/// symmetric, edges included), so the view's pixels have the same distribution either way; only
+/// the order of the random draws differs, and those never follow torch's generator anyway.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ViewOps {
     pub flip_p: f64,
@@ -15,13 +20,17 @@ pub struct ViewOps {
     pub jitter_p: f64,
     pub grayscale_p: f64,
     pub blur_p: f64,
-    /// The blur's sigma (pixels) is uniform in this range.
+    /// The blur's sigma (pixels) is uniform in this range; the blur is Pillow's
+    /// `GaussianBlur(radius = sigma)` ([`super::blur::gaussian_blur`]).
     pub blur_sigma: (f32, f32),
 }
 
 impl ViewOps {
-    /// The query view and the PBSD crops: flip 0.5, `ColorJitter(0.4, 0.4, 0.4, 0.1)` with
-    /// p 0.8, grayscale 0.2, blur (sigma in [0.1, 2]) 0.5.
+    /// The query view and the PBSD crops, as the official stage-1 loader (`main.py`:
+    /// `q_augmentation` and `small_augmentation`; the query's flip is
+    /// `SmallGlobalRandomResizedCrop(flip_p = 0.5)` in `dscl/loader_roi.py`, applied to the
+    /// first global crop only): flip 0.5, `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)],
+    /// p = 0.8)`, `RandomGrayscale(p = 0.2)`, `RandomApply([GaussianBlur([0.1, 2.0])], p = 0.5)`.
     pub const QUERY: ViewOps = ViewOps {
         flip_p: 0.5,
         jitter: Jitter::new(0.4, 0.4, 0.4, 0.1),
@@ -30,12 +39,14 @@ impl ViewOps {
         blur_p: 0.5,
         blur_sigma: (0.1, 2.0),
     };
-    /// The key view: flip 0.5, `ColorJitter(0.4, 0.4, 0.4, 0)` with p 0.8; no grayscale, no
-    /// blur.
+    /// The key view, as the official stage-1 loader (`main.py`: `k_augmentation`, on the second
+    /// global crop, which the crop itself never flips): `RandomApply([ColorJitter(0.4, 0.4, 0.4,
+    /// 0.0)], p = 1.0)`, i.e. the jitter **always** runs (the query's runs with p 0.8) and never
+    /// shifts hue; then `RandomHorizontalFlip()` (0.5). No grayscale, no blur.
     pub const KEY: ViewOps = ViewOps {
         flip_p: 0.5,
         jitter: Jitter::new(0.4, 0.4, 0.4, 0.0),
-        jitter_p: 0.8,
+        jitter_p: 1.0,
         grayscale_p: 0.0,
         blur_p: 0.0,
         blur_sigma: (0.1, 2.0),
@@ -95,7 +106,9 @@ pub struct AugmentConfig {
 impl AugmentConfig {
     /// The published recipe scaled to views of `image_size` pixels: crops of 64 px at 224
     /// (`round(S * 2 / 7)` from 64 px up), half the image below 64 px (32 -> 16, 8 -> 4),
-    /// [`dscl_core::loss::DEFAULT_CROPS`] crops, ImageNet normalisation.
+    /// [`dscl_core::loss::DEFAULT_CROPS`] crops, ImageNet normalisation; the official stage-1
+    /// loader's operations per view ([`ViewOps::QUERY`] for the query and the crops,
+    /// [`ViewOps::KEY`]).
     pub fn for_image_size(image_size: usize) -> Self {
         let s = image_size.max(1);
         let crop_size = if s >= 64 {
@@ -161,5 +174,31 @@ mod tests {
             0.0
         );
         assert_eq!(off.query.flip_p, 0.5);
+    }
+
+    #[test]
+    fn views_are_the_official_loaders() {
+        let ops = |flip_p, jitter, jitter_p, grayscale_p, blur_p| ViewOps {
+            flip_p,
+            jitter,
+            jitter_p,
+            grayscale_p,
+            blur_p,
+            blur_sigma: (0.1, 2.0),
+        };
+        // main.py q_augmentation / small_augmentation (+ the query crop's flip_p 0.5).
+        let query = ops(0.5, Jitter::new(0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5);
+        // main.py k_augmentation: ColorJitter(0.4, 0.4, 0.4, 0.0) with p = 1.0, then a flip.
+        let key = ops(0.5, Jitter::new(0.4, 0.4, 0.4, 0.0), 1.0, 0.0, 0.0);
+        assert_eq!(ViewOps::QUERY, query);
+        assert_eq!(ViewOps::KEY, key);
+        assert_eq!(ViewOps::KEY.jitter_p, 1.0);
+        let c = AugmentConfig::default();
+        assert_eq!((c.query, c.key, c.crop), (query, key, query));
+        // SmallGlobalRandomResizedCrop(scale = (0.08, 1.0), small_scale = (0.05, 0.6),
+        // small_size = 64, size = 224).
+        assert_eq!(c.image_scale, (0.08, 1.0));
+        assert_eq!(c.crop_scale, (0.05, 0.6));
+        assert_eq!(c.ratio, (3.0 / 4.0, 4.0 / 3.0));
     }
 }

@@ -3,15 +3,15 @@
 //!
 //! - [`stage1_views`]: the query view (`RandomResizedCrop` + flip + `ColorJitter(0.4, 0.4, 0.4,
 //!   0.1)` p 0.8 + grayscale p 0.2 + Gaussian blur p 0.5), the key view (`RandomResizedCrop` +
-//!   flip + `ColorJitter(0.4, 0.4, 0.4, 0)` p 0.8) and PBSD's `C` small crops of the query crop
+//!   flip + `ColorJitter(0.4, 0.4, 0.4, 0)` always) and PBSD's `C` small crops of the query crop
 //!   with their boxes in the query view;
 //! - [`stage2_view`]: `RandomResizedCrop` + flip;
 //! - [`eval_view`]: resize and centre crop (or a plain resize for small images).
 //!
 //! Settings are in [`AugmentConfig`]. One concept per module: [`crop`] (box sampling, flip),
-//! [`resize`] (antialiased bilinear), [`colour`] (jitter, grayscale), [`blur`], [`normalise`],
-//! [`config`], [`views`]. All randomness comes from the caller's [`rand::Rng`]: the same RNG
-//! state gives the same views.
+//! [`resize`] (antialiased bilinear), [`colour`] (jitter, grayscale), [`blur`] (Pillow's),
+//! [`normalise`], [`config`], [`views`]. All randomness comes from the caller's [`rand::Rng`]:
+//! the same RNG state gives the same views.
 
 pub mod blur;
 pub mod colour;

@@ -76,7 +76,8 @@ fn random_resized_crop<R: Rng + ?Sized>(
 /// Stage 1 (DSCL + PBSD) views of one image.
 ///
 /// - query: `RandomResizedCrop(S, image_scale)` of `img`, then `cfg.query`'s operations;
-/// - key: an independent `RandomResizedCrop(S, image_scale)`, then `cfg.key`'s operations;
+/// - key: an independent `RandomResizedCrop(S, image_scale)`, then `cfg.key`'s operations (by
+///   default the colour jitter always runs: [`ViewOps::KEY`]);
 /// - crops: `cfg.crops` times a `RandomResizedCrop(s, crop_scale)` of the query's `S x S`
 ///   resized crop *before* its flip and colour operations, then `cfg.crop`'s operations; see
 ///   [`Stage1Views::boxes`] for where each lies in the query view.
@@ -427,6 +428,42 @@ mod tests {
         }
         assert_eq!(gray_k, 0);
         let rate = gray_q as f64 / n as f64;
+        assert!((0.14..0.26).contains(&rate), "{rate}");
+    }
+
+    /// A uniform grey (102 / 255, on the 8-bit grid, so the blur keeps it), identity
+    /// normalisation: a view stays that grey unless the jitter ran (its brightness factor moves
+    /// it, almost surely); grayscale, blur, flip and crop leave it.
+    const GREY: f32 = 102.0 / 255.0;
+
+    fn grey_runs(cfg: &mut AugmentConfig) -> Image {
+        cfg.mean = [0.0; 3];
+        cfg.std = [1.0; 3];
+        let mut img = Image::new(20, 20);
+        img.pixels.fill(GREY);
+        img
+    }
+
+    fn untouched(t: &[f32]) -> bool {
+        t.iter().all(|v| (v - GREY).abs() < 1e-6)
+    }
+
+    #[test]
+    fn key_jitter_always_runs() {
+        // main.py's k_augmentation: RandomApply([ColorJitter(0.4, 0.4, 0.4, 0)], p = 1.0). The
+        // query's jitter (p 0.8) leaves about a fifth of the views alone.
+        let mut cfg = AugmentConfig::for_image_size(8);
+        let img = grey_runs(&mut cfg);
+        let mut rng = SmallRng::seed_from_u64(5);
+        let (mut plain_q, mut plain_k) = (0, 0);
+        let n = 400;
+        for _ in 0..n {
+            let v = stage1_views(&img, &cfg, &mut rng);
+            plain_q += untouched(&v.query) as usize;
+            plain_k += untouched(&v.key) as usize;
+        }
+        assert_eq!(plain_k, 0);
+        let rate = plain_q as f64 / n as f64;
         assert!((0.14..0.26).contains(&rate), "{rate}");
     }
 }
