@@ -206,6 +206,12 @@ pub struct LinearArgs {
     #[arg(long)]
     #[serde(default)]
     pub linear_frozen_bn: bool,
+    /// Evaluate on the test set after every stage-2 epoch, as the official stage 2 does, and
+    /// also report the best epoch (selected on the test set, so optimistic) besides the final
+    /// model; writes OUT/linear_epochs.json. Costs a test-set pass per epoch.
+    #[arg(long)]
+    #[serde(default)]
+    pub eval_every_epoch: bool,
 }
 
 /// Evaluation flags.

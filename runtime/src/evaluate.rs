@@ -1,20 +1,21 @@
-//! `runtime eval`: top-1 on a test set, overall and on Many / Medium / Few classes, from a
-//! classifier checkpoint (stage 2's `linear.safetensors` or the cross-entropy baseline's
-//! `stage1.safetensors`). Batch norm runs in inference mode. Prints the table and writes
-//! `OUT/metrics.json`.
+//! `runtime eval`: top-1 on a test set, overall and on Many / Medium / Few classes, and top-5,
+//! from a classifier checkpoint (stage 2's `linear.safetensors` or the cross-entropy
+//! baseline's `stage1.safetensors`). Batch norm runs in inference mode. Prints the table and
+//! writes `OUT/metrics.json`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use dscl_core::nn::{Scratch, TensorSet};
+use dscl_core::nn::{Linear, ResNet, ResNetRecord, Scratch, TensorSet};
 use dscl_core::Backend;
+use serde::Serialize;
 
 use crate::augment::eval_view;
 use crate::checkpoint::Checkpoint;
 use crate::config::{EvalArgs, RunConfig};
-use crate::data::{Loader, LoaderConfig, Transform};
+use crate::data::{Dataset, Loader, LoaderConfig, Transform};
 use crate::datasets::{open_test, workers};
 use crate::metrics::{Metrics, Tally};
 use crate::model;
@@ -70,66 +71,129 @@ pub fn evaluate<B: Backend<Elem = f32>>(
     ckpt.get_set(backend, &net.params, &mut params, "")?;
     ckpt.get_set(backend, &net.state, &mut state, "")?;
 
-    let test = open_test(&cfg, num_classes)?;
-    let s = cfg.image_size;
-    let b = EVAL_BATCH.min(test.len());
-    let mut record = net.backbone.plan(backend, b, s, s)?;
-    let mut scratch = Scratch::new(backend, net.backbone.needs(backend, &record))?;
-    let mut logits = backend.alloc(b * num_classes)?;
-    let mut host_logits = vec![0.0f32; b * num_classes];
-    let mut x = vec![0.0f32; b * 3 * s * s];
-    let mut x_buf = backend.alloc(x.len())?;
-    let aug = augment_config(&cfg);
-    let transform: Transform<Vec<f32>> = Arc::new(move |img, _| Ok(eval_view(img, &aug)));
-    let mut lc = LoaderConfig::new(b, workers(&cfg));
-    lc.skip_bad = cfg.data.skip_bad;
-    let loader = Loader::new(test.clone(), (0..test.len()).collect(), transform, lc)?;
-    let mut tally = Tally::new(num_classes);
-    let mut progress = Progress::new("eval", test.len().div_ceil(b) as u64, 0, None)?;
-    for batch in loader {
-        let batch = batch?;
-        let n = 3 * s * s;
-        // A short last batch is padded with zeros; in inference mode rows do not interact.
-        x.fill(0.0);
-        for (i, v) in batch.items.iter().enumerate() {
-            x[i * n..(i + 1) * n].copy_from_slice(v);
-        }
-        backend.upload(&mut x_buf, 0, &x)?;
-        net.backbone.forward_inference(
-            backend,
-            &params,
-            &state,
-            &mut record,
-            &x_buf,
-            &mut scratch,
-        )?;
-        net.fc
-            .forward(backend, &params, b, &record.pooled, &mut logits)?;
-        backend.download(&logits, 0, &mut host_logits)?;
-        for (i, &label) in batch.labels.iter().enumerate() {
-            let row = &host_logits[i * num_classes..(i + 1) * num_classes];
-            let predicted = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
-                    if v > best.1 {
-                        (c, v)
-                    } else {
-                        best
-                    }
-                })
-                .0;
-            tally.add(label, predicted as u32)?;
-        }
-        progress.step(batch.len() as u64, serde_json::json!({}))?;
-    }
-    progress.finish();
+    let mut pass = TestPass::new(backend, &cfg, &net.backbone, num_classes, true)?;
+    let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
     let metrics = tally.finish(&counts, eval.split_thresholds)?;
+    write_report(out, METRICS_FILE, &metrics)?;
+    Ok(metrics)
+}
+
+/// Writes `report` as pretty JSON to `out/name`, atomically (a temporary file renamed).
+pub fn write_report(out: &Path, name: &str, report: &impl Serialize) -> Result<PathBuf> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(METRICS_FILE);
-    let tmp = out.join(format!(".{METRICS_FILE}.tmp-{}", std::process::id()));
-    fs::write(&tmp, serde_json::to_string_pretty(&metrics)?)
+    let path = out.join(name);
+    let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
+    fs::write(&tmp, serde_json::to_string_pretty(report)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(metrics)
+    Ok(path)
+}
+
+/// The test set of a run, ready to evaluate a backbone and classifier on (batch norm in
+/// inference mode): `runtime eval`'s pass, and stage 2's after every epoch with
+/// `--eval-every-epoch`.
+pub struct TestPass<B: Backend> {
+    test: Arc<dyn Dataset>,
+    num_classes: usize,
+    batch: usize,
+    image_size: usize,
+    workers: usize,
+    skip_bad: bool,
+    transform: Transform<Vec<f32>>,
+    record: ResNetRecord<B>,
+    scratch: Scratch<B>,
+    logits: B::Buffer,
+    host_logits: Vec<f32>,
+    x: Vec<f32>,
+    x_buf: B::Buffer,
+    show_progress: bool,
+}
+
+impl<B: Backend<Elem = f32>> TestPass<B> {
+    /// Opens the test set `cfg` names (or its data kind's built-in one) for a model of
+    /// `num_classes` classes on `backbone`; `show_progress` draws a progress bar per pass.
+    pub fn new(
+        backend: &B,
+        cfg: &RunConfig,
+        backbone: &ResNet,
+        num_classes: usize,
+        show_progress: bool,
+    ) -> Result<Self> {
+        let test = open_test(cfg, num_classes)?;
+        let s = cfg.image_size;
+        let b = EVAL_BATCH.min(test.len());
+        let record = backbone.plan(backend, b, s, s)?;
+        let scratch = Scratch::new(backend, backbone.needs(backend, &record))?;
+        let aug = augment_config(cfg);
+        let transform: Transform<Vec<f32>> = Arc::new(move |img, _| Ok(eval_view(img, &aug)));
+        Ok(TestPass {
+            test,
+            num_classes,
+            batch: b,
+            image_size: s,
+            workers: workers(cfg),
+            skip_bad: cfg.data.skip_bad,
+            transform,
+            record,
+            scratch,
+            logits: backend.alloc(b * num_classes)?,
+            host_logits: vec![0.0; b * num_classes],
+            x: vec![0.0; b * 3 * s * s],
+            x_buf: backend.alloc(b * 3 * s * s)?,
+            show_progress,
+        })
+    }
+
+    /// Classifies every test image with `backbone` (parameters `backbone_params`, running
+    /// statistics `state`) and `fc` (its tensors in `fc_params`, which may be the same set).
+    pub fn run(
+        &mut self,
+        backend: &B,
+        backbone: &ResNet,
+        backbone_params: &TensorSet<B>,
+        state: &TensorSet<B>,
+        fc: &Linear,
+        fc_params: &TensorSet<B>,
+    ) -> Result<Tally> {
+        let (b, k) = (self.batch, self.num_classes);
+        let mut lc = LoaderConfig::new(b, self.workers);
+        lc.skip_bad = self.skip_bad;
+        let order = (0..self.test.len()).collect();
+        let loader = Loader::new(self.test.clone(), order, self.transform.clone(), lc)?;
+        let mut tally = Tally::new(k);
+        let mut progress = self
+            .show_progress
+            .then(|| Progress::new("eval", self.test.len().div_ceil(b) as u64, 0, None))
+            .transpose()?;
+        let n = 3 * self.image_size * self.image_size;
+        for batch in loader {
+            let batch = batch?;
+            // A short last batch is padded with zeros; in inference mode rows do not interact.
+            self.x.fill(0.0);
+            for (i, v) in batch.items.iter().enumerate() {
+                self.x[i * n..(i + 1) * n].copy_from_slice(v);
+            }
+            backend.upload(&mut self.x_buf, 0, &self.x)?;
+            backbone.forward_inference(
+                backend,
+                backbone_params,
+                state,
+                &mut self.record,
+                &self.x_buf,
+                &mut self.scratch,
+            )?;
+            fc.forward(backend, fc_params, b, &self.record.pooled, &mut self.logits)?;
+            backend.download(&self.logits, 0, &mut self.host_logits)?;
+            for (i, &label) in batch.labels.iter().enumerate() {
+                tally.add(label, &self.host_logits[i * k..(i + 1) * k])?;
+            }
+            if let Some(p) = &mut progress {
+                p.step(batch.len() as u64, serde_json::json!({}))?;
+            }
+        }
+        if let Some(p) = &progress {
+            p.finish();
+        }
+        Ok(tally)
+    }
 }

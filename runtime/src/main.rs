@@ -67,6 +67,8 @@ enum Command {
         checkpoint: PathBuf,
         #[command(flatten)]
         linear: LinearArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
     },
     /// Top-1 on a test set, overall and on Many / Medium / Few classes; writes
     /// OUT/metrics.json.
@@ -219,9 +221,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             common,
             checkpoint,
             linear,
+            eval,
         } => with_backend!(common, |b| {
-            let path = stage2::train(b, &checkpoint, &linear, &common.out)?;
-            eprintln!("wrote {}", path.display());
+            let s2 = stage2::train(b, &checkpoint, &linear, &eval, &common.out)?;
+            eprintln!("wrote {}", s2.checkpoint.display());
+            if let (Some(m), Some(epochs)) = (&s2.final_metrics, &s2.epochs) {
+                println!("{}", m.table());
+                println!("{}", epochs.best_table());
+            }
             Ok(())
         }),
         Command::Eval {
@@ -243,16 +250,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             resume,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
+            if cfg.loss == LossKind::Ce && linear.eval_every_epoch {
+                bail!(
+                    "--eval-every-epoch evaluates stage-2 epochs; `run --loss ce` has no stage 2"
+                );
+            }
             let out = common.out.clone();
             with_backend!(common, |b| {
                 let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
-                let classifier = if cfg.loss == LossKind::Ce {
-                    stage1
+                let (classifier, epochs) = if cfg.loss == LossKind::Ce {
+                    (stage1, None)
                 } else {
-                    stage2::train(b, &stage1, &linear, &out)?
+                    let s2 = stage2::train(b, &stage1, &linear, &eval, &out)?;
+                    (s2.checkpoint, s2.epochs)
                 };
                 let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;
                 println!("{}", m.table());
+                if let Some(epochs) = &epochs {
+                    println!("{}", epochs.best_table());
+                }
                 match plot::plot(&out) {
                     Ok(p) => eprintln!(
                         "wrote {} and {}",

@@ -1,5 +1,6 @@
 //! Long-tailed evaluation: top-1 accuracy overall and on Many / Medium / Few classes (by the
-//! number of training images of each class), and per class.
+//! number of training images of each class), and per class; top-5 overall. And the record of
+//! stage 2's per-epoch evaluations (`--eval-every-epoch`).
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -38,6 +39,9 @@ impl std::str::FromStr for SplitThresholds {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Metrics {
     pub top1: f64,
+    /// The label among the 5 highest scores (every image counts with 5 classes or fewer), as
+    /// the official code's `accuracy(output, target, topk=(1, 5))`.
+    pub top5: f64,
     pub many: Option<f64>,
     pub medium: Option<f64>,
     pub few: Option<f64>,
@@ -51,6 +55,22 @@ pub struct Metrics {
 pub struct Tally {
     correct: Vec<usize>,
     total: Vec<usize>,
+    top5_correct: usize,
+}
+
+/// How many classes rank above class `c` in `scores`: a higher score, or an equal one at a
+/// lower index (so rank 0 is the first highest score, an argmax). A NaN score ranks above
+/// nothing; a label whose own score is NaN ranks below every class.
+fn rank_of(scores: &[f32], c: usize) -> usize {
+    let s = scores[c];
+    if s.is_nan() {
+        return usize::MAX;
+    }
+    scores
+        .iter()
+        .enumerate()
+        .filter(|&(k, &v)| v > s || (v == s && k < c))
+        .count()
 }
 
 impl Tally {
@@ -58,10 +78,13 @@ impl Tally {
         Tally {
             correct: vec![0; num_classes],
             total: vec![0; num_classes],
+            top5_correct: 0,
         }
     }
 
-    pub fn add(&mut self, label: u32, predicted: u32) -> Result<()> {
+    /// One test image of class `label` with the model's `scores` (logits, one per class):
+    /// top-1 correct when its class ranks first, top-5 when fewer than 5 rank above it.
+    pub fn add(&mut self, label: u32, scores: &[f32]) -> Result<()> {
         let c = label as usize;
         if c >= self.total.len() {
             bail!(
@@ -69,9 +92,20 @@ impl Tally {
                 self.total.len()
             );
         }
+        if scores.len() != self.total.len() {
+            bail!(
+                "{} scores for a model of {} classes",
+                scores.len(),
+                self.total.len()
+            );
+        }
+        let rank = rank_of(scores, c);
         self.total[c] += 1;
-        if label == predicted {
+        if rank == 0 {
             self.correct[c] += 1;
+        }
+        if rank < 5 {
+            self.top5_correct += 1;
         }
         Ok(())
     }
@@ -103,6 +137,7 @@ impl Tally {
         let SplitThresholds { many, few } = thresholds;
         Ok(Metrics {
             top1: 100.0 * self.correct.iter().sum::<usize>() as f64 / test_images as f64,
+            top5: 100.0 * self.top5_correct as f64 / test_images as f64,
             many: split(&|n| n > many),
             medium: split(&|n| n <= many && n >= few),
             few: split(&|n| n < few),
@@ -124,8 +159,9 @@ impl Metrics {
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| v.map_or("   -  ".to_string(), |v| format!("{v:6.2}"));
         format!(
-            "top-1 {:6.2}   many {}   medium {}   few {}   ({} test images; many > {}, few < {} training images)",
+            "top-1 {:6.2}   top-5 {:6.2}   many {}   medium {}   few {}   ({} test images; many > {}, few < {} training images)",
             self.top1,
+            self.top5,
             f(self.many),
             f(self.medium),
             f(self.few),
@@ -136,6 +172,92 @@ impl Metrics {
     }
 }
 
+/// One stage-2 epoch evaluated on the test set (`--eval-every-epoch`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochEvaluation {
+    /// 1-based.
+    pub epoch: usize,
+    /// The epoch's mean training loss.
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    pub many: Option<f64>,
+    pub medium: Option<f64>,
+    pub few: Option<f64>,
+}
+
+/// What `linear_epochs.json` holds: every stage-2 epoch's test-set evaluation and the best of
+/// them. The best epoch is chosen by its top-1 on the test set itself, as the official stage 2
+/// (`equal_lincls.py`) keeps `best_acc1` and `linear_best.pth.tar`: an optimistic number, not
+/// a held-out estimate. The final model's metrics (`metrics.json`) are the headline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stage2Epochs {
+    /// Always "test set": says on what the best epoch was selected.
+    pub selected_on: &'static str,
+    /// The epoch of the highest top-1 (the earliest of equals, as the official `acc1 >
+    /// best_acc1`).
+    pub best_epoch: usize,
+    pub best: Metrics,
+    pub epochs: Vec<EpochEvaluation>,
+}
+
+impl Stage2Epochs {
+    pub const SELECTED_ON: &'static str = "test set";
+
+    pub fn new() -> Self {
+        Stage2Epochs {
+            selected_on: Self::SELECTED_ON,
+            best_epoch: 0,
+            best: Metrics {
+                top1: f64::NEG_INFINITY,
+                top5: f64::NEG_INFINITY,
+                many: None,
+                medium: None,
+                few: None,
+                per_class: Vec::new(),
+                class_counts: Vec::new(),
+                test_images: 0,
+                split_thresholds: [0, 0],
+            },
+            epochs: Vec::new(),
+        }
+    }
+
+    /// Records epoch `epoch` (1-based) with its mean training loss and test metrics.
+    pub fn push(&mut self, epoch: usize, loss: f64, m: &Metrics) {
+        self.epochs.push(EpochEvaluation {
+            epoch,
+            loss,
+            top1: m.top1,
+            top5: m.top5,
+            many: m.many,
+            medium: m.medium,
+            few: m.few,
+        });
+        if self.best_epoch == 0 || m.top1 > self.best.top1 {
+            self.best_epoch = epoch;
+            self.best = m.clone();
+        }
+    }
+
+    /// The best epoch's table, labelled as selected on the test set.
+    pub fn best_table(&self) -> String {
+        format!(
+            "best stage-2 epoch {} of {}, selected on the test set (as the official code's \
+             best_acc1; not a held-out estimate):\n{}",
+            self.best_epoch,
+            self.epochs.len(),
+            self.best.table()
+        )
+    }
+}
+
+impl Default for Stage2Epochs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,9 +265,14 @@ mod tests {
     #[test]
     fn splits_by_training_count() {
         let mut t = Tally::new(3);
+        let one_hot = |p: usize| {
+            let mut s = [0.0f32; 3];
+            s[p] = 1.0;
+            s
+        };
         // class 0 (many): 2/2, class 1 (medium): 1/2, class 2 (few): 0/1
         for (y, p) in [(0, 0), (0, 0), (1, 1), (1, 0), (2, 1)] {
-            t.add(y, p).unwrap();
+            t.add(y, &one_hot(p)).unwrap();
         }
         let m = t.finish(&[500, 50, 5], SplitThresholds::default()).unwrap();
         assert_eq!(m.top1, 60.0);
@@ -154,7 +281,10 @@ mod tests {
             (Some(100.0), Some(50.0), Some(0.0))
         );
         assert_eq!(m.per_class, vec![Some(100.0), Some(50.0), Some(0.0)]);
-        assert!(t.add(3, 0).is_err());
+        // Three classes: every label is among the top 5.
+        assert_eq!(m.top5, 100.0);
+        assert!(t.add(3, &one_hot(0)).is_err());
+        assert!(t.add(0, &[1.0, 0.0]).is_err());
     }
 
     #[test]
@@ -164,9 +294,67 @@ mod tests {
         assert!("3,10".parse::<SplitThresholds>().is_err());
         assert!("x".parse::<SplitThresholds>().is_err());
         let mut t = Tally::new(2);
-        t.add(0, 0).unwrap();
+        t.add(0, &[1.0, 0.0]).unwrap();
         let m = t.finish(&[50, 50], th).unwrap();
         assert_eq!((m.many, m.medium, m.few), (Some(100.0), None, None));
         assert_eq!(m.per_class, vec![Some(100.0), None]);
+    }
+
+    #[test]
+    fn top5_counts_ranks_and_is_at_least_top1() {
+        // Eight classes; scores descend with the index except where set.
+        let scores = |top: &[(usize, f32)]| {
+            let mut s: Vec<f32> = (0..8).map(|k| -(k as f32)).collect();
+            for &(k, v) in top {
+                s[k] = v;
+            }
+            s
+        };
+        assert_eq!(rank_of(&scores(&[]), 0), 0);
+        assert_eq!(rank_of(&scores(&[]), 4), 4);
+        assert_eq!(rank_of(&scores(&[]), 5), 5);
+        // Ties go to the lower index, as an argmax keeps the first maximum.
+        assert_eq!(rank_of(&scores(&[(3, 0.0)]), 3), 1);
+        assert_eq!(rank_of(&scores(&[(3, 0.0)]), 0), 0);
+        // NaN: ranks above nothing, and a NaN label is never correct.
+        assert_eq!(rank_of(&scores(&[(0, f32::NAN)]), 1), 0);
+        assert_eq!(rank_of(&scores(&[(2, f32::NAN)]), 2), usize::MAX);
+
+        let mut t = Tally::new(8);
+        t.add(0, &scores(&[])).unwrap(); // top-1
+        t.add(4, &scores(&[])).unwrap(); // rank 4: top-5 only
+        t.add(5, &scores(&[])).unwrap(); // rank 5: neither
+        t.add(7, &scores(&[(7, 9.0)])).unwrap(); // top-1
+        let m = t.finish(&[10; 8], SplitThresholds::default()).unwrap();
+        assert_eq!((m.top1, m.top5), (50.0, 75.0));
+        assert!(m.top5 >= m.top1);
+        assert!(m.table().contains("top-5  75.00"), "{}", m.table());
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_first_highest_top1_and_says_test_set() {
+        let metrics = |top1: f64| Metrics {
+            top1,
+            top5: 100.0,
+            many: Some(top1),
+            medium: None,
+            few: None,
+            per_class: vec![Some(top1)],
+            class_counts: vec![1],
+            test_images: 1,
+            split_thresholds: [100, 20],
+        };
+        let mut e = Stage2Epochs::new();
+        for (epoch, top1) in [(1, 50.0), (2, 80.0), (3, 80.0), (4, 70.0)] {
+            e.push(epoch, 0.5, &metrics(top1));
+        }
+        assert_eq!((e.best_epoch, e.best.top1), (2, 80.0));
+        assert_eq!(e.epochs.len(), 4);
+        assert_eq!(e.epochs[3].top1, 70.0);
+        assert!(e.best_table().contains("selected on the test set"));
+        assert!(e.best_table().contains("epoch 2 of 4"));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["selected_on"], "test set");
+        assert_eq!(json["best"]["top1"], 80.0);
     }
 }

@@ -1,6 +1,6 @@
 //! From the run's configuration to the core's network descriptions.
 
-use dscl_core::nn::{Encoder, ResNetClassifier, ResNetConfig};
+use dscl_core::nn::{Encoder, ResNet, ResNetClassifier, ResNetConfig, TensorLayout};
 use dscl_core::train::{ContrastiveLoss, DsclConfig, SgdConfig};
 
 use crate::config::{Arch, LossKind, RunConfig};
@@ -22,6 +22,26 @@ pub fn resnet_config(arch: Arch, image_size: usize) -> ResNetConfig {
 
 pub fn encoder(cfg: &RunConfig) -> dscl_core::Result<Encoder> {
     Encoder::new(resnet_config(cfg.arch, cfg.image_size), cfg.embedding_dim)
+}
+
+/// The backbone alone, with the layouts of its own parameters and running statistics. Its
+/// tensors come first, under the same names, in both the encoder's and the classifier's
+/// layouts, so it reads the backbone of a contrastive or a cross-entropy checkpoint.
+pub struct Backbone {
+    pub net: ResNet,
+    pub params: TensorLayout,
+    pub state: TensorLayout,
+}
+
+pub fn backbone(cfg: &RunConfig) -> dscl_core::Result<Backbone> {
+    let mut params = TensorLayout::new();
+    let mut state = TensorLayout::new();
+    let net = ResNet::new(
+        resnet_config(cfg.arch, cfg.image_size),
+        &mut params,
+        &mut state,
+    )?;
+    Ok(Backbone { net, params, state })
 }
 
 pub fn classifier(cfg: &RunConfig, num_classes: usize) -> dscl_core::Result<ResNetClassifier> {

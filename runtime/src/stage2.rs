@@ -1,8 +1,14 @@
 //! `runtime linear`: stage 2. A new linear classifier on the frozen stage-1 backbone, trained
 //! with cross-entropy on class-balanced batches (pick a class uniformly, then an image). As in
-//! the official code the backbone's batch norm stays in training mode, so its running
-//! statistics are re-estimated on these images (stage 1 last set them on the small crops);
-//! the backbone's weights do not change.
+//! the official code (`equal_lincls.py`) the classifier starts from weights drawn from
+//! N(0, 0.01) and a zero bias, and the backbone's batch norm stays in training mode, so its
+//! running statistics are re-estimated on these images (stage 1 last set them on the small
+//! crops); the backbone's weights do not change.
+//!
+//! With `--eval-every-epoch` the model is evaluated on the test set after every epoch, as the
+//! official stage 2 does; the epochs and the best of them (selected on the test set, as the
+//! official `best_acc1`) go to `OUT/linear_epochs.json`, the final model's metrics to
+//! `OUT/metrics.json`.
 //!
 //! Writes `OUT/linear.safetensors`: the backbone, its re-estimated statistics and `fc`, under
 //! torchvision's names, ready for `runtime eval`.
@@ -22,23 +28,49 @@ use crate::augment::stage2_view;
 use crate::checkpoint::{
     put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
 };
-use crate::config::RunConfig;
+use crate::config::{EvalArgs, LinearArgs, RunConfig};
 use crate::data::{class_balanced_order, epoch_seed, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
+use crate::evaluate::{write_report, TestPass, METRICS_FILE};
+use crate::metrics::{Metrics, Stage2Epochs};
 use crate::model;
 use crate::out_dir;
 use crate::progress::Progress;
 use crate::stage1::{augment_config, LOG_FILE};
 
 pub const LINEAR_FILE: &str = "linear.safetensors";
+/// The per-epoch test-set evaluations of `--eval-every-epoch`.
+pub const EPOCHS_FILE: &str = "linear_epochs.json";
+
+/// What stage 2 made.
+pub struct Stage2 {
+    /// `OUT/linear.safetensors`.
+    pub checkpoint: PathBuf,
+    /// With `--eval-every-epoch`: every epoch's test-set evaluation and the best of them.
+    pub epochs: Option<Stage2Epochs>,
+    /// With `--eval-every-epoch`: the final model's metrics (those of `OUT/metrics.json`).
+    pub final_metrics: Option<Metrics>,
+}
+
+/// The fresh stage-2 classifier, drawn from `seed` as the official code initialises its `fc`
+/// (weights N(0, 0.01), bias 0; see [`LinearClassifier`]).
+pub fn fresh_classifier<B: Backend<Elem = f32>>(
+    backend: &B,
+    probe: &LinearClassifier,
+    seed: u64,
+) -> Result<Trainable<B>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5EED_0002);
+    Ok(Trainable::initialised(backend, &probe.params, &mut rng)?)
+}
 
 /// Trains the classifier on the backbone of `checkpoint` (a stage-1 checkpoint) into `out`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
     checkpoint: &Path,
-    linear: &crate::config::LinearArgs,
+    linear: &LinearArgs,
+    eval: &EvalArgs,
     out: &Path,
-) -> Result<PathBuf> {
+) -> Result<Stage2> {
     let ckpt = Checkpoint::read(checkpoint)?;
     let stage = ckpt.meta("stage")?;
     if stage != "stage1" {
@@ -56,18 +88,30 @@ pub fn train<B: Backend<Elem = f32>>(
     cfg.linear_frozen_bn |= linear.linear_frozen_bn;
     let data = open_train(&cfg)?;
     let num_classes = data.num_classes();
-    let encoder = model::encoder(&cfg)?;
-    let backbone = &encoder.backbone;
+    let counts = class_counts(data.as_ref());
+    let net = model::backbone(&cfg)?;
+    let backbone = &net.net;
     let probe = LinearClassifier::new(backbone.feature_channels(), num_classes)?;
-    out_dir::prepare(out, 4 * encoder.params.total_len() + (1 << 20))?;
+    out_dir::prepare(
+        out,
+        4 * (net.params.total_len() + probe.params.total_len()) + (1 << 20),
+    )?;
     remove_stale_temporaries(&out.join(LINEAR_FILE))?;
 
-    let mut params = TensorSet::zeros(backend, &encoder.params)?;
-    let mut state = TensorSet::zeros(backend, &encoder.state)?;
-    ckpt.get_set(backend, &encoder.params, &mut params, "")?;
-    ckpt.get_set(backend, &encoder.state, &mut state, "")?;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5EED_0002);
-    let mut classifier = Trainable::initialised(backend, &probe.params, &mut rng)?;
+    // Only the backbone's tensors are read: the projection head is left behind.
+    let mut params = TensorSet::zeros(backend, &net.params)?;
+    let mut state = TensorSet::zeros(backend, &net.state)?;
+    ckpt.get_set(backend, &net.params, &mut params, "")?;
+    ckpt.get_set(backend, &net.state, &mut state, "")?;
+    let mut classifier = fresh_classifier(backend, &probe, cfg.seed)?;
+    // Opened before training, so a run without test data stops at once.
+    let mut test = if linear.eval_every_epoch {
+        Some(TestPass::new(backend, &cfg, backbone, num_classes, false)?)
+    } else {
+        None
+    };
+    let mut epochs = Stage2Epochs::new();
+    let mut final_metrics = None;
 
     let b = cfg.linear_batch_size.min(data.len());
     let s = cfg.image_size;
@@ -87,8 +131,14 @@ pub fn train<B: Backend<Elem = f32>>(
     let mut progress = Progress::new("linear", total, 0, Some(&out.join(LOG_FILE)))?;
     let mut global_step = 0u64;
     eprintln!(
-        "stage 2: linear classifier on the frozen backbone, {} epochs of {} class-balanced batches of {b}",
-        cfg.linear_epochs, steps_per_epoch
+        "stage 2: linear classifier on the frozen backbone, {} epochs of {} class-balanced batches of {b}{}",
+        cfg.linear_epochs,
+        steps_per_epoch,
+        if test.is_some() {
+            ", each evaluated on the test set"
+        } else {
+            ""
+        }
     );
     for epoch in 0..cfg.linear_epochs {
         // One epoch draws as many class-balanced samples as the set has images.
@@ -141,31 +191,90 @@ pub fn train<B: Backend<Elem = f32>>(
             f64::NAN
         };
         progress.record(json!({"kind": "epoch", "epoch": epoch + 1, "loss": mean}))?;
+        if let Some(pass) = &mut test {
+            let tally = pass.run(
+                backend,
+                backbone,
+                &params,
+                &state,
+                &probe.fc,
+                &classifier.params,
+            )?;
+            let m = tally.finish(&counts, eval.split_thresholds)?;
+            progress.println(&format!(
+                "stage 2 epoch {}/{}: loss {mean:.4}, test top-1 {:.2} top-5 {:.2}",
+                epoch + 1,
+                cfg.linear_epochs,
+                m.top1,
+                m.top5
+            ));
+            epochs.push(epoch + 1, mean, &m);
+            write_report(out, EPOCHS_FILE, &epochs)?;
+            if epoch + 1 == cfg.linear_epochs {
+                // The final model's metrics, the same as `runtime eval` of the checkpoint.
+                write_report(out, METRICS_FILE, &m)?;
+                final_metrics = Some(m);
+            }
+        }
     }
     progress.finish();
 
     // The backbone under its names, its re-estimated statistics, and fc: the layout of a
     // torchvision classifier.
     let mut w = CheckpointWriter::new();
-    for (i, spec) in encoder.params.specs().iter().enumerate() {
-        if spec.name.starts_with("head.") {
-            continue;
-        }
-        let mut host = vec![0.0f32; spec.len()];
-        backend.download(&params.buffers()[i], 0, &mut host)?;
-        w.put_f32(&spec.name, spec.dims(), &host)?;
-    }
-    w.put_set(backend, &encoder.state, &state, "")?;
-    put_batch_counters(&mut w, &encoder.state, "", global_step as i64)?;
+    w.put_set(backend, &net.params, &params, "")?;
+    w.put_set(backend, &net.state, &state, "")?;
+    put_batch_counters(&mut w, &net.state, "", global_step as i64)?;
     w.put_set(backend, &probe.params, &classifier.params, "")?;
     w.put_meta("config", cfg.to_json());
     w.put_meta("stage", "linear");
     w.put_meta("num_classes", num_classes.to_string());
-    w.put_meta(
-        "class_counts",
-        json!(class_counts(data.as_ref())).to_string(),
-    );
+    w.put_meta("class_counts", json!(counts).to_string());
     let path = out.join(LINEAR_FILE);
     w.write_atomic(&path)?;
-    Ok(path)
+    Ok(Stage2 {
+        checkpoint: path,
+        epochs: test.map(|_| epochs),
+        final_metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dscl_core::reference::ReferenceBackend;
+
+    #[test]
+    fn the_fresh_classifier_is_the_official_init_drawn_from_the_seed() {
+        // ResNet-50's features and ImageNet-LT's classes: 2,048,000 weights.
+        let backend = ReferenceBackend::<f32>::new();
+        let probe = LinearClassifier::new(2048, 1000).unwrap();
+        let host = |t: &Trainable<ReferenceBackend<f32>>, i: usize| {
+            let buf = &t.params.buffers()[i];
+            let mut v = vec![0.0f32; probe.params.specs()[i].len()];
+            backend.download(buf, 0, &mut v).unwrap();
+            v
+        };
+        let c = fresh_classifier(&backend, &probe, 7).unwrap();
+        let (w, b) = (
+            host(&c, probe.fc.weight.index()),
+            host(&c, probe.fc.bias.index()),
+        );
+        assert_eq!((w.len(), b.len()), (2048 * 1000, 1000));
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        // Standard errors: 7e-6 on the mean, 5e-6 on the std.
+        assert!(mean.abs() < 4e-5, "mean {mean}");
+        assert!((std - 0.01).abs() < 2e-5, "std {std}");
+        // Not uniform: a normal's fourth moment is 3 std^4 (a uniform's 1.8 std^4).
+        let kurtosis = w.iter().map(|&v| (v as f64 - mean).powi(4)).sum::<f64>() / n / std.powi(4);
+        assert!((kurtosis - 3.0).abs() < 0.05, "kurtosis {kurtosis}");
+        assert!(b.iter().all(|&v| v == 0.0), "bias not zero");
+        // The seed decides every weight.
+        let again = fresh_classifier(&backend, &probe, 7).unwrap();
+        assert_eq!(host(&again, probe.fc.weight.index()), w);
+        let other = fresh_classifier(&backend, &probe, 8).unwrap();
+        assert_ne!(host(&other, probe.fc.weight.index()), w);
+    }
 }

@@ -65,10 +65,26 @@ fn run_on_the_builtin_digits_writes_metrics_checkpoints_and_plot() {
     assert!(text(&o).contains("top-1"), "{}", text(&o));
     let m: Value =
         serde_json::from_str(&fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    for key in ["top1", "many", "medium", "few", "per_class", "class_counts"] {
+    for key in [
+        "top1",
+        "top5",
+        "many",
+        "medium",
+        "few",
+        "per_class",
+        "class_counts",
+    ] {
         assert!(m.get(key).is_some(), "metrics.json lacks {key}: {m}");
     }
+    assert!(top5_at_least_top1(&m), "{m}");
     assert_eq!(m["per_class"].as_array().unwrap().len(), 10);
+    // Without --eval-every-epoch, stage 2 evaluates nothing.
+    assert!(!out.join("linear_epochs.json").exists());
+    assert!(
+        !text(&o).contains("selected on the test set"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(m["class_counts"][0], 124);
     for f in [
         "stage1.safetensors",
@@ -91,6 +107,65 @@ fn run_on_the_builtin_digits_writes_metrics_checkpoints_and_plot() {
     let m2: Value =
         serde_json::from_str(&fs::read_to_string(again.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["top1"], m2["top1"]);
+}
+
+fn top5_at_least_top1(m: &Value) -> bool {
+    let (top1, top5) = (m["top1"].as_f64().unwrap(), m["top5"].as_f64().unwrap());
+    (0.0..=100.0).contains(&top1) && top5 >= top1 && top5 <= 100.0
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_every_epoch_records_each_epoch_and_the_best_selected_on_the_test_set() {
+    let out = temp("every-epoch");
+    let mut args = vec!["run", "--out", out.to_str().unwrap(), "--eval-every-epoch"];
+    args.extend_from_slice(&QUICK[..8]);
+    args.extend_from_slice(&["--linear-epochs", "3"]);
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let e = read_json(&out.join("linear_epochs.json"));
+    assert_eq!(e["selected_on"], "test set", "{e}");
+    let epochs = e["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{e}");
+    let top1: Vec<f64> = epochs.iter().map(|r| r["top1"].as_f64().unwrap()).collect();
+    for (i, r) in epochs.iter().enumerate() {
+        assert_eq!(r["epoch"], i + 1);
+        assert!(r["loss"].as_f64().is_some_and(f64::is_finite), "{r}");
+        assert!(top5_at_least_top1(r), "{r}");
+    }
+    // The best epoch is the first of the highest top-1, with its whole table.
+    let best = top1.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let first = top1.iter().position(|&t| t == best).unwrap() + 1;
+    assert_eq!(e["best_epoch"], first, "{e}");
+    assert_eq!(e["best"]["top1"], best, "{e}");
+    assert_eq!(e["best"]["per_class"].as_array().unwrap().len(), 10);
+    // The headline stays the final model's, equal to the last epoch's evaluation; the best
+    // epoch's table follows, labelled.
+    let m = read_json(&out.join("metrics.json"));
+    assert_eq!(m["top1"], epochs[2]["top1"], "{m}");
+    assert_eq!(m["top5"], epochs[2]["top5"], "{m}");
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    let headline = printed.find("top-1").unwrap();
+    let labelled = printed
+        .find(&format!(
+            "best stage-2 epoch {first} of 3, selected on the test set"
+        ))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(headline < labelled, "{printed}");
+    // No stage 2 to evaluate with --loss ce.
+    let o = runtime(&[
+        "run",
+        "--loss",
+        "ce",
+        "--eval-every-epoch",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no stage 2"), "{}", text(&o));
 }
 
 #[test]

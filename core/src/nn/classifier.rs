@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::nn::linear::Linear;
 use crate::nn::resnet::{ResNet, ResNetConfig};
-use crate::nn::tensors::TensorLayout;
+use crate::nn::tensors::{Init, TensorLayout};
 
 /// torchvision's `resnetXX(num_classes)`: the backbone and its `fc` layer, so the parameter
 /// count and names match torchvision's.
@@ -32,7 +32,9 @@ impl ResNetClassifier {
     }
 }
 
-/// Stage 2's classifier: `fc` over `features` pooled backbone features, in its own layout.
+/// Stage 2's classifier: `fc` over `features` pooled backbone features, in its own layout,
+/// initialised as the official stage 2 (`equal_lincls.py`, `main_worker`: `fc.weight` drawn
+/// from N(0, 0.01), `fc.bias` zeroed) rather than with PyTorch's default uniform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearClassifier {
     pub fc: Linear,
@@ -40,9 +42,21 @@ pub struct LinearClassifier {
 }
 
 impl LinearClassifier {
+    /// The standard deviation of the official stage-2 classifier's initial weights.
+    pub const WEIGHT_STD: f64 = 0.01;
+
     pub fn new(features: usize, num_classes: usize) -> Result<Self> {
         let mut params = TensorLayout::new();
-        let fc = Linear::new(&mut params, "fc", features, num_classes)?;
+        let fc = Linear::with_init(
+            &mut params,
+            "fc",
+            features,
+            num_classes,
+            Init::Normal {
+                std: Self::WEIGHT_STD,
+            },
+            Init::Constant(0.0),
+        )?;
         Ok(LinearClassifier { fc, params })
     }
 }

@@ -23,16 +23,25 @@ impl Linear {
         out_features: usize,
     ) -> Result<Self> {
         let bound = 1.0 / libm::sqrt(in_features.max(1) as f64);
+        let init = Init::Uniform { bound };
+        Self::with_init(params, name, in_features, out_features, init, init)
+    }
+
+    /// The layer with its weight drawn per `weight` and its bias per `bias` instead of
+    /// PyTorch's default.
+    pub fn with_init(
+        params: &mut TensorLayout,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        weight: Init,
+        bias: Init,
+    ) -> Result<Self> {
         Ok(Linear {
             in_features,
             out_features,
-            weight: params.push(
-                name,
-                "weight",
-                &[out_features, in_features],
-                Init::Uniform { bound },
-            )?,
-            bias: params.push(name, "bias", &[out_features], Init::Uniform { bound })?,
+            weight: params.push(name, "weight", &[out_features, in_features], weight)?,
+            bias: params.push(name, "bias", &[out_features], bias)?,
         })
     }
 

@@ -40,6 +40,9 @@ pub enum Init {
     /// Uniform(-bound, bound): PyTorch's default `nn.Linear` initialisation uses
     /// `bound = 1 / sqrt(fan_in)` for the weight and the bias.
     Uniform { bound: f64 },
+    /// Normal(0, std): `normal_(mean=0.0, std=std)`, the official stage-2 classifier's weight
+    /// (`equal_lincls.py` draws its `fc.weight` with std 0.01).
+    Normal { std: f64 },
 }
 
 /// One tensor of a layout: its name (torchvision's, so checkpoints load there), shape and
@@ -202,6 +205,9 @@ impl<B: Backend> TensorSet<B> {
                     upload_generated(backend, buf, len, || {
                         bound * (2.0 * unit_uniform(rng) - 1.0)
                     })?;
+                }
+                Init::Normal { std } => {
+                    upload_generated(backend, buf, len, || std * standard_normal(rng))?;
                 }
             }
         }
