@@ -57,12 +57,12 @@ enum Command {
         #[arg(long, value_name = "N")]
         stop_after: Option<u64>,
     },
-    /// Stage 2: a linear classifier on the frozen stage-1 backbone, class-balanced. Writes
-    /// OUT/linear.safetensors.
+    /// Stage 2: a linear classifier on the frozen stage-1 backbone, class-balanced (on a
+    /// --loss ce checkpoint: classifier re-training, cRT). Writes OUT/linear.safetensors.
     Linear {
         #[command(flatten)]
         common: Common,
-        /// The stage-1 checkpoint.
+        /// The stage-1 checkpoint (of a contrastive or a --loss ce run).
         #[arg(long)]
         checkpoint: PathBuf,
         #[command(flatten)]
@@ -252,7 +252,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
             if cfg.loss == LossKind::Ce && linear.eval_every_epoch {
                 bail!(
-                    "--eval-every-epoch evaluates stage-2 epochs; `run --loss ce` has no stage 2"
+                    "--eval-every-epoch evaluates stage-2 epochs; `run --loss ce` has no stage \
+                     2 (for classifier re-training, run `runtime linear` on its checkpoint)"
                 );
             }
             let out = common.out.clone();

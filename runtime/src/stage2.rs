@@ -5,6 +5,10 @@
 //! running statistics are re-estimated on these images (stage 1 last set them on the small
 //! crops); the backbone's weights do not change.
 //!
+//! The backbone may also be that of a `--loss ce` run: classifier re-training (cRT, Kang et
+//! al., "Decoupling representation and classifier for long-tailed recognition", ICLR 2020),
+//! the decoupling baseline, with the same class-balanced recipe.
+//!
 //! With `--eval-every-epoch` the model is evaluated on the test set after every epoch, as the
 //! official stage 2 does; the epochs and the best of them (selected on the test set, as the
 //! official `best_acc1`) go to `OUT/linear_epochs.json`, the final model's metrics to
@@ -63,7 +67,8 @@ pub fn fresh_classifier<B: Backend<Elem = f32>>(
     Ok(Trainable::initialised(backend, &probe.params, &mut rng)?)
 }
 
-/// Trains the classifier on the backbone of `checkpoint` (a stage-1 checkpoint) into `out`.
+/// Trains the classifier on the backbone of `checkpoint` (the stage-1 checkpoint of a
+/// contrastive run, or of a `--loss ce` run for cRT) into `out`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
     checkpoint: &Path,
@@ -72,11 +77,12 @@ pub fn train<B: Backend<Elem = f32>>(
     out: &Path,
 ) -> Result<Stage2> {
     let ckpt = Checkpoint::read(checkpoint)?;
-    let stage = ckpt.meta("stage")?;
-    if stage != "stage1" {
+    let stage = ckpt.meta("stage")?.to_string();
+    if stage != "stage1" && stage != "ce" {
         bail!(
-            "{} is a `{stage}` checkpoint; `runtime linear` needs the stage-1 checkpoint of a \
-             contrastive run (stage1.safetensors)",
+            "{} is a `{stage}` checkpoint; `runtime linear` needs a stage-1 checkpoint \
+             (stage1.safetensors of a contrastive run, or of a --loss ce run for classifier \
+             re-training)",
             checkpoint.display()
         );
     }
@@ -98,7 +104,8 @@ pub fn train<B: Backend<Elem = f32>>(
     )?;
     remove_stale_temporaries(&out.join(LINEAR_FILE))?;
 
-    // Only the backbone's tensors are read: the projection head is left behind.
+    // Only the backbone's tensors are read: a contrastive checkpoint's projection head and a
+    // cross-entropy checkpoint's own `fc` are left behind.
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
     ckpt.get_set(backend, &net.params, &mut params, "")?;
@@ -130,6 +137,9 @@ pub fn train<B: Backend<Elem = f32>>(
     let total = (cfg.linear_epochs * steps_per_epoch) as u64;
     let mut progress = Progress::new("linear", total, 0, Some(&out.join(LOG_FILE)))?;
     let mut global_step = 0u64;
+    if stage == "ce" {
+        eprintln!("stage 2 on the backbone of a cross-entropy run: classifier re-training (cRT)");
+    }
     eprintln!(
         "stage 2: linear classifier on the frozen backbone, {} epochs of {} class-balanced batches of {b}{}",
         cfg.linear_epochs,
@@ -228,6 +238,8 @@ pub fn train<B: Backend<Elem = f32>>(
     w.put_set(backend, &probe.params, &classifier.params, "")?;
     w.put_meta("config", cfg.to_json());
     w.put_meta("stage", "linear");
+    // Where the backbone came from: `stage1` (contrastive) or `ce` (cRT).
+    w.put_meta("backbone_stage", stage);
     w.put_meta("num_classes", num_classes.to_string());
     w.put_meta("class_counts", json!(counts).to_string());
     let path = out.join(LINEAR_FILE);

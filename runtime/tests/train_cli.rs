@@ -165,7 +165,69 @@ fn eval_every_epoch_records_each_epoch_and_the_best_selected_on_the_test_set() {
         out.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("no stage 2"), "{}", text(&o));
+    assert!(text(&o).contains("runtime linear"), "{}", text(&o));
+}
+
+#[test]
+fn linear_retrains_the_classifier_of_a_cross_entropy_run() {
+    // cRT (Kang et al., ICLR 2020): stage 2 on the backbone of a --loss ce run.
+    let ce = temp("ce");
+    let mut args = vec!["train", "--loss", "ce", "--out", ce.to_str().unwrap()];
+    args.extend_from_slice(&QUICK[..4]); // epochs, batch
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let crt = temp("crt");
+    let ckpt = ce.join("stage1.safetensors");
+    let o = runtime(&[
+        "linear",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--out",
+        crt.to_str().unwrap(),
+        "--linear-epochs",
+        "2",
+        "--eval-every-epoch",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("classifier re-training"), "{}", text(&o));
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        printed.contains("top-1") && printed.contains("top-5"),
+        "{printed}"
+    );
+    assert!(printed.contains("selected on the test set"), "{printed}");
+    let m = read_json(&crt.join("metrics.json"));
+    assert!(top5_at_least_top1(&m), "{m}");
+    assert_eq!(
+        read_json(&crt.join("linear_epochs.json"))["epochs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The classifier checkpoint evaluates to the same numbers.
+    let again = temp("crt-eval");
+    let linear = crt.join("linear.safetensors");
+    let o = runtime(&[
+        "eval",
+        "--checkpoint",
+        linear.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m2 = read_json(&again.join("metrics.json"));
+    assert_eq!((&m["top1"], &m["top5"]), (&m2["top1"], &m2["top5"]));
+    // A classifier checkpoint is not a backbone to re-train on: refused, saying what is.
+    let o = runtime(&[
+        "linear",
+        "--checkpoint",
+        linear.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--loss ce"), "{}", text(&o));
 }
 
 #[test]
