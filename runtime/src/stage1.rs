@@ -440,7 +440,10 @@ fn train_cross_entropy<B: Backend<Elem = f32>>(
         w.write_atomic(&out.join(STAGE1_FILE))
     };
     let (weights, state) = (RefCell::new(weights), RefCell::new(state));
-    let aug = augment_config(cfg);
+    let mut aug = augment_config(cfg);
+    // The supervised baseline: RandomResizedCrop + flip; the colour operations of `stage2` are
+    // the official linear classifier's.
+    aug.stage2 = aug.stage2.without_colour();
     let transform: Transform<Vec<f32>> = Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)));
     let mut x = vec![0.0f32; b * 3 * s * s];
     let mut x_buf = backend.alloc(x.len())?;

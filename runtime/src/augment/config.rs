@@ -51,7 +51,21 @@ impl ViewOps {
         blur_p: 0.0,
         blur_sigma: (0.1, 2.0),
     };
-    /// Flip 0.5 only (stage 2).
+    /// Stage 2, the official linear classifier's training transform (`equal_lincls.py`:
+    /// `RandomResizedCrop(224)` with the default scale (0.08, 1) and ratio (3/4, 4/3), then
+    /// `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p = 0.8)`, `RandomGrayscale(p = 0.2)`,
+    /// `RandomApply([GaussianBlur([0.1, 2.0])], p = 0.5)`, `RandomHorizontalFlip()` last): the
+    /// same operations and numbers as [`ViewOps::QUERY`].
+    pub const LINEAR_CLASSIFIER: ViewOps = ViewOps {
+        flip_p: 0.5,
+        jitter: Jitter::new(0.4, 0.4, 0.4, 0.1),
+        jitter_p: 0.8,
+        grayscale_p: 0.2,
+        blur_p: 0.5,
+        blur_sigma: (0.1, 2.0),
+    };
+    /// Flip 0.5 only: `RandomResizedCrop` + `RandomHorizontalFlip`, the plain supervised recipe
+    /// (the cross-entropy baseline's training view).
     pub const FLIP_ONLY: ViewOps = ViewOps {
         flip_p: 0.5,
         jitter: Jitter::NONE,
@@ -92,6 +106,7 @@ pub struct AugmentConfig {
     pub query: ViewOps,
     pub key: ViewOps,
     pub crop: ViewOps,
+    /// The view of [`super::stage2_view`]: stage 2's training view.
     pub stage2: ViewOps,
     /// Evaluation: the shorter side is resized to `round(S / eval_crop_fraction)` then the
     /// centre `S x S` is cut (0.875: 256 -> 224) ...
@@ -106,9 +121,9 @@ pub struct AugmentConfig {
 impl AugmentConfig {
     /// The published recipe scaled to views of `image_size` pixels: crops of 64 px at 224
     /// (`round(S * 2 / 7)` from 64 px up), half the image below 64 px (32 -> 16, 8 -> 4),
-    /// [`dscl_core::loss::DEFAULT_CROPS`] crops, ImageNet normalisation; the official stage-1
-    /// loader's operations per view ([`ViewOps::QUERY`] for the query and the crops,
-    /// [`ViewOps::KEY`]).
+    /// [`dscl_core::loss::DEFAULT_CROPS`] crops, ImageNet normalisation; the official loaders'
+    /// operations per view ([`ViewOps::QUERY`] for the query and the crops, [`ViewOps::KEY`],
+    /// [`ViewOps::LINEAR_CLASSIFIER`] for stage 2).
     pub fn for_image_size(image_size: usize) -> Self {
         let s = image_size.max(1);
         let crop_size = if s >= 64 {
@@ -126,7 +141,7 @@ impl AugmentConfig {
             query: ViewOps::QUERY,
             key: ViewOps::KEY,
             crop: ViewOps::QUERY,
-            stage2: ViewOps::FLIP_ONLY,
+            stage2: ViewOps::LINEAR_CLASSIFIER,
             eval_crop_fraction: 0.875,
             eval_center_crop_min_size: 64,
             mean: IMAGENET_MEAN,
@@ -190,15 +205,25 @@ mod tests {
         let query = ops(0.5, Jitter::new(0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5);
         // main.py k_augmentation: ColorJitter(0.4, 0.4, 0.4, 0.0) with p = 1.0, then a flip.
         let key = ops(0.5, Jitter::new(0.4, 0.4, 0.4, 0.0), 1.0, 0.0, 0.0);
+        // equal_lincls.py: jitter p 0.8, grayscale 0.2, blur [0.1, 2] p 0.5, flip.
+        let linear = ops(0.5, Jitter::new(0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5);
         assert_eq!(ViewOps::QUERY, query);
         assert_eq!(ViewOps::KEY, key);
         assert_eq!(ViewOps::KEY.jitter_p, 1.0);
+        assert_eq!(ViewOps::LINEAR_CLASSIFIER, linear);
         let c = AugmentConfig::default();
-        assert_eq!((c.query, c.key, c.crop), (query, key, query));
+        assert_eq!(
+            (c.query, c.key, c.crop, c.stage2),
+            (query, key, query, linear)
+        );
         // SmallGlobalRandomResizedCrop(scale = (0.08, 1.0), small_scale = (0.05, 0.6),
-        // small_size = 64, size = 224).
+        // small_size = 64, size = 224); RandomResizedCrop(224)'s defaults for stage 2.
         assert_eq!(c.image_scale, (0.08, 1.0));
         assert_eq!(c.crop_scale, (0.05, 0.6));
         assert_eq!(c.ratio, (3.0 / 4.0, 4.0 / 3.0));
+        assert_eq!(
+            AugmentConfig::for_image_size(32).stage2,
+            ViewOps::LINEAR_CLASSIFIER
+        );
     }
 }

@@ -5,7 +5,8 @@
 //!   0.1)` p 0.8 + grayscale p 0.2 + Gaussian blur p 0.5), the key view (`RandomResizedCrop` +
 //!   flip + `ColorJitter(0.4, 0.4, 0.4, 0)` always) and PBSD's `C` small crops of the query crop
 //!   with their boxes in the query view;
-//! - [`stage2_view`]: `RandomResizedCrop` + flip;
+//! - [`stage2_view`]: the official linear classifier's `RandomResizedCrop` + `ColorJitter(0.4,
+//!   0.4, 0.4, 0.1)` p 0.8 + grayscale p 0.2 + Gaussian blur p 0.5 + flip;
 //! - [`eval_view`]: resize and centre crop (or a plain resize for small images).
 //!
 //! Settings are in [`AugmentConfig`]. One concept per module: [`crop`] (box sampling, flip),

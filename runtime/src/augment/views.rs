@@ -114,7 +114,9 @@ pub fn stage1_views<R: Rng + ?Sized>(img: &Image, cfg: &AugmentConfig, rng: &mut
 }
 
 /// Stage 2 (classifier) view: `RandomResizedCrop(S, image_scale)`, then `cfg.stage2`'s
-/// operations (a flip by default), normalised: `3 x S x S`.
+/// operations (by default the official `equal_lincls.py` transform,
+/// [`ViewOps::LINEAR_CLASSIFIER`]: jitter p 0.8, grayscale p 0.2, blur p 0.5, flip),
+/// normalised: `3 x S x S`.
 pub fn stage2_view<R: Rng + ?Sized>(img: &Image, cfg: &AugmentConfig, rng: &mut R) -> Vec<f32> {
     let img = non_empty(img);
     let (mut view, _) = random_resized_crop(&img, cfg.image_size.max(1), cfg.image_scale, cfg, rng);
@@ -465,5 +467,24 @@ mod tests {
         assert_eq!(plain_k, 0);
         let rate = plain_q as f64 / n as f64;
         assert!((0.14..0.26).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn stage2_runs_the_official_colour_operations() {
+        // equal_lincls.py: jitter p 0.8, grayscale p 0.2, blur p 0.5, flip.
+        let mut cfg = AugmentConfig::for_image_size(8);
+        let grey = grey_runs(&mut cfg);
+        let img = coordinate_image(20, 20);
+        let mut rng = SmallRng::seed_from_u64(6);
+        let (mut plain, mut gray) = (0, 0);
+        let n = 500;
+        for _ in 0..n {
+            plain += untouched(&stage2_view(&grey, &cfg, &mut rng)) as usize;
+            let t = stage2_view(&img, &cfg, &mut rng);
+            gray += (t[..64] == t[64..128] && t[64..128] == t[128..]) as usize;
+        }
+        let (plain, gray) = (plain as f64 / n as f64, gray as f64 / n as f64);
+        assert!((0.14..0.26).contains(&plain), "unjittered {plain}");
+        assert!((0.14..0.26).contains(&gray), "grayscale {gray}");
     }
 }
