@@ -5,10 +5,11 @@
 # 400 epochs) at imbalance 10; batch 32 and 800 epochs at imbalance 100 (300 training images:
 # the defaults give too few steps). Five seeds each: the tail classes have a handful of
 # test-relevant images, so one seed swings top-1 by 2-3 points; the table gives every seed and
-# the mean. Prints a markdown table; each run's metrics.json stays under $OUT (default
-# target/digits-lt).
+# the mean. Each cross-entropy run is also followed by cRT (classifier re-training, Kang et al.,
+# ICLR 2020: `runtime linear` on its backbone, then `runtime eval`). Prints a markdown table;
+# each run's metrics.json stays under $OUT (default target/digits-lt).
 #
-#   scripts/digits_lt_table.sh            # about 30 minutes on 2 cores
+#   scripts/digits_lt_table.sh            # about 40 minutes on 2 cores
 #   SEEDS="0 1" scripts/digits_lt_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,18 +29,23 @@ for imb in 10 100; do
       "$RUNTIME" run --imbalance "$imb" --loss "$method" --seed "$seed" "${extra[@]}" --out "$dir" \
         >"$dir.log" 2>&1 || { echo "failed: see $dir.log" >&2; exit 1; }
     done
+    crt="$OUT/imb$imb-crt-seed$seed"
+    rm -rf "$crt"
+    { "$RUNTIME" linear --checkpoint "$OUT/imb$imb-ce-seed$seed/stage1.safetensors" --out "$crt" &&
+      "$RUNTIME" eval --checkpoint "$crt/linear.safetensors" --out "$crt"; } \
+      >"$crt.log" 2>&1 || { echo "failed: see $crt.log" >&2; exit 1; }
   done
 done
 
 python3 - "$OUT" $SEEDS <<'PY'
 import json, os, statistics, sys
 out, seeds = sys.argv[1], sys.argv[2:]
-name = {"dscl": "DSCL + PBSD", "ce": "cross-entropy"}
+name = {"dscl": "DSCL + PBSD", "ce": "cross-entropy", "crt": "cRT"}
 f = lambda v: "-" if v is None else f"{v:.1f}"
 print("| imbalance | method | seed | top-1 | many | medium | few |")
 print("|---|---|---|---|---|---|---|")
 for imb in ("10", "100"):
-    for method in ("dscl", "ce"):
+    for method in ("dscl", "ce", "crt"):
         rows = []
         for seed in seeds:
             m = json.load(open(os.path.join(out, f"imb{imb}-{method}-seed{seed}", "metrics.json")))
