@@ -284,9 +284,18 @@ fn queue_init_random_starts_full_and_resume_keeps_it() {
         args.extend_from_slice(extra);
         runtime(&args)
     };
-    let random = ["--queue-init", "random"];
+    // The default is the random start: a run without the flag is the reference, and the
+    // resumed run below, with `--queue-init random`, must continue it exactly.
     let full = temp("q-random");
-    let o = train(&full, &random);
+    let o = train(&full, &["--stop-after", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = Checkpoint::read(&full.join("stage1.safetensors"))
+        .unwrap()
+        .meta("config")
+        .unwrap()
+        .to_string();
+    assert!(config.contains(r#""queue_init":"random""#), "{config}");
+    let o = train(&full, &["--resume"]);
     assert!(o.status.success(), "{}", text(&o));
     let reference = step_losses(&full, "stage1");
     assert!(reference.iter().all(|l| l.is_finite()), "{reference:?}");
