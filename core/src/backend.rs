@@ -185,7 +185,10 @@ pub trait Backend {
 
     // ---- batch normalisation ---------------------------------------------------------------
 
-    /// Training-mode batch norm. Per channel c over n = batch * spatial values:
+    /// Training-mode batch norm, per statistics group as [`BatchNormShape`] describes (each
+    /// group exactly one call on its block; saved statistics group-major; the running
+    /// statistics moved by the groups `shape.moves_running` names, in order, and left bit for
+    /// bit alone by the others). Per channel c over n = batch / groups * spatial values:
     /// `mean_c`, biased `var_c`; `save_invstd_c = 1 / sqrt(var_c + eps)`;
     /// `y = (x - mean_c) * save_invstd_c * gamma_c + beta_c`;
     /// `running_mean = (1 - momentum) * running_mean + momentum * mean_c`;
@@ -217,10 +220,11 @@ pub trait Backend {
         running_var: &Self::Buffer,
         y: &mut Self::Buffer,
     ) -> Result<()>;
-    /// Backward of the training-mode forward (batch statistics depend on x):
-    /// with `xhat = (x - mean) * invstd`,
+    /// Backward of the training-mode forward (batch statistics depend on x), per statistics
+    /// group with that group's saved statistics: with `xhat = (x - mean) * invstd`,
     /// `dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))` (means over the
-    /// channel's n values), written; `dgamma += sum(dy * xhat)`, `dbeta += sum(dy)`.
+    /// channel's n values in the group), written; `dgamma += sum(dy * xhat)`, `dbeta +=
+    /// sum(dy)`, accumulated group by group in group order.
     #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,

@@ -234,7 +234,19 @@ impl Conv2dShape {
     }
 }
 
-/// Batch normalisation over `[batch, channels, spatial]` (spatial = H*W), per channel.
+/// Batch normalisation over `[batch, channels, spatial]` (spatial = H*W), per channel and per
+/// statistics group.
+///
+/// The batch is `groups` consecutive blocks of `batch / groups` items, each normalised by its
+/// own statistics: exactly `groups` separate calls on the blocks, in block order. This is how
+/// data-parallel replicas without synchronised batch norm see a batch (each GPU of the official
+/// DSCL run normalises its own 128 images), and how the official code's separate crop passes
+/// (one per crop set) see the crops. Saved statistics are group-major: group g's channel c at
+/// `g * channels + c`. The running statistics move once for each group whose index is a multiple of
+/// `running_every`, in group order, and the other groups leave them bit for bit unchanged.
+/// With `running_every = 1` every group moves them (C crop passes move them C times); with
+/// `running_every = R` only the groups of replica 0 do, whose buffers are the ones PyTorch's
+/// DistributedDataParallel broadcasts to every replica at each forward.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormShape {
     pub batch: usize,
@@ -245,6 +257,10 @@ pub struct BatchNormShape {
     /// Running-statistics momentum (PyTorch convention: new = (1 - momentum) * old +
     /// momentum * batch; default 0.1).
     pub momentum: f64,
+    /// Statistics groups (1: one set of statistics over the whole batch); divides `batch`.
+    pub groups: usize,
+    /// The groups whose index is a multiple of this move the running statistics (at least 1).
+    pub running_every: usize,
 }
 
 impl BatchNormShape {
@@ -253,6 +269,23 @@ impl BatchNormShape {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// One statistics group: the same channels and spatial size over `batch / groups` items.
+    pub fn group(&self) -> BatchNormShape {
+        BatchNormShape {
+            batch: self.batch / self.groups.max(1),
+            groups: 1,
+            running_every: 1,
+            ..*self
+        }
+    }
+    /// Whether group `g` moves the running statistics.
+    pub fn moves_running(&self, g: usize) -> bool {
+        g.is_multiple_of(self.running_every.max(1))
+    }
+    /// Length of the saved mean and inverse-std buffers: one value per group and channel.
+    pub fn saved_len(&self) -> usize {
+        self.groups.saturating_mul(self.channels)
     }
     pub fn check(&self, data_len: usize, channel_len: usize) -> Result<()> {
         ensure(
@@ -265,18 +298,30 @@ impl BatchNormShape {
             "batch_norm",
             "momentum must lie in [0, 1]",
         )?;
+        ensure(
+            self.groups >= 1 && self.batch.is_multiple_of(self.groups),
+            "batch_norm",
+            "the statistics groups must be at least 1 and divide the batch",
+        )?;
+        ensure(
+            self.running_every >= 1,
+            "batch_norm",
+            "running_every must be at least 1",
+        )?;
         check_len("batch_norm data", data_len, self.len())?;
         check_len("batch_norm per-channel", channel_len, self.channels)
     }
 
     /// Checks the descriptor and every buffer of a batch-norm call, in the order every backend
     /// reports them: `data` buffers (named for the error) hold the whole tensor, `channel`
-    /// buffers one value per channel, and a channel has at least one value. Returns
-    /// n = batch * spatial, the values per channel.
+    /// buffers one value per channel, `saved` buffers one per group and channel
+    /// ([`Self::saved_len`]), and a channel has at least one value per group. Returns
+    /// n = batch / groups * spatial, the values per channel and group.
     pub fn check_buffers(
         &self,
         data: &[(&'static str, usize)],
         channel: &[(&'static str, usize)],
+        saved: &[(&'static str, usize)],
     ) -> Result<usize> {
         let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
         self.check(first(data), first(channel))?;
@@ -286,7 +331,10 @@ impl BatchNormShape {
         for &(what, l) in channel {
             check_len(what, l, self.channels)?;
         }
-        let n = self.batch.saturating_mul(self.spatial);
+        for &(what, l) in saved {
+            check_len(what, l, self.saved_len())?;
+        }
+        let n = (self.batch / self.groups).saturating_mul(self.spatial);
         ensure(
             n >= 1 || self.channels == 0,
             "batch_norm",

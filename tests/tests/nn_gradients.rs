@@ -6,6 +6,7 @@
 //! every input and parameter tensor. Seeds are fixed, so a pass is reproducible; the step
 //! `e = 1e-7` keeps ReLU and max-pool switches between the two evaluations unlikely.
 
+use dscl_core::nn::batch_norm::StatGroups;
 use dscl_core::nn::{
     BatchNorm2d, BatchNormSaved, BlockKind, BnMode, Conv2d, Encoder, GlobalAvgPool, L2Normalize,
     Linear, MaxPool2d, ProjectionHead, ResNetConfig, ResidualBlock, RoiAlign, Scratch,
@@ -156,16 +157,30 @@ fn conv2d() {
 
 #[test]
 fn batch_norm_training() {
+    batch_norm_gradients(StatGroups::WHOLE);
+}
+
+/// Two statistics groups (replicas without synchronised batch norm): each half of the batch
+/// is normalised by its own statistics, and the gradients follow.
+#[test]
+fn batch_norm_training_in_two_statistics_groups() {
+    batch_norm_gradients(StatGroups {
+        groups: 2,
+        running_every: 2,
+    });
+}
+
+fn batch_norm_gradients(groups: StatGroups) {
     let be = Rb::new();
     let mut gen = Gen::new(2);
     let (mut layout, mut state_layout) = (TensorLayout::new(), TensorLayout::new());
     let bn = BatchNorm2d::new(&mut layout, &mut state_layout, "bn", 3, false).unwrap();
-    let shape = bn.shape(4, 5);
+    let shape = bn.shape(4, 5, groups);
     let mut params = random_params(&be, &layout, &mut gen);
     let mut state = TensorSet::zeros(&be, &state_layout).unwrap();
     let x = gen.values(shape.len(), 2.0);
     let r = gen.values(shape.len(), 1.0);
-    let mut saved = BatchNormSaved::new(&be, 3).unwrap();
+    let mut saved = BatchNormSaved::new(&be, &shape).unwrap();
     let mut forward = |params: &TensorSet<Rb>, x: &[f64], saved: &mut BatchNormSaved<Rb>| {
         let mut y = be.alloc(shape.len()).unwrap();
         bn.forward_train(&be, params, &mut state, &shape, &buf(x), &mut y, saved)
@@ -186,7 +201,7 @@ fn batch_norm_training() {
         &mut dx,
     )
     .unwrap();
-    let mut scratch_saved = BatchNormSaved::new(&be, 3).unwrap();
+    let mut scratch_saved = BatchNormSaved::new(&be, &shape).unwrap();
     check("bn dx", &x, dx.as_slice(), &mut gen, |v| {
         forward(&params, v, &mut scratch_saved)
     });
@@ -327,14 +342,14 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
     )
     .unwrap();
     let (batch, h, w) = (3, 6, 5);
-    let mut record = block.plan(&be, batch, h, w).unwrap();
+    let mut record = block.plan(&be, batch, h, w, StatGroups::WHOLE).unwrap();
     let mut scratch = Scratch::new(&be, block.needs(&be, &record)).unwrap();
     let mut params = random_params(&be, &layout, &mut gen);
     let mut state = TensorSet::zeros(&be, &state_layout).unwrap();
     let x = gen.values(record.in_len, 1.0);
     let r = gen.values(record.out_len, 1.0);
     let mut forward = |params: &TensorSet<Rb>, x: &[f64]| {
-        let mut rec = block.plan(&be, batch, h, w).unwrap();
+        let mut rec = block.plan(&be, batch, h, w, StatGroups::WHOLE).unwrap();
         block
             .forward(
                 &be,

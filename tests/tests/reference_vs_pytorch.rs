@@ -223,6 +223,8 @@ fn batch_norm_train_forward_backward_and_inference_match_torch() {
             spatial: case.spatial,
             eps: case.eps,
             momentum: case.momentum,
+            groups: 1,
+            running_every: 1,
         };
         let name = &case.name;
         let (x, gamma, beta) = (buffer(&case.x), buffer(&case.gamma), buffer(&case.beta));

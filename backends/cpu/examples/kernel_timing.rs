@@ -158,6 +158,8 @@ fn main() {
                 spatial: shape.out_height() * shape.out_width(),
                 eps: 1e-5,
                 momentum: 0.1,
+                groups: 1,
+                running_every: 1,
             };
             let g = be.alloc(o).unwrap();
             let mut st1 = be.alloc(o).unwrap();

@@ -1,5 +1,6 @@
 //! Batch normalisation over `[batch, channels, spatial]`: training forward, inference forward
-//! and backward, side by side.
+//! and backward, side by side. A call with several statistics groups runs its groups one after
+//! the other, each on its own block of the batch, as separate calls would.
 //!
 //! Channels are processed in blocks of `CHANNEL_BLOCK`: first the per-channel statistics of the
 //! block (in f64, threaded over channels; kept on the stack, so no allocation), then the
@@ -117,12 +118,54 @@ pub(crate) fn forward_train(
         &[
             ("batch_norm gamma", gamma.len()),
             ("batch_norm beta", beta.len()),
-            ("batch_norm save_mean", save_mean.len()),
-            ("batch_norm save_invstd", save_invstd.len()),
             ("batch_norm running_mean", running_mean.len()),
             ("batch_norm running_var", running_var.len()),
         ],
+        &[
+            ("batch_norm save_mean", save_mean.len()),
+            ("batch_norm save_invstd", save_invstd.len()),
+        ],
     )?;
+    let group = shape.group();
+    let (data, saved) = (group.len(), shape.channels);
+    for g in 0..shape.groups {
+        let block = g * data..(g + 1) * data;
+        let stats = g * saved..(g + 1) * saved;
+        forward_train_group(
+            par,
+            &group,
+            n,
+            &x[block.clone()],
+            gamma,
+            beta,
+            &mut y[block],
+            &mut save_mean[stats.clone()],
+            &mut save_invstd[stats],
+            running_mean,
+            running_var,
+            shape.moves_running(g),
+        );
+    }
+    Ok(())
+}
+
+/// One statistics group (`shape` is the group's), its buffers checked; the running statistics
+/// are written only when `moves_running`.
+#[allow(clippy::too_many_arguments)]
+fn forward_train_group(
+    par: &Par,
+    shape: &BatchNormShape,
+    n: usize,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    save_mean: &mut [f32],
+    save_invstd: &mut [f32],
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    moves_running: bool,
+) {
     let (c, s) = (shape.channels, shape.spatial);
     let (eps, mom) = (shape.eps, shape.momentum);
     let nf = n as f64;
@@ -154,6 +197,9 @@ pub(crate) fn forward_train(
                         is[k] = inv;
                         sm[k] = m as f32;
                         si[k] = inv as f32;
+                        if !moves_running {
+                            continue;
+                        }
                         rm[k] = ((1.0 - mom) * rm[k] as f64 + mom * m) as f32;
                         if n > 1 {
                             let unbiased = var * nf / (nf - 1.0);
@@ -177,7 +223,6 @@ pub(crate) fn forward_train(
         });
         c0 = c1;
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -204,7 +249,12 @@ pub(crate) fn forward_inference(
     if c == 0 {
         return Ok(());
     }
-    for_block_planes(par, shape, 0, c, y, |yp, ch, plane| {
+    // The running statistics serve every group alike: one pass over the whole batch.
+    let whole = BatchNormShape {
+        groups: 1,
+        ..*shape
+    };
+    for_block_planes(par, &whole, 0, c, y, |yp, ch, plane| {
         let scale = gamma[ch] as f64 / libm::sqrt(running_var[ch] as f64 + eps);
         let mu = running_mean[ch] as f64;
         let shift = beta[ch] as f64;
@@ -237,12 +287,51 @@ pub(crate) fn backward(
         ],
         &[
             ("batch_norm gamma", gamma.len()),
-            ("batch_norm save_mean", save_mean.len()),
-            ("batch_norm save_invstd", save_invstd.len()),
             ("batch_norm grad_gamma", grad_gamma.len()),
             ("batch_norm grad_beta", grad_beta.len()),
         ],
+        &[
+            ("batch_norm save_mean", save_mean.len()),
+            ("batch_norm save_invstd", save_invstd.len()),
+        ],
     )?;
+    let group = shape.group();
+    let (data, saved) = (group.len(), shape.channels);
+    for g in 0..shape.groups {
+        let block = g * data..(g + 1) * data;
+        let stats = g * saved..(g + 1) * saved;
+        backward_group(
+            par,
+            &group,
+            n,
+            &x[block.clone()],
+            &grad_y[block.clone()],
+            gamma,
+            &save_mean[stats.clone()],
+            &save_invstd[stats],
+            &mut grad_x[block],
+            grad_gamma,
+            grad_beta,
+        );
+    }
+    Ok(())
+}
+
+/// One statistics group (`shape` is the group's), its buffers checked.
+#[allow(clippy::too_many_arguments)]
+fn backward_group(
+    par: &Par,
+    shape: &BatchNormShape,
+    n: usize,
+    x: &[f32],
+    grad_y: &[f32],
+    gamma: &[f32],
+    save_mean: &[f32],
+    save_invstd: &[f32],
+    grad_x: &mut [f32],
+    grad_gamma: &mut [f32],
+    grad_beta: &mut [f32],
+) {
     let (c, s) = (shape.channels, shape.spatial);
     let nf = n as f64;
     let mut c0 = 0;
@@ -298,5 +387,4 @@ pub(crate) fn backward(
         });
         c0 = c1;
     }
-    Ok(())
 }

@@ -429,6 +429,8 @@ fn norm_pool_roi_and_updates_do_not_depend_on_threads() {
         spatial: 97,
         eps: 1e-5,
         momentum: 0.1,
+        groups: 1,
+        running_every: 1,
     };
     let x = rand_vec(bn.len(), 61, 3.0);
     let dy = rand_vec(bn.len(), 62, 1.0);

@@ -453,16 +453,23 @@ impl Backend for CudaBackend {
             &[
                 ("batch_norm gamma", gamma.len),
                 ("batch_norm beta", beta.len),
-                ("batch_norm save_mean", save_mean.len),
-                ("batch_norm save_invstd", save_invstd.len),
                 ("batch_norm running_mean", running_mean.len),
                 ("batch_norm running_var", running_var.len),
+            ],
+            &[
+                ("batch_norm save_mean", save_mean.len),
+                ("batch_norm save_invstd", save_invstd.len),
             ],
         )?;
         if shape.channels == 0 {
             return Ok(());
         }
         let what = "batch_norm_forward_train";
+        ensure(
+            shape.groups == 1,
+            what,
+            "statistics groups are not implemented on this backend yet",
+        )?;
         let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
         let nf = n as f64;
         // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
@@ -579,16 +586,23 @@ impl Backend for CudaBackend {
             ],
             &[
                 ("batch_norm gamma", gamma.len),
-                ("batch_norm save_mean", save_mean.len),
-                ("batch_norm save_invstd", save_invstd.len),
                 ("batch_norm grad_gamma", grad_gamma.len),
                 ("batch_norm grad_beta", grad_beta.len),
+            ],
+            &[
+                ("batch_norm save_mean", save_mean.len),
+                ("batch_norm save_invstd", save_invstd.len),
             ],
         )?;
         if shape.channels == 0 {
             return Ok(());
         }
         let what = "batch_norm_backward";
+        ensure(
+            shape.groups == 1,
+            what,
+            "statistics groups are not implemented on this backend yet",
+        )?;
         let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
         launch!(
             self,

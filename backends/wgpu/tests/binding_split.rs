@@ -226,6 +226,8 @@ fn batch_norm_accumulates_over_image_runs() {
         spatial: 50,
         eps: 1e-5,
         momentum: 0.1,
+        groups: 1,
+        running_every: 1,
     };
     let len = shape.batch * shape.channels * shape.spatial;
     let ch = shape.channels;

@@ -203,6 +203,8 @@ fn op_row(
                 spatial: h * w,
                 eps: 1e-5,
                 momentum: 0.1,
+                groups: 1,
+                running_every: 1,
             };
             let gamma = buffer(be, c, 6, 1.0);
             let beta = buffer(be, c, 7, 1.0);

@@ -38,17 +38,35 @@ impl<B: Backend> BnMode<'_, B> {
     }
 }
 
-/// What the training forward saves for backward: per-channel batch mean and 1/std.
+/// How a planned pass's batch norms split the batch into statistics groups (see
+/// [`BatchNormShape`]): `groups` consecutive blocks, each with its own statistics; the blocks
+/// whose index is a multiple of `running_every` move the running statistics, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatGroups {
+    pub groups: usize,
+    pub running_every: usize,
+}
+
+impl StatGroups {
+    /// One set of statistics over the whole batch: PyTorch's `BatchNorm2d` on one device.
+    pub const WHOLE: StatGroups = StatGroups {
+        groups: 1,
+        running_every: 1,
+    };
+}
+
+/// What the training forward saves for backward: the batch mean and 1/std per statistics
+/// group and channel.
 pub struct BatchNormSaved<B: Backend> {
     pub mean: B::Buffer,
     pub invstd: B::Buffer,
 }
 
 impl<B: Backend> BatchNormSaved<B> {
-    pub fn new(backend: &B, channels: usize) -> Result<Self> {
+    pub fn new(backend: &B, shape: &BatchNormShape) -> Result<Self> {
         Ok(BatchNormSaved {
-            mean: backend.alloc(channels)?,
-            invstd: backend.alloc(channels)?,
+            mean: backend.alloc(shape.saved_len())?,
+            invstd: backend.alloc(shape.saved_len())?,
         })
     }
 }
@@ -73,13 +91,15 @@ impl BatchNorm2d {
         })
     }
 
-    pub fn shape(&self, batch: usize, spatial: usize) -> BatchNormShape {
+    pub fn shape(&self, batch: usize, spatial: usize, groups: StatGroups) -> BatchNormShape {
         BatchNormShape {
             batch,
             channels: self.channels,
             spatial,
             eps: BN_EPS,
             momentum: BN_MOMENTUM,
+            groups: groups.groups,
+            running_every: groups.running_every,
         }
     }
 

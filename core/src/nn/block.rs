@@ -10,7 +10,7 @@ use crate::error::{check_len, Result};
 use crate::nn::activation::{
     relu_backward, relu_forward, residual_backward_into, residual_forward,
 };
-use crate::nn::batch_norm::BnMode;
+use crate::nn::batch_norm::{BnMode, StatGroups};
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::tensors::{join_name, TensorLayout, TensorSet, MAX_NAME_LEN};
 
@@ -127,19 +127,21 @@ impl ResidualBlock {
         })
     }
 
-    /// Plans the record for a `[batch, in_channels, height, width]` input.
+    /// Plans the record for a `[batch, in_channels, height, width]` input, its batch norms
+    /// with the statistics groups `groups`.
     pub fn plan<B: Backend>(
         &self,
         backend: &B,
         batch: usize,
         height: usize,
         width: usize,
+        groups: StatGroups,
     ) -> Result<BlockRecord<B>> {
         let mut units = Vec::new();
         let mut inner = Vec::new();
         let (mut h, mut w) = (height, width);
         for (u, unit) in self.units.iter().enumerate() {
-            let rec = unit.plan(backend, batch, h, w)?;
+            let rec = unit.plan(backend, batch, h, w, groups)?;
             let (_, oh, ow) = rec.out_dims();
             (h, w) = (oh, ow);
             if u + 1 < self.units.len() {
@@ -148,7 +150,7 @@ impl ResidualBlock {
             let _ = units.push(rec);
         }
         let downsample = match &self.downsample {
-            Some(d) => Some(d.plan(backend, batch, height, width)?),
+            Some(d) => Some(d.plan(backend, batch, height, width, groups)?),
             None => None,
         };
         let out_len = batch * self.out_channels * h * w;

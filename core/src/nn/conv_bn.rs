@@ -3,7 +3,7 @@
 use crate::backend::Backend;
 use crate::desc::{BatchNormShape, Conv2dShape};
 use crate::error::Result;
-use crate::nn::batch_norm::{BatchNorm2d, BatchNormSaved, BnMode};
+use crate::nn::batch_norm::{BatchNorm2d, BatchNormSaved, BnMode, StatGroups};
 use crate::nn::conv::Conv2d;
 use crate::nn::tensors::{TensorLayout, TensorSet};
 
@@ -79,24 +79,29 @@ impl ConvBn {
         })
     }
 
-    /// Plans the record for a `[batch, in_channels, height, width]` input.
+    /// Plans the record for a `[batch, in_channels, height, width]` input, its batch norm
+    /// with the statistics groups `groups`.
     pub fn plan<B: Backend>(
         &self,
         backend: &B,
         batch: usize,
         height: usize,
         width: usize,
+        groups: StatGroups,
     ) -> Result<ConvBnRecord<B>> {
         let conv_shape = self.conv.shape(batch, height, width);
         conv_shape.check_shape()?;
-        let bn_shape = self
-            .bn
-            .shape(batch, conv_shape.out_height() * conv_shape.out_width());
+        let bn_shape = self.bn.shape(
+            batch,
+            conv_shape.out_height() * conv_shape.out_width(),
+            groups,
+        );
+        bn_shape.check(bn_shape.len(), bn_shape.channels)?;
         Ok(ConvBnRecord {
             conv_shape,
             bn_shape,
             conv_out: backend.alloc(conv_shape.output_len())?,
-            saved: BatchNormSaved::new(backend, self.bn.channels)?,
+            saved: BatchNormSaved::new(backend, &bn_shape)?,
         })
     }
 

@@ -4,6 +4,7 @@
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::loss::L2Normalize;
+use crate::nn::batch_norm::StatGroups;
 use crate::nn::conv_bn::ScratchNeeds;
 use crate::nn::head::{HeadRecord, ProjectionHead};
 use crate::nn::resnet::{ResNet, ResNetConfig, ResNetRecord};
@@ -49,7 +50,7 @@ impl Encoder {
         self.head.out_dim()
     }
 
-    /// Plans a pass over `[batch, 3, height, width]` images.
+    /// Plans a pass over `[batch, 3, height, width]` images, one set of batch statistics.
     pub fn plan<B: Backend>(
         &self,
         backend: &B,
@@ -57,9 +58,24 @@ impl Encoder {
         height: usize,
         width: usize,
     ) -> Result<EncoderRecord<B>> {
+        self.plan_grouped(backend, batch, height, width, StatGroups::WHOLE)
+    }
+
+    /// Plans a pass over `[batch, 3, height, width]` images whose batch norms use the
+    /// statistics groups `groups` (the head has no batch norm).
+    pub fn plan_grouped<B: Backend>(
+        &self,
+        backend: &B,
+        batch: usize,
+        height: usize,
+        width: usize,
+        groups: StatGroups,
+    ) -> Result<EncoderRecord<B>> {
         let dim = self.embedding_dim();
         Ok(EncoderRecord {
-            backbone: self.backbone.plan(backend, batch, height, width)?,
+            backbone: self
+                .backbone
+                .plan_grouped(backend, batch, height, width, groups)?,
             head: self.head.plan(backend, batch)?,
             normalize: L2Normalize::new(backend, batch, dim)?,
             embeddings: backend.alloc(batch * dim)?,

@@ -11,7 +11,7 @@ use crate::backend::{Backend, BufferLen};
 use crate::desc::PoolShape;
 use crate::error::{check_len, ensure, Error, Result};
 use crate::nn::activation::{relu_backward, relu_forward};
-use crate::nn::batch_norm::BnMode;
+use crate::nn::batch_norm::{BnMode, StatGroups};
 use crate::nn::block::{BlockKind, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::pool::{GlobalAvgPool, MaxPool2d};
@@ -264,7 +264,7 @@ impl ResNet {
         self.config.feature_channels()
     }
 
-    /// Plans a pass over `[batch, 3, height, width]` images.
+    /// Plans a pass over `[batch, 3, height, width]` images, one set of batch statistics.
     pub fn plan<B: Backend>(
         &self,
         backend: &B,
@@ -272,13 +272,26 @@ impl ResNet {
         height: usize,
         width: usize,
     ) -> Result<ResNetRecord<B>> {
+        self.plan_grouped(backend, batch, height, width, StatGroups::WHOLE)
+    }
+
+    /// Plans a pass over `[batch, 3, height, width]` images whose batch norms use the
+    /// statistics groups `groups`.
+    pub fn plan_grouped<B: Backend>(
+        &self,
+        backend: &B,
+        batch: usize,
+        height: usize,
+        width: usize,
+        groups: StatGroups,
+    ) -> Result<ResNetRecord<B>> {
         ensure(batch >= 1, "resnet batch", "must be at least 1")?;
         ensure(
             height >= 1 && width >= 1,
             "resnet input",
             "image height and width must be at least 1",
         )?;
-        let conv_bn = self.stem.plan(backend, batch, height, width)?;
+        let conv_bn = self.stem.plan(backend, batch, height, width, groups)?;
         let (c, h, w) = conv_bn.out_dims();
         let act = backend.alloc(conv_bn.out_len())?;
         let (pool, out_dims) = match &self.max_pool {
@@ -301,7 +314,7 @@ impl ResNet {
         let mut blocks = Vec::new();
         let (_, mut h, mut w) = out_dims;
         for block in &self.blocks {
-            let rec = block.plan(backend, batch, h, w)?;
+            let rec = block.plan(backend, batch, h, w, groups)?;
             (_, h, w) = rec.out_dims;
             let _ = blocks.push(rec);
         }

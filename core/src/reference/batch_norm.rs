@@ -3,7 +3,7 @@
 
 use crate::desc::BatchNormShape;
 use crate::element::Element;
-use crate::error::Result;
+use crate::error::{check_len, Result};
 
 /// Validates every data-sized and channel-sized buffer of one call through the descriptor;
 /// the shortest of each group is the one that can be too short.
@@ -11,21 +11,32 @@ fn check_buffers(
     shape: &BatchNormShape,
     data_lens: &[usize],
     channel_lens: &[usize],
+    saved_lens: &[usize],
 ) -> Result<()> {
     let shortest = |lens: &[usize]| lens.iter().copied().min().unwrap_or(0);
-    shape.check(shortest(data_lens), shortest(channel_lens))
+    shape.check(shortest(data_lens), shortest(channel_lens))?;
+    if saved_lens.is_empty() {
+        return Ok(());
+    }
+    check_len(
+        "batch_norm saved statistics",
+        shortest(saved_lens),
+        shape.saved_len(),
+    )
 }
 
-/// Flat indices of channel `c`'s `batch * spatial` values.
-fn channel_indices(shape: &BatchNormShape, c: usize) -> impl Iterator<Item = usize> {
+/// Flat indices of channel `c`'s values in statistics group `g`: `batch / groups * spatial`
+/// of them.
+fn channel_indices(shape: &BatchNormShape, g: usize, c: usize) -> impl Iterator<Item = usize> {
     let (channels, spatial) = (shape.channels, shape.spatial);
-    (0..shape.batch).flat_map(move |b| {
+    let per_group = shape.batch / shape.groups;
+    (g * per_group..(g + 1) * per_group).flat_map(move |b| {
         let start = (b * channels + c) * spatial;
         start..start + spatial
     })
 }
 
-/// Training-mode forward, per channel over its n values: two-pass mean and biased variance,
+/// Training-mode forward, per channel and statistics group over its n values: two-pass mean and biased variance,
 /// `save_invstd = 1 / sqrt(var + eps)`, `y = (x - mean) * invstd * gamma + beta`, and the
 /// running statistics moved by `momentum` towards the mean and the *unbiased* variance
 /// (left unchanged when n = 1, where it is undefined). A channel with no values (batch or
@@ -48,41 +59,51 @@ pub fn batch_norm_forward_train<T: Element>(
         &[
             gamma.len(),
             beta.len(),
-            save_mean.len(),
-            save_invstd.len(),
             running_mean.len(),
             running_var.len(),
         ],
+        &[save_mean.len(), save_invstd.len()],
     )?;
-    let n = shape.batch * shape.spatial;
-    let momentum = shape.momentum;
-    for c in 0..shape.channels {
-        if n == 0 {
-            save_mean[c] = T::zero();
-            save_invstd[c] = T::from_f64(1.0 / libm::sqrt(shape.eps));
-            continue;
-        }
-        let count = n as f64;
-        let mean = channel_indices(shape, c).map(|e| x[e].widen()).sum::<f64>() / count;
-        let var = channel_indices(shape, c)
-            .map(|e| {
-                let d = x[e].widen() - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / count;
-        let invstd = 1.0 / libm::sqrt(var + shape.eps);
-        let (g, b) = (gamma[c].widen(), beta[c].widen());
-        for e in channel_indices(shape, c) {
-            y[e] = T::from_f64((x[e].widen() - mean) * invstd * g + b);
-        }
-        save_mean[c] = T::from_f64(mean);
-        save_invstd[c] = T::from_f64(invstd);
-        running_mean[c] = T::from_f64((1.0 - momentum) * running_mean[c].widen() + momentum * mean);
-        if n > 1 {
-            let unbiased = var * count / (count - 1.0);
-            running_var[c] =
-                T::from_f64((1.0 - momentum) * running_var[c].widen() + momentum * unbiased);
+    let n = shape.batch / shape.groups * shape.spatial;
+    for g in 0..shape.groups {
+        let momentum = shape.momentum;
+        let moves = shape.moves_running(g);
+        for c in 0..shape.channels {
+            let at = g * shape.channels + c;
+            if n == 0 {
+                save_mean[at] = T::zero();
+                save_invstd[at] = T::from_f64(1.0 / libm::sqrt(shape.eps));
+                continue;
+            }
+            let count = n as f64;
+            let mean = channel_indices(shape, g, c)
+                .map(|e| x[e].widen())
+                .sum::<f64>()
+                / count;
+            let var = channel_indices(shape, g, c)
+                .map(|e| {
+                    let d = x[e].widen() - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / count;
+            let invstd = 1.0 / libm::sqrt(var + shape.eps);
+            let (scale, shift) = (gamma[c].widen(), beta[c].widen());
+            for e in channel_indices(shape, g, c) {
+                y[e] = T::from_f64((x[e].widen() - mean) * invstd * scale + shift);
+            }
+            save_mean[at] = T::from_f64(mean);
+            save_invstd[at] = T::from_f64(invstd);
+            if !moves {
+                continue;
+            }
+            running_mean[c] =
+                T::from_f64((1.0 - momentum) * running_mean[c].widen() + momentum * mean);
+            if n > 1 {
+                let unbiased = var * count / (count - 1.0);
+                running_var[c] =
+                    T::from_f64((1.0 - momentum) * running_var[c].widen() + momentum * unbiased);
+            }
         }
     }
     Ok(())
@@ -109,12 +130,17 @@ pub fn batch_norm_forward_inference<T: Element>(
             running_mean.len(),
             running_var.len(),
         ],
+        &[],
     )?;
+    let whole = BatchNormShape {
+        groups: 1,
+        ..*shape
+    };
     for c in 0..shape.channels {
         let mean = running_mean[c].widen();
         let invstd = 1.0 / libm::sqrt(running_var[c].widen() + shape.eps);
         let (g, b) = (gamma[c].widen(), beta[c].widen());
-        for e in channel_indices(shape, c) {
+        for e in channel_indices(&whole, 0, c) {
             y[e] = T::from_f64((x[e].widen() - mean) * invstd * g + b);
         }
     }
@@ -139,31 +165,32 @@ pub fn batch_norm_backward<T: Element>(
     check_buffers(
         shape,
         &[x.len(), grad_y.len(), grad_x.len()],
-        &[
-            gamma.len(),
-            save_mean.len(),
-            save_invstd.len(),
-            grad_gamma.len(),
-            grad_beta.len(),
-        ],
+        &[gamma.len(), grad_gamma.len(), grad_beta.len()],
+        &[save_mean.len(), save_invstd.len()],
     )?;
-    let count = (shape.batch * shape.spatial) as f64;
-    for c in 0..shape.channels {
-        let (mean, invstd) = (save_mean[c].widen(), save_invstd[c].widen());
-        let xhat = |e: usize| (x[e].widen() - mean) * invstd;
-        let sum_dy: f64 = channel_indices(shape, c).map(|e| grad_y[e].widen()).sum();
-        let sum_dy_xhat: f64 = channel_indices(shape, c)
-            .map(|e| grad_y[e].widen() * xhat(e))
-            .sum();
-        grad_gamma[c] = T::from_f64(grad_gamma[c].widen() + sum_dy_xhat);
-        grad_beta[c] = T::from_f64(grad_beta[c].widen() + sum_dy);
-        if count == 0.0 {
-            continue;
-        }
-        let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
-        let scale = gamma[c].widen() * invstd;
-        for e in channel_indices(shape, c) {
-            grad_x[e] = T::from_f64(scale * (grad_y[e].widen() - mean_dy - xhat(e) * mean_dy_xhat));
+    let count = (shape.batch / shape.groups * shape.spatial) as f64;
+    for g in 0..shape.groups {
+        for c in 0..shape.channels {
+            let at = g * shape.channels + c;
+            let (mean, invstd) = (save_mean[at].widen(), save_invstd[at].widen());
+            let xhat = |e: usize| (x[e].widen() - mean) * invstd;
+            let sum_dy: f64 = channel_indices(shape, g, c)
+                .map(|e| grad_y[e].widen())
+                .sum();
+            let sum_dy_xhat: f64 = channel_indices(shape, g, c)
+                .map(|e| grad_y[e].widen() * xhat(e))
+                .sum();
+            grad_gamma[c] = T::from_f64(grad_gamma[c].widen() + sum_dy_xhat);
+            grad_beta[c] = T::from_f64(grad_beta[c].widen() + sum_dy);
+            if count == 0.0 {
+                continue;
+            }
+            let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
+            let scale = gamma[c].widen() * invstd;
+            for e in channel_indices(shape, g, c) {
+                grad_x[e] =
+                    T::from_f64(scale * (grad_y[e].widen() - mean_dy - xhat(e) * mean_dy_xhat));
+            }
         }
     }
     Ok(())
@@ -180,6 +207,8 @@ mod tests {
             spatial,
             eps: 1e-5,
             momentum: 0.1,
+            groups: 1,
+            running_every: 1,
         }
     }
 

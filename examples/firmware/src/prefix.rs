@@ -9,6 +9,7 @@
 use dscl_core::backend::Backend;
 use dscl_core::error::Result;
 use dscl_core::nn::activation::relu_forward;
+use dscl_core::nn::batch_norm::StatGroups;
 use dscl_core::nn::block::BlockRecord;
 use dscl_core::nn::conv_bn::ConvBnRecord;
 use dscl_core::nn::{
@@ -87,12 +88,12 @@ impl Prefix {
         height: usize,
         width: usize,
     ) -> Result<PrefixRecord<B>> {
-        let stem = self.stem.plan(backend, batch, height, width)?;
+        let stem = self.stem.plan(backend, batch, height, width, StatGroups::WHOLE)?;
         let (_, h, w) = stem.out_dims();
         let stem_out = backend.alloc(stem.out_len())?;
-        let layer1 = self.blocks[0].plan(backend, batch, h, w)?;
+        let layer1 = self.blocks[0].plan(backend, batch, h, w, StatGroups::WHOLE)?;
         let (_, h, w) = layer1.out_dims;
-        let layer2 = self.blocks[1].plan(backend, batch, h, w)?;
+        let layer2 = self.blocks[1].plan(backend, batch, h, w, StatGroups::WHOLE)?;
         Ok(PrefixRecord {
             stem,
             stem_out,

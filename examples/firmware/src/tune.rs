@@ -30,6 +30,7 @@ use dscl_core::error::{ensure, Error, Result};
 use dscl_core::loss::{
     ContrastiveInputs, ContrastiveShape, L2Normalize, QueryGradient, SupervisedContrastive,
 };
+use dscl_core::nn::batch_norm::StatGroups;
 use dscl_core::nn::block::BlockRecord;
 use dscl_core::nn::{
     BlockKind, BnMode, GlobalAvgPool, HeadRecord, ProjectionHead, ResidualBlock, Scratch,
@@ -303,7 +304,7 @@ impl Tail {
         height: usize,
         width: usize,
     ) -> Result<TailRecord<B>> {
-        let block = self.block.plan(backend, batch, height, width)?;
+        let block = self.block.plan(backend, batch, height, width, StatGroups::WHOLE)?;
         let (channels, h, w) = block.out_dims;
         let dim = self.head.out_dim();
         Ok(TailRecord {

@@ -2,7 +2,7 @@
 //! inference forward, and backward (dx written, dgamma/dbeta accumulated).
 
 use crate::gen::Gen;
-use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
+use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Backend;
@@ -35,6 +35,8 @@ pub(crate) fn run<Fac: Factory>(cfg: &Config, make: &RefCell<Fac>) -> FamilyRepo
                 spatial,
                 eps,
                 momentum,
+                groups: 1,
+                running_every: 1,
             },
             seed,
         });
@@ -340,5 +342,162 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         &t_dg,
     )?;
     ctx.check("batch_norm_backward", "grad_beta", s, &[ch], &dbeta, &t_db)?;
-    ctx.no_faults("batch_norm", case)
+    ctx.no_faults("batch_norm", case)?;
+    statistics_groups(ctx, case, &mut g)
+}
+
+/// The training forward and backward with 2 or 3 statistics groups of the case's batch each,
+/// against the same backend called once per group on that group's block (the definition in
+/// [`BatchNormShape`]): outputs, group-major saved statistics, the running statistics moved
+/// by the chosen groups in order, and the parameter gradients accumulated group by group.
+/// Then a NaN in a group that does not move the running statistics must leave them exactly
+/// as the moving groups alone leave them.
+fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> Res<()> {
+    let groups = 2 + (case.seed % 2) as usize;
+    let running_every = if case.seed.is_multiple_of(3) { 1 } else { groups };
+    let one = BatchNormShape {
+        groups: 1,
+        running_every: 1,
+        ..case.shape
+    };
+    let s = BatchNormShape {
+        batch: one.batch * groups,
+        groups,
+        running_every,
+        ..one
+    };
+    let (len, block, ch) = (s.len(), one.len(), s.channels);
+    let x_init: Vec<f32> = (0..len)
+        .map(|i| g.normal() * 1.5 + (i % 7) as f32 * 0.25)
+        .collect();
+    let gamma_init = g.normal_vec(ch, 1.0);
+    let beta_init = g.normal_vec(ch, 1.0);
+    let rm_init = g.normal_vec(ch, 1.0);
+    let rv_init: Vec<f32> = (0..ch).map(|_| g.uniform(0.2, 3.0)).collect();
+    let dy_init = g.normal_vec(len, 1.0);
+    let dg_init = g.normal_vec(ch, 1.0);
+    let db_init = g.normal_vec(ch, 1.0);
+    let gamma = ctx.be_buf(&gamma_init)?;
+    let beta = ctx.be_buf(&beta_init)?;
+
+    // Grouped: one call each way.
+    let x = ctx.be_buf(&x_init)?;
+    let dy = ctx.be_buf(&dy_init)?;
+    let mut y = ctx.be_buf(&g.poison(len))?;
+    let mut smean = ctx.be_buf(&g.poison(s.saved_len()))?;
+    let mut sinv = ctx.be_buf(&g.poison(s.saved_len()))?;
+    let (mut rmean, mut rvar) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
+    ctx.be
+        .batch_norm_forward_train(
+            &s, &x, &gamma, &beta, &mut y, &mut smean, &mut sinv, &mut rmean, &mut rvar,
+        )
+        .or_fail("batch_norm_forward_train with statistics groups")?;
+    let mut dx = ctx.be_buf(&g.poison(len))?;
+    let (mut dgamma, mut dbeta) = (ctx.be_buf(&dg_init)?, ctx.be_buf(&db_init)?);
+    ctx.be
+        .batch_norm_backward(
+            &s,
+            &x,
+            &dy,
+            &gamma,
+            &smean,
+            &sinv,
+            &mut dx,
+            &mut dgamma,
+            &mut dbeta,
+        )
+        .or_fail("batch_norm_backward with statistics groups")?;
+
+    // Separate: one call per group, the running statistics and parameter gradients threaded
+    // through in group order.
+    let mut want = GroupedResults::default();
+    let (mut rm, mut rv) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
+    let (mut dg, mut db) = (ctx.be_buf(&dg_init)?, ctx.be_buf(&db_init)?);
+    for k in 0..groups {
+        let range = k * block..(k + 1) * block;
+        let xk = ctx.be_buf(&x_init[range.clone()])?;
+        let dyk = ctx.be_buf(&dy_init[range])?;
+        let mut yk = ctx.be_buf(&g.poison(block))?;
+        let (mut mk, mut ik) = (ctx.be_buf(&g.poison(ch))?, ctx.be_buf(&g.poison(ch))?);
+        let (mut scratch_rm, mut scratch_rv) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
+        let (run_mean, run_var) = if s.moves_running(k) {
+            (&mut rm, &mut rv)
+        } else {
+            (&mut scratch_rm, &mut scratch_rv)
+        };
+        ctx.be
+            .batch_norm_forward_train(
+                &one, &xk, &gamma, &beta, &mut yk, &mut mk, &mut ik, run_mean, run_var,
+            )
+            .or_fail("batch_norm_forward_train on one group")?;
+        let mut dxk = ctx.be_buf(&g.poison(block))?;
+        ctx.be
+            .batch_norm_backward(
+                &one, &xk, &dyk, &gamma, &mk, &ik, &mut dxk, &mut dg, &mut db,
+            )
+            .or_fail("batch_norm_backward on one group")?;
+        want.y.extend(ctx.read_be(&yk)?);
+        want.save_mean.extend(ctx.read_be(&mk)?);
+        want.save_invstd.extend(ctx.read_be(&ik)?);
+        want.grad_x.extend(ctx.read_be(&dxk)?);
+    }
+    let pairs = [
+        ("y", ctx.read_be(&y)?, want.y),
+        ("save_mean", ctx.read_be(&smean)?, want.save_mean),
+        ("save_invstd", ctx.read_be(&sinv)?, want.save_invstd),
+        ("running_mean", ctx.read_be(&rmean)?, ctx.read_be(&rm)?),
+        ("running_var", ctx.read_be(&rvar)?, ctx.read_be(&rv)?),
+        ("grad_x", ctx.read_be(&dx)?, want.grad_x),
+        ("grad_gamma", ctx.read_be(&dgamma)?, ctx.read_be(&dg)?),
+        ("grad_beta", ctx.read_be(&dbeta)?, ctx.read_be(&db)?),
+    ];
+    // Separate calls and one grouped call may sum in another order; they agree to a few
+    // roundings of the values involved.
+    let tol = 64.0 * ctx.eps();
+    for (what, got, want) in pairs {
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            if (a - b).abs() > tol * scale || a.is_nan() != b.is_nan() {
+                return fail(format!(
+                    "batch_norm with {groups} statistics groups (running_every \
+                     {running_every}) differs from one call per group: {what}[{i}] = {a} \
+                     against {b}; shape {s:?}"
+                ));
+            }
+        }
+    }
+    ctx.no_faults("batch_norm statistics groups", case)?;
+
+    // A NaN in group 1, which does not move the running statistics when running_every > 1.
+    if running_every > 1 {
+        let mut poisoned = x_init.clone();
+        poisoned[block] = f32::NAN;
+        let x = ctx.be_buf(&poisoned)?;
+        let (mut rmean, mut rvar) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
+        ctx.be
+            .batch_norm_forward_train(
+                &s, &x, &gamma, &beta, &mut y, &mut smean, &mut sinv, &mut rmean, &mut rvar,
+            )
+            .or_fail("batch_norm_forward_train with a NaN in a group")?;
+        let (got_mean, got_var) = (ctx.read_be(&rmean)?, ctx.read_be(&rvar)?);
+        let (want_mean, want_var) = (ctx.read_be(&rm)?, ctx.read_be(&rv)?);
+        let same = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+        if !same(&got_mean, &want_mean) || !same(&got_var, &want_var) {
+            return fail(format!(
+                "batch_norm: a NaN in statistics group 1 (running_every {running_every}) \
+                 reached the running statistics: mean {got_mean:?} against {want_mean:?}, \
+                 variance {got_var:?} against {want_var:?}; shape {s:?}"
+            ));
+        }
+        let _ = ctx.faults()?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct GroupedResults {
+    y: Vec<f64>,
+    save_mean: Vec<f64>,
+    save_invstd: Vec<f64>,
+    grad_x: Vec<f64>,
 }

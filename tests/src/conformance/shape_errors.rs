@@ -239,6 +239,8 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         spatial: 4,
         eps: 1e-5,
         momentum: 0.1,
+        groups: 1,
+        running_every: 1,
     };
     let (bx, bx_s) = (z(24)?, z(23)?);
     let (bc, bc_s) = (z(3)?, z(2)?);

@@ -12,7 +12,7 @@
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::check_len;
+use dscl_core::error::{check_len, ensure};
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, groups, image_runs, word};
@@ -105,16 +105,23 @@ pub(crate) fn forward_train(
         &[
             ("batch_norm gamma", gamma.len),
             ("batch_norm beta", beta.len),
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
             ("batch_norm running_mean", running_mean.len),
             ("batch_norm running_var", running_var.len),
+        ],
+        &[
+            ("batch_norm save_mean", save_mean.len),
+            ("batch_norm save_invstd", save_invstd.len),
         ],
     )?;
     if shape.channels == 0 {
         return Ok(());
     }
     let what = "batch_norm_forward_train";
+    ensure(
+        shape.groups == 1,
+        what,
+        "statistics groups are not implemented on this backend yet",
+    )?;
     word(what, shape.len())?;
     let nf = n as f64;
     // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
@@ -272,16 +279,23 @@ pub(crate) fn backward(
         ],
         &[
             ("batch_norm gamma", gamma.len),
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
             ("batch_norm grad_gamma", grad_gamma.len),
             ("batch_norm grad_beta", grad_beta.len),
+        ],
+        &[
+            ("batch_norm save_mean", save_mean.len),
+            ("batch_norm save_invstd", save_invstd.len),
         ],
     )?;
     if shape.channels == 0 {
         return Ok(());
     }
     let what = "batch_norm_backward";
+    ensure(
+        shape.groups == 1,
+        what,
+        "statistics groups are not implemented on this backend yet",
+    )?;
     word(what, shape.len())?;
     let image = shape.channels * shape.spatial;
     let runs = image_runs(be, what, shape.batch, &[image])?;
