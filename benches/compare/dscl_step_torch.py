@@ -29,8 +29,9 @@ float64, forward and backward; `--roi-align torch` forces it; `roi_align=` says 
 
 Where the official code differs, and what is done here:
 * it puts all C crops through the encoder one crop at a time (batch-norm statistics per crop);
-  the Rust step runs them as one batch of C x B (statistics over all crops). Default
-  `--crop-passes batched` is the Rust math; `--crop-passes per-crop` is the official loop.
+  the default `--crop-passes per-crop` is that loop, as the Rust step's default
+  (`CropNorm::PerSet`, statistics per crop set); `--crop-passes batched` is one batch of C x B
+  (statistics over all crops), the Rust step's `CropNorm::Joint`.
 * it builds the teachers with gradient tracking and detaches their softmax; here they are
   built under no_grad (the same values; no graph kept that backward would never use).
 * its queue starts as random unit keys with random labels and is always taken as full; the
@@ -411,7 +412,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0, help="inputs and initial weights")
-    p.add_argument("--crop-passes", default="batched", choices=["batched", "per-crop"])
+    p.add_argument("--crop-passes", default="per-crop", choices=["batched", "per-crop"])
     p.add_argument(
         "--roi-align",
         default="auto",

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 use dscl_core::nn::{Encoder, ResNetConfig, TensorLayout, TensorSet};
 use dscl_core::train::{
-    ContrastiveLoss, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig, StepShape,
+    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig,
+    StepShape,
 };
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
@@ -174,6 +175,8 @@ fn pretrain(images: &[u8], labels: &[u8], pool: &[usize]) -> (Vec<u8>, f64) {
         queue_len: PRE_QUEUE,
         key_momentum: 0.99,
         sgd: SgdConfig::STAGE1,
+        replicas: 1,
+        crop_norm: CropNorm::Joint,
     };
     let shape = StepShape {
         batch: PRE_BATCH,
@@ -215,6 +218,7 @@ fn pretrain(images: &[u8], labels: &[u8], pool: &[usize]) -> (Vec<u8>, f64) {
             crops: &none,
             crop_boxes: &none,
             labels: &batch_labels,
+            key_shuffle: None,
         };
         loss = step
             .step(&be, &encoder, &mut model, &batch, schedule.lr_at(s as f64))

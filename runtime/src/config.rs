@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::SplitThresholds;
+use dscl_core::train::dscl_step::MAX_REPLICAS;
 
 /// Where the images come from. With none of the training flags, the built-in digits.
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -147,6 +148,29 @@ impl QueueInit {
     }
 }
 
+/// How stage 1 batch-normalises the PBSD crops (`--crop-norm`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropNorm {
+    /// The official code: each crop set its own pass, statistics per set (and replica group).
+    #[default]
+    PerSet,
+    /// One pass over all crops with one set of statistics (one replica only).
+    Joint,
+}
+
+impl CropNorm {
+    /// What a checkpoint from before `--crop-norm` existed did: one joint pass.
+    fn before_the_flag() -> Self {
+        CropNorm::Joint
+    }
+}
+
+/// What a checkpoint from before `--replicas` existed did: one group.
+fn one_replica() -> usize {
+    1
+}
+
 /// Stage-1 flags (`runtime train`).
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainArgs {
@@ -178,6 +202,17 @@ pub struct TrainArgs {
     /// PBSD crops per image.
     #[arg(long)]
     pub crops: Option<usize>,
+    /// R: replica groups of each stage-1 batch, each with its own batch-norm statistics and
+    /// contrast set and the keys' batch norm shuffled across them, as R GPUs of the official
+    /// DDP run (default: 2 for the ImageNet-LT recipe, as published; 1 otherwise).
+    #[arg(long)]
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// How the PBSD crops are batch-normalised: `per-set` (the official code: one pass per
+    /// crop set) or `joint` (one pass over all crops; one replica only).
+    #[arg(long, value_enum, default_value = "per-set")]
+    #[serde(default)]
+    pub crop_norm: CropNorm,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -255,6 +290,10 @@ pub struct RunConfig {
     pub queue: usize,
     #[serde(default = "QueueInit::before_the_flag")]
     pub queue_init: QueueInit,
+    #[serde(default = "one_replica")]
+    pub replicas: usize,
+    #[serde(default = "CropNorm::before_the_flag")]
+    pub crop_norm: CropNorm,
     pub momentum_encoder: f64,
     pub embedding_dim: usize,
     pub epochs: usize,
@@ -292,6 +331,7 @@ struct Preset {
     min_scale: f64,
     flip: bool,
     tau: f64,
+    replicas: usize,
 }
 
 fn preset(kind: DataKind) -> Preset {
@@ -314,6 +354,7 @@ fn preset(kind: DataKind) -> Preset {
             min_scale: 0.08,
             flip: true,
             tau: 0.07,
+            replicas: 2,
         },
         DataKind::Cifar => Preset {
             arch: Arch::Resnet32,
@@ -332,6 +373,7 @@ fn preset(kind: DataKind) -> Preset {
             min_scale: 0.08,
             flip: true,
             tau: 0.07,
+            replicas: 1,
         },
         // Small and quick: a few minutes on two cores for both stages. Tuned on the digits
         // (see README, "Long-tailed digits"): a warmer temperature and a longer linear stage
@@ -355,6 +397,7 @@ fn preset(kind: DataKind) -> Preset {
             min_scale: 0.5,
             flip: false,
             tau: 0.2,
+            replicas: 1,
         },
     }
 }
@@ -400,6 +443,13 @@ impl RunConfig {
             tau: train.tau.unwrap_or(p.tau),
             queue: train.queue.unwrap_or(p.queue),
             queue_init: train.queue_init,
+            // The cross-entropy baseline trains as one group unless told otherwise (and then
+            // refuses, below).
+            replicas: match train.loss {
+                LossKind::Ce => train.replicas.unwrap_or(1),
+                _ => train.replicas.unwrap_or(p.replicas),
+            },
+            crop_norm: train.crop_norm,
             momentum_encoder: train.momentum_encoder.unwrap_or(p.momentum_encoder),
             embedding_dim: p.embedding_dim,
             epochs,
@@ -435,6 +485,34 @@ impl RunConfig {
         }
         if self.crops == 0 && self.pbsd_weight > 0.0 {
             bail!("--crops must be at least 1 while PBSD is on (--pbsd-weight > 0)");
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            bail!(
+                "--replicas must be between 1 and {MAX_REPLICAS}, got {}",
+                self.replicas
+            );
+        }
+        if !self.batch_size.is_multiple_of(self.replicas) {
+            bail!(
+                "--batch-size ({}) must be a multiple of --replicas ({}): each replica group \
+                 takes batch-size / replicas images",
+                self.batch_size,
+                self.replicas
+            );
+        }
+        if self.replicas > 1 && self.crop_norm == CropNorm::Joint && self.pbsd_weight > 0.0 {
+            bail!(
+                "--crop-norm joint is defined for one replica only (its one pass would mix the \
+                 replica groups' crops); use --crop-norm per-set, or --replicas 1 (this run \
+                 has {})",
+                self.replicas
+            );
+        }
+        if self.replicas > 1 && self.loss == LossKind::Ce {
+            bail!(
+                "--replicas applies to the contrastive stage-1 step; the cross-entropy \
+                 baseline (--loss ce) trains as one group"
+            );
         }
         for (flag, v) in [
             ("--tau", self.tau),

@@ -1,9 +1,9 @@
 //! From the run's configuration to the core's network descriptions.
 
 use dscl_core::nn::{Encoder, ResNet, ResNetClassifier, ResNetConfig, TensorLayout};
-use dscl_core::train::{ContrastiveLoss, DsclConfig, SgdConfig};
+use dscl_core::train::{ContrastiveLoss, CropNorm, DsclConfig, SgdConfig};
 
-use crate::config::{Arch, LossKind, RunConfig};
+use crate::config::{self, Arch, LossKind, RunConfig};
 
 pub fn resnet_config(arch: Arch, image_size: usize) -> ResNetConfig {
     let base = match arch {
@@ -67,5 +67,10 @@ pub fn dscl_config(cfg: &RunConfig) -> DsclConfig {
         queue_len: cfg.queue,
         key_momentum: cfg.momentum_encoder,
         sgd: sgd(cfg),
+        replicas: cfg.replicas,
+        crop_norm: match cfg.crop_norm {
+            config::CropNorm::PerSet => CropNorm::PerSet,
+            config::CropNorm::Joint => CropNorm::Joint,
+        },
     }
 }

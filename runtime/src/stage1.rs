@@ -26,7 +26,9 @@ use crate::checkpoint::{
     put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
 };
 use crate::config::{LossKind, QueueInit, RunConfig};
-use crate::data::{epoch_order, epoch_seed, Batch, Dataset, Loader, LoaderConfig, Transform};
+use crate::data::{
+    epoch_order, epoch_seed, key_shuffle, Batch, Dataset, Loader, LoaderConfig, Transform,
+};
 use crate::datasets::{class_counts, open_train, workers};
 use crate::model;
 use crate::out_dir;
@@ -333,6 +335,7 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let mut crops_buf = backend.alloc(crops.len().max(1))?;
     let mut boxes_buf = backend.alloc(boxes.len().max(1))?;
     let mut labels_buf = backend.alloc_index(b)?;
+    let mut shuffle = vec![0u32; b];
 
     let mut take_step = |batch: &Batch<Stage1Views>, lr: f64, at: Position| -> Result<Value> {
         let (qi, ki) = (3 * s * s, 3 * cs * cs);
@@ -355,12 +358,19 @@ fn train_contrastive<B: Backend<Elem = f32>>(
             backend.upload(&mut boxes_buf, 0, &boxes)?;
         }
         backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
+        let key_shuffle = if cfg.replicas > 1 {
+            key_shuffle(cfg.seed, at.global_step, &mut shuffle);
+            Some(&shuffle[..])
+        } else {
+            None
+        };
         let batch = DsclBatch {
             queries: &q_buf,
             keys: &k_buf,
             crops: &crops_buf,
             crop_boxes: &boxes_buf,
             labels: &labels_buf,
+            key_shuffle,
         };
         let losses = step
             .step(backend, &encoder, &mut m.borrow_mut(), &batch, lr)

@@ -430,3 +430,71 @@ fn bad_input_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(text(&o).contains("/no/such.safetensors"), "{}", text(&o));
 }
+
+/// `--replicas R` splits each stage-1 batch into R groups (own batch-norm statistics and
+/// contrast set, the keys' batch norm shuffled across them): `run` works with 1, 2 and 4, the
+/// setting changes the losses and is recorded, a resumed two-group run continues exactly (the
+/// key shuffles are a function of seed and step), and a batch that R does not divide, or a
+/// joint crop pass over several groups, is refused before any work.
+#[test]
+fn replicas_split_the_batch_resume_exactly_and_refuse_what_does_not_divide() {
+    let mut first_losses = Vec::new();
+    for replicas in ["1", "2", "4"] {
+        let out = temp(&format!("replicas-{replicas}"));
+        let mut args = vec!["run", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(QUICK);
+        args.extend_from_slice(&["--replicas", replicas]);
+        let o = runtime(&args);
+        assert!(o.status.success(), "--replicas {replicas}: {}", text(&o));
+        assert!(text(&o).contains("top-1"), "{}", text(&o));
+        let config = Checkpoint::read(&out.join("stage1.safetensors"))
+            .unwrap()
+            .meta("config")
+            .unwrap()
+            .to_string();
+        assert!(
+            config.contains(&format!(r#""replicas":{replicas}"#)),
+            "{config}"
+        );
+        first_losses.push(step_losses(&out, "stage1")[0]);
+    }
+    assert_ne!(first_losses[0], first_losses[1], "{first_losses:?}");
+    assert_ne!(first_losses[1], first_losses[2], "{first_losses:?}");
+
+    let train = |out: &Path, extra: &[&str]| -> Output {
+        let mut args = vec!["train", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&QUICK[..8]); // epochs, batch 32, queue 64, crops
+        args.extend_from_slice(&["--replicas", "2"]);
+        args.extend_from_slice(extra);
+        runtime(&args)
+    };
+    let whole = temp("replicas-whole");
+    let o = train(&whole, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let parts = temp("replicas-parts");
+    let o = train(&parts, &["--stop-after", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = train(&parts, &["--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(step_losses(&parts, "stage1"), step_losses(&whole, "stage1"));
+
+    let refused = temp("replicas-refused");
+    for (extra, says) in [
+        (
+            &["--batch-size", "30", "--replicas", "4"][..],
+            "--batch-size (30) must be a multiple of --replicas (4)",
+        ),
+        (
+            &["--replicas", "2", "--crop-norm", "joint"][..],
+            "--crop-norm joint is defined for one replica only",
+        ),
+        (&["--replicas", "0"][..], "--replicas must be between 1 and"),
+    ] {
+        let mut args = vec!["train", "--out", refused.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = runtime(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(says), "{extra:?}: {}", text(&o));
+        assert!(!refused.join("log.jsonl").exists(), "{extra:?} started work");
+    }
+}

@@ -14,7 +14,7 @@ use dscl_core::nn::{
 };
 use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
 use dscl_core::train::{
-    ContrastiveLoss, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape,
+    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape,
 };
 use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -463,9 +463,22 @@ fn projection_head() {
 }
 
 /// The whole stage-1 objective on a tiny ResNet: DSCL over queries, keys and a partly filled
-/// queue, plus PBSD from ROI-aligned teachers to two crops per image.
+/// queue, plus PBSD from ROI-aligned teachers to two crops per image, all crops in one
+/// batch-norm pass.
 #[test]
 fn whole_tiny_resnet_dscl_pbsd_step() {
+    whole_step_gradients(1, CropNorm::Joint, None);
+}
+
+/// The same objective in two replica groups of two images: batch norm per group and per crop
+/// set, the keys' batch norm shuffled across the groups, each group's losses over its own
+/// rows, and the mean over the groups (the gradients scaled by 1 / R, as DDP averages them).
+#[test]
+fn whole_tiny_resnet_step_in_two_replica_groups() {
+    whole_step_gradients(2, CropNorm::PerSet, Some(&[2, 0, 3, 1]));
+}
+
+fn whole_step_gradients(replicas: usize, crop_norm: CropNorm, key_shuffle: Option<&[u32]>) {
     let be = Rb::new();
     let mut gen = Gen::new(11);
     let config = ResNetConfig {
@@ -487,6 +500,8 @@ fn whole_tiny_resnet_dscl_pbsd_step() {
         queue_len: 6,
         key_momentum: 0.9,
         sgd: SgdConfig::STAGE1,
+        replicas,
+        crop_norm,
     };
     let mut step = DsclStep::new(&be, &encoder, dscl, shape).unwrap();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
@@ -525,6 +540,7 @@ fn whole_tiny_resnet_dscl_pbsd_step() {
         crops: &crops,
         crop_boxes: &boxes,
         labels: &labels,
+        key_shuffle,
     };
 
     let losses = step

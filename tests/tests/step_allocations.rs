@@ -50,11 +50,19 @@ fn filled(be: &ReferenceBackend<f32>, len: usize, f: impl Fn(usize) -> f32) -> V
 
 #[test]
 fn planned_steps_allocate_nothing() {
+    // One group, and two replica groups with shuffled key batch norm (the per-group rows,
+    // the shuffle and the per-set crop statistics).
+    planned_steps(1, None);
+    planned_steps(2, Some(&[5, 0, 7, 2, 1, 6, 3, 4]));
+}
+
+fn planned_steps(replicas: usize, key_shuffle: Option<&[u32]>) {
     let be = ReferenceBackend::<f32>::new();
     let encoder = Encoder::new(ResNetConfig::tiny(), 16).unwrap();
     let config = DsclConfig {
         crops: 2,
         queue_len: 32,
+        replicas,
         ..DsclConfig::default()
     };
     let shape = StepShape {
@@ -94,6 +102,7 @@ fn planned_steps_allocate_nothing() {
         crops: &crops,
         crop_boxes: &boxes,
         labels: &labels,
+        key_shuffle,
     };
     step.step(&be, &encoder, &mut model, &batch, 0.01).unwrap();
 
@@ -125,5 +134,8 @@ fn planned_steps_allocate_nothing() {
         ce_step(&mut weights, &mut state);
     }
     let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-    assert_eq!(during, 0, "heap allocations during planned steps");
+    assert_eq!(
+        during, 0,
+        "heap allocations during planned steps with {replicas} replica group(s)"
+    );
 }

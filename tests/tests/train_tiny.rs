@@ -13,8 +13,8 @@ use dscl_core::nn::{
     Encoder, LinearClassifier, ResNetClassifier, ResNetConfig, Scratch, TensorSet,
 };
 use dscl_core::train::{
-    ClassifierStep, ContrastiveLoss, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule,
-    SgdConfig, StepShape, Trainable,
+    ClassifierStep, ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep,
+    LrSchedule, SgdConfig, StepShape, Trainable,
 };
 use dscl_core::{Backend, Error, Fault, Result};
 use dscl_cpu::CpuBackend;
@@ -164,6 +164,8 @@ fn dscl_step_drives_the_loss_down() {
         queue_len: 64,
         key_momentum: 0.99,
         sgd: SgdConfig::STAGE1,
+        replicas: 1,
+        crop_norm: CropNorm::PerSet,
     };
     let shape = StepShape {
         batch,
@@ -248,6 +250,7 @@ fn dscl_step_drives_the_loss_down() {
                         crops: &cb,
                         crop_boxes: &bb,
                         labels: &yb,
+                        key_shuffle: None,
                     },
                     lr,
                 )
@@ -815,6 +818,7 @@ fn each_step_reads_the_device_once() {
         crops: &cb,
         crop_boxes: &bb,
         labels: &yb,
+        key_shuffle: None,
     };
     for pbsd_weight in [1.5, 0.0] {
         let config = DsclConfig {
@@ -951,6 +955,7 @@ fn a_faulty_step_names_the_cause_and_changes_no_parameter() {
         crops: &cb,
         crop_boxes: &bb,
         labels: yb,
+        key_shuffle: None,
     };
     step.step(&be, &encoder, &mut model, &batch_of(&qb, &yb), 0.1)
         .unwrap();

@@ -219,6 +219,7 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
         crops: &crops,
         crop_boxes: &crop_boxes,
         labels: &labels,
+        key_shuffle: None,
     };
     let lr = LR_PER_256 * b as f64 / 256.0;
 

@@ -1,30 +1,48 @@
-//! The stage-1 training step of DSCL + PBSD (Xuan & Zhang 2024):
+//! The stage-1 training step of DSCL + PBSD (Xuan & Zhang 2024), in R replica groups:
 //!
 //! 1. query path: the full-size query images through the encoder -> queries q (with gradient);
+//!    batch norm per replica group;
 //! 2. teachers: the query's last feature map ROI-aligned (2x2) on each crop's box, averaged,
 //!    through the same head, normalised -> t (no gradient);
-//! 3. crop path: the C small crops, batched, through the same encoder -> students s;
-//! 4. momentum update of the key encoder, then the key images through it -> keys k;
-//! 5. loss = DSCL(q; k, queue) + lambda * PBSD(t -> s; k, queue), queued without a read: both
-//!    losses and their gradient probes go to one four-element totals buffer;
+//! 3. crop path: the C small crops through the same encoder -> students s; batch norm per crop
+//!    set and replica group (the official `for small_im_q in small_im_qs` loop), or one joint
+//!    set of statistics ([`CropNorm::Joint`], one replica only);
+//! 4. momentum update of the key encoder, then the key images through it -> keys k, shuffled
+//!    across the replica groups for its batch norm and restored after (MoCo's shuffle BN);
+//! 5. per replica group, loss = DSCL(q; k, queue) + lambda * PBSD(t -> s; k, queue) over the
+//!    group's own queries, keys and crops plus the shared queue, queued without a read into one
+//!    totals buffer; the gradients scaled by 1 / R, as DDP averages the replicas' gradients;
 //! 6. backward through the crop path and the query path into one gradient set; then the step's
-//!    one read: the totals and the fault slot together ([`Backend::download_with_fault`]), so
-//!    the host waits for the device once per step, with the whole forward and backward queued
-//!    ahead of it, and a fault or overflow (named as each loss names it alone) stops the step
-//!    here, before any parameter changes;
-//! 7. SGD; 8. the keys and labels enter the queue.
+//!    one read: every group's totals and the fault slot together
+//!    ([`Backend::download_with_fault`]), so the host waits for the device once per step, with
+//!    the whole forward and backward queued ahead of it, and a fault or overflow (named as each
+//!    loss names it alone) stops the step here, before any parameter changes;
+//! 7. SGD; 8. every group's keys and labels enter the queue, in group order.
+//!
+//! The replica groups are the single-device form of the official run's data parallelism (2
+//! GPUs under DistributedDataParallel without synchronised batch norm): the batch of B images
+//! is R consecutive groups of B / R, each normalised by its own batch statistics in every pass,
+//! each its own contrast set. The running statistics are the ones replica 0 leaves, as DDP
+//! broadcasts rank 0's buffers to every replica at each forward: replica 0's query pass, its C
+//! crop sets in order, and its shuffled key group move them; the other groups never do. With
+//! R = 1 the step is the plain single-device step. The per-group work reads each group's rows
+//! of the step's buffers, so R processes can later run one group each with a collective
+//! (all-reduce of the gradients, all-gather of the keys) in place of the in-memory groups.
 //!
 //! [`DsclStep::forward_backward`] is steps 1-6 alone, for gradient checks.
 
+use heapless::Vec;
+
 use crate::backend::Backend;
 use crate::backend::BufferLen;
-use crate::error::{check_len, ensure, Result};
-use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
+use crate::error::{check_len, ensure, Fault, Result};
+use crate::loss::diagnose::{explain_fault, LossReadout, NamedRows, Totals, TOTALS_LEN};
 use crate::loss::L2Normalize;
 use crate::loss::{
     ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
     SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT, DEFAULT_TEMPERATURE,
 };
+use crate::nn::batch_norm::StatGroups;
 use crate::nn::encoder::{Encoder, EncoderRecord};
 use crate::nn::head::HeadRecord;
 use crate::nn::pool::GlobalAvgPool;
@@ -32,6 +50,10 @@ use crate::nn::roi_align::RoiAlign;
 use crate::nn::scratch::Scratch;
 use crate::train::model::DsclModel;
 use crate::train::optim::SgdConfig;
+use crate::train::queue::KeyQueue;
+
+/// The most replica groups one step holds (a node of 8 GPUs times 8 nodes).
+pub const MAX_REPLICAS: usize = 64;
 
 /// Which supervised contrastive loss stage 1 uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,6 +62,18 @@ pub enum ContrastiveLoss {
     Dscl { beta: f64 },
     /// The SupCon baseline.
     SupCon,
+}
+
+/// How the crop pass's batch norm takes its statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CropNorm {
+    /// The official code: each crop set (crop c of every image) its own pass, so statistics
+    /// per set and replica group, and the running statistics moved once per set.
+    PerSet,
+    /// One set of statistics over all C x B crops and one running-statistics move: cheaper to
+    /// reason about, but not the official method (a set's statistics mix with the others'),
+    /// and defined for one replica only.
+    Joint,
 }
 
 /// The hyperparameters of a stage-1 step, with the published defaults.
@@ -56,6 +90,9 @@ pub struct DsclConfig {
     /// m: key-encoder momentum.
     pub key_momentum: f64,
     pub sgd: SgdConfig,
+    /// R: replica groups of the batch (the official ImageNet-LT run: 2 GPUs).
+    pub replicas: usize,
+    pub crop_norm: CropNorm,
 }
 
 impl Default for DsclConfig {
@@ -68,6 +105,8 @@ impl Default for DsclConfig {
             queue_len: 65536,
             key_momentum: 0.999,
             sgd: SgdConfig::STAGE1,
+            replicas: 1,
+            crop_norm: CropNorm::PerSet,
         }
     }
 }
@@ -75,6 +114,7 @@ impl Default for DsclConfig {
 /// Sizes of one step's inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StepShape {
+    /// B: images per step, all replica groups together.
     pub batch: usize,
     /// Query and key images are `image_size x image_size`.
     pub image_size: usize,
@@ -95,6 +135,11 @@ pub struct DsclBatch<'a, B: Backend> {
     pub crop_boxes: &'a B::Buffer,
     /// `[B]` labels.
     pub labels: &'a B::IndexBuffer,
+    /// Shuffled key batch norm with R > 1 replica groups: slot j of the key encoder's batch
+    /// holds key image `key_shuffle[j]` (a permutation of `0..B`, drawn anew each step), so
+    /// group g normalises key images `key_shuffle[g * B / R..(g + 1) * B / R]`. `None` keeps
+    /// the keys in order; ignored with one group, whose statistics no order changes.
+    pub key_shuffle: Option<&'a [u32]>,
 }
 
 /// The losses of one step (means over the batch).
@@ -111,20 +156,27 @@ pub struct DsclStep<B: Backend> {
     shape: StepShape,
     query: EncoderRecord<B>,
     key: EncoderRecord<B>,
+    /// With R > 1: the key images in shuffled order and the keys restored to image order.
+    shuffle: Option<KeyShuffle<B>>,
     crop: Option<CropPath<B>>,
     scratch: Scratch<B>,
-    contrastive: SupervisedContrastive<B>,
+    /// One per replica group: its losses and (R > 1) its rows of the step's buffers.
+    groups: Vec<ReplicaGroup<B>, MAX_REPLICAS>,
     d_queries: B::Buffer,
-    /// DSCL's loss and gradient probe at [`CONTRASTIVE_SLOT`], PBSD's at [`PBSD_SLOT`]: what
-    /// the step reads back.
+    /// Group g's DSCL loss and gradient probe at [`contrastive_slot`]`(g)`, its PBSD's at
+    /// [`pbsd_slot`]`(g)`: what the step reads back.
     totals: B::Buffer,
 }
 
 /// Where each loss's totals start in [`DsclStep`]'s totals buffer.
-const CONTRASTIVE_SLOT: usize = 0;
-const PBSD_SLOT: usize = TOTALS_LEN;
+const fn contrastive_slot(group: usize) -> usize {
+    2 * TOTALS_LEN * group
+}
+const fn pbsd_slot(group: usize) -> usize {
+    2 * TOTALS_LEN * group + TOTALS_LEN
+}
 
-/// What PBSD adds: the crops' pass, the teachers and the distillation loss.
+/// What PBSD adds: the crops' pass and the teachers.
 struct CropPath<B: Backend> {
     students: EncoderRecord<B>,
     roi: RoiAlign,
@@ -134,9 +186,32 @@ struct CropPath<B: Backend> {
     teacher_head: HeadRecord<B>,
     teacher_norm: L2Normalize<B>,
     teachers: B::Buffer,
-    loss: PatchSelfDistillation<B>,
     d_students: B::Buffer,
     frozen_teachers: bool,
+}
+
+struct KeyShuffle<B: Backend> {
+    images: B::Buffer,
+    keys_in_order: B::Buffer,
+}
+
+/// One replica group's losses; with R > 1 also its rows, gathered from the step's buffers
+/// before its losses and its gradients scattered back after.
+struct ReplicaGroup<B: Backend> {
+    contrastive: SupervisedContrastive<B>,
+    pbsd: Option<PatchSelfDistillation<B>>,
+    rows: Option<GroupRows<B>>,
+}
+
+struct GroupRows<B: Backend> {
+    queries: B::Buffer,
+    keys: B::Buffer,
+    labels: B::IndexBuffer,
+    d_queries: B::Buffer,
+    /// `[C * b, d]` crop-major within the group (PBSD only, else empty).
+    teachers: B::Buffer,
+    students: B::Buffer,
+    d_students: B::Buffer,
 }
 
 impl<B: Backend> DsclStep<B> {
@@ -157,7 +232,19 @@ impl<B: Backend> DsclStep<B> {
             "key momentum",
             "must lie in [0, 1]",
         )?;
-        let b = shape.batch;
+        let replicas = config.replicas;
+        ensure(
+            (1..=MAX_REPLICAS).contains(&replicas),
+            "replicas",
+            "must be between 1 and 64",
+        )?;
+        ensure(
+            shape.batch.is_multiple_of(replicas),
+            "batch",
+            "must be a multiple of the replica count (each replica group takes batch / replicas images)",
+        )?;
+        let big_b = shape.batch;
+        let b = big_b / replicas;
         let dim = encoder.embedding_dim();
         let loss_shape = ContrastiveShape {
             batch: b,
@@ -165,28 +252,52 @@ impl<B: Backend> DsclStep<B> {
             queue_len: config.queue_len,
             num_classes: shape.num_classes,
         };
-        let contrastive = match config.loss {
-            ContrastiveLoss::Dscl { beta } => {
-                SupervisedContrastive::dscl(backend, loss_shape, config.temperature, beta)?
-            }
-            ContrastiveLoss::SupCon => {
-                SupervisedContrastive::supcon(backend, loss_shape, config.temperature)?
-            }
+        let replica_groups = StatGroups {
+            groups: replicas,
+            running_every: replicas,
         };
-        let query = encoder.plan(backend, b, shape.image_size, shape.image_size)?;
-        let key = encoder.plan(backend, b, shape.image_size, shape.image_size)?;
+        let query = encoder.plan_grouped(
+            backend,
+            big_b,
+            shape.image_size,
+            shape.image_size,
+            replica_groups,
+        )?;
+        let key = encoder.plan_grouped(
+            backend,
+            big_b,
+            shape.image_size,
+            shape.image_size,
+            replica_groups,
+        )?;
         let mut needs = encoder.needs(backend, &query);
-        let crop = if config.pbsd_weight > 0.0 {
+        let pbsd_on = config.pbsd_weight > 0.0;
+        let crop = if pbsd_on {
             ensure(
                 config.crops >= 1,
                 "crops",
                 "must be at least 1 when PBSD is on",
             )?;
-            let n = config.crops * b;
-            let students = encoder.plan(backend, n, shape.crop_size, shape.crop_size)?;
+            let crop_groups = match config.crop_norm {
+                CropNorm::PerSet => StatGroups {
+                    groups: config.crops * replicas,
+                    running_every: replicas,
+                },
+                CropNorm::Joint => {
+                    ensure(
+                        replicas == 1,
+                        "crop batch norm",
+                        "the joint crop pass is defined for one replica only; use per-set",
+                    )?;
+                    StatGroups::WHOLE
+                }
+            };
+            let n = config.crops * big_b;
+            let students =
+                encoder.plan_grouped(backend, n, shape.crop_size, shape.crop_size, crop_groups)?;
             needs = needs.max(encoder.needs(backend, &students));
             let (channels, h, w) = query.backbone.feature_dims();
-            let roi = RoiAlign::new(b, channels, h, w, n, encoder.backbone.config.stride())?;
+            let roi = RoiAlign::new(big_b, channels, h, w, n, encoder.backbone.config.stride())?;
             Some(CropPath {
                 students,
                 roi_out: backend.alloc(roi.shape.output_len())?,
@@ -200,14 +311,57 @@ impl<B: Backend> DsclStep<B> {
                 teacher_head: encoder.head.plan(backend, n)?,
                 teacher_norm: L2Normalize::new(backend, n, dim)?,
                 teachers: backend.alloc(n * dim)?,
-                loss: PatchSelfDistillation::new(
+                d_students: backend.alloc(n * dim)?,
+                frozen_teachers: false,
+            })
+        } else {
+            None
+        };
+        let mut groups = Vec::new();
+        for _ in 0..replicas {
+            let contrastive = match config.loss {
+                ContrastiveLoss::Dscl { beta } => {
+                    SupervisedContrastive::dscl(backend, loss_shape, config.temperature, beta)?
+                }
+                ContrastiveLoss::SupCon => {
+                    SupervisedContrastive::supcon(backend, loss_shape, config.temperature)?
+                }
+            };
+            let pbsd = if pbsd_on {
+                Some(PatchSelfDistillation::new(
                     backend,
                     loss_shape,
                     config.crops,
                     config.temperature,
-                )?,
-                d_students: backend.alloc(n * dim)?,
-                frozen_teachers: false,
+                )?)
+            } else {
+                None
+            };
+            let crop_rows = if pbsd_on { config.crops * b * dim } else { 0 };
+            let rows = if replicas > 1 {
+                Some(GroupRows {
+                    queries: backend.alloc(b * dim)?,
+                    keys: backend.alloc(b * dim)?,
+                    labels: backend.alloc_index(b)?,
+                    d_queries: backend.alloc(b * dim)?,
+                    teachers: backend.alloc(crop_rows)?,
+                    students: backend.alloc(crop_rows)?,
+                    d_students: backend.alloc(crop_rows)?,
+                })
+            } else {
+                None
+            };
+            // Capacity is MAX_REPLICAS, checked above.
+            let _ = groups.push(ReplicaGroup {
+                contrastive,
+                pbsd,
+                rows,
+            });
+        }
+        let shuffle = if replicas > 1 {
+            Some(KeyShuffle {
+                images: backend.alloc(big_b * 3 * shape.image_size * shape.image_size)?,
+                keys_in_order: backend.alloc(big_b * dim)?,
             })
         } else {
             None
@@ -217,11 +371,12 @@ impl<B: Backend> DsclStep<B> {
             shape,
             query,
             key,
+            shuffle,
             crop,
             scratch: Scratch::new(backend, needs)?,
-            contrastive,
-            d_queries: backend.alloc(b * dim)?,
-            totals: backend.alloc(2 * TOTALS_LEN)?,
+            groups,
+            d_queries: backend.alloc(big_b * dim)?,
+            totals: backend.alloc(2 * TOTALS_LEN * replicas)?,
         })
     }
 
@@ -245,9 +400,12 @@ impl<B: Backend> DsclStep<B> {
     pub fn queries(&self) -> &B::Buffer {
         &self.query.embeddings
     }
-    /// The key embeddings of the last step (`[B, d]`).
+    /// The key embeddings of the last step (`[B, d]`, in image order).
     pub fn keys(&self) -> &B::Buffer {
-        &self.key.embeddings
+        match &self.shuffle {
+            Some(s) => &s.keys_in_order,
+            None => &self.key.embeddings,
+        }
     }
 
     fn check_batch(&self, batch: &DsclBatch<'_, B>) -> Result<()> {
@@ -264,6 +422,18 @@ impl<B: Backend> DsclStep<B> {
                 n * 3 * s.crop_size * s.crop_size,
             )?;
             check_len("crop boxes", batch.crop_boxes.len(), n * 5)?;
+        }
+        if let Some(order) = batch.key_shuffle {
+            check_len("key shuffle", order.len(), s.batch)?;
+            // A permutation: every slot names a distinct image. Quadratic, allocation-free,
+            // and small next to a step (B^2 / 2 comparisons).
+            for (j, &image) in order.iter().enumerate() {
+                ensure(
+                    (image as usize) < s.batch && !order[..j].contains(&image),
+                    "key shuffle",
+                    "must be a permutation of the batch's images",
+                )?;
+            }
         }
         Ok(())
     }
@@ -284,12 +454,14 @@ impl<B: Backend> DsclStep<B> {
             .ema_from(backend, self.config.key_momentum, &model.query.params)?;
         let losses = self.losses_and_gradients(backend, encoder, model, batch)?;
         model.query.sgd_step(backend, &self.config.sgd, lr)?;
-        model.queue.enqueue(
-            backend,
-            &self.key.embeddings,
-            batch.labels,
-            self.shape.batch,
-        )?;
+        // Every group's keys in group order: the official concat_all_gather.
+        let keys = match &self.shuffle {
+            Some(s) => &s.keys_in_order,
+            None => &self.key.embeddings,
+        };
+        model
+            .queue
+            .enqueue(backend, keys, batch.labels, self.shape.batch)?;
         Ok(losses)
     }
 
@@ -317,7 +489,11 @@ impl<B: Backend> DsclStep<B> {
     ) -> Result<StepLosses> {
         let params = &model.query.params;
         model.query.grads.zero(backend)?;
+        let (big_b, replicas) = (self.shape.batch, self.config.replicas);
+        let b = big_b / replicas;
+        let dim = encoder.embedding_dim();
 
+        // Step 1: queries.
         encoder.forward(
             backend,
             params,
@@ -326,6 +502,7 @@ impl<B: Backend> DsclStep<B> {
             batch.queries,
             &mut self.scratch,
         )?;
+        // Steps 2 and 3: teachers and students.
         if let Some(c) = &mut self.crop {
             if !c.frozen_teachers {
                 c.roi.forward(
@@ -351,47 +528,169 @@ impl<B: Backend> DsclStep<B> {
                 &mut self.scratch,
             )?;
         }
-        encoder.forward(
-            backend,
-            &model.key_params,
-            &mut model.key_state,
-            &mut self.key,
-            batch.keys,
-            &mut self.scratch,
-        )?;
+        // Step 4: keys, shuffled across the groups for batch norm and restored after.
+        let shuffle = match (&mut self.shuffle, batch.key_shuffle) {
+            (Some(s), Some(order)) => Some((s, order)),
+            _ => None,
+        };
+        match shuffle {
+            Some((s, order)) => {
+                let image = 3 * self.shape.image_size * self.shape.image_size;
+                for (slot, &from) in order.iter().enumerate() {
+                    let from = from as usize;
+                    backend.copy(batch.keys, from * image, &mut s.images, slot * image, image)?;
+                }
+                encoder.forward(
+                    backend,
+                    &model.key_params,
+                    &mut model.key_state,
+                    &mut self.key,
+                    &s.images,
+                    &mut self.scratch,
+                )?;
+                for (slot, &to) in order.iter().enumerate() {
+                    let to = to as usize;
+                    backend.copy(
+                        &self.key.embeddings,
+                        slot * dim,
+                        &mut s.keys_in_order,
+                        to * dim,
+                        dim,
+                    )?;
+                }
+            }
+            None => {
+                encoder.forward(
+                    backend,
+                    &model.key_params,
+                    &mut model.key_state,
+                    &mut self.key,
+                    batch.keys,
+                    &mut self.scratch,
+                )?;
+                if let Some(s) = &mut self.shuffle {
+                    backend.copy(
+                        &self.key.embeddings,
+                        0,
+                        &mut s.keys_in_order,
+                        0,
+                        big_b * dim,
+                    )?;
+                }
+            }
+        }
+        let keys = match &self.shuffle {
+            Some(s) => &s.keys_in_order,
+            None => &self.key.embeddings,
+        };
 
-        // Steps 5 and 6: each loss queued into the step's totals buffer (nothing is read back
-        // yet) and backward, the crop path first.
+        // Step 5: each group's losses queued into the step's totals buffer (nothing is read
+        // back yet), its gradients scaled by 1 / R into the step's gradient buffers.
         let queue = &model.queue;
-        self.contrastive.record(
-            backend,
-            &ContrastiveInputs {
-                queries: &self.query.embeddings,
-                keys: &self.key.embeddings,
-                queue: &queue.keys,
-                labels: batch.labels,
-                queue_labels: &queue.labels,
-                queue_filled: queue.filled(),
-            },
-            QueryGradient::ThroughContrastSet,
-            &mut self.d_queries,
-            Totals::At(&mut self.totals, CONTRASTIVE_SLOT),
-        )?;
-        if let Some(c) = &mut self.crop {
-            c.loss.record(
+        let crops = self.config.crops;
+        let inv_r = 1.0 / replicas as f64;
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            if let Some(rows) = &mut group.rows {
+                backend.copy(
+                    &self.query.embeddings,
+                    g * b * dim,
+                    &mut rows.queries,
+                    0,
+                    b * dim,
+                )?;
+                backend.copy(keys, g * b * dim, &mut rows.keys, 0, b * dim)?;
+                backend.copy_index(batch.labels, g * b, &mut rows.labels, 0, b)?;
+                if let Some(c) = &self.crop {
+                    for set in 0..crops {
+                        let (from, to) = (((set * big_b) + g * b) * dim, set * b * dim);
+                        backend.copy(&c.teachers, from, &mut rows.teachers, to, b * dim)?;
+                        backend.copy(
+                            &c.students.embeddings,
+                            from,
+                            &mut rows.students,
+                            to,
+                            b * dim,
+                        )?;
+                    }
+                }
+            }
+            let (queries, group_keys, labels, d_queries, crop_io) =
+                match (&mut group.rows, &mut self.crop) {
+                    (Some(r), crop) => {
+                        let GroupRows {
+                            queries,
+                            keys: group_keys,
+                            labels,
+                            d_queries,
+                            teachers,
+                            students,
+                            d_students,
+                        } = r;
+                        let crop_io = crop
+                            .is_some()
+                            .then_some((&*teachers, &*students, d_students));
+                        (&*queries, &*group_keys, &*labels, d_queries, crop_io)
+                    }
+                    (None, crop) => (
+                        &self.query.embeddings,
+                        keys,
+                        batch.labels,
+                        &mut self.d_queries,
+                        crop.as_mut()
+                            .map(|c| (&c.teachers, &c.students.embeddings, &mut c.d_students)),
+                    ),
+                };
+            group.contrastive.record(
                 backend,
-                &PbsdInputs {
-                    teachers: &c.teachers,
-                    students: &c.students.embeddings,
-                    keys: &self.key.embeddings,
+                &ContrastiveInputs {
+                    queries,
+                    keys: group_keys,
                     queue: &queue.keys,
+                    labels,
+                    queue_labels: &queue.labels,
                     queue_filled: queue.filled(),
                 },
-                &mut c.d_students,
-                Totals::At(&mut self.totals, PBSD_SLOT),
+                QueryGradient::ThroughContrastSet,
+                d_queries,
+                Totals::At(&mut self.totals, contrastive_slot(g)),
             )?;
-            let len = c.d_students.len();
-            backend.scale(&mut c.d_students, len, self.config.pbsd_weight)?;
+            if let (Some(pbsd), Some((teachers, students, d_students))) = (&mut group.pbsd, crop_io)
+            {
+                pbsd.record(
+                    backend,
+                    &PbsdInputs {
+                        teachers,
+                        students,
+                        keys: group_keys,
+                        queue: &queue.keys,
+                        queue_filled: queue.filled(),
+                    },
+                    d_students,
+                    Totals::At(&mut self.totals, pbsd_slot(g)),
+                )?;
+                let len = d_students.len();
+                backend.scale(d_students, len, self.config.pbsd_weight * inv_r)?;
+            }
+            if let Some(rows) = &mut group.rows {
+                backend.scale(&mut rows.d_queries, b * dim, inv_r)?;
+                backend.copy(
+                    &rows.d_queries,
+                    0,
+                    &mut self.d_queries,
+                    g * b * dim,
+                    b * dim,
+                )?;
+                if let Some(c) = &mut self.crop {
+                    for set in 0..crops {
+                        let (from, to) = (set * b * dim, ((set * big_b) + g * b) * dim);
+                        backend.copy(&rows.d_students, from, &mut c.d_students, to, b * dim)?;
+                    }
+                }
+            }
+        }
+
+        // Step 6: backward, the crop path first.
+        if let Some(c) = &mut self.crop {
             encoder.backward(
                 backend,
                 params,
@@ -412,67 +711,112 @@ impl<B: Backend> DsclStep<B> {
             &mut self.scratch,
         )?;
 
-        // The step's one read: both losses, both gradient probes and the fault slot.
-        let mut values = [B::Elem::default(); 2 * TOTALS_LEN];
+        // The step's one read: every group's losses and gradient probes and the fault slot.
+        let mut values = [B::Elem::default(); 2 * TOTALS_LEN * MAX_REPLICAS];
         let read = if self.crop.is_some() {
-            2 * TOTALS_LEN
+            pbsd_slot(replicas - 1) + TOTALS_LEN
         } else {
-            TOTALS_LEN
+            contrastive_slot(replicas - 1) + TOTALS_LEN
         };
         let fault = backend.download_with_fault(&self.totals, 0, &mut values[..read])?;
-        let contrastive = LossReadout::at(&values, CONTRASTIVE_SLOT);
-        let contrastive_inputs = ContrastiveInputs {
-            queries: &self.query.embeddings,
-            keys: &self.key.embeddings,
-            queue: &queue.keys,
-            labels: batch.labels,
-            queue_labels: &queue.labels,
-            queue_filled: queue.filled(),
-        };
-        let mut pbsd = 0.0;
-        match &self.crop {
-            None => {
-                self.contrastive.finish(
-                    backend,
-                    &contrastive_inputs,
-                    &self.d_queries,
-                    contrastive,
-                    fault,
-                )?;
-            }
-            Some(c) => {
-                // As if each loss had read its own values and the fault slot in turn: the
-                // fault is traced to DSCL's inputs, then PBSD's; then DSCL's outputs are
-                // checked, then PBSD's (its gradient as scaled by lambda, which keeps a
-                // non-finite value non-finite).
-                let pbsd_readout = LossReadout::at(&values, PBSD_SLOT);
-                let pbsd_inputs = PbsdInputs {
-                    teachers: &c.teachers,
-                    students: &c.students.embeddings,
-                    keys: &self.key.embeddings,
-                    queue: &queue.keys,
-                    queue_filled: queue.filled(),
-                };
-                let contrastive_named = self.contrastive.named_inputs(&contrastive_inputs);
-                let pbsd_named = c.loss.named_inputs(&pbsd_inputs);
-                explain_fault(
-                    backend,
-                    fault,
-                    &[
-                        self.contrastive.suspect(&contrastive_named, contrastive),
-                        c.loss.suspect(&pbsd_named, pbsd_readout),
-                    ],
-                )?;
-                self.contrastive
-                    .check_outputs(backend, contrastive, &self.d_queries)?;
-                c.loss.check_outputs(backend, pbsd_readout, &c.d_students)?;
-                pbsd = pbsd_readout.loss;
+        self.check_readouts(backend, &model.queue, batch.labels, &values, fault)?;
+        let (mut contrastive, mut pbsd) = (0.0, 0.0);
+        for g in 0..replicas {
+            contrastive += LossReadout::at(&values, contrastive_slot(g)).loss * inv_r;
+            if self.crop.is_some() {
+                pbsd += LossReadout::at(&values, pbsd_slot(g)).loss * inv_r;
             }
         }
         Ok(StepLosses {
-            total: contrastive.loss + self.config.pbsd_weight * pbsd,
-            contrastive: contrastive.loss,
+            total: contrastive + self.config.pbsd_weight * pbsd,
+            contrastive,
             pbsd,
         })
+    }
+
+    /// Turns a fault or a non-finite loss or gradient into the error each loss names alone: the
+    /// fault is traced to DSCL's inputs, then PBSD's, over the whole batch (a row index is the
+    /// image's, whichever group it fell in); then every group's DSCL outputs are checked, then
+    /// every group's PBSD outputs (its gradient as scaled by lambda / R, which keeps a
+    /// non-finite value non-finite).
+    fn check_readouts(
+        &self,
+        backend: &B,
+        queue: &KeyQueue<B>,
+        labels: &B::IndexBuffer,
+        values: &[B::Elem],
+        fault: Option<Fault>,
+    ) -> Result<()> {
+        let big_b = self.shape.batch;
+        let keys = self.keys();
+        let readouts = |slot: fn(usize) -> usize| {
+            (0..self.groups.len()).map(move |g| LossReadout::at(values, slot(g)))
+        };
+        // The readout a fault is blamed on when no input is non-finite: the first group's
+        // that overflowed, else group 0's.
+        let blamed = |slot: fn(usize) -> usize| {
+            readouts(slot)
+                .find(|r| !(r.loss.is_finite() && r.gradient_probe.is_finite()))
+                .unwrap_or(LossReadout::at(values, slot(0)))
+        };
+        let first = &self.groups[0];
+        let mut contrastive_named = first.contrastive.named_inputs(&ContrastiveInputs {
+            queries: &self.query.embeddings,
+            keys,
+            queue: &queue.keys,
+            labels,
+            queue_labels: &queue.labels,
+            queue_filled: queue.filled(),
+        });
+        widen_rows(&mut contrastive_named, big_b, self.config.crops);
+        let contrastive_suspect = first
+            .contrastive
+            .suspect(&contrastive_named, blamed(contrastive_slot));
+        match (&first.pbsd, &self.crop) {
+            (Some(pbsd), Some(c)) => {
+                let mut pbsd_named = pbsd.named_inputs(&PbsdInputs {
+                    teachers: &c.teachers,
+                    students: &c.students.embeddings,
+                    keys,
+                    queue: &queue.keys,
+                    queue_filled: queue.filled(),
+                });
+                widen_rows(&mut pbsd_named, big_b, self.config.crops);
+                let pbsd_suspect = pbsd.suspect(&pbsd_named, blamed(pbsd_slot));
+                explain_fault(backend, fault, &[contrastive_suspect, pbsd_suspect])?;
+            }
+            _ => explain_fault(backend, fault, &[contrastive_suspect])?,
+        }
+        for (group, readout) in self.groups.iter().zip(readouts(contrastive_slot)) {
+            let gradient = group
+                .rows
+                .as_ref()
+                .map_or(&self.d_queries, |r| &r.d_queries);
+            group
+                .contrastive
+                .check_outputs(backend, readout, gradient)?;
+        }
+        if let Some(c) = &self.crop {
+            for (group, readout) in self.groups.iter().zip(readouts(pbsd_slot)) {
+                let gradient = group.rows.as_ref().map_or(&c.d_students, |r| &r.d_students);
+                if let Some(pbsd) = &group.pbsd {
+                    pbsd.check_outputs(backend, readout, gradient)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names a loss's inputs over the whole batch of `batch` images (each loss of a replica group
+/// names its own `batch / R` rows): the query and key rows become `batch`, the crop rows
+/// `crops * batch`; the queue keeps its rows.
+fn widen_rows<B: Backend>(named: &mut [NamedRows<'_, B>], batch: usize, crops: usize) {
+    for rows in named.iter_mut() {
+        match rows.name {
+            "queries" | "keys" => rows.rows = batch,
+            "teachers" | "students" => rows.rows = crops * batch,
+            _ => {}
+        }
     }
 }

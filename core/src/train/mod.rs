@@ -11,7 +11,9 @@ pub mod recipe;
 pub mod schedule;
 
 pub use classifier_step::ClassifierStep;
-pub use dscl_step::{ContrastiveLoss, DsclBatch, DsclConfig, DsclStep, StepLosses, StepShape};
+pub use dscl_step::{
+    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclStep, StepLosses, StepShape, MAX_REPLICAS,
+};
 pub use model::DsclModel;
 pub use optim::{SgdConfig, Trainable};
 pub use queue::KeyQueue;

@@ -39,7 +39,7 @@ pub use imagenet_lt::ImageNetLtJson;
 pub use list_file::ListFile;
 pub use loader::{Batch, Loader, LoaderConfig, Transform};
 pub use long_tail::{long_tailed_counts, long_tailed_indices};
-pub use sampler::{class_balanced_order, epoch_order};
+pub use sampler::{class_balanced_order, epoch_order, key_shuffle};
 pub use seeding::{epoch_seed, sample_rng};
 pub use split::Split;
 pub use subset::Subset;

@@ -6,7 +6,7 @@
 //! images uniformly, so tail classes are seen as often as head classes. Both are pure
 //! functions of (seed, epoch), so a run can be resumed or reproduced exactly.
 
-use super::seeding::{below, stream_rng, TAG_BALANCED, TAG_EPOCH_ORDER};
+use super::seeding::{below, stream_rng, TAG_BALANCED, TAG_EPOCH_ORDER, TAG_KEY_SHUFFLE};
 
 /// A random permutation of `0..len`, determined by `seed` and `epoch` (Fisher–Yates).
 pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
@@ -17,6 +17,21 @@ pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// The key shuffle of shuffled batch norm for stage-1 step `global_step` (MoCo's
+/// `idx_shuffle = torch.randperm(B)`, drawn once per step): `order` becomes a random
+/// permutation of `0..order.len()` (Fisher–Yates), a function of (seed, step) alone so a
+/// resumed run draws the same shuffles.
+pub fn key_shuffle(seed: u64, global_step: u64, order: &mut [u32]) {
+    let mut rng = stream_rng(seed, TAG_KEY_SHUFFLE, global_step);
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i as u32;
+    }
+    for i in (1..order.len()).rev() {
+        let j = below(&mut rng, i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
 }
 
 /// `count` sample indices drawn with replacement, class-balanced: each draw picks a class

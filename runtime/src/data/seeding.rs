@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 /// Stream tags: distinct purposes never share a generator state.
 pub(crate) const TAG_EPOCH_ORDER: u64 = 0x6570_6f63_685f_6f72; // "epoch_or"
 pub(crate) const TAG_BALANCED: u64 = 0x6261_6c61_6e63_6564; // "balanced"
+pub(crate) const TAG_KEY_SHUFFLE: u64 = 0x6b65_795f_7368_7566; // "key_shuf"
 const TAG_SAMPLE: u64 = 0x7361_6d70_6c65_5f5f; // "sample__"
 const TAG_EPOCH_SEED: u64 = 0x6570_6f63_685f_7365; // "epoch_se"
 

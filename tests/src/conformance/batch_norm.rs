@@ -354,7 +354,11 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
 /// as the moving groups alone leave them.
 fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> Res<()> {
     let groups = 2 + (case.seed % 2) as usize;
-    let running_every = if case.seed.is_multiple_of(3) { 1 } else { groups };
+    let running_every = if case.seed.is_multiple_of(3) {
+        1
+    } else {
+        groups
+    };
     let one = BatchNormShape {
         groups: 1,
         running_every: 1,
