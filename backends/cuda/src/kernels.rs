@@ -65,6 +65,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "gap_forward",
     "gap_backward",
     "bn_stats",
+    "bn_finish",
     "bn_apply",
     "bn_backward",
     "roi_check",

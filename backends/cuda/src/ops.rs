@@ -465,11 +465,6 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let what = "batch_norm_forward_train";
-        ensure(
-            shape.groups == 1,
-            what,
-            "statistics groups are not implemented on this backend yet",
-        )?;
         let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
         let nf = n as f64;
         // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
@@ -479,18 +474,33 @@ impl Backend for CudaBackend {
             (1.0 - shape.momentum) as f32,
             shape.momentum as f32,
         );
+        // One block per (group, channel); the saved length is groups * channels (checked above).
         launch!(
             self,
             "bn_stats",
-            block_per(what, shape.channels)?,
+            block_per(what, shape.saved_len())?,
             [
                 &x.slice,
                 &mut save_mean.slice,
                 &mut save_invstd.slice,
+                &c,
+                &s,
+                &n
+            ]
+        )?;
+        let (groups, running_every) = (shape.groups, shape.running_every);
+        launch!(
+            self,
+            "bn_finish",
+            grid_for(shape.channels),
+            [
+                &save_mean.slice,
+                &mut save_invstd.slice,
                 &mut running_mean.slice,
                 &mut running_var.slice,
                 &c,
-                &s,
+                &groups,
+                &running_every,
                 &n,
                 &eps,
                 &keep,
@@ -499,6 +509,7 @@ impl Backend for CudaBackend {
             ]
         )?;
         let len = shape.len();
+        let group_len = shape.group().len();
         let (from_variance, unused_eps) = (0u32, 0.0f32);
         launch!(
             self,
@@ -514,6 +525,7 @@ impl Backend for CudaBackend {
                 &len,
                 &c,
                 &s,
+                &group_len,
                 &from_variance,
                 &unused_eps
             ]
@@ -545,6 +557,8 @@ impl Backend for CudaBackend {
         let what = "batch_norm_forward_inference";
         let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
         let len = shape.len();
+        // Inference ignores the statistics groups: the whole batch is one group.
+        let group_len = len;
         let (from_variance, eps) = (1u32, shape.eps as f32);
         launch!(
             self,
@@ -560,6 +574,7 @@ impl Backend for CudaBackend {
                 &len,
                 &c,
                 &s,
+                &group_len,
                 &from_variance,
                 &eps
             ]
@@ -598,12 +613,8 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let what = "batch_norm_backward";
-        ensure(
-            shape.groups == 1,
-            what,
-            "statistics groups are not implemented on this backend yet",
-        )?;
         let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
+        let groups = shape.groups;
         launch!(
             self,
             "bn_backward",
@@ -619,7 +630,8 @@ impl Backend for CudaBackend {
                 &mut grad_beta.slice,
                 &c,
                 &s,
-                &n
+                &n,
+                &groups
             ]
         )
     }

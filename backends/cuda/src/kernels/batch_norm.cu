@@ -1,13 +1,21 @@
-// Batch normalisation over [batch, channels, spatial], one block per channel for the
-// reductions (two passes, Kahan per thread, then a tree), one thread per element to apply.
+// Batch normalisation over [batch, channels, spatial]: the reductions run one block per
+// (group, channel) in the forward and per channel in the backward (two passes, Kahan per
+// thread, then a tree), the elementwise pass one thread per element.
+//
+// Statistics groups (BatchNormShape::groups): the batch is `groups` consecutive blocks of
+// batch / groups items, each normalised by its own statistics as if it were a separate call.
+// Group g's data starts at g * n * channels (n = batch / groups * spatial, the values of one
+// channel in one group); its saved statistics are at g * channels + c (group-major). With one
+// group every offset below is 0 and the kernels compute exactly what they did before groups.
 
-// Element e (< batch * spatial) of channel c.
+// Element e (< n, the values of one channel in one group) of channel c, from the group's start.
 __device__ size_t bn_at(u32 c, size_t e, u32 channels, u32 spatial) {
     size_t b = e / spatial;
     return (b * channels + c) * spatial + (e - b * spatial);
 }
 
-// The block total of (x - center)^power (power 1 or 2) over channel c's n values.
+// The block total of (x - center)^power (power 1 or 2) over channel c's n values of the group
+// starting at x.
 __device__ float bn_channel_sum(const float* x, u32 c, size_t n, u32 channels, u32 spatial,
                                 float center, int power, float* scratch) {
     Kahan k = {0.0f, 0.0f};
@@ -19,69 +27,108 @@ __device__ float bn_channel_sum(const float* x, u32 c, size_t n, u32 channels, u
     return block_sum(k.s - k.c, scratch);
 }
 
-// Training statistics: save_mean, save_invstd = 1 / sqrt(var + eps) (biased variance), and the
-// running statistics moved by momentum (unbiased variance; unchanged when n = 1).
+// Training statistics of one (group, channel) per block, launched as exactly groups * channels
+// blocks; block i is group i / channels, channel i % channels, and i is also where the group's
+// statistics are saved. Writes save_mean and the biased variance, the latter into save_invstd:
+// bn_finish, next on the stream, turns it into the inverse standard deviation after moving the
+// running statistics with it. The running statistics cannot be moved here, because the groups
+// of one channel run in different blocks in no set order and the moving groups must apply
+// their updates in group order.
 extern "C" __global__ void bn_stats(
-    const float* x, float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-    u32 channels, u32 spatial, size_t n, float eps, float keep, float momentum, float unbias) {
+    const float* x, float* save_mean, float* save_invstd, u32 channels, u32 spatial, size_t n) {
     __shared__ float scratch[ROW_THREADS];
-    u32 c = blockIdx.x;
-    if (c >= channels) return;
+    u32 i = blockIdx.x;
+    u32 c = i % channels;
+    const float* xg = x + (size_t)(i / channels) * n * channels;
     float nf = (float)n;
-    float mean = bn_channel_sum(x, c, n, channels, spatial, 0.0f, 1, scratch) / nf;
-    float variance = bn_channel_sum(x, c, n, channels, spatial, mean, 2, scratch) / nf;
+    float mean = bn_channel_sum(xg, c, n, channels, spatial, 0.0f, 1, scratch) / nf;
+    float variance = bn_channel_sum(xg, c, n, channels, spatial, mean, 2, scratch) / nf;
     if (threadIdx.x == 0) {
-        save_mean[c] = mean;
-        save_invstd[c] = 1.0f / sqrtf(variance + eps);
-        running_mean[c] = keep * running_mean[c] + momentum * mean;
-        if (n > 1) running_var[c] = keep * running_var[c] + momentum * (variance * unbias);
+        save_mean[i] = mean;
+        save_invstd[i] = variance;
     }
 }
 
-// y = (x - mean_c) * scale_c * gamma_c + beta_c; scale is `spread` itself (the inverse standard
-// deviation, training) or, with from_variance, 1 / sqrt(spread + eps) (inference).
+// After bn_stats, one thread per channel: walks the groups in order; the groups g with
+// g % running_every == 0 move the running statistics by momentum (unbiased variance; the
+// variance is left unchanged when n = 1), the others leave them untouched, bit for bit, even
+// when their statistics are NaN. Every group's variance becomes 1 / sqrt(var + eps).
+extern "C" __global__ void bn_finish(
+    const float* save_mean, float* save_invstd, float* running_mean, float* running_var,
+    u32 channels, size_t groups, size_t running_every, size_t n, float eps, float keep,
+    float momentum, float unbias) {
+    FOR_EACH(c, channels) {
+        for (size_t g = 0; g < groups; ++g) {
+            size_t i = g * channels + c;
+            float mean = save_mean[i];
+            float variance = save_invstd[i];
+            if (g % running_every == 0) {
+                running_mean[c] = keep * running_mean[c] + momentum * mean;
+                if (n > 1) running_var[c] = keep * running_var[c] + momentum * (variance * unbias);
+            }
+            save_invstd[i] = 1.0f / sqrtf(variance + eps);
+        }
+    }
+}
+
+// y = (x - mean) * scale * gamma_c + beta_c with the statistics of element e's group and
+// channel (mean[g * channels + c]); group_len is the elements of one group, so passing the
+// whole length makes every element group 0. scale is `spread` itself (the inverse standard
+// deviation, training) or, with from_variance, 1 / sqrt(spread + eps) (inference, on the
+// running statistics, which serve every group alike).
 extern "C" __global__ void bn_apply(
     const float* x, const float* gamma, const float* beta, const float* mean, const float* spread,
-    float* y, size_t elements, u32 channels, u32 spatial, u32 from_variance, float eps) {
+    float* y, size_t elements, u32 channels, u32 spatial, size_t group_len, u32 from_variance,
+    float eps) {
     FOR_EACH(e, elements) {
         u32 c = (u32)((e / spatial) % channels);
-        float scale = from_variance ? 1.0f / sqrtf(spread[c] + eps) : spread[c];
-        y[e] = (x[e] - mean[c]) * scale * gamma[c] + beta[c];
+        size_t i = (e / group_len) * channels + c;
+        float scale = from_variance ? 1.0f / sqrtf(spread[i] + eps) : spread[i];
+        y[e] = (x[e] - mean[i]) * scale * gamma[c] + beta[c];
     }
 }
 
-// Backward of the training forward, one block per channel:
+// Backward of the training forward, one block per channel, its groups in order, each with its
+// own saved statistics:
 // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), written;
-// dgamma += sum(dy * xhat), dbeta += sum(dy).
+// dgamma += sum(dy * xhat), dbeta += sum(dy), group after group.
+// The groups of a channel share a block (rather than a block each, as in bn_stats) because
+// their dgamma and dbeta terms must be added in group order: one thread adds them all.
 extern "C" __global__ void bn_backward(
     const float* x, const float* dy, const float* gamma, const float* save_mean,
     const float* save_invstd, float* dx, float* dgamma, float* dbeta,
-    u32 channels, u32 spatial, size_t n) {
+    u32 channels, u32 spatial, size_t n, size_t groups) {
     __shared__ float scratch[ROW_THREADS];
     u32 c = blockIdx.x;
     if (c >= channels) return;
-    float mean = save_mean[c];
-    float inv = save_invstd[c];
-    Kahan a = {0.0f, 0.0f}, b = {0.0f, 0.0f};
-    for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
-        size_t i = bn_at(c, e, channels, spatial);
-        float g = dy[i];
-        a = kahan_add(a, g);
-        b = kahan_add(b, g * (x[i] - mean));
-    }
-    float sum_dy = block_sum(a.s - a.c, scratch);
-    float sum_dyx = block_sum(b.s - b.c, scratch) * inv;
-    if (threadIdx.x == 0) {
-        dgamma[c] = dgamma[c] + sum_dyx;
-        dbeta[c] = dbeta[c] + sum_dy;
-    }
     float nf = (float)n;
-    float mean_dy = sum_dy / nf;
-    float mean_dyx = sum_dyx / nf;
-    float scale = gamma[c] * inv;
-    for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
-        size_t i = bn_at(c, e, channels, spatial);
-        float xhat = (x[i] - mean) * inv;
-        dx[i] = scale * (dy[i] - mean_dy - xhat * mean_dyx);
+    for (size_t g = 0; g < groups; ++g) {
+        size_t start = g * n * channels;
+        const float* xg = x + start;
+        const float* dyg = dy + start;
+        float* dxg = dx + start;
+        float mean = save_mean[g * channels + c];
+        float inv = save_invstd[g * channels + c];
+        Kahan a = {0.0f, 0.0f}, b = {0.0f, 0.0f};
+        for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
+            size_t i = bn_at(c, e, channels, spatial);
+            float d = dyg[i];
+            a = kahan_add(a, d);
+            b = kahan_add(b, d * (xg[i] - mean));
+        }
+        float sum_dy = block_sum(a.s - a.c, scratch);
+        float sum_dyx = block_sum(b.s - b.c, scratch) * inv;
+        if (threadIdx.x == 0) {
+            dgamma[c] = dgamma[c] + sum_dyx;
+            dbeta[c] = dbeta[c] + sum_dy;
+        }
+        float mean_dy = sum_dy / nf;
+        float mean_dyx = sum_dyx / nf;
+        float scale = gamma[c] * inv;
+        for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
+            size_t i = bn_at(c, e, channels, spatial);
+            float xhat = (xg[i] - mean) * inv;
+            dxg[i] = scale * (dyg[i] - mean_dy - xhat * mean_dyx);
+        }
     }
 }
