@@ -495,6 +495,9 @@ fn replicas_split_the_batch_resume_exactly_and_refuse_what_does_not_divide() {
         let o = runtime(&args);
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
         assert!(text(&o).contains(says), "{extra:?}: {}", text(&o));
-        assert!(!refused.join("log.jsonl").exists(), "{extra:?} started work");
+        assert!(
+            !refused.join("log.jsonl").exists(),
+            "{extra:?} started work"
+        );
     }
 }
