@@ -88,7 +88,9 @@ impl Prefix {
         height: usize,
         width: usize,
     ) -> Result<PrefixRecord<B>> {
-        let stem = self.stem.plan(backend, batch, height, width, StatGroups::WHOLE)?;
+        let stem = self
+            .stem
+            .plan(backend, batch, height, width, StatGroups::WHOLE)?;
         let (_, h, w) = stem.out_dims();
         let stem_out = backend.alloc(stem.out_len())?;
         let layer1 = self.blocks[0].plan(backend, batch, h, w, StatGroups::WHOLE)?;

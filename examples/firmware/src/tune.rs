@@ -304,7 +304,9 @@ impl Tail {
         height: usize,
         width: usize,
     ) -> Result<TailRecord<B>> {
-        let block = self.block.plan(backend, batch, height, width, StatGroups::WHOLE)?;
+        let block = self
+            .block
+            .plan(backend, batch, height, width, StatGroups::WHOLE)?;
         let (channels, h, w) = block.out_dims;
         let dim = self.head.out_dim();
         Ok(TailRecord {
