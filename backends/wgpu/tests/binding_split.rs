@@ -220,7 +220,7 @@ fn max_pool_fault_names_the_output_in_the_whole_tensor() {
 fn batch_norm_accumulates_over_image_runs() {
     let Some(ctx) = context() else { return };
     // A large mean next to a small spread: the two-pass statistics must survive the split.
-    let shape = BatchNormShape {
+    let one = BatchNormShape {
         batch: 7,
         channels: 3,
         spatial: 50,
@@ -229,13 +229,35 @@ fn batch_norm_accumulates_over_image_runs() {
         groups: 1,
         running_every: 1,
     };
-    let len = shape.batch * shape.channels * shape.spatial;
-    let ch = shape.channels;
+    // Three statistics groups, each larger than the lowered binding (runs of two images), all
+    // moving the running statistics in turn; then only group 0 moving them.
+    let grouped = BatchNormShape {
+        batch: 9,
+        spatial: 120,
+        groups: 3,
+        ..one
+    };
+    let only_first = BatchNormShape {
+        running_every: 3,
+        ..grouped
+    };
+    for shape in [one, grouped, only_first] {
+        batch_norm_whole_and_split(&ctx, &shape);
+    }
+}
+
+fn batch_norm_whole_and_split(ctx: &Rc<GpuContext>, shape: &BatchNormShape) {
+    let len = shape.len();
+    let (ch, saved) = (shape.channels, shape.saved_len());
     let (x0, gy0) = (values(len, 10, 100.0), values(len, 11, 0.0));
     let (gamma0, beta0) = (values(ch, 12, 1.0), values(ch, 13, 0.0));
     let (rm0, rv0) = (values(ch, 14, 0.0), values(ch, 15, 2.0));
     let (gg0, gb0) = (values(ch, 16, 0.0), values(ch, 17, 0.0));
-    let (whole, split) = whole_and_split(&ctx, len, |be| {
+    assert!(
+        shape.group().len() * 4 > CAP_BYTES as usize,
+        "each statistics group must exceed the lowered limit"
+    );
+    let (whole, split) = whole_and_split(ctx, len, |be| {
         let (x, gy, gamma, beta) = (
             upload(be, &x0),
             upload(be, &gy0),
@@ -247,10 +269,10 @@ fn batch_norm_accumulates_over_image_runs() {
         let mut y = be.alloc(len).unwrap();
         let mut y_inference = be.alloc(len).unwrap();
         let mut gx = be.alloc(len).unwrap();
-        let mut mean = be.alloc(ch).unwrap();
-        let mut invstd = be.alloc(ch).unwrap();
+        let mut mean = be.alloc(saved).unwrap();
+        let mut invstd = be.alloc(saved).unwrap();
         be.batch_norm_forward_train(
-            &shape,
+            shape,
             &x,
             &gamma,
             &beta,
@@ -262,15 +284,15 @@ fn batch_norm_accumulates_over_image_runs() {
         )
         .unwrap();
         be.batch_norm_backward(
-            &shape, &x, &gy, &gamma, &mean, &invstd, &mut gx, &mut gg, &mut gb,
+            shape, &x, &gy, &gamma, &mean, &invstd, &mut gx, &mut gg, &mut gb,
         )
         .unwrap();
-        be.batch_norm_forward_inference(&shape, &x, &gamma, &beta, &rm, &rv, &mut y_inference)
+        be.batch_norm_forward_inference(shape, &x, &gamma, &beta, &rm, &rv, &mut y_inference)
             .unwrap();
         [
             download(be, &y, len),
-            download(be, &mean, ch),
-            download(be, &invstd, ch),
+            download(be, &mean, saved),
+            download(be, &invstd, saved),
             download(be, &rm, ch),
             download(be, &rv, ch),
             download(be, &gx, len),
@@ -293,7 +315,7 @@ fn batch_norm_accumulates_over_image_runs() {
     for (i, what) in names.iter().enumerate() {
         assert_close(what, &whole[i], &split[i], 2e-5);
     }
-    // The split pass ran: a channel's statistics moved from their start.
+    // The split pass ran: every group's statistics moved from their start.
     assert!(split[1].iter().all(|m| (m - 100.0).abs() < 0.5));
 }
 

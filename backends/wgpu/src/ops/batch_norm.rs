@@ -1,18 +1,26 @@
 //! Batch normalisation over `[batch, channels, spatial]`.
 //!
-//! Training forward: one workgroup per channel reduces the batch statistics (two passes,
-//! Kahan-compensated, see `batch_norm_stats.wgsl`) into `save_mean` / `save_invstd` and moves
-//! the running statistics; a second, elementwise kernel then normalises every value, so the
-//! write pass is not limited to one workgroup per channel. Inference is that elementwise kernel
-//! on the running statistics. Backward keeps one workgroup per channel for both the sums and dx.
+//! Training runs statistics group by statistics group (`BatchNormShape::groups` consecutive
+//! blocks of the batch), each group's dispatches recorded after the previous group's, as
+//! separate calls on the blocks would be: the group's saved statistics go to `g * channels`
+//! onwards, the running statistics move only in the dispatches of groups that move them (a
+//! word says so; the others leave them untouched), so in group order, and dgamma / dbeta
+//! accumulate group by group.
 //!
-//! A tensor larger than one storage binding is bound in runs of whole images: the statistics
+//! Training forward, per group: one workgroup per channel reduces the group's statistics (two
+//! passes, Kahan-compensated, see `batch_norm_stats.wgsl`) into `save_mean` / `save_invstd` and
+//! moves the running statistics; a second, elementwise kernel then normalises every value, so
+//! the write pass is not limited to one workgroup per channel. Inference ignores the groups: it
+//! is that elementwise kernel on the running statistics. Backward, per group, keeps one
+//! workgroup per channel for both the sums and dx.
+//!
+//! A group larger than one storage binding is bound in runs of whole images: the statistics
 //! and the backward sums accumulate run by run (a channel's values lie in every image), then
 //! the elementwise passes go over the runs; the backward's per-channel totals wait in the
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::{check_len, ensure};
+use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, groups, image_runs, word};
@@ -117,17 +125,15 @@ pub(crate) fn forward_train(
         return Ok(());
     }
     let what = "batch_norm_forward_train";
-    ensure(
-        shape.groups == 1,
-        what,
-        "statistics groups are not implemented on this backend yet",
-    )?;
     word(what, shape.len())?;
     let nf = n as f64;
     // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
     let unbias = if n > 1 { nf / (nf - 1.0) } else { 1.0 };
     let image = shape.channels * shape.spatial;
-    let runs = image_runs(be, what, shape.batch, &[image])?;
+    let per_group = shape.group().batch;
+    let runs = image_runs(be, what, per_group, &[image])?;
+    let last = runs.clone().count();
+    let align = binding_align(be);
     let statistics = [
         save_mean.whole(),
         save_invstd.whole(),
@@ -147,60 +153,83 @@ pub(crate) fn forward_train(
         0,
         0,
         0,
+        0,
+        0,
     ];
     let grid = groups(shape.channels, 1)?;
-    if runs.is_whole() {
+    for g in 0..shape.groups {
+        let first_image = g * per_group;
+        words[8] = word(what, g * shape.channels)?;
+        words[9] = u32::from(shape.moves_running(g));
         let [a, b, c, d] = statistics;
-        be.rec()
-            .dispatch(&BN_STATS, &[x.whole(), a, b, c, d], &words[..8], grid)?;
-    } else {
-        let align = binding_align(be);
-        let last = runs.clone().count();
-        for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
-            for (i, (first, count)) in runs.clone().enumerate() {
-                let (xw, x_at) = x.window(first * image, count * image, align);
-                words[8] = word(what, count * shape.spatial)?;
-                words[9] = word(what, x_at)?;
-                words[10] = u32::from(i == 0);
-                words[11] = u32::from(i + 1 == last);
-                let [a, b, c, d] = statistics;
-                be.rec().dispatch(kernel, &[xw, a, b, c, d], &words, grid)?;
+        if runs.is_whole() {
+            let (xw, x_at) = x.window(first_image * image, per_group * image, align);
+            words[10] = word(what, x_at)?;
+            be.rec()
+                .dispatch(&BN_STATS, &[xw, a, b, c, d], &words[..11], grid)?;
+        } else {
+            for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
+                for (i, (first, count)) in runs.clone().enumerate() {
+                    let (xw, x_at) = x.window((first_image + first) * image, count * image, align);
+                    words[10] = word(what, x_at)?;
+                    words[11] = word(what, count * shape.spatial)?;
+                    words[12] = u32::from(i == 0);
+                    words[13] = u32::from(i + 1 == last);
+                    be.rec().dispatch(kernel, &[xw, a, b, c, d], &words, grid)?;
+                }
             }
         }
+        apply(
+            be,
+            shape,
+            x,
+            [
+                gamma.whole(),
+                beta.whole(),
+                save_mean.whole(),
+                save_invstd.whole(),
+            ],
+            y,
+            (first_image, per_group),
+            Spread::InvStd(g * shape.channels),
+        )?;
     }
-    apply(
-        be,
-        shape,
-        x,
-        [
-            gamma.whole(),
-            beta.whole(),
-            save_mean.whole(),
-            save_invstd.whole(),
-        ],
-        y,
-        None,
-    )
+    Ok(())
 }
 
-/// `y = (x - mean_c) * scale_c * gamma_c + beta_c` over the runs of whole images that fit a
-/// binding, with `channel` = [gamma, beta, mean, spread]: spread is the inverse standard
-/// deviation itself, or with `variance_eps` the variance to add eps to.
+/// What the spread operand of [`apply`] holds.
+enum Spread {
+    /// The inverse standard deviation itself (training), of the group whose first saved index
+    /// (group * channels) this is.
+    InvStd(usize),
+    /// The variance, to add eps to (inference on the running statistics).
+    Variance(f64),
+}
+
+/// `y = (x - mean_c) * scale_c * gamma_c + beta_c` over `images` (first image, count), in the
+/// runs of whole images that fit a binding, with `channel` = [gamma, beta, mean, spread].
+#[allow(clippy::too_many_arguments)]
 fn apply(
     be: &WgpuBackend,
     shape: &BatchNormShape,
     x: &WgpuBuffer<f32>,
     [gamma, beta, mean, spread]: [Window<'_>; 4],
     y: &mut WgpuBuffer<f32>,
-    variance_eps: Option<f64>,
+    (first_image, images): (usize, usize),
+    kind: Spread,
 ) -> Result<()> {
     let what = "batch_norm apply";
     let image = shape.channels * shape.spatial;
     let align = binding_align(be);
-    for (first, count) in image_runs(be, what, shape.batch, &[image])? {
+    let (variance_eps, stats_at) = match kind {
+        Spread::InvStd(at) => (None, at),
+        Spread::Variance(eps) => (Some(eps), 0),
+    };
+    for (first, count) in image_runs(be, what, images, &[image])? {
         // x and y have the same range, so the same offset in their windows.
-        let (xw, at) = x.window(first * image, count * image, align);
-        let (yw, _) = y.window(first * image, count * image, align);
+        let start = (first_image + first) * image;
+        let (xw, at) = x.window(start, count * image, align);
+        let (yw, _) = y.window(start, count * image, align);
         let len = count * image;
         be.rec().dispatch(
             &BN_APPLY,
@@ -212,6 +241,7 @@ fn apply(
                 u32::from(variance_eps.is_some()),
                 f32_bits(variance_eps.unwrap_or(0.0)),
                 word(what, at)?,
+                word(what, stats_at)?,
             ],
             groups(len, BN_APPLY.workgroup)?,
         )?;
@@ -254,7 +284,8 @@ pub(crate) fn forward_inference(
             running_var.whole(),
         ],
         y,
-        Some(shape.eps),
+        (0, shape.batch),
+        Spread::Variance(shape.eps),
     )
 }
 
@@ -291,40 +322,46 @@ pub(crate) fn backward(
         return Ok(());
     }
     let what = "batch_norm_backward";
-    ensure(
-        shape.groups == 1,
-        what,
-        "statistics groups are not implemented on this backend yet",
-    )?;
     word(what, shape.len())?;
     let image = shape.channels * shape.spatial;
-    let runs = image_runs(be, what, shape.batch, &[image])?;
+    let per_group = shape.group().batch;
+    let runs = image_runs(be, what, per_group, &[image])?;
+    let last = runs.clone().count();
+    let align = binding_align(be);
     let grid = groups(shape.channels, 1)?;
     if runs.is_whole() {
-        return be.rec().dispatch(
-            &BN_BACKWARD,
-            &[
-                x.whole(),
-                grad_y.whole(),
-                gamma.whole(),
-                save_mean.whole(),
-                save_invstd.whole(),
-                grad_x.whole(),
-                grad_gamma.whole(),
-                grad_beta.whole(),
-            ],
-            &[
-                word(what, shape.channels)?,
-                word(what, shape.spatial)?,
-                word(what, n)?,
-            ],
-            grid,
-        );
+        for g in 0..shape.groups {
+            // x, dy and dx have the same range, so the same offset in their windows.
+            let start = g * per_group * image;
+            let (xw, at) = x.window(start, per_group * image, align);
+            let (dyw, _) = grad_y.window(start, per_group * image, align);
+            let (dxw, _) = grad_x.window(start, per_group * image, align);
+            be.rec().dispatch(
+                &BN_BACKWARD,
+                &[
+                    xw,
+                    dyw,
+                    gamma.whole(),
+                    save_mean.whole(),
+                    save_invstd.whole(),
+                    dxw,
+                    grad_gamma.whole(),
+                    grad_beta.whole(),
+                ],
+                &[
+                    word(what, shape.channels)?,
+                    word(what, shape.spatial)?,
+                    word(what, n)?,
+                    word(what, at)?,
+                    word(what, g * shape.channels)?,
+                ],
+                grid,
+            )?;
+        }
+        return Ok(());
     }
-    let align = binding_align(be);
     let sums = be.scratch(2 * shape.channels)?;
     let sums = sums.window(0, 2 * shape.channels, align).0;
-    let last = runs.clone().count();
     let mut words = [
         word(what, shape.channels)?,
         word(what, shape.spatial)?,
@@ -333,55 +370,63 @@ pub(crate) fn backward(
         0,
         0,
         0,
+        0,
     ];
-    for (i, (first, count)) in runs.clone().enumerate() {
-        let (xw, at) = x.window(first * image, count * image, align);
-        let (dyw, _) = grad_y.window(first * image, count * image, align);
-        words[3] = word(what, count * shape.spatial)?;
-        words[4] = word(what, at)?;
-        words[5] = u32::from(i == 0);
-        words[6] = u32::from(i + 1 == last);
-        be.rec().dispatch(
-            &BN_BACKWARD_RUN_SUMS,
-            &[
-                xw,
-                dyw,
-                save_mean.whole(),
-                save_invstd.whole(),
-                sums,
-                grad_gamma.whole(),
-                grad_beta.whole(),
-            ],
-            &words,
-            grid,
-        )?;
-    }
-    for (first, count) in runs {
-        // x, dy and dx have the same range, so the same offset in their windows.
-        let (xw, at) = x.window(first * image, count * image, align);
-        let (dyw, _) = grad_y.window(first * image, count * image, align);
-        let (dxw, _) = grad_x.window(first * image, count * image, align);
-        let len = count * image;
-        be.rec().dispatch(
-            &BN_BACKWARD_RUN_DX,
-            &[
-                xw,
-                dyw,
-                gamma.whole(),
-                save_mean.whole(),
-                save_invstd.whole(),
-                sums,
-                dxw,
-            ],
-            &[
-                words[0],
-                words[1],
-                words[2],
-                word(what, len)?,
-                word(what, at)?,
-            ],
-            groups(len, BN_BACKWARD_RUN_DX.workgroup)?,
-        )?;
+    for g in 0..shape.groups {
+        let first_image = g * per_group;
+        words[7] = word(what, g * shape.channels)?;
+        for (i, (first, count)) in runs.clone().enumerate() {
+            let start = (first_image + first) * image;
+            let (xw, at) = x.window(start, count * image, align);
+            let (dyw, _) = grad_y.window(start, count * image, align);
+            words[3] = word(what, count * shape.spatial)?;
+            words[4] = word(what, at)?;
+            words[5] = u32::from(i == 0);
+            words[6] = u32::from(i + 1 == last);
+            be.rec().dispatch(
+                &BN_BACKWARD_RUN_SUMS,
+                &[
+                    xw,
+                    dyw,
+                    save_mean.whole(),
+                    save_invstd.whole(),
+                    sums,
+                    grad_gamma.whole(),
+                    grad_beta.whole(),
+                ],
+                &words,
+                grid,
+            )?;
+        }
+        for (first, count) in runs.clone() {
+            // x, dy and dx have the same range, so the same offset in their windows.
+            let start = (first_image + first) * image;
+            let (xw, at) = x.window(start, count * image, align);
+            let (dyw, _) = grad_y.window(start, count * image, align);
+            let (dxw, _) = grad_x.window(start, count * image, align);
+            let len = count * image;
+            be.rec().dispatch(
+                &BN_BACKWARD_RUN_DX,
+                &[
+                    xw,
+                    dyw,
+                    gamma.whole(),
+                    save_mean.whole(),
+                    save_invstd.whole(),
+                    sums,
+                    dxw,
+                ],
+                &[
+                    words[0],
+                    words[1],
+                    words[2],
+                    word(what, len)?,
+                    word(what, at)?,
+                    words[7],
+                ],
+                groups(len, BN_BACKWARD_RUN_DX.workgroup)?,
+            )?;
+        }
     }
     Ok(())
 }

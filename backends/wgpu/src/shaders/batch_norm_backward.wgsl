@@ -1,6 +1,9 @@
-// Batch-norm backward, one workgroup per channel: pu(0) = channels, pu(1) = spatial,
-// pu(2) = n = batch * spatial. Reduces sum(dy) and sum(dy * (x - mean)) (Kahan per invocation,
-// then a tree), accumulates dgamma / dbeta, then writes dx for the channel.
+// Batch-norm backward of one statistics group, one workgroup per channel (the host dispatches
+// the groups in order, so dgamma / dbeta accumulate group by group): pu(0) = channels,
+// pu(1) = spatial, pu(2) = n = batch / groups * spatial, pu(3) = the group's first x / dy / dx
+// element (the three start at the same offset in their windows), pu(4) = the group's first
+// saved index (group * channels). Reduces sum(dy) and sum(dy * (x - mean)) (Kahan per
+// invocation, then a tree), accumulates dgamma / dbeta, then writes dx for the channel.
 //
 // dx stays in the workgroup that owns the sums: a separate elementwise pass would need the
 // raw sums in a scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
@@ -23,10 +26,11 @@ fn bn_backward(
     let c = wid.x + wid.y * nwg.x;
     if (c >= pu(0u)) { return; }
     let n = pu(2u);
-    let mean = save_mean[c];
-    let inv = save_invstd[c];
+    let first = pu(3u);
+    let mean = save_mean[pu(4u) + c];
+    let inv = save_invstd[pu(4u) + c];
 
-    let sums = grad_sums(t, c, 0u, n, mean);
+    let sums = grad_sums(t, c, first, n, mean);
     let sum_dy = sums.x;
     let sum_dyx = sums.y * inv;
     if (t == 0u) {
@@ -38,7 +42,7 @@ fn bn_backward(
     let mean_dyx = sum_dyx / nf;
     let scale = gamma[c] * inv;
     for (var e = t; e < n; e = e + 256u) {
-        let i = at(c, e);
+        let i = first + at(c, e);
         let xhat = (x[i] - mean) * inv;
         dx[i] = scale * (dy[i] - mean_dy - xhat * mean_dyx);
     }

@@ -1,9 +1,9 @@
-// Batch-norm backward's dx for one run of whole images, one invocation per element, from the
-// channel totals `bn_backward_run_sums` left in `sums`:
+// Batch-norm backward's dx for one run of whole images of a statistics group, one invocation
+// per element, from the channel totals `bn_backward_run_sums` left in `sums`:
 // dx = gamma * invstd * (dy - sum(dy) / n - xhat * invstd * sum(dy * (x - mean)) / n).
 //
-// Words: 0 channels, 1 spatial, 2 n = batch * spatial, 3 the run's elements, 4 the run's first
-// x / dy / dx element.
+// Words: 0 channels, 1 spatial, 2 n = batch / groups * spatial, 3 the run's elements, 4 the
+// run's first x / dy / dx element, 5 the group's first saved index (group * channels).
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -21,9 +21,9 @@ fn bn_backward_run_dx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let c = (e / pu(1u)) % channels;
     let i = pu(4u) + e;
     let nf = f32(pu(2u));
-    let inv = save_invstd[c];
+    let inv = save_invstd[pu(5u) + c];
     let mean_dy = sums[c] / nf;
     let mean_dyx = sums[channels + c] * inv / nf;
-    let xhat = (x[i] - save_mean[c]) * inv;
+    let xhat = (x[i] - save_mean[pu(5u) + c]) * inv;
     dx[i] = gamma[c] * inv * (dy[i] - mean_dy - xhat * mean_dyx);
 }

@@ -1,11 +1,13 @@
-// Batch-norm backward when x is larger than one binding: the host binds x, dy and dx in runs
-// of whole images. `bn_backward_run_sums` adds each run's sum(dy) and sum(dy * (x - mean)) per
-// channel into `sums` ([channels] then [channels]) and, on the last run, accumulates dgamma and
-// dbeta; `bn_backward_run_dx` then writes dx one run at a time from those totals.
+// Batch-norm backward when a statistics group is larger than one binding: the host binds x, dy
+// and dx in runs of the group's whole images, group after group. `bn_backward_run_sums` adds
+// each run's sum(dy) and sum(dy * (x - mean)) per channel into `sums` ([channels] then
+// [channels]) and, on the group's last run, accumulates dgamma and dbeta;
+// `bn_backward_run_dx` then writes the group's dx one run at a time from those totals.
 //
-// Words: 0 channels, 1 spatial, 2 n = batch * spatial, 3 the run's values per channel, 4 the
-// run's first x / dy / dx element (the three start at the same offset in their windows),
-// 5 1 on the first run, 6 1 on the last run.
+// Words: 0 channels, 1 spatial, 2 n = batch / groups * spatial, 3 the run's values per
+// channel, 4 the run's first x / dy / dx element (the three start at the same offset in their
+// windows), 5 1 on the group's first run, 6 1 on its last run, 7 the group's first saved index
+// (group * channels).
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -24,7 +26,7 @@ fn bn_backward_run_sums(
     let c = wid.x + wid.y * nwg.x;
     let channels = pu(0u);
     if (c >= channels) { return; }
-    let mean = save_mean[c];
+    let mean = save_mean[pu(7u) + c];
     let run = grad_sums(t, c, pu(4u), pu(3u), mean);
     if (t == 0u) {
         let restart = pu(5u) == 1u;
@@ -33,7 +35,7 @@ fn bn_backward_run_sums(
         sums[c] = sum_dy;
         sums[channels + c] = sum_dyx;
         if (pu(6u) == 1u) {
-            dgamma[c] = dgamma[c] + sum_dyx * save_invstd[c];
+            dgamma[c] = dgamma[c] + sum_dyx * save_invstd[pu(7u) + c];
             dbeta[c] = dbeta[c] + sum_dy;
         }
     }
