@@ -263,6 +263,17 @@ pub struct BatchNormShape {
     pub running_every: usize,
 }
 
+/// One statistics group of a batch-norm call ([`BatchNormShape::group_spans`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSpan {
+    /// The group's block of the data buffers (x, y, their gradients).
+    pub data: core::ops::Range<usize>,
+    /// The group's saved mean and inverse std.
+    pub saved: core::ops::Range<usize>,
+    /// Whether the group moves the running statistics.
+    pub moves_running: bool,
+}
+
 impl BatchNormShape {
     pub fn len(&self) -> usize {
         product(&[self.batch, self.channels, self.spatial])
@@ -282,6 +293,15 @@ impl BatchNormShape {
     /// Whether group `g` moves the running statistics.
     pub fn moves_running(&self, g: usize) -> bool {
         g.is_multiple_of(self.running_every.max(1))
+    }
+    /// Each statistics group's place in the call's buffers, in group order.
+    pub fn group_spans(&self) -> impl Iterator<Item = GroupSpan> + '_ {
+        let (data, saved) = (self.group().len(), self.channels);
+        (0..self.groups).map(move |g| GroupSpan {
+            data: g * data..(g + 1) * data,
+            saved: g * saved..(g + 1) * saved,
+            moves_running: self.moves_running(g),
+        })
     }
     /// Length of the saved mean and inverse-std buffers: one value per group and channel.
     pub fn saved_len(&self) -> usize {

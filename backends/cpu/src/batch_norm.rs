@@ -127,23 +127,20 @@ pub(crate) fn forward_train(
         ],
     )?;
     let group = shape.group();
-    let (data, saved) = (group.len(), shape.channels);
-    for g in 0..shape.groups {
-        let block = g * data..(g + 1) * data;
-        let stats = g * saved..(g + 1) * saved;
+    for span in shape.group_spans() {
         forward_train_group(
             par,
             &group,
             n,
-            &x[block.clone()],
+            &x[span.data.clone()],
             gamma,
             beta,
-            &mut y[block],
-            &mut save_mean[stats.clone()],
-            &mut save_invstd[stats],
+            &mut y[span.data],
+            &mut save_mean[span.saved.clone()],
+            &mut save_invstd[span.saved],
             running_mean,
             running_var,
-            shape.moves_running(g),
+            span.moves_running,
         );
     }
     Ok(())
@@ -296,20 +293,17 @@ pub(crate) fn backward(
         ],
     )?;
     let group = shape.group();
-    let (data, saved) = (group.len(), shape.channels);
-    for g in 0..shape.groups {
-        let block = g * data..(g + 1) * data;
-        let stats = g * saved..(g + 1) * saved;
+    for span in shape.group_spans() {
         backward_group(
             par,
             &group,
             n,
-            &x[block.clone()],
-            &grad_y[block.clone()],
+            &x[span.data.clone()],
+            &grad_y[span.data.clone()],
             gamma,
-            &save_mean[stats.clone()],
-            &save_invstd[stats],
-            &mut grad_x[block],
+            &save_mean[span.saved.clone()],
+            &save_invstd[span.saved],
+            &mut grad_x[span.data],
             grad_gamma,
             grad_beta,
         );

@@ -256,20 +256,16 @@ impl<B: Backend> DsclStep<B> {
             groups: replicas,
             running_every: replicas,
         };
-        let query = encoder.plan_grouped(
-            backend,
-            big_b,
-            shape.image_size,
-            shape.image_size,
-            replica_groups,
-        )?;
-        let key = encoder.plan_grouped(
-            backend,
-            big_b,
-            shape.image_size,
-            shape.image_size,
-            replica_groups,
-        )?;
+        let full_size_pass = || {
+            encoder.plan_grouped(
+                backend,
+                big_b,
+                shape.image_size,
+                shape.image_size,
+                replica_groups,
+            )
+        };
+        let (query, key) = (full_size_pass()?, full_size_pass()?);
         let mut needs = encoder.needs(backend, &query);
         let pbsd_on = config.pbsd_weight > 0.0;
         let crop = if pbsd_on {
