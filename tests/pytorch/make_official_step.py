@@ -58,7 +58,8 @@ Tensors in the file (f64 unless named int64):
   init.queue [K, d], init.queue_labels [K] int64
   input.queries / input.keys [steps, B, 3, S, S], input.crops [steps, C * B, 3, s, s],
   input.boxes [steps, C * B, 5], input.labels [steps, B] int64,
-  input.key_shuffle [steps, B] int64, input.lr [steps]
+  input.key_shuffle [steps, B] int64, input.lr [steps] (the official schedule's rate at
+  input.epoch [steps], each step's fractional epoch)
   step.dscl / step.pbsd / step.total [steps]   means over the replicas (what DDP's gradient
                                                follows); step.replica_dscl / _pbsd [steps, R]
   final.params.<name>, final.velocity.<name>   query encoder and SGD momentum buffer
@@ -68,6 +69,7 @@ Tensors in the file (f64 unless named int64):
 """
 
 import argparse
+import math
 import os
 
 import torch
@@ -98,7 +100,23 @@ PBSD_WEIGHT = 1.5
 KEY_MOMENTUM = 0.9  # the official 0.999 would hide the key encoder's update in the last digits
 SGD_MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-LRS = [0.2, 0.3, 0.25]
+# Each step's learning rate from the official schedule: main.py's adjust_learning_rate, called
+# every step at epoch + i / iters_per_epoch (linear warm-up from 0, then half a cosine). Here a
+# run of 3 epochs with 1 of warm-up and 2 steps per epoch, of which the fixture replays global
+# steps 1-3 (epochs 0.5, 1.0, 1.5): one on the warm-up line, two on the cosine. The Rust side
+# computes the rates with its own schedule and must get these.
+BASE_LR, WARMUP_EPOCHS, EPOCHS, ITERS_PER_EPOCH, FIRST_STEP = 0.4, 1, 3, 2, 1
+
+
+def adjust_learning_rate(epoch):
+    if epoch < WARMUP_EPOCHS:
+        return BASE_LR * epoch / WARMUP_EPOCHS
+    progress = (epoch - WARMUP_EPOCHS) / (EPOCHS - WARMUP_EPOCHS)
+    return BASE_LR * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+STEP_EPOCHS = [(FIRST_STEP + t) / ITERS_PER_EPOCH for t in range(STEPS)]
+LRS = [adjust_learning_rate(e) for e in STEP_EPOCHS]
 
 STEM_CHANNELS = 8
 WIDTHS = [8, 16]
@@ -456,7 +474,8 @@ def make_inputs(gen):
     inputs = {name: torch.stack([s[i] for s in steps]) for i, name in enumerate(names)}
     perms = [torch.randperm(BATCH, generator=gen) for _ in range(STEPS)]
     inputs["key_shuffle"] = torch.stack(perms)
-    inputs["lr"] = torch.tensor(LRS)
+    inputs["lr"] = torch.tensor(LRS, dtype=torch.float64)
+    inputs["epoch"] = torch.tensor(STEP_EPOCHS, dtype=torch.float64)
     return inputs
 
 

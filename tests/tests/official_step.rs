@@ -14,7 +14,7 @@
 //!
 //! The fixture holds a tiny ResNet's initial weights (named as dscl names them), the official
 //! random queue start, three steps' inputs (query, key and crop images, boxes, labels, the key
-//! shuffle, the learning rate) and the results: each step's DSCL and PBSD losses, and after the
+//! shuffle, the official schedule's learning rate at each step's epoch) and the results: each step's DSCL and PBSD losses, and after the
 //! last step the query encoder's weights and SGD velocity, the key encoder's weights, both
 //! encoders' running statistics and the queue. Every one is checked: 1e-9 relative on the f64
 //! reference backend, 1e-4 on the CPU backend in f32; the losses entry by entry, the tensors
@@ -30,7 +30,8 @@ use std::collections::BTreeMap;
 use dscl_core::nn::{BlockKind, Encoder, ResNetConfig, Stem};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::train::{
-    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape,
+    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig,
+    StepShape,
 };
 use dscl_core::{Backend, Element};
 use dscl_cpu::CpuBackend;
@@ -285,11 +286,8 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
         fx.f64s("input.crops"),
         fx.f64s("input.boxes"),
     );
-    let (labels, shuffles, lrs) = (
-        fx.u32s("input.labels"),
-        fx.u32s("input.key_shuffle"),
-        fx.f64s("input.lr"),
-    );
+    let (labels, shuffles) = (fx.u32s("input.labels"), fx.u32s("input.key_shuffle"));
+    let lrs = official_learning_rates(fx);
     let mut losses: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for t in 0..steps {
         let q = upload(be, &queries[t * b * image..(t + 1) * b * image]);
@@ -465,4 +463,30 @@ fn variants_are_caught() {
             "{variant:?} passes for the official step (worst difference {worst:e})"
         );
     }
+}
+
+/// Each step's learning rate from dscl's own stage-1 schedule (`LrSchedule::WarmupCosine`) at
+/// the fixture's fractional epochs, required to equal the official `adjust_learning_rate`'s
+/// that the fixture used: the fixture's steps straddle the end of the warm-up, so a changed
+/// warm-up or cosine fails here rather than passing with the fixture's rates fed in.
+fn official_learning_rates(fx: &Fixture) -> Vec<f64> {
+    let schedule = LrSchedule::WarmupCosine {
+        lr: 0.4,
+        warmup_epochs: 1.0,
+        epochs: 3.0,
+    };
+    let ours: Vec<f64> = fx
+        .f64s("input.epoch")
+        .iter()
+        .map(|&epoch| schedule.lr_at(epoch))
+        .collect();
+    let official = fx.f64s("input.lr");
+    assert_eq!(ours.len(), official.len());
+    for (step, (a, b)) in ours.iter().zip(&official).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-15 * b.abs().max(1.0),
+            "step {step}: our schedule gives lr {a}, the official adjust_learning_rate {b}"
+        );
+    }
+    ours
 }
