@@ -8,7 +8,11 @@
 //! - Everything else a run needs to resume exactly (the key encoder, the SGD velocity, the
 //!   queue) lives under prefixes torchvision ignores (`key_encoder.`, `optimizer.`, `queue.`).
 //! - Metadata (string to string, as safetensors allows) holds the format tag, the run's
-//!   config as JSON, counters, and a CRC-32 over every tensor's name, dtype, shape and bytes.
+//!   config as JSON, counters, and a CRC-32 over every metadata entry (the config, epoch, step,
+//!   classes, ...) and every tensor's name, dtype, shape and bytes: a single flipped bit
+//!   anywhere in the file is refused, whether it lands in the data, the counters or the
+//!   safetensors header (which then no longer parses or no longer matches its data).
+//!   Checkpoints of the first format, whose checksum covered the tensors alone, still read.
 //! - Writing goes to a temporary file in the same directory, is flushed to disk, then renamed
 //!   over the target: a crash leaves either the old checkpoint or the new one, never half.
 
@@ -23,7 +27,9 @@ use dscl_core::Backend;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// The format tag every checkpoint carries.
-pub const FORMAT: &str = "dscl-checkpoint-1";
+pub const FORMAT: &str = "dscl-checkpoint-2";
+/// The first format: the same layout, its checksum over the tensors only.
+const FORMAT_TENSORS_CHECKED: &str = "dscl-checkpoint-1";
 const CHECKSUM_KEY: &str = "dscl.crc32";
 const FORMAT_KEY: &str = "dscl.format";
 
@@ -40,7 +46,13 @@ pub struct CheckpointWriter {
     metadata: BTreeMap<String, String>,
 }
 
-fn checksum<'a>(entries: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> u32 {
+/// CRC-32 over the tensors (name, dtype, shape, bytes, in name order) and, from format 2 on,
+/// every metadata entry but the checksum itself (key and value, in key order, each ended by a
+/// 0 byte so no two entry lists hash the same bytes).
+fn checksum<'a>(
+    entries: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+    metadata: Option<&BTreeMap<&'a str, &'a str>>,
+) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     for (name, dtype, shape, bytes) in entries {
         hasher.update(name.as_bytes());
@@ -49,6 +61,14 @@ fn checksum<'a>(entries: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a 
             hasher.update(&(*d as u64).to_le_bytes());
         }
         hasher.update(bytes);
+    }
+    for (key, value) in metadata.into_iter().flatten() {
+        if *key != CHECKSUM_KEY {
+            hasher.update(key.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(value.as_bytes());
+            hasher.update(&[0]);
+        }
     }
     hasher.finalize()
 }
@@ -116,14 +136,20 @@ impl CheckpointWriter {
 
     /// Writes the file atomically: a temporary sibling, flushed to disk, renamed over `path`.
     pub fn write_atomic(mut self, path: &Path) -> Result<()> {
+        self.metadata.insert(FORMAT_KEY.into(), FORMAT.into());
+        let metadata: BTreeMap<&str, &str> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let sum = checksum(
             self.tensors
                 .iter()
                 .map(|(n, e)| (n.as_str(), e.dtype, e.shape.as_slice(), e.bytes.as_slice())),
+            Some(&metadata),
         );
         self.metadata
             .insert(CHECKSUM_KEY.into(), format!("{sum:08x}"));
-        self.metadata.insert(FORMAT_KEY.into(), FORMAT.into());
         let views: Vec<(String, TensorView<'_>)> = self
             .tensors
             .iter()
@@ -235,7 +261,7 @@ impl Checkpoint {
         })?;
         let metadata = header.metadata().clone().unwrap_or_default();
         match metadata.get(FORMAT_KEY) {
-            Some(f) if f == FORMAT => {}
+            Some(f) if f == FORMAT || f == FORMAT_TENSORS_CHECKED => {}
             Some(f) => bail!(
                 "{}: checkpoint format `{f}`, expected `{FORMAT}`",
                 path.display()
@@ -265,10 +291,17 @@ impl Checkpoint {
             .map(|&n| st.tensor(n).map(|v| (n, v)))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| anyhow!("{}: corrupt checkpoint: {e}", self.path.display()))?;
+        let metadata: BTreeMap<&str, &str> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let covers_metadata = metadata.get(FORMAT_KEY) != Some(&FORMAT_TENSORS_CHECKED);
         let sum = checksum(
             views
                 .iter()
                 .map(|(n, v)| (*n, v.dtype(), v.shape(), v.data())),
+            covers_metadata.then_some(&metadata),
         );
         let stored = self
             .metadata

@@ -101,3 +101,46 @@ fn shape_mismatch_names_the_tensor() {
         .to_string();
     assert!(err.contains("fc.weight"), "{err}");
 }
+
+/// Any single-bit change anywhere in a checkpoint file is refused: every bit of a small
+/// checkpoint flipped in turn, whether it lands in the safetensors header, the metadata (the
+/// config, epoch and step counters) or the tensors.
+#[test]
+fn every_single_bit_flip_is_refused() {
+    let dir = temp_dir("bitflip");
+    let path = dir.join("c.safetensors");
+    let mut w = CheckpointWriter::new();
+    w.put_f32("a", &[2, 3], &[1.0, -2.0, 3.5, 4.0, 0.0, 7.25])
+        .unwrap();
+    w.put_u32("queue.labels", &[3], &[1, 2, 3]).unwrap();
+    w.put_i64_scalar("layer1.0.bn1.num_batches_tracked", 7)
+        .unwrap();
+    w.put_meta("epoch", "3");
+    w.put_meta("global_step", "120");
+    w.put_meta("classes", "10");
+    w.put_meta("config", r#"{"lr":0.1,"replicas":2,"seed":0}"#);
+    w.write_atomic(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let read = Checkpoint::read(&path).unwrap();
+    assert_eq!(read.meta("epoch").unwrap(), "3");
+
+    let flipped = dir.join("flipped.safetensors");
+    let mut accepted = Vec::new();
+    for byte in 0..good.len() {
+        for bit in 0..8 {
+            let mut bytes = good.clone();
+            bytes[byte] ^= 1 << bit;
+            std::fs::write(&flipped, &bytes).unwrap();
+            if Checkpoint::read(&flipped).is_ok() {
+                accepted.push((byte, bit));
+            }
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "{} of {} single-bit changes were accepted; (byte, bit) first: {:?}",
+        accepted.len(),
+        good.len() * 8,
+        &accepted[..accepted.len().min(10)]
+    );
+}
