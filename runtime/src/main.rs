@@ -8,12 +8,26 @@ use dscl_cpu::CpuBackend;
 use dscl_cuda::{CudaBackend, Precision};
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
+use dscl_runtime::evaluate::METRICS_FILE;
+use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
+use dscl_runtime::stage2::{EPOCHS_FILE, LINEAR_FILE};
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
-use dscl_runtime::{evaluate, plot, stage1, stage2};
+use dscl_runtime::{evaluate, out_dir, plot, stage1, stage2};
 use dscl_wgpu::WgpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// What a stage-1 run (`train`, `run`) leaves in its output directory: a directory holding any
+/// of them holds a run, and `--overwrite` removes them all.
+const RUN_FILES: &[&str] = &[
+    STAGE1_FILE,
+    LOG_FILE,
+    LINEAR_FILE,
+    EPOCHS_FILE,
+    METRICS_FILE,
+    "plot.svg",
+];
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +66,9 @@ enum Command {
         /// Continue from OUT/stage1.safetensors.
         #[arg(long)]
         resume: bool,
+        /// Replace the run OUT holds (its checkpoints, log, metrics and plot) with a new one.
+        #[arg(long)]
+        overwrite: bool,
         /// End after N steps of this invocation, with a checkpoint written (continue later
         /// with --resume).
         #[arg(long, value_name = "N")]
@@ -69,6 +86,9 @@ enum Command {
         linear: LinearArgs,
         #[command(flatten)]
         eval: EvalArgs,
+        /// Replace the classifier OUT holds (linear.safetensors) with a new one.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Top-1 on a test set, overall and on Many / Medium / Few classes; writes
     /// OUT/metrics.json.
@@ -98,6 +118,9 @@ enum Command {
         /// Continue stage 1 from OUT/stage1.safetensors.
         #[arg(long)]
         resume: bool,
+        /// Replace the run OUT holds (its checkpoints, log, metrics and plot) with a new one.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Draw OUT/plot.svg: the loss curve and per-class accuracy against class size.
     Plot {
@@ -208,10 +231,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             train,
             resume,
+            overwrite,
             stop_after,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
             with_backend!(common, |b| {
+                let _lock = out_dir::lock(&common.out)?;
+                out_dir::claim(&common.out, RUN_FILES, RUN_FILES, resume, overwrite)?;
                 let path = stage1::train(b, &cfg, &common.out, resume, stop_after)?;
                 eprintln!("wrote {}", path.display());
                 Ok(())
@@ -222,25 +248,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             checkpoint,
             linear,
             eval,
-        } => with_backend!(common, |b| {
-            let s2 = stage2::train(b, &checkpoint, &linear, &eval, &common.out)?;
-            eprintln!("wrote {}", s2.checkpoint.display());
-            if let (Some(m), Some(epochs)) = (&s2.final_metrics, &s2.epochs) {
-                println!("{}", m.table());
-                println!("{}", epochs.best_table());
-            }
-            Ok(())
-        }),
+            overwrite,
+        } => {
+            with_backend!(common, |b| {
+                let _lock = out_dir::lock(&common.out)?;
+                out_dir::claim(
+                    &common.out,
+                    &[LINEAR_FILE],
+                    &[LINEAR_FILE, EPOCHS_FILE],
+                    false,
+                    overwrite,
+                )?;
+                let s2 = stage2::train(b, &checkpoint, &linear, &eval, &common.out)?;
+                eprintln!("wrote {}", s2.checkpoint.display());
+                if let (Some(m), Some(epochs)) = (&s2.final_metrics, &s2.epochs) {
+                    println!("{}", m.table());
+                    println!("{}", epochs.best_table());
+                }
+                Ok(())
+            })
+        }
         Command::Eval {
             common,
             checkpoint,
             data,
             eval,
-        } => with_backend!(common, |b| {
-            let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
-            println!("{}", m.table());
-            Ok(())
-        }),
+        } => {
+            with_backend!(common, |b| {
+                let _lock = out_dir::lock(&common.out)?;
+                let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
+                println!("{}", m.table());
+                Ok(())
+            })
+        }
         Command::Run {
             common,
             data,
@@ -248,6 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             linear,
             eval,
             resume,
+            overwrite,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
             if cfg.loss == LossKind::Ce && linear.eval_every_epoch {
@@ -258,6 +299,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let out = common.out.clone();
             with_backend!(common, |b| {
+                let _lock = out_dir::lock(&out)?;
+                out_dir::claim(&out, RUN_FILES, RUN_FILES, resume, overwrite)?;
                 let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
                 let (classifier, epochs) = if cfg.loss == LossKind::Ce {
                     (stage1, None)

@@ -32,7 +32,7 @@ use crate::data::{
 use crate::datasets::{class_counts, open_train, workers};
 use crate::model;
 use crate::out_dir;
-use crate::progress::Progress;
+use crate::progress::{retain_log, Progress};
 
 pub const STAGE1_FILE: &str = "stage1.safetensors";
 pub const LOG_FILE: &str = "log.jsonl";
@@ -525,6 +525,20 @@ fn drive_epochs<T: Send + 'static>(
     };
     let total = (cfg.epochs * steps_per_epoch) as u64;
     let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
+    // The log continues from `at`: records an interrupted attempt wrote after its last
+    // checkpoint, and any later phase's, are dropped, so no step is logged twice.
+    retain_log(&out.join(LOG_FILE), |record| {
+        record["phase"] == phase
+            && match record["kind"].as_str() {
+                Some("step") => record["global_step"]
+                    .as_u64()
+                    .is_some_and(|step| step <= at.global_step),
+                Some("epoch") => record["epoch"]
+                    .as_u64()
+                    .is_some_and(|epoch| (epoch as usize) < at.epoch),
+                _ => false,
+            }
+    })?;
     let mut progress = Progress::new(phase, total, done, Some(&out.join(LOG_FILE)))?;
     let mut taken = 0u64;
     let stopped = |progress: &Progress, taken: u64| {

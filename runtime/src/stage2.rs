@@ -39,7 +39,7 @@ use crate::evaluate::{write_report, TestPass, METRICS_FILE};
 use crate::metrics::{Metrics, Stage2Epochs};
 use crate::model;
 use crate::out_dir;
-use crate::progress::Progress;
+use crate::progress::{retain_log, Progress};
 use crate::stage1::{augment_config, LOG_FILE};
 
 pub const LINEAR_FILE: &str = "linear.safetensors";
@@ -135,6 +135,8 @@ pub fn train<B: Backend<Elem = f32>>(
     let mut x_buf = backend.alloc(x.len())?;
     let mut labels_buf = backend.alloc_index(b)?;
     let total = (cfg.linear_epochs * steps_per_epoch) as u64;
+    // A repeated stage 2 replaces the earlier one's records (stage 1's stay).
+    retain_log(&out.join(LOG_FILE), |record| record["phase"] != "linear")?;
     let mut progress = Progress::new("linear", total, 0, Some(&out.join(LOG_FILE)))?;
     let mut global_step = 0u64;
     if stage == "ce" {

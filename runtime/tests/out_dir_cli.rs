@@ -9,6 +9,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use dscl_runtime::out_dir::{self, LOCK_FILE};
+
 const TRAIN: &[&str] = &[
     "train",
     "--epochs",
@@ -74,6 +76,166 @@ fn an_output_directory_without_room_for_a_checkpoint_is_reported_before_training
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("MiB free for checkpoints"), "{stderr}");
     assert!(stderr.contains("File too large"), "{stderr}");
-    // The probe does not stay behind to fill the disk further.
-    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    // The probe does not stay behind to fill the disk further (the lock file, a few bytes,
+    // does: removing it would let a second run lock a file the first no longer holds).
+    let left: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [LOCK_FILE], "{left:?}");
+}
+
+fn runtime(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Each stage-1 step record of the log: (global step, loss).
+fn logged_steps(out: &Path) -> Vec<(u64, f64)> {
+    fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step" && v["phase"] == "stage1")
+        .map(|v| {
+            (
+                v["global_step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// One owner per output directory: while a run holds it, `train`, `run`, `linear` and `eval`
+/// on it are refused with the holder's process id, before any work.
+#[test]
+fn a_directory_in_use_is_refused_with_the_owner_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let _held = out_dir::lock(&out).unwrap();
+    let owner = format!("in use by another run (process {})", std::process::id());
+    let checkpoint = out.join("stage1.safetensors");
+    let checkpoint = checkpoint.to_str().unwrap();
+    for args in [
+        TRAIN,
+        &["run", "--epochs", "1"][..],
+        &["linear", "--checkpoint", checkpoint][..],
+        &["eval", "--checkpoint", checkpoint][..],
+    ] {
+        let o = runtime(args, &out);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(&owner), "{args:?}: {}", text(&o));
+        assert!(!out.join("log.jsonl").exists(), "{args:?} started work");
+    }
+}
+
+/// A directory that holds a run is not trained into again by accident: without --resume a
+/// second `train` or `run` is refused unless --overwrite replaces the old run (whose log then
+/// holds only the new run's records); --resume with --overwrite is refused as contradictory;
+/// a second `linear` into a directory holding a classifier needs --overwrite too.
+#[test]
+fn a_directory_holding_a_run_needs_resume_or_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = runtime(TRAIN, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = logged_steps(&out);
+    // 503 training images in batches of 32, the last partial batch dropped.
+    assert_eq!(first.len(), 503 / 32, "{first:?}");
+
+    for args in [TRAIN, &["run", "--epochs", "1", "--batch-size", "32"][..]] {
+        let o = runtime(args, &out);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("holds a run"), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("--overwrite"), "{args:?}: {}", text(&o));
+    }
+    let mut both = TRAIN.to_vec();
+    both.extend_from_slice(&["--resume", "--overwrite"]);
+    let o = runtime(&both, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("give one"), "{}", text(&o));
+    assert_eq!(
+        logged_steps(&out),
+        first,
+        "a refused command changed the log"
+    );
+
+    let mut again = TRAIN.to_vec();
+    again.extend_from_slice(&["--overwrite", "--seed", "1"]);
+    let o = runtime(&again, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let second = logged_steps(&out);
+    assert_eq!(second.len(), first.len(), "old records stayed: {second:?}");
+    assert_ne!(second, first);
+
+    let checkpoint = out.join("stage1.safetensors");
+    let linear = [
+        "linear",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--linear-epochs",
+        "1",
+    ];
+    let o = runtime(&linear, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = runtime(&linear, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("linear.safetensors"), "{}", text(&o));
+    let mut replace = linear.to_vec();
+    replace.push("--overwrite");
+    let o = runtime(&replace, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let linear_epochs = log
+        .lines()
+        .filter(|l| l.contains(r#""phase":"linear""#) && l.contains(r#""kind":"epoch""#))
+        .count();
+    assert_eq!(
+        linear_epochs, 1,
+        "the first stage 2's records stayed:\n{log}"
+    );
+}
+
+/// A resumed run continues its log from the checkpoint's step: records an interrupted attempt
+/// wrote after its last checkpoint (and a line a kill cut short) are dropped, so every step
+/// appears once, with the losses of an uninterrupted run.
+#[test]
+fn a_resumed_log_has_every_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let o = runtime(TRAIN, &whole);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = logged_steps(&whole);
+
+    let parts = dir.path().join("parts");
+    let mut first = TRAIN.to_vec();
+    first.extend_from_slice(&["--stop-after", "4"]);
+    let o = runtime(&first, &parts);
+    assert!(o.status.success(), "{}", text(&o));
+    // What an attempt killed after two more steps, mid-record, leaves behind.
+    let mut log = fs::read_to_string(parts.join("log.jsonl")).unwrap();
+    log.push_str(r#"{"kind":"step","phase":"stage1","global_step":5,"loss":1.0}"#);
+    log.push('\n');
+    log.push_str(r#"{"kind":"step","phase":"stage1","global_step":6,"loss":1.0}"#);
+    log.push('\n');
+    log.push_str(r#"{"kind":"st"#);
+    fs::write(parts.join("log.jsonl"), log).unwrap();
+    let mut resume = TRAIN.to_vec();
+    resume.push("--resume");
+    let o = runtime(&resume, &parts);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(logged_steps(&parts), reference);
 }
