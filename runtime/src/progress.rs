@@ -14,22 +14,26 @@ use serde_json::{json, Value};
 /// line without its end; that line is ended first, so the next record stays on a line of
 /// its own instead of being glued to the broken one (and lost with it to every reader).
 /// Keeps the log's records for which `keep` holds and drops the rest (and any line a kill cut
-/// short), so a resumed or repeated phase continues the log without duplicate records. The
-/// file is replaced atomically, and only when something is dropped.
-pub fn retain_log(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<()> {
+/// short), so a resumed or repeated phase continues the log without duplicate records; returns
+/// the records kept. The file is replaced atomically, and only when something is dropped.
+pub fn retain_log(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<Vec<Value>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading the log {}", path.display())),
     };
     let lines: Vec<&str> = text.lines().collect();
-    let kept: Vec<&str> = lines
+    let (kept, records): (Vec<&str>, Vec<Value>) = lines
         .iter()
-        .copied()
-        .filter(|line| serde_json::from_str::<Value>(line).is_ok_and(|v| keep(&v)))
-        .collect();
+        .filter_map(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| keep(v))
+                .map(|v| (*line, v))
+        })
+        .unzip();
     if kept.len() == lines.len() {
-        return Ok(());
+        return Ok(records);
     }
     let tmp = path.with_extension(format!("jsonl.tmp-{}", std::process::id()));
     let mut body = kept.join("\n");
@@ -38,7 +42,8 @@ pub fn retain_log(path: &Path, keep: impl Fn(&Value) -> bool) -> Result<()> {
     }
     std::fs::write(&tmp, body)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| format!("rewriting the log {}", path.display()))
+        .with_context(|| format!("rewriting the log {}", path.display()))?;
+    Ok(records)
 }
 
 fn open_log(path: &Path) -> Result<File> {

@@ -527,15 +527,17 @@ fn drive_epochs<T: Send + 'static>(
     let done = (at.epoch * steps_per_epoch + at.step_in_epoch) as u64;
     // The log continues from `at`: records an interrupted attempt wrote after its last
     // checkpoint, and any later phase's, are dropped, so no step is logged twice.
-    retain_log(&out.join(LOG_FILE), |record| {
+    let kept = retain_log(&out.join(LOG_FILE), |record| {
         record["phase"] == phase
             && match record["kind"].as_str() {
                 Some("step") => record["global_step"]
                     .as_u64()
                     .is_some_and(|step| step <= at.global_step),
+                // An epoch record is written when its epoch ends, numbered as the epochs
+                // done by then (the position's epoch).
                 Some("epoch") => record["epoch"]
                     .as_u64()
-                    .is_some_and(|epoch| (epoch as usize) < at.epoch),
+                    .is_some_and(|done| done as usize <= at.epoch),
                 _ => false,
             }
     })?;
@@ -545,9 +547,19 @@ fn drive_epochs<T: Send + 'static>(
         progress.finish();
         eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
     };
+    // A run resumed mid-epoch takes the epoch's earlier losses from the log, so the epoch's
+    // mean covers all its steps.
+    let epoch_start = at.global_step - at.step_in_epoch as u64;
+    let earlier: Vec<f64> = kept
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .filter(|r| r["global_step"].as_u64().is_some_and(|s| s > epoch_start))
+        .filter_map(|r| r["loss"].as_f64())
+        .collect();
+    let mut carried = (earlier.iter().sum::<f64>(), earlier.len());
     while at.epoch < cfg.epochs {
         let mut loader = epoch_loader(data, cfg, at, transform.clone())?;
-        let (mut sum, mut count) = (0.0, 0usize);
+        let (mut sum, mut count) = std::mem::take(&mut carried);
         for batch in loader.by_ref() {
             let batch = batch?;
             // Per step at the fractional epoch, as the official loop calls

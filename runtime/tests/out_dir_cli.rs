@@ -105,16 +105,28 @@ fn text(o: &Output) -> String {
 
 /// Each stage-1 step record of the log: (global step, loss).
 fn logged_steps(out: &Path) -> Vec<(u64, f64)> {
+    stage1_records(out)
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "step")
+        .map(|(_, step, loss)| (step, loss))
+        .collect()
+}
+
+/// Each stage-1 record of the log: (kind, global step or epochs done, loss).
+fn stage1_records(out: &Path) -> Vec<(String, u64, f64)> {
     fs::read_to_string(out.join("log.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step" && v["phase"] == "stage1")
+        .filter(|v| v["phase"] == "stage1")
         .map(|v| {
-            (
-                v["global_step"].as_u64().unwrap(),
-                v["loss"].as_f64().unwrap(),
-            )
+            let kind = v["kind"].as_str().unwrap().to_string();
+            let at = if kind == "step" {
+                &v["global_step"]
+            } else {
+                &v["epoch"]
+            };
+            (kind, at.as_u64().unwrap(), v["loss"].as_f64().unwrap())
         })
         .collect()
 }
@@ -215,27 +227,36 @@ fn a_directory_holding_a_run_needs_resume_or_overwrite() {
 #[test]
 fn a_resumed_log_has_every_step_once() {
     let dir = tempfile::tempdir().unwrap();
+    let mut two_epochs = TRAIN.to_vec();
+    two_epochs[2] = "2"; // --epochs
     let whole = dir.path().join("whole");
-    let o = runtime(TRAIN, &whole);
+    let o = runtime(&two_epochs, &whole);
     assert!(o.status.success(), "{}", text(&o));
-    let reference = logged_steps(&whole);
+    let reference = stage1_records(&whole);
+    assert_eq!(reference.len(), 2 * 15 + 2, "{reference:?}");
 
-    let parts = dir.path().join("parts");
-    let mut first = TRAIN.to_vec();
-    first.extend_from_slice(&["--stop-after", "4"]);
-    let o = runtime(&first, &parts);
-    assert!(o.status.success(), "{}", text(&o));
-    // What an attempt killed after two more steps, mid-record, leaves behind.
-    let mut log = fs::read_to_string(parts.join("log.jsonl")).unwrap();
-    log.push_str(r#"{"kind":"step","phase":"stage1","global_step":5,"loss":1.0}"#);
-    log.push('\n');
-    log.push_str(r#"{"kind":"step","phase":"stage1","global_step":6,"loss":1.0}"#);
-    log.push('\n');
-    log.push_str(r#"{"kind":"st"#);
-    fs::write(parts.join("log.jsonl"), log).unwrap();
-    let mut resume = TRAIN.to_vec();
-    resume.push("--resume");
-    let o = runtime(&resume, &parts);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(logged_steps(&parts), reference);
+    // Stopped mid-epoch (step 4) and at an epoch's end (step 15, its epoch record written).
+    for stop in ["4", "15"] {
+        let parts = dir.path().join(format!("parts-{stop}"));
+        let mut first = two_epochs.clone();
+        first.extend_from_slice(&["--stop-after", stop]);
+        let o = runtime(&first, &parts);
+        assert!(o.status.success(), "{}", text(&o));
+        // What an attempt killed two steps later, mid-record, leaves behind.
+        let next: u64 = stop.parse().unwrap();
+        let mut log = fs::read_to_string(parts.join("log.jsonl")).unwrap();
+        for step in [next + 1, next + 2] {
+            log.push_str(&format!(
+                r#"{{"kind":"step","phase":"stage1","global_step":{step},"loss":1.0}}"#
+            ));
+            log.push('\n');
+        }
+        log.push_str(r#"{"kind":"st"#);
+        fs::write(parts.join("log.jsonl"), log).unwrap();
+        let mut resume = two_epochs.clone();
+        resume.push("--resume");
+        let o = runtime(&resume, &parts);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(stage1_records(&parts), reference, "stopped after {stop}");
+    }
 }
