@@ -9,6 +9,7 @@ pub mod data;
 pub mod datasets;
 pub mod evaluate;
 pub mod image;
+pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod out_dir;

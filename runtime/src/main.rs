@@ -9,6 +9,7 @@ use dscl_cuda::{CudaBackend, Precision};
 use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
 use dscl_runtime::evaluate::METRICS_FILE;
+use dscl_runtime::interrupt::{self, Interrupted};
 use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
 use dscl_runtime::stage2::{EPOCHS_FILE, LINEAR_FILE};
 use dscl_runtime::vectors::Vectors;
@@ -214,12 +215,30 @@ fn report_file_size_limit_as_an_error() {}
 
 fn main() -> ExitCode {
     report_file_size_limit_as_an_error();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // `train` and `run` continue with --resume; `linear` starts over.
+    let resumable = matches!(cli.command, Command::Train { .. } | Command::Run { .. });
+    if let Err(err) = interrupt::install() {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
+        Err(err) => match err.downcast_ref::<Interrupted>() {
+            Some(stop) => {
+                let args: Vec<String> = std::env::args().collect();
+                eprintln!("{stop}");
+                eprintln!(
+                    "resume with: {}",
+                    interrupt::resume_command(&args, resumable)
+                );
+                ExitCode::from(stop.exit_code())
+            }
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

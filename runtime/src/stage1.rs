@@ -30,6 +30,7 @@ use crate::data::{
     epoch_order, epoch_seed, key_shuffle, Batch, Dataset, Loader, LoaderConfig, Transform,
 };
 use crate::datasets::{class_counts, open_train, workers};
+use crate::interrupt::{self, Interrupted};
 use crate::model;
 use crate::out_dir;
 use crate::progress::{retain_log, Progress};
@@ -583,8 +584,13 @@ fn drive_epochs<T: Send + 'static>(
             let stop = mid_epoch && stop_after == Some(taken);
             let periodic = cfg.checkpoint_every > 0
                 && at.global_step.is_multiple_of(cfg.checkpoint_every as u64);
-            if mid_epoch && (stop || periodic) {
+            let signal = interrupt::requested().filter(|_| mid_epoch);
+            if mid_epoch && (stop || periodic || signal.is_some()) {
                 save(at)?;
+            }
+            if let Some(signal) = signal {
+                progress.finish();
+                return Err(interrupted(signal, out, at).into());
             }
             if stop {
                 stopped(&progress, taken);
@@ -611,6 +617,10 @@ fn drive_epochs<T: Send + 'static>(
             "{phase} epoch {}/{}: mean loss {mean:.4}",
             at.epoch, cfg.epochs
         ));
+        if let Some(signal) = interrupt::requested().filter(|_| at.epoch < cfg.epochs) {
+            progress.finish();
+            return Err(interrupted(signal, out, at).into());
+        }
         if stop_after.is_some_and(|n| taken >= n) && at.epoch < cfg.epochs {
             stopped(&progress, taken);
             return Ok(());
@@ -618,4 +628,18 @@ fn drive_epochs<T: Send + 'static>(
     }
     progress.finish();
     Ok(())
+}
+
+/// What a signal leaves: the checkpoint just written at `at`.
+fn interrupted(signal: i32, out: &Path, at: Position) -> Interrupted {
+    Interrupted {
+        signal,
+        saved: format!(
+            "{} holds step {} (epoch {}, step {} of it)",
+            out.join(STAGE1_FILE).display(),
+            at.global_step,
+            at.epoch + 1,
+            at.step_in_epoch
+        ),
+    }
 }

@@ -36,6 +36,7 @@ use crate::config::{EvalArgs, LinearArgs, RunConfig};
 use crate::data::{class_balanced_order, epoch_seed, Loader, LoaderConfig, Transform};
 use crate::datasets::{class_counts, open_train, workers};
 use crate::evaluate::{write_report, TestPass, METRICS_FILE};
+use crate::interrupt::{self, Interrupted};
 use crate::metrics::{Metrics, Stage2Epochs};
 use crate::model;
 use crate::out_dir;
@@ -196,6 +197,16 @@ pub fn train<B: Backend<Elem = f32>>(
                 b as u64,
                 json!({"epoch": epoch + 1, "global_step": global_step, "loss": loss, "lr": lr}),
             )?;
+            // Stage 2 is short and keeps no checkpoint of its own: a signal ends it after this
+            // step, and the command is run again (stage 1, if any, stays complete on disk).
+            if let Some(signal) = interrupt::requested() {
+                progress.finish();
+                return Err(Interrupted {
+                    signal,
+                    saved: "stage 2 is not saved part-way and starts over".into(),
+                }
+                .into());
+            }
         }
         let mean = if count > 0 {
             sum / count as f64

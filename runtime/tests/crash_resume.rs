@@ -112,3 +112,86 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
+
+/// Starts the run with stderr captured, waits until it has logged `steps` steps, sends each of
+/// `signals` in turn (1 ms apart), and returns its exit status and stderr.
+fn signalled(out: &Path, steps: usize, signals: &[i32]) -> (std::process::ExitStatus, String) {
+    let mut child = command(out).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while logged_steps(out) < steps {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the run did not reach step {steps}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the signal"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    for &signal in signals {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not stop after the signal"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+/// Graceful preemption: SIGTERM or SIGINT ends the run after its current step with a checkpoint
+/// at that step, the command that resumes it, and exit status 128 + signal; resuming with the
+/// printed command gives the uninterrupted run's losses. A second signal ends the run at once
+/// (killed by the signal), and the checkpoint on disk is still a complete one to resume from.
+#[test]
+fn sigterm_and_sigint_stop_after_a_step_with_a_checkpoint_and_the_resume_command() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let reference_dir = temp("signal-reference");
+    assert!(command(&reference_dir).status().unwrap().success());
+    let reference = losses(&reference_dir);
+
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let dir = temp(&format!("signal{signal}"));
+        let (status, stderr) = signalled(&dir, 6, &[signal]);
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        let saved =
+            dscl_runtime::checkpoint::Checkpoint::read(&dir.join("stage1.safetensors")).unwrap();
+        let saved_step: usize = saved.meta("global_step").unwrap().parse().unwrap();
+        // The step under way when the signal came was finished, logged and saved.
+        assert_eq!(saved_step, losses(&dir).len(), "{stderr}");
+        let resume = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("resume with: "))
+            .unwrap_or_else(|| panic!("no resume command:\n{stderr}"));
+        assert!(resume.ends_with("--resume"), "{resume}");
+        let words = shlex::split(resume).unwrap();
+        let status = Command::new(&words[0])
+            .args(&words[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{resume}");
+        assert_eq!(losses(&dir), reference, "after {signal}");
+    }
+
+    let dir = temp("signal-twice");
+    let (status, stderr) = signalled(&dir, 6, &[libc::SIGTERM, libc::SIGTERM]);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}\n{stderr}");
+    let status = command(&dir).arg("--resume").status().unwrap();
+    assert!(status.success());
+    assert_eq!(losses(&dir), reference, "after two signals");
+}
