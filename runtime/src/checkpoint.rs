@@ -16,6 +16,7 @@
 //! - Writing goes to a temporary file in the same directory, is flushed to disk, then renamed
 //!   over the target: a crash leaves either the old checkpoint or the new one, never half.
 
+use crate::bounded_read::{read_file, FileKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
@@ -251,8 +252,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads and verifies `path`: a safetensors file of this format whose checksum matches.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes =
-            fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bytes = read_file(path, FileKind::Checkpoint)?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             anyhow!(
                 "{} is not a readable checkpoint (safetensors header: {e})",

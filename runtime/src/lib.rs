@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod backend_choice;
+pub mod bounded_read;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

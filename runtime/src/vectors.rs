@@ -4,6 +4,7 @@
 //! applies: a missing field, a matrix of the wrong shape, a non-finite number, a label out of
 //! range.
 
+use crate::bounded_read::{read_file, FileKind};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -53,8 +54,9 @@ pub struct Outputs {
 
 impl Vectors {
     pub fn from_path(path: &Path) -> Result<Vectors> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read vectors file {}", path.display()))?;
+        let bytes = read_file(path, FileKind::Vectors)?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("vectors file {} is not UTF-8 text", path.display()))?;
         Self::from_json(&text).with_context(|| format!("in vectors file {}", path.display()))
     }
 

@@ -295,3 +295,100 @@ fn cifar100_binary_uses_fine_labels() {
     let e = error_text(CifarBinary::open(nothing.path(), Split::Train));
     assert!(e.contains("no CIFAR binary files"), "{e}");
 }
+
+/// Untrusted files are read bounded and only when regular: a FIFO (whose open would block
+/// forever), a symbolic link to `/dev/zero` (endless), a directory, and files larger than
+/// their format can be (sparse, so they take no disk) are each refused with the file named,
+/// through the list, ImageNet-LT JSON, image and checkpoint readers and end to end through
+/// `runtime train --train-list` (under a deadline: a hang fails the test).
+#[cfg(unix)]
+#[test]
+fn fifos_devices_directories_and_oversized_files_are_refused_unread() {
+    use dscl_runtime::checkpoint::Checkpoint;
+    use dscl_runtime::data::decode_image_file;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("list.fifo");
+    let c_path = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let zero = dir.path().join("zero.png");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let sparse = |name: &str, len: u64| {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+        path
+    };
+    let huge_json = sparse("huge.json", 3 << 30);
+    let huge_image = sparse("huge.jpg", 300 << 20);
+    let huge_checkpoint = sparse("huge.safetensors", 17 << 30);
+
+    let not_regular = "not a regular file";
+    for (what, err, says) in [
+        (
+            "FIFO list",
+            error_text(ListFile::open(&fifo, dir.path(), None)),
+            not_regular,
+        ),
+        (
+            "FIFO checkpoint",
+            error_text(Checkpoint::read(&fifo)),
+            not_regular,
+        ),
+        (
+            "/dev/zero image",
+            error_text(decode_image_file(&zero)),
+            not_regular,
+        ),
+        (
+            "directory list",
+            error_text(ListFile::open(dir.path(), dir.path(), None)),
+            "is a directory",
+        ),
+        (
+            "3 GiB JSON",
+            error_text(ImageNetLtJson::open(&huge_json, dir.path())),
+            "more than the 2048 MiB",
+        ),
+        (
+            "300 MiB image",
+            error_text(decode_image_file(&huge_image)),
+            "more than the 256 MiB",
+        ),
+        (
+            "17 GiB checkpoint",
+            error_text(Checkpoint::read(&huge_checkpoint)),
+            "more than the 16384 MiB",
+        ),
+    ] {
+        assert!(err.contains(says), "{what}: {err}");
+    }
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runtime"))
+        .args(["train", "--epochs", "1", "--train-list"])
+        .arg(&fifo)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("runtime train on a FIFO list hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(not_regular), "{stderr}");
+}

@@ -109,5 +109,5 @@ fn malformed_files_are_refused_with_a_clear_message() {
     }
     let out = runtime(&["verify", "/nonexistent/vectors.json"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("cannot read vectors file /nonexistent/vectors.json"));
+    assert!(text(&out).contains("reading vectors file /nonexistent/vectors.json"));
 }

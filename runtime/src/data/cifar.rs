@@ -5,6 +5,7 @@
 //! split is read into memory at open (150 MB for the training set) because decoding is then
 //! a byte-to-float copy, and per-record file reads would cost more than that memory.
 
+use crate::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -83,8 +84,8 @@ impl CifarBinary {
         let mut data = CifarBinary::empty(kind, split);
         for name in kind.files(split) {
             let path = dir.join(&name);
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("reading CIFAR {split} file {}", path.display()))?;
+            let bytes = read_file(&path, FileKind::CifarBatch)
+                .with_context(|| format!("reading the CIFAR {split} split"))?;
             data.append_file(&bytes, &path)?;
         }
         Ok(data)

@@ -6,6 +6,7 @@
 //! model always takes RGB input and the long-tailed benchmarks contain some grayscale
 //! images.
 
+use crate::bounded_read::{read_file, FileKind};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -17,7 +18,7 @@ use crate::image::Image;
 /// Reads and decodes the PNG or JPEG file at `path`. A missing, unreadable, truncated or
 /// corrupt file is an error naming `path`.
 pub fn decode_image_file(path: &Path) -> anyhow::Result<Image> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading image {}", path.display()))?;
+    let bytes = read_file(path, FileKind::Image)?;
     decode_image_bytes(&bytes).with_context(|| format!("decoding image {}", path.display()))
 }
 

@@ -1,6 +1,7 @@
 //! The ImageNet-LT annotation JSON as the official code ships it:
 //! `{"num_classes": N, "annotations": [{"fpath": "...", "category_id": k}, ...]}`.
 
+use crate::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -36,8 +37,7 @@ impl ImageNetLtJson {
     /// Reads the annotation file at `json`, resolving `fpath`s against `root`. Errors name the
     /// file and, for a bad annotation, its index.
     pub fn open(json: &Path, root: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(json)
-            .with_context(|| format!("reading ImageNet-LT JSON {}", json.display()))?;
+        let bytes = read_file(json, FileKind::Index)?;
         Self::parse(&bytes, json, root)
     }
 

@@ -1,9 +1,10 @@
 //! The list-file data set: one `relative/path label` per line (the ImageNet-LT and Places-LT
 //! `*_train.txt` / `*_test.txt` files), resolved against a root directory.
 
+use crate::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::decode::decode_image_file;
 use super::path_table::PathTable;
@@ -30,8 +31,7 @@ impl ListFile {
     /// given, every label must be below it; otherwise the number of classes is the largest
     /// label + 1. Errors name the list file and line.
     pub fn open(list: &Path, root: &Path, num_classes: Option<usize>) -> anyhow::Result<Self> {
-        let bytes =
-            std::fs::read(list).with_context(|| format!("reading list file {}", list.display()))?;
+        let bytes = read_file(list, FileKind::Index)?;
         Self::parse(&bytes, list, root, num_classes)
     }
 
