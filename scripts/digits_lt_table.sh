@@ -9,7 +9,7 @@
 # ICLR 2020: `runtime linear` on its backbone, then `runtime eval`). Prints a markdown table;
 # each run's metrics.json stays under $OUT (default target/digits-lt).
 #
-#   scripts/digits_lt_table.sh            # about 40 minutes on 2 cores
+#   scripts/digits_lt_table.sh            # about 50 minutes on 2 cores (94 beside other work)
 #   SEEDS="0 1" scripts/digits_lt_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
