@@ -5,6 +5,7 @@
 //! 224 px data, a CIFAR-sized one for 32 px data, and a small, fast one for the built-in
 //! digits, so `runtime run` with no flags finishes in minutes on two cores.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -560,6 +561,59 @@ impl RunConfig {
 
     pub fn from_json(text: &str) -> Result<RunConfig> {
         Ok(serde_json::from_str(text)?)
+    }
+
+    /// The settings in which `now` differs from this (saved) configuration, each as
+    /// `--flag: saved X, now Y`, leaving out those that cannot change a run's results: the
+    /// decoding worker count (every sample's randomness is keyed by its position, not by the
+    /// worker that decodes it) and the checkpoint frequency.
+    pub fn differences(&self, now: &RunConfig) -> Vec<String> {
+        const NO_EFFECT: &[&str] = &["data.workers", "checkpoint_every"];
+        let (mut saved, mut current) = (BTreeMap::new(), BTreeMap::new());
+        flatten(
+            "",
+            &serde_json::to_value(self).unwrap_or_default(),
+            &mut saved,
+        );
+        flatten(
+            "",
+            &serde_json::to_value(now).unwrap_or_default(),
+            &mut current,
+        );
+        let keys: BTreeSet<&String> = saved.keys().chain(current.keys()).collect();
+        keys.into_iter()
+            .filter(|key| !NO_EFFECT.contains(&key.as_str()))
+            .filter_map(|key| {
+                let (was, is) = (saved.get(key), current.get(key));
+                (was != is).then(|| {
+                    let flag = key.rsplit('.').next().unwrap_or(key).replace('_', "-");
+                    let show = |v: Option<&serde_json::Value>| match v {
+                        Some(serde_json::Value::Null) | None => "unset".to_string(),
+                        Some(v) => v.to_string(),
+                    };
+                    format!("--{flag}: saved {}, now {}", show(was), show(is))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Every leaf of `value` under its dotted path.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
     }
 }
 

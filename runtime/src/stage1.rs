@@ -140,12 +140,12 @@ fn resume_from(out: &Path, cfg: &RunConfig, resume: bool) -> Result<Option<Check
     let ckpt = Checkpoint::read(&path)?;
     let saved = RunConfig::from_json(ckpt.meta("config")?)
         .with_context(|| format!("{}: unreadable config record", path.display()))?;
-    if saved != *cfg {
+    let differences = saved.differences(cfg);
+    if !differences.is_empty() {
         bail!(
-            "--resume: {} was written by a run with different settings; use the same flags \
-             (saved: {})",
+            "--resume: {} was written by a run with different settings; use the same flags:\n  {}",
             path.display(),
-            saved.to_json()
+            differences.join("\n  ")
         );
     }
     Ok(Some(ckpt))
