@@ -336,13 +336,28 @@ fn train_contrastive<B: Backend<Elem = f32>>(
     let mut crops_buf = backend.alloc(crops.len().max(1))?;
     let mut boxes_buf = backend.alloc(boxes.len().max(1))?;
     let mut labels_buf = backend.alloc_index(b)?;
-    let mut shuffle = vec![0u32; b];
+    // Slot j of the key batch holds image shuffle[j]: the identity with one replica group.
+    let mut shuffle: Vec<u32> = (0..b as u32).collect();
 
     let mut take_step = |batch: &Batch<Stage1Views>, lr: f64, at: Position| -> Result<Value> {
         let (qi, ki) = (3 * s * s, 3 * cs * cs);
+        if batch.items.len() != b {
+            bail!(
+                "a stage-1 batch of {} images where {b} were planned",
+                batch.items.len()
+            );
+        }
+        // With several replica groups the key images go in at their shuffled slots, for the
+        // key encoder's shuffled batch norm (batches are full: the loader drops the last).
+        let shuffled = cfg.replicas > 1;
+        if shuffled {
+            key_shuffle(cfg.seed, at.global_step, &mut shuffle);
+        }
+        for (slot, &image) in shuffle.iter().enumerate() {
+            k[slot * qi..(slot + 1) * qi].copy_from_slice(&batch.items[image as usize].key);
+        }
         for (i, v) in batch.items.iter().enumerate() {
             q[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
-            k[i * qi..(i + 1) * qi].copy_from_slice(&v.key);
             if pbsd {
                 for ci in 0..c {
                     let row = ci * b + i;
@@ -359,12 +374,7 @@ fn train_contrastive<B: Backend<Elem = f32>>(
             backend.upload(&mut boxes_buf, 0, &boxes)?;
         }
         backend.upload_index(&mut labels_buf, 0, &batch.labels)?;
-        let key_shuffle = if cfg.replicas > 1 {
-            key_shuffle(cfg.seed, at.global_step, &mut shuffle);
-            Some(&shuffle[..])
-        } else {
-            None
-        };
+        let key_shuffle = shuffled.then_some(&shuffle[..]);
         let batch = DsclBatch {
             queries: &q_buf,
             keys: &k_buf,

@@ -291,18 +291,32 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
     let mut losses: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for t in 0..steps {
         let q = upload(be, &queries[t * b * image..(t + 1) * b * image]);
-        let kk = upload(be, &keys[t * b * image..(t + 1) * b * image]);
         let cr = upload(be, &crops[t * c * b * crop..(t + 1) * c * b * crop]);
         let bx = upload(be, &boxes[t * c * b * 5..(t + 1) * c * b * 5]);
         let lb = upload_index(be, &labels[t * b..(t + 1) * b]);
         let order = &shuffles[t * b..(t + 1) * b];
+        // One replica normalises its keys in any order alike, and the step takes no shuffle.
+        let shuffled = variant != Variant::UnshuffledKeys && step.config().replicas > 1;
+        let shuffle = shuffled.then_some(order);
+        // The key images at their shuffled slots (slot j holds image order[j]), as the runtime
+        // writes them; in image order without the shuffle.
+        let step_keys = &keys[t * b * image..(t + 1) * b * image];
+        let slots: Vec<f64> = match shuffle {
+            Some(order) => order
+                .iter()
+                .flat_map(|&i| &step_keys[i as usize * image..(i as usize + 1) * image])
+                .copied()
+                .collect(),
+            None => step_keys.to_vec(),
+        };
+        let kk = upload(be, &slots);
         let batch = DsclBatch {
             queries: &q,
             keys: &kk,
             crops: &cr,
             crop_boxes: &bx,
             labels: &lb,
-            key_shuffle: (variant != Variant::UnshuffledKeys).then_some(order),
+            key_shuffle: shuffle,
         };
         let l = step.step(be, &encoder, &mut model, &batch, lrs[t]).unwrap();
         losses.entry("dscl").or_default().push(l.contrastive);

@@ -908,6 +908,13 @@ fn each_step_reads_the_device_once() {
 /// changes.
 #[test]
 fn a_faulty_step_names_the_cause_and_changes_no_parameter() {
+    faulty_step(1, None);
+    // Two replica groups, each loss over its own rows: the cause is still named over the whole
+    // batch, and nothing changes.
+    faulty_step(2, Some(&[6, 1, 4, 0, 3, 7, 2, 5]));
+}
+
+fn faulty_step(replicas: usize, key_shuffle: Option<&[u32]>) {
     let be = CpuBackend::new();
     let (_, labels) = dataset();
     let encoder = Encoder::new(ResNetConfig::tiny(), 16).unwrap();
@@ -915,6 +922,7 @@ fn a_faulty_step_names_the_cause_and_changes_no_parameter() {
     let config = DsclConfig {
         crops,
         queue_len: 32,
+        replicas,
         ..DsclConfig::default()
     };
     let shape = StepShape {
@@ -955,7 +963,7 @@ fn a_faulty_step_names_the_cause_and_changes_no_parameter() {
         crops: &cb,
         crop_boxes: &bb,
         labels: yb,
-        key_shuffle: None,
+        key_shuffle,
     };
     step.step(&be, &encoder, &mut model, &batch_of(&qb, &yb), 0.1)
         .unwrap();

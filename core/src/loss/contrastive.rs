@@ -287,18 +287,20 @@ impl<B: Backend> SupervisedContrastive<B> {
         readout: LossReadout,
         fault: Option<Fault>,
     ) -> Result<f64> {
-        let named = self.named_inputs(inputs);
+        let named = self.named_inputs(inputs, self.shape.batch);
         explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
         self.check_outputs(backend, readout, grad_queries)?;
         Ok(readout.loss)
     }
 
-    /// The inputs a non-finite fault is traced to, in order.
+    /// The inputs a non-finite fault is traced to, in order, holding `batch` queries and keys
+    /// (this loss's batch, or a whole step's when its replica groups are traced together).
     pub(crate) fn named_inputs<'a>(
         &self,
         inputs: &ContrastiveInputs<'a, B>,
+        batch: usize,
     ) -> [NamedRows<'a, B>; 3] {
-        let (b, d) = (self.shape.batch, self.shape.dim);
+        let (b, d) = (batch, self.shape.dim);
         [
             NamedRows {
                 name: "queries",

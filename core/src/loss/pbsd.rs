@@ -268,19 +268,20 @@ impl<B: Backend> PatchSelfDistillation<B> {
         readout: LossReadout,
         fault: Option<Fault>,
     ) -> Result<f64> {
-        let named = self.named_inputs(inputs);
+        let named = self.named_inputs(inputs, self.shape.batch);
         explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
         self.check_outputs(backend, readout, grad_students)?;
         Ok(readout.loss)
     }
 
-    /// The inputs a non-finite fault is traced to, in order.
-    pub(crate) fn named_inputs<'a>(&self, inputs: &PbsdInputs<'a, B>) -> [NamedRows<'a, B>; 4] {
-        let (rows, b, d) = (
-            self.crops * self.shape.batch,
-            self.shape.batch,
-            self.shape.dim,
-        );
+    /// The inputs a non-finite fault is traced to, in order, for `batch` images (this loss's
+    /// batch, or a whole step's when its replica groups are traced together).
+    pub(crate) fn named_inputs<'a>(
+        &self,
+        inputs: &PbsdInputs<'a, B>,
+        batch: usize,
+    ) -> [NamedRows<'a, B>; 4] {
+        let (rows, b, d) = (self.crops * batch, batch, self.shape.dim);
         [
             NamedRows {
                 name: "teachers",

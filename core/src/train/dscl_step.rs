@@ -7,8 +7,9 @@
 //! 3. crop path: the C small crops through the same encoder -> students s; batch norm per crop
 //!    set and replica group (the official `for small_im_q in small_im_qs` loop), or one joint
 //!    set of statistics ([`CropNorm::Joint`], one replica only);
-//! 4. momentum update of the key encoder, then the key images through it -> keys k, shuffled
-//!    across the replica groups for its batch norm and restored after (MoCo's shuffle BN);
+//! 4. momentum update of the key encoder, then the key images through it -> keys k; with
+//!    several groups the batch brings them shuffled across the groups for the key encoder's
+//!    batch norm, and the keys are restored to image order after (MoCo's shuffle BN);
 //! 5. per replica group, loss = DSCL(q; k, queue) + lambda * PBSD(t -> s; k, queue) over the
 //!    group's own queries, keys and crops plus the shared queue, queued without a read into one
 //!    totals buffer; the gradients scaled by 1 / R, as DDP averages the replicas' gradients;
@@ -36,7 +37,7 @@ use heapless::Vec;
 use crate::backend::Backend;
 use crate::backend::BufferLen;
 use crate::error::{check_len, ensure, Fault, Result};
-use crate::loss::diagnose::{explain_fault, LossReadout, NamedRows, Totals, TOTALS_LEN};
+use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
 use crate::loss::L2Normalize;
 use crate::loss::{
     ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
@@ -127,7 +128,9 @@ pub struct StepShape {
 pub struct DsclBatch<'a, B: Backend> {
     /// `[B, 3, S, S]`
     pub queries: &'a B::Buffer,
-    /// `[B, 3, S, S]`, the second view of the same images.
+    /// `[B, 3, S, S]`, the second view of the same images: in image order, or, with
+    /// `key_shuffle`, in its order (the host writes each key image at its shuffled slot as it
+    /// assembles the batch, so the device moves no image).
     pub keys: &'a B::Buffer,
     /// `[C * B, 3, s, s]`, crop-major: crop c of image i is item `c * B + i`.
     pub crops: &'a B::Buffer,
@@ -135,10 +138,11 @@ pub struct DsclBatch<'a, B: Backend> {
     pub crop_boxes: &'a B::Buffer,
     /// `[B]` labels.
     pub labels: &'a B::IndexBuffer,
-    /// Shuffled key batch norm with R > 1 replica groups: slot j of the key encoder's batch
-    /// holds key image `key_shuffle[j]` (a permutation of `0..B`, drawn anew each step), so
-    /// group g normalises key images `key_shuffle[g * B / R..(g + 1) * B / R]`. `None` keeps
-    /// the keys in order; ignored with one group, whose statistics no order changes.
+    /// Shuffled key batch norm with R > 1 replica groups: slot j of `keys` holds key image
+    /// `key_shuffle[j]` (a permutation of `0..B`, drawn anew each step), so group g normalises
+    /// key images `key_shuffle[g * B / R..(g + 1) * B / R]`; the step restores the keys to
+    /// image order after the key encoder. `None`: `keys` are in image order. With one group
+    /// `keys` must be in image order (no order changes its statistics, so none is restored).
     pub key_shuffle: Option<&'a [u32]>,
 }
 
@@ -156,8 +160,8 @@ pub struct DsclStep<B: Backend> {
     shape: StepShape,
     query: EncoderRecord<B>,
     key: EncoderRecord<B>,
-    /// With R > 1: the key images in shuffled order and the keys restored to image order.
-    shuffle: Option<KeyShuffle<B>>,
+    /// With R > 1: the keys in image order (the key encoder's output is in the shuffle's).
+    keys_in_order: Option<B::Buffer>,
     crop: Option<CropPath<B>>,
     scratch: Scratch<B>,
     /// One per replica group: its losses and (R > 1) its rows of the step's buffers.
@@ -188,11 +192,6 @@ struct CropPath<B: Backend> {
     teachers: B::Buffer,
     d_students: B::Buffer,
     frozen_teachers: bool,
-}
-
-struct KeyShuffle<B: Backend> {
-    images: B::Buffer,
-    keys_in_order: B::Buffer,
 }
 
 /// One replica group's losses; with R > 1 also its rows, gathered from the step's buffers
@@ -354,11 +353,8 @@ impl<B: Backend> DsclStep<B> {
                 rows,
             });
         }
-        let shuffle = if replicas > 1 {
-            Some(KeyShuffle {
-                images: backend.alloc(big_b * 3 * shape.image_size * shape.image_size)?,
-                keys_in_order: backend.alloc(big_b * dim)?,
-            })
+        let keys_in_order = if replicas > 1 {
+            Some(backend.alloc(big_b * dim)?)
         } else {
             None
         };
@@ -367,7 +363,7 @@ impl<B: Backend> DsclStep<B> {
             shape,
             query,
             key,
-            shuffle,
+            keys_in_order,
             crop,
             scratch: Scratch::new(backend, needs)?,
             groups,
@@ -398,10 +394,7 @@ impl<B: Backend> DsclStep<B> {
     }
     /// The key embeddings of the last step (`[B, d]`, in image order).
     pub fn keys(&self) -> &B::Buffer {
-        match &self.shuffle {
-            Some(s) => &s.keys_in_order,
-            None => &self.key.embeddings,
-        }
+        self.keys_in_order.as_ref().unwrap_or(&self.key.embeddings)
     }
 
     fn check_batch(&self, batch: &DsclBatch<'_, B>) -> Result<()> {
@@ -420,6 +413,13 @@ impl<B: Backend> DsclStep<B> {
             check_len("crop boxes", batch.crop_boxes.len(), n * 5)?;
         }
         if let Some(order) = batch.key_shuffle {
+            // One group's statistics do not depend on the order, and its keys are never
+            // restored: a shuffle there would pair queries with other images' keys.
+            ensure(
+                self.config.replicas > 1,
+                "key shuffle",
+                "needs more than one replica group",
+            )?;
             check_len("key shuffle", order.len(), s.batch)?;
             // A permutation: every slot names a distinct image. Quadratic, allocation-free,
             // and small next to a step (B^2 / 2 comparisons).
@@ -451,13 +451,9 @@ impl<B: Backend> DsclStep<B> {
         let losses = self.losses_and_gradients(backend, encoder, model, batch)?;
         model.query.sgd_step(backend, &self.config.sgd, lr)?;
         // Every group's keys in group order: the official concat_all_gather.
-        let keys = match &self.shuffle {
-            Some(s) => &s.keys_in_order,
-            None => &self.key.embeddings,
-        };
         model
             .queue
-            .enqueue(backend, keys, batch.labels, self.shape.batch)?;
+            .enqueue(backend, self.keys(), batch.labels, self.shape.batch)?;
         Ok(losses)
     }
 
@@ -524,61 +520,27 @@ impl<B: Backend> DsclStep<B> {
                 &mut self.scratch,
             )?;
         }
-        // Step 4: keys, shuffled across the groups for batch norm and restored after.
-        let shuffle = match (&mut self.shuffle, batch.key_shuffle) {
-            (Some(s), Some(order)) => Some((s, order)),
-            _ => None,
-        };
-        match shuffle {
-            Some((s, order)) => {
-                let image = 3 * self.shape.image_size * self.shape.image_size;
-                for (slot, &from) in order.iter().enumerate() {
-                    let from = from as usize;
-                    backend.copy(batch.keys, from * image, &mut s.images, slot * image, image)?;
+        // Step 4: keys (in the shuffle's order when there is one), restored to image order.
+        encoder.forward(
+            backend,
+            &model.key_params,
+            &mut model.key_state,
+            &mut self.key,
+            batch.keys,
+            &mut self.scratch,
+        )?;
+        if let Some(in_order) = &mut self.keys_in_order {
+            match batch.key_shuffle {
+                Some(order) => {
+                    for (slot, &image) in order.iter().enumerate() {
+                        let row = image as usize;
+                        backend.copy(&self.key.embeddings, slot * dim, in_order, row * dim, dim)?;
+                    }
                 }
-                encoder.forward(
-                    backend,
-                    &model.key_params,
-                    &mut model.key_state,
-                    &mut self.key,
-                    &s.images,
-                    &mut self.scratch,
-                )?;
-                for (slot, &to) in order.iter().enumerate() {
-                    let to = to as usize;
-                    backend.copy(
-                        &self.key.embeddings,
-                        slot * dim,
-                        &mut s.keys_in_order,
-                        to * dim,
-                        dim,
-                    )?;
-                }
-            }
-            None => {
-                encoder.forward(
-                    backend,
-                    &model.key_params,
-                    &mut model.key_state,
-                    &mut self.key,
-                    batch.keys,
-                    &mut self.scratch,
-                )?;
-                if let Some(s) = &mut self.shuffle {
-                    backend.copy(
-                        &self.key.embeddings,
-                        0,
-                        &mut s.keys_in_order,
-                        0,
-                        big_b * dim,
-                    )?;
-                }
+                None => backend.copy(&self.key.embeddings, 0, in_order, 0, big_b * dim)?,
             }
         }
-        let keys = match &self.shuffle {
-            Some(s) => &s.keys_in_order,
-            None => &self.key.embeddings,
-        };
+        let keys = self.keys_in_order.as_ref().unwrap_or(&self.key.embeddings);
 
         // Step 5: each group's losses queued into the step's totals buffer (nothing is read
         // back yet), its gradients scaled by 1 / R into the step's gradient buffers.
@@ -756,28 +718,32 @@ impl<B: Backend> DsclStep<B> {
                 .unwrap_or(LossReadout::at(values, slot(0)))
         };
         let first = &self.groups[0];
-        let mut contrastive_named = first.contrastive.named_inputs(&ContrastiveInputs {
-            queries: &self.query.embeddings,
-            keys,
-            queue: &queue.keys,
-            labels,
-            queue_labels: &queue.labels,
-            queue_filled: queue.filled(),
-        });
-        widen_rows(&mut contrastive_named, big_b, self.config.crops);
+        let contrastive_named = first.contrastive.named_inputs(
+            &ContrastiveInputs {
+                queries: &self.query.embeddings,
+                keys,
+                queue: &queue.keys,
+                labels,
+                queue_labels: &queue.labels,
+                queue_filled: queue.filled(),
+            },
+            big_b,
+        );
         let contrastive_suspect = first
             .contrastive
             .suspect(&contrastive_named, blamed(contrastive_slot));
         match (&first.pbsd, &self.crop) {
             (Some(pbsd), Some(c)) => {
-                let mut pbsd_named = pbsd.named_inputs(&PbsdInputs {
-                    teachers: &c.teachers,
-                    students: &c.students.embeddings,
-                    keys,
-                    queue: &queue.keys,
-                    queue_filled: queue.filled(),
-                });
-                widen_rows(&mut pbsd_named, big_b, self.config.crops);
+                let pbsd_named = pbsd.named_inputs(
+                    &PbsdInputs {
+                        teachers: &c.teachers,
+                        students: &c.students.embeddings,
+                        keys,
+                        queue: &queue.keys,
+                        queue_filled: queue.filled(),
+                    },
+                    big_b,
+                );
                 let pbsd_suspect = pbsd.suspect(&pbsd_named, blamed(pbsd_slot));
                 explain_fault(backend, fault, &[contrastive_suspect, pbsd_suspect])?;
             }
@@ -801,18 +767,5 @@ impl<B: Backend> DsclStep<B> {
             }
         }
         Ok(())
-    }
-}
-
-/// Names a loss's inputs over the whole batch of `batch` images (each loss of a replica group
-/// names its own `batch / R` rows): the query and key rows become `batch`, the crop rows
-/// `crops * batch`; the queue keeps its rows.
-fn widen_rows<B: Backend>(named: &mut [NamedRows<'_, B>], batch: usize, crops: usize) {
-    for rows in named.iter_mut() {
-        match rows.name {
-            "queries" | "keys" => rows.rows = batch,
-            "teachers" | "students" => rows.rows = crops * batch,
-            _ => {}
-        }
     }
 }
