@@ -3,26 +3,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dscl_runtime::checkpoint::Checkpoint;
 use serde_json::Value;
 
-fn runtime(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .expect("the runtime binary starts")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{runtime, text};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dscl-train-cli-{name}-{}", std::process::id()));
