@@ -423,9 +423,6 @@ impl RunConfig {
         let kind = data.kind()?;
         let p = preset(kind);
         let image_size = data.image_size.unwrap_or(p.image_size);
-        if image_size < 4 {
-            bail!("--image-size must be at least 4 pixels, got {image_size}");
-        }
         let crop_size = data
             .crop_size
             .unwrap_or_else(|| default_crop_size(image_size));
@@ -456,7 +453,9 @@ impl RunConfig {
             epochs,
             batch_size,
             lr: train.lr.unwrap_or(p.lr_per_256 * batch_size as f64 / 256.0),
-            warmup_epochs: train.warmup_epochs.unwrap_or(p.warmup_epochs).min(epochs),
+            // The preset's warm-up shortens with a short run; a warm-up given longer than the
+            // run is refused in check().
+            warmup_epochs: train.warmup_epochs.unwrap_or(p.warmup_epochs.min(epochs)),
             weight_decay: train.weight_decay.unwrap_or(5e-4),
             checkpoint_every: train.checkpoint_every.unwrap_or(0),
             linear_epochs: linear.linear_epochs.unwrap_or(p.linear_epochs),
@@ -472,20 +471,39 @@ impl RunConfig {
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
-        let positive = [
-            ("--batch-size", self.batch_size),
-            ("--epochs", self.epochs),
-            ("--crop-size", self.crop_size),
-            ("--linear-batch-size", self.linear_batch_size),
-        ];
-        for (flag, v) in positive {
-            if v == 0 {
-                bail!("{flag} must be at least 1");
-            }
+    /// Every resolved setting against what the method can run; each error names its flag.
+    pub fn check(&self) -> Result<()> {
+        self.check_stage1()?;
+        self.check_linear()?;
+        Ok(())
+    }
+
+    /// The stage-2 settings (the only ones `runtime linear` may change on a checkpoint's
+    /// configuration).
+    pub fn check_linear(&self) -> Result<()> {
+        at_least_one("--linear-epochs", self.linear_epochs)?;
+        at_least_one("--linear-batch-size", self.linear_batch_size)?;
+        positive("--linear-lr", self.linear_lr)
+    }
+
+    fn check_stage1(&self) -> Result<()> {
+        at_least_one("--batch-size", self.batch_size)?;
+        at_least_one("--epochs", self.epochs)?;
+        if self.image_size < MIN_SIDE {
+            bail!(
+                "--image-size must be at least {MIN_SIDE} pixels, got {}",
+                self.image_size
+            );
         }
-        if self.crops == 0 && self.pbsd_weight > 0.0 {
-            bail!("--crops must be at least 1 while PBSD is on (--pbsd-weight > 0)");
+        if self.data.workers == Some(0) {
+            bail!("--workers must be at least 1 (or left out: one per CPU)");
+        }
+        if self.warmup_epochs > self.epochs {
+            bail!(
+                "--warmup-epochs ({}) must not exceed --epochs ({})",
+                self.warmup_epochs,
+                self.epochs
+            );
         }
         if !(1..=MAX_REPLICAS).contains(&self.replicas) {
             bail!(
@@ -501,56 +519,79 @@ impl RunConfig {
                 self.replicas
             );
         }
-        if self.replicas > 1 && self.crop_norm == CropNorm::Joint && self.pbsd_weight > 0.0 {
-            bail!(
-                "--crop-norm joint is defined for one replica only (its one pass would mix the \
-                 replica groups' crops); use --crop-norm per-set, or --replicas 1 (this run \
-                 has {})",
-                self.replicas
-            );
-        }
         if self.replicas > 1 && self.loss == LossKind::Ce {
             bail!(
                 "--replicas applies to the contrastive stage-1 step; the cross-entropy \
                  baseline (--loss ce) trains as one group"
             );
         }
-        for (flag, v) in [
-            ("--tau", self.tau),
-            ("--lr", self.lr),
-            ("--linear-lr", self.linear_lr),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("{flag} must be a positive number, got {v}");
-            }
-        }
-        for (flag, v) in [
-            ("--pbsd-weight", self.pbsd_weight),
-            ("--beta", self.beta),
-            ("--weight-decay", self.weight_decay),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                bail!("{flag} must be a non-negative number, got {v}");
-            }
-        }
-        if !(0.0..=1.0).contains(&self.momentum_encoder) {
-            bail!(
-                "--momentum-encoder must lie in [0, 1], got {}",
-                self.momentum_encoder
-            );
-        }
+        positive("--lr", self.lr)?;
+        non_negative("--weight-decay", self.weight_decay)?;
         if !(self.min_scale > 0.0 && self.min_scale <= 1.0) {
             bail!("--min-scale must lie in (0, 1], got {}", self.min_scale);
         }
         if !(self.imbalance.is_finite() && self.imbalance >= 1.0) {
             bail!("--imbalance must be at least 1, got {}", self.imbalance);
         }
-        if self.crop_size > self.image_size {
+        if self.loss != LossKind::Ce {
+            self.check_contrastive()?;
+        }
+        Ok(())
+    }
+
+    /// The settings of the contrastive step (cross-entropy has none of them).
+    fn check_contrastive(&self) -> Result<()> {
+        positive("--tau", self.tau)?;
+        non_negative("--pbsd-weight", self.pbsd_weight)?;
+        non_negative("--beta", self.beta)?;
+        // m = 1 would leave the key encoder at its random start for the whole run: every key,
+        // and so every loss term, would come from an untrained network.
+        if !(0.0..1.0).contains(&self.momentum_encoder) {
             bail!(
-                "--crop-size ({}) must not exceed --image-size ({})",
-                self.crop_size,
-                self.image_size
+                "--momentum-encoder must lie in [0, 1) (1 would never update the key encoder), \
+                 got {}",
+                self.momentum_encoder
             );
+        }
+        let group = self.batch_size / self.replicas;
+        if self.queue > 0 && self.queue < group {
+            bail!(
+                "--queue ({}) must hold at least one replica group's keys ({group}: \
+                 --batch-size / --replicas), or be 0 for no queue",
+                self.queue
+            );
+        }
+        if self.pbsd_weight > 0.0 {
+            if self.queue == 0 {
+                bail!(
+                    "--queue 0 leaves PBSD (on: --pbsd-weight {}) only the batch's own keys to \
+                     distil over; give a queue (--queue N), or turn PBSD off with \
+                     --pbsd-weight 0",
+                    self.pbsd_weight
+                );
+            }
+            at_least_one("--crops", self.crops)?;
+            if self.crop_size < MIN_SIDE {
+                bail!(
+                    "--crop-size must be at least {MIN_SIDE} pixels, got {}",
+                    self.crop_size
+                );
+            }
+            if self.crop_size > self.image_size {
+                bail!(
+                    "--crop-size ({}) must not exceed --image-size ({})",
+                    self.crop_size,
+                    self.image_size
+                );
+            }
+            if self.replicas > 1 && self.crop_norm == CropNorm::Joint {
+                bail!(
+                    "--crop-norm joint is defined for one replica only (its one pass would mix \
+                     the replica groups' crops); use --crop-norm per-set, or --replicas 1 \
+                     (this run has {})",
+                    self.replicas
+                );
+            }
         }
         Ok(())
     }
@@ -596,6 +637,219 @@ impl RunConfig {
             })
             .collect()
     }
+}
+
+/// The smallest image or crop side the networks take: below it the stages' strides leave no
+/// feature map to pool.
+const MIN_SIDE: usize = 4;
+
+fn at_least_one(flag: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(())
+}
+
+fn positive(flag: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        bail!("{flag} must be a positive number, got {value}");
+    }
+    Ok(())
+}
+
+fn non_negative(flag: &str, value: f64) -> Result<()> {
+    if !(value.is_finite() && value >= 0.0) {
+        bail!("{flag} must be a non-negative number, got {value}");
+    }
+    Ok(())
+}
+
+impl LinearArgs {
+    /// The stage-2 values given on the command line, before any checkpoint is read.
+    pub fn check(&self) -> Result<()> {
+        if let Some(v) = self.linear_epochs {
+            at_least_one("--linear-epochs", v)?;
+        }
+        if let Some(v) = self.linear_batch_size {
+            at_least_one("--linear-batch-size", v)?;
+        }
+        if let Some(v) = self.linear_lr {
+            positive("--linear-lr", v)?;
+        }
+        Ok(())
+    }
+}
+
+/// The commands that take training, data and evaluation flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandName {
+    Train,
+    Linear,
+    Eval,
+    Run,
+}
+
+/// The flags given on the command line (as `--name`) that `command` would not use with this
+/// configuration (`cfg`: the resolved one of `train` and `run`; `linear` and `eval` take
+/// theirs from a checkpoint), each with the reason. A flag that would be ignored is refused:
+/// a user who sets `--imbalance` on list data, or `--queue` for cross-entropy, believes it
+/// changed the run.
+pub fn unused_flags(
+    command: CommandName,
+    cfg: Option<&RunConfig>,
+    given: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut unused: Vec<(&str, String)> = Vec::new();
+    let mut refuse = |flags: &[&'static str], why: &str| {
+        for &flag in flags {
+            if given.contains(flag) && !unused.iter().any(|(f, _)| *f == flag) {
+                unused.push((flag, why.to_string()));
+            }
+        }
+    };
+    let test_flags = [
+        "--test-list",
+        "--imagenet-lt-test-json",
+        "--test-image-folder",
+    ];
+    let a_test_index = given.contains("--test-list") || given.contains("--imagenet-lt-test-json");
+    match command {
+        CommandName::Eval => {
+            refuse(
+                &[
+                    "--train-list",
+                    "--cifar",
+                    "--imagenet-lt-json",
+                    "--image-folder",
+                    "--imbalance",
+                    "--image-size",
+                    "--crop-size",
+                    "--min-scale",
+                    "--no-flip",
+                ],
+                "`eval` takes the training data and image settings from the checkpoint; give \
+                 test data with --test-list, --imagenet-lt-test-json or --test-image-folder",
+            );
+            if !a_test_index {
+                refuse(
+                    &["--root"],
+                    "--root resolves the paths of --test-list and --imagenet-lt-test-json, and \
+                     neither is given",
+                );
+            }
+        }
+        CommandName::Linear => {
+            if !given.contains("--eval-every-epoch") {
+                refuse(
+                    &["--split-thresholds"],
+                    "`linear` evaluates only with --eval-every-epoch (or evaluate its \
+                     classifier with `runtime eval`)",
+                );
+            }
+        }
+        CommandName::Train | CommandName::Run => {
+            if command == CommandName::Train {
+                refuse(
+                    &test_flags,
+                    "`train` does not evaluate; give test data to `runtime run` or \
+                     `runtime eval`",
+                );
+            }
+            if let Some(cfg) = cfg {
+                refuse_unused_training_flags(command, cfg, a_test_index, &mut refuse);
+            }
+        }
+    }
+    unused
+        .into_iter()
+        .map(|(flag, why)| format!("{flag}: {why}"))
+        .collect()
+}
+
+/// The training flags that `cfg`'s data, loss and PBSD setting leave unused.
+fn refuse_unused_training_flags(
+    command: CommandName,
+    cfg: &RunConfig,
+    a_test_index: bool,
+    refuse: &mut impl FnMut(&[&'static str], &str),
+) {
+    if !matches!(cfg.data_kind, DataKind::Cifar | DataKind::Digits) {
+        refuse(
+            &["--imbalance"],
+            "--imbalance subsamples CIFAR and the built-in digits; list, JSON and folder data \
+             are used as they are",
+        );
+    }
+    let root_used = matches!(cfg.data_kind, DataKind::List | DataKind::ImageNetLt)
+        || (command == CommandName::Run && a_test_index);
+    if !root_used {
+        refuse(
+            &["--root"],
+            "--root resolves the paths of list and ImageNet-LT JSON files, and none is given",
+        );
+    }
+    if cfg.loss == LossKind::Ce {
+        refuse(
+            &[
+                "--beta",
+                "--tau",
+                "--queue",
+                "--queue-init",
+                "--momentum-encoder",
+                "--pbsd-weight",
+                "--crops",
+                "--crop-size",
+                "--crop-norm",
+            ],
+            "--loss ce trains a classifier end to end with cross-entropy: it has no \
+             contrastive loss, queue, key encoder or PBSD",
+        );
+        if command == CommandName::Run {
+            refuse(
+                &[
+                    "--linear-epochs",
+                    "--linear-batch-size",
+                    "--linear-lr",
+                    "--linear-frozen-bn",
+                ],
+                "`run --loss ce` has no stage 2 (for classifier re-training, run `runtime \
+                 linear` on its checkpoint)",
+            );
+        }
+        return;
+    }
+    if cfg.loss == LossKind::Scl {
+        refuse(
+            &["--beta"],
+            "--beta weighs DSCL's positives; --loss scl (SupCon) weighs them all alike",
+        );
+    }
+    if cfg.pbsd_weight == 0.0 {
+        refuse(
+            &["--crops", "--crop-size", "--crop-norm"],
+            "PBSD is off (--pbsd-weight 0), so no crops are made",
+        );
+    }
+    if cfg.queue == 0 {
+        refuse(&["--queue-init"], "--queue 0: there is no queue to start");
+    }
+}
+
+/// Refuses the flags of [`unused_flags`], all of them in one message.
+pub fn refuse_unused_flags(
+    command: CommandName,
+    cfg: Option<&RunConfig>,
+    given: &BTreeSet<String>,
+) -> Result<()> {
+    let unused = unused_flags(command, cfg, given);
+    if !unused.is_empty() {
+        bail!(
+            "{} flag(s) would be ignored, so they are refused:\n  {}",
+            unused.len(),
+            unused.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// Every leaf of `value` under its dotted path.

@@ -1,13 +1,18 @@
 //! The `runtime` command line.
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_cuda::{CudaBackend, Precision};
 use dscl_runtime::backend_choice::BackendChoice;
-use dscl_runtime::config::{DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig, TrainArgs};
+use dscl_runtime::config::{
+    refuse_unused_flags, CommandName, DataArgs, EvalArgs, LinearArgs, LossKind, RunConfig,
+    TrainArgs,
+};
+use dscl_runtime::datasets::{open_test, open_train};
 use dscl_runtime::evaluate::METRICS_FILE;
 use dscl_runtime::interrupt::{self, Interrupted};
 use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
@@ -16,6 +21,7 @@ use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
 use dscl_runtime::{evaluate, out_dir, plot, stage1, stage2};
 use dscl_wgpu::WgpuBackend;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -147,6 +153,26 @@ struct Common {
     /// Every other backend computes in fp32.
     #[arg(long, default_value = "fp32", value_name = "fp32|tf32|bf16")]
     precision: Precision,
+    /// Largest list or ImageNet-LT JSON file read, in MiB (default 2048); a larger one is
+    /// refused before it is read.
+    #[arg(long, value_name = "MIB")]
+    max_index_mib: Option<u64>,
+}
+
+impl Common {
+    /// Puts the process-wide settings of these flags in force.
+    fn apply(&self) -> Result<()> {
+        if let Some(mib) = self.max_index_mib {
+            if mib == 0 {
+                bail!("--max-index-mib must be at least 1");
+            }
+            let bytes = mib.checked_mul(1 << 20).ok_or_else(|| {
+                anyhow::anyhow!("--max-index-mib {mib} is more bytes than a file can have")
+            })?;
+            dscl_runtime::bounded_read::set_index_limit(bytes);
+        }
+        Ok(())
+    }
 }
 
 /// Opens the wgpu device, saying which adapter it is.
@@ -213,16 +239,35 @@ fn report_file_size_limit_as_an_error() {
 #[cfg(not(unix))]
 fn report_file_size_limit_as_an_error() {}
 
+/// The long names (`--flag`) of the subcommand's flags that the command line gave, as opposed
+/// to those left at their defaults.
+fn flags_given(matches: &ArgMatches) -> BTreeSet<String> {
+    let Some((name, given)) = matches.subcommand() else {
+        return BTreeSet::new();
+    };
+    let cli = Cli::command();
+    let Some(command) = cli.find_subcommand(name) else {
+        return BTreeSet::new();
+    };
+    command
+        .get_arguments()
+        .filter(|arg| given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
+
 fn main() -> ExitCode {
     report_file_size_limit_as_an_error();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let given = flags_given(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `train` and `run` continue with --resume; `linear` starts over.
     let resumable = matches!(cli.command, Command::Train { .. } | Command::Run { .. });
     if let Err(err) = interrupt::install() {
         eprintln!("error: {err:#}");
         return ExitCode::from(2);
     }
-    match run(cli) {
+    match run(cli, &given) {
         Ok(code) => code,
         Err(err) => match err.downcast_ref::<Interrupted>() {
             Some(stop) => {
@@ -242,7 +287,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// Each command in phases: 1. its flags, resolved and checked, unused ones refused; 2. its
+/// data, indexed and checked (every listed file exists, labels in range, test data with the
+/// training set's classes); 3. the device; 4. the output directory, locked and claimed;
+/// 5. the work. Nothing is trained before 1-4 have passed.
+fn run(cli: Cli, given: &BTreeSet<String>) -> Result<ExitCode> {
     match cli.command {
         Command::Verify { file, backend, tol } => verify(&file, backend, tol),
         Command::Train {
@@ -254,10 +303,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stop_after,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
+            refuse_unused_flags(CommandName::Train, Some(&cfg), given)?;
+            if stop_after == Some(0) {
+                bail!("--stop-after must be at least 1");
+            }
+            common.apply()?;
+            let train_set = open_train(&cfg)?;
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&common.out)?;
                 out_dir::claim(&common.out, RUN_FILES, RUN_FILES, resume, overwrite)?;
-                let path = stage1::train(b, &cfg, &common.out, resume, stop_after)?;
+                let path = stage1::train(b, &cfg, train_set, &common.out, resume, stop_after)?;
                 eprintln!("wrote {}", path.display());
                 Ok(())
             })
@@ -269,6 +324,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eval,
             overwrite,
         } => {
+            linear.check()?;
+            refuse_unused_flags(CommandName::Linear, None, given)?;
+            common.apply()?;
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&common.out)?;
                 out_dir::claim(
@@ -293,6 +351,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             data,
             eval,
         } => {
+            refuse_unused_flags(CommandName::Eval, None, given)?;
+            if data.workers == Some(0) {
+                bail!("--workers must be at least 1 (or left out: one per CPU)");
+            }
+            common.apply()?;
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&common.out)?;
                 let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
@@ -310,17 +373,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             overwrite,
         } => {
             let cfg = RunConfig::resolve(&data, &train, &linear, common.seed)?;
+            refuse_unused_flags(CommandName::Run, Some(&cfg), given)?;
             if cfg.loss == LossKind::Ce && linear.eval_every_epoch {
                 bail!(
                     "--eval-every-epoch evaluates stage-2 epochs; `run --loss ce` has no stage \
                      2 (for classifier re-training, run `runtime linear` on its checkpoint)"
                 );
             }
+            common.apply()?;
+            let train_set = open_train(&cfg)?;
+            // The test set is indexed and checked against the training classes now, so a
+            // missing or mismatched test set stops the run before hours of training.
+            open_test(&cfg, train_set.num_classes())?;
             let out = common.out.clone();
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&out)?;
                 out_dir::claim(&out, RUN_FILES, RUN_FILES, resume, overwrite)?;
-                let stage1 = stage1::train(b, &cfg, &out, resume, None)?;
+                let stage1 = stage1::train(b, &cfg, train_set, &out, resume, None)?;
                 let (classifier, epochs) = if cfg.loss == LossKind::Ce {
                     (stage1, None)
                 } else {

@@ -29,7 +29,7 @@ use crate::config::{LossKind, QueueInit, RunConfig};
 use crate::data::{
     epoch_order, epoch_seed, key_shuffle, Batch, Dataset, Loader, LoaderConfig, Transform,
 };
-use crate::datasets::{class_counts, open_train, workers};
+use crate::datasets::{class_counts, workers};
 use crate::interrupt::{self, Interrupted};
 use crate::model;
 use crate::out_dir;
@@ -63,16 +63,19 @@ pub fn augment_config(cfg: &RunConfig) -> AugmentConfig {
     a
 }
 
+/// Trains on `data`, the training set of `cfg` as [`open_train`](crate::datasets::open_train) opens it (the command opens
+/// it before the backend, so bad data is refused before a device starts).
+///
 /// `stop_after`: end this invocation after that many steps, with a checkpoint written, so a
 /// time-boxed job can continue later with `--resume`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
     cfg: &RunConfig,
+    data: Arc<dyn Dataset>,
     out: &Path,
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<PathBuf> {
-    let data = open_train(cfg)?;
     let steps_per_epoch = data.len() / cfg.batch_size;
     if steps_per_epoch == 0 {
         bail!(

@@ -93,6 +93,7 @@ pub fn train<B: Backend<Elem = f32>>(
     cfg.linear_batch_size = linear.linear_batch_size.unwrap_or(cfg.linear_batch_size);
     cfg.linear_lr = linear.linear_lr.unwrap_or(cfg.linear_lr);
     cfg.linear_frozen_bn |= linear.linear_frozen_bn;
+    cfg.check_linear()?;
     let data = open_train(&cfg)?;
     let num_classes = data.num_classes();
     let counts = class_counts(data.as_ref());

@@ -196,6 +196,59 @@ fn skip_bad_fills_batches_from_later_samples() {
 }
 
 #[test]
+fn skip_bad_with_nothing_usable_left_is_an_error() {
+    // (samples, bad ones, batch, drop_last): every sample bad; all but two bad with a batch of
+    // four and the partial batch dropped; a single sample, bad.
+    let cases: [(usize, Vec<usize>, usize, bool); 3] = [
+        (8, (0..8).collect(), 4, false),
+        (10, (0..8).collect(), 4, true),
+        (1, vec![0], 1, false),
+    ];
+    for (len, bad, batch, drop_last) in cases {
+        let skipped = bad.len();
+        let cfg = LoaderConfig {
+            skip_bad: true,
+            drop_last,
+            ..config(batch, 2)
+        };
+        let results: Vec<_> = Loader::new(
+            Synthetic::new(len, bad, 0),
+            (0..len).collect(),
+            tagging(),
+            cfg,
+        )
+        .unwrap()
+        .collect();
+        assert_eq!(
+            results.len(),
+            1,
+            "one error and nothing else ({len} samples)"
+        );
+        let e = format!("{:#}", results[0].as_ref().unwrap_err());
+        assert!(
+            e.contains("--skip-bad left nothing to train on")
+                && e.contains(&format!("{skipped} of the {len} samples")),
+            "{e}"
+        );
+    }
+    // One good sample is enough: no error.
+    let cfg = LoaderConfig {
+        skip_bad: true,
+        ..config(4, 2)
+    };
+    let batches: Vec<_> = Loader::new(
+        Synthetic::new(4, vec![0, 1, 2], 0),
+        (0..4).collect(),
+        tagging(),
+        cfg,
+    )
+    .unwrap()
+    .map(|b| b.unwrap().indices)
+    .collect();
+    assert_eq!(batches, [vec![3]]);
+}
+
+#[test]
 fn transform_errors_end_the_iteration_even_with_skip_bad() {
     let transform: Transform<usize> = Arc::new(|img: &Image, _: &mut _| {
         if img.pixels[0] == 6.0 {

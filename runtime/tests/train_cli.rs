@@ -503,3 +503,228 @@ fn replicas_split_the_batch_resume_exactly_and_refuse_what_does_not_divide() {
         );
     }
 }
+
+/// Asserts a command was refused before any work: the runtime's error exit, every one of
+/// `needles` in its message, and nothing written to `out` but (at most) the lock file.
+fn assert_refused_before_work(o: &Output, out: &Path, needles: &[&str]) {
+    common::assert_refused(o, needles);
+    for file in [
+        "log.jsonl",
+        "stage1.safetensors",
+        "linear.safetensors",
+        "metrics.json",
+    ] {
+        assert!(!out.join(file).exists(), "{file} written:\n{}", text(o));
+    }
+    assert!(
+        !text(o).contains("stage 1:"),
+        "training started:\n{}",
+        text(o)
+    );
+}
+
+/// Every numeric flag is checked in every command that takes it, before the backend opens or a
+/// file is read, and the error names the flag.
+#[test]
+fn every_command_checks_its_flags_before_work() {
+    let dir = temp("flags");
+    let out = dir.join("out");
+    let out_s = out.to_str().unwrap();
+    // `linear` and `eval` reject their flags before reading the (missing) checkpoint.
+    let ckpt = dir.join("no-such.safetensors");
+    let ckpt_s = ckpt.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["train", "--stop-after", "0"],
+            "--stop-after must be at least 1",
+        ),
+        (
+            &["train", "--momentum-encoder", "1"],
+            "--momentum-encoder must lie in [0, 1)",
+        ),
+        (
+            &["train", "--warmup-epochs", "5", "--epochs", "2"],
+            "--warmup-epochs (5) must not exceed --epochs (2)",
+        ),
+        (&["train", "--queue", "0"], "--queue 0 leaves PBSD"),
+        (
+            &["train", "--queue", "16", "--batch-size", "32"],
+            "--queue (16) must hold at least one replica group's keys (32",
+        ),
+        (&["train", "--workers", "0"], "--workers must be at least 1"),
+        (
+            &["train", "--crop-size", "2"],
+            "--crop-size must be at least 4",
+        ),
+        (
+            &["train", "--max-index-mib", "0"],
+            "--max-index-mib must be at least 1",
+        ),
+        (
+            &["run", "--linear-epochs", "0"],
+            "--linear-epochs must be at least 1",
+        ),
+        (&["run", "--epochs", "0"], "--epochs must be at least 1"),
+        (
+            &["linear", "--checkpoint", ckpt_s, "--linear-epochs", "0"],
+            "--linear-epochs must be at least 1",
+        ),
+        (
+            &["linear", "--checkpoint", ckpt_s, "--linear-batch-size", "0"],
+            "--linear-batch-size must be at least 1",
+        ),
+        (
+            &["linear", "--checkpoint", ckpt_s, "--linear-lr=-1"],
+            "--linear-lr must be a positive number, got -1",
+        ),
+        (
+            &["eval", "--checkpoint", ckpt_s, "--workers", "0"],
+            "--workers must be at least 1",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--out", out_s]);
+        let o = runtime(&all);
+        assert_refused_before_work(&o, &out, &[needle]);
+        assert!(
+            !text(&o).contains("no-such"),
+            "read before checking:\n{}",
+            text(&o)
+        );
+    }
+}
+
+/// A flag the command would ignore is refused with the reason, all of them in one message.
+#[test]
+fn flags_a_command_would_ignore_are_refused() {
+    let dir = temp("unused");
+    let out = dir.join("out");
+    let out_s = out.to_str().unwrap();
+    let ckpt = dir.join("no-such.safetensors");
+    let ckpt_s = ckpt.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["train", "--test-list", "test.txt"],
+            &["--test-list: `train` does not evaluate"],
+        ),
+        (
+            &["train", "--loss", "ce", "--queue", "64", "--tau", "0.1"],
+            &[
+                "2 flag(s) would be ignored",
+                "--queue: --loss ce",
+                "--tau: --loss ce",
+            ],
+        ),
+        (
+            &["train", "--train-list", "train.txt", "--imbalance", "10"],
+            &["--imbalance: --imbalance subsamples CIFAR"],
+        ),
+        (&["train", "--root", "/data"], &["--root: --root resolves"]),
+        (
+            &["train", "--pbsd-weight", "0", "--crops", "3"],
+            &["--crops: PBSD is off"],
+        ),
+        (
+            &["train", "--loss", "scl", "--beta", "4"],
+            &["--beta: --beta weighs"],
+        ),
+        (
+            &["run", "--loss", "ce", "--linear-epochs", "3"],
+            &["--linear-epochs: `run --loss ce` has no stage 2"],
+        ),
+        (
+            &["eval", "--checkpoint", ckpt_s, "--image-size", "32"],
+            &["--image-size: `eval` takes the training data and image settings"],
+        ),
+        (
+            &[
+                "linear",
+                "--checkpoint",
+                ckpt_s,
+                "--split-thresholds",
+                "50,10",
+            ],
+            &["--split-thresholds: `linear` evaluates only with --eval-every-epoch"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--out", out_s]);
+        let o = runtime(&all);
+        assert_refused_before_work(&o, &out, needles);
+    }
+    // The same flags where the command uses them pass this check (and fail later, on the
+    // missing list file, for the reason that names it).
+    let o = runtime(&[
+        "run",
+        "--test-list",
+        "test.txt",
+        "--epochs",
+        "1",
+        "--out",
+        out_s,
+    ]);
+    assert!(!text(&o).contains("would be ignored"), "{}", text(&o));
+}
+
+/// Writes `n` tiny images per class under `dir` and a list file naming them.
+fn write_image_list(dir: &Path, name: &str, classes: u32, n: u32) -> PathBuf {
+    let mut lines = String::new();
+    for c in 0..classes {
+        for i in 0..n {
+            let file = format!("c{c}-{i}.png");
+            let shade = (40 * c + 7 * i) as u8;
+            image::RgbImage::from_fn(12, 12, |x, y| {
+                image::Rgb([shade, (x * 20) as u8, (y * 20) as u8])
+            })
+            .save(dir.join(&file))
+            .unwrap();
+            lines.push_str(&format!("{file} {c}\n"));
+        }
+    }
+    let list = dir.join(name);
+    fs::write(&list, lines).unwrap();
+    list
+}
+
+/// `run` indexes and checks its test data before stage 1 starts: a missing test list, a test
+/// label the model cannot have, and a listed test image that does not exist stop it at once.
+#[test]
+fn run_checks_its_test_data_before_training() {
+    let dir = temp("test-data");
+    let train = write_image_list(&dir, "train.txt", 3, 4);
+    write_image_list(&dir, "good-test.txt", 3, 1);
+    let out = dir.join("out");
+    let bad_label = dir.join("label.txt");
+    fs::write(&bad_label, "c0-0.png 0\nc1-0.png 7\n").unwrap();
+    let missing = dir.join("missing.txt");
+    fs::write(&missing, "c0-0.png 0\nnot-there.png 1\n").unwrap();
+    let cases: [(PathBuf, &[&str]); 3] = [
+        (dir.join("no-such-test.txt"), &["no-such-test.txt"]),
+        (bad_label, &["label.txt:2", "label 7", "0 to 2"]),
+        (missing, &["not-there.png"]),
+    ];
+    for (test, needles) in cases {
+        let o = runtime(&[
+            "run",
+            "--train-list",
+            train.to_str().unwrap(),
+            "--test-list",
+            test.to_str().unwrap(),
+            "--image-size",
+            "8",
+            "--arch",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--queue",
+            "8",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_refused_before_work(&o, &out, needles);
+    }
+}

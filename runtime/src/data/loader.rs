@@ -107,6 +107,7 @@ pub struct Loader<T> {
     next_position: usize,
     finished: bool,
     skipped: usize,
+    batches: usize,
 }
 
 impl<T: Send + 'static> Loader<T> {
@@ -148,6 +149,7 @@ impl<T: Send + 'static> Loader<T> {
             next_position: 0,
             finished: false,
             skipped: 0,
+            batches: 0,
         };
         for w in 0..workers {
             let (sender, receiver) = sync_channel(capacity);
@@ -245,8 +247,19 @@ impl<T> Iterator for Loader<T> {
             self.shut_down();
         }
         if batch.is_empty() || (batch.len() < size && self.config.drop_last) {
+            if exhausted && self.batches == 0 && self.skipped > 0 {
+                // Skipping is for a few bad files in a large set; a pass that skipped its way
+                // to no batch at all would train nothing and report success.
+                return Some(Err(anyhow::anyhow!(
+                    "--skip-bad left nothing to train on: {} of the {} samples of this pass \
+                     could not be loaded, too many for one batch of {size}",
+                    self.skipped,
+                    self.order.len()
+                )));
+            }
             return None;
         }
+        self.batches += 1;
         Some(Ok(batch))
     }
 }
