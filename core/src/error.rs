@@ -100,10 +100,16 @@ impl fmt::Display for Error {
                 index,
                 label,
                 num_classes,
-            } => write!(
-                f,
-                "{what}: label {label} at index {index} is outside 0..{num_classes}"
-            ),
+            } => match num_classes.checked_sub(1) {
+                Some(last) => write!(
+                    f,
+                    "{what}: label {label} at index {index} is outside the labels 0 to {last}"
+                ),
+                None => write!(
+                    f,
+                    "{what}: label {label} at index {index}, but there are no classes"
+                ),
+            },
             Error::NonFinite { what, index } => {
                 write!(
                     f,

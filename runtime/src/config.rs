@@ -426,6 +426,12 @@ impl RunConfig {
         let crop_size = data
             .crop_size
             .unwrap_or_else(|| default_crop_size(image_size));
+        if train.checkpoint_every == Some(0) {
+            bail!(
+                "--checkpoint-every must be at least 1 (left out, a checkpoint is written at \
+                 each epoch's end only)"
+            );
+        }
         let batch_size = train.batch_size.unwrap_or(p.batch_size);
         let epochs = train.epochs.unwrap_or(p.epochs);
         let cfg = RunConfig {

@@ -247,7 +247,10 @@ fn label_vector(parent: &Value, path: &str, len: usize, num_classes: u32) -> Res
                 bail!("`{path}[{i}]` must be a non-negative integer label, got {x}");
             }
             if x >= num_classes as f64 {
-                bail!("`{path}[{i}]` = {x} is outside 0..{num_classes} (num_classes)");
+                bail!(
+                    "`{path}[{i}]` = {x} is outside the labels 0 to {} (num_classes {num_classes})",
+                    num_classes.saturating_sub(1)
+                );
             }
             Ok(x as u32)
         })
@@ -317,6 +320,8 @@ mod tests {
     #[test]
     fn names_a_label_out_of_range() {
         let text = edited(|r| r["inputs"]["queue_labels"][5] = Value::from(9));
-        assert!(error_of(&text).contains("`inputs.queue_labels[5]` = 9 is outside 0..4"));
+        assert!(
+            error_of(&text).contains("`inputs.queue_labels[5]` = 9 is outside the labels 0 to 3")
+        );
     }
 }

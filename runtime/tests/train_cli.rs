@@ -553,6 +553,10 @@ fn every_command_checks_its_flags_before_work() {
         ),
         (&["train", "--workers", "0"], "--workers must be at least 1"),
         (
+            &["train", "--checkpoint-every", "0"],
+            "--checkpoint-every must be at least 1",
+        ),
+        (
             &["train", "--crop-size", "2"],
             "--crop-size must be at least 4",
         ),

@@ -314,7 +314,7 @@ fn errors_read_as_sentences() {
     };
     assert_eq!(
         e.to_string(),
-        "queue_labels: label 3 at index 4 is outside 0..3"
+        "queue_labels: label 3 at index 4 is outside the labels 0 to 2"
     );
     let e = Error::NonFinite {
         what: "keys",
