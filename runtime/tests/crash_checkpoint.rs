@@ -12,6 +12,7 @@
 //! cannot have renamed the file over the checkpoint. No timing decides the outcome.
 #![cfg(unix)]
 
+mod common;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
@@ -169,7 +170,7 @@ fn temporaries(out: &Path) -> Vec<String> {
 #[test]
 fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
     let reference_dir = temp("reference");
-    assert!(command(&reference_dir).status().unwrap().success());
+    assert!(common::status(command(&reference_dir)).success());
     let reference = losses(&reference_dir);
     assert!(reference.len() >= 25, "{}", reference.len());
     assert!(temporaries(&reference_dir).is_empty());
@@ -217,7 +218,11 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
     let partial = temporary_path(&dir.join("stage1.safetensors"), u32::MAX).unwrap();
     fs::write(&partial, &complete[..complete.len() / 2]).unwrap();
 
-    let resumed = command(&dir).arg("--resume").status().unwrap();
+    let resumed = common::status({
+        let mut c = command(&dir);
+        c.arg("--resume");
+        c
+    });
     assert!(resumed.success(), "the last resume failed");
     assert_eq!(losses(&dir), reference);
     // Each run cleared the temporary file the previous kill left; the last one left none.
@@ -229,7 +234,11 @@ fn sigkill_inside_checkpoint_writes_then_resume_matches_an_uninterrupted_run() {
 #[test]
 fn resume_refuses_a_corrupt_checkpoint_before_any_step() {
     let dir = temp("corrupt");
-    let stopped = command(&dir).args(["--stop-after", "2"]).status().unwrap();
+    let stopped = common::status({
+        let mut c = command(&dir);
+        c.args(["--stop-after", "2"]);
+        c
+    });
     assert!(stopped.success());
     let path = dir.join("stage1.safetensors");
     let mut bytes = fs::read(&path).unwrap();
@@ -238,11 +247,14 @@ fn resume_refuses_a_corrupt_checkpoint_before_any_step() {
     fs::write(&path, &bytes).unwrap();
     let steps_before = step_records(&dir).len();
 
-    let output = command(&dir)
-        .arg("--resume")
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let output = common::output_within(
+        {
+            let mut c = command(&dir);
+            c.arg("--resume");
+            c
+        },
+        common::DEADLINE,
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(

@@ -2,6 +2,7 @@
 //! its last complete checkpoint, and for a fixed seed the losses after the resume equal those
 //! of an uninterrupted run.
 
+mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ fn logged_steps(out: &Path) -> usize {
 #[test]
 fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     let reference_dir = temp("reference");
-    assert!(command(&reference_dir).status().unwrap().success());
+    assert!(common::status(command(&reference_dir)).success());
     let reference = losses(&reference_dir);
     assert!(reference.len() >= 40, "{}", reference.len());
 
@@ -97,7 +98,11 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
         child.wait().unwrap();
         // Whatever the kill interrupted, the checkpoint on disk is a complete one.
         assert!(dir.join("stage1.safetensors").exists());
-        let status = command(&dir).arg("--resume").status().unwrap();
+        let status = common::status({
+            let mut c = command(&dir);
+            c.arg("--resume");
+            c
+        });
         assert!(
             status.success(),
             "resume after a kill at step {kill_after} failed"
@@ -160,7 +165,7 @@ fn sigterm_and_sigint_stop_after_a_step_with_a_checkpoint_and_the_resume_command
     use std::os::unix::process::ExitStatusExt;
 
     let reference_dir = temp("signal-reference");
-    assert!(command(&reference_dir).status().unwrap().success());
+    assert!(common::status(command(&reference_dir)).success());
     let reference = losses(&reference_dir);
 
     for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
@@ -178,12 +183,9 @@ fn sigterm_and_sigint_stop_after_a_step_with_a_checkpoint_and_the_resume_command
             .unwrap_or_else(|| panic!("no resume command:\n{stderr}"));
         assert!(resume.ends_with("--resume"), "{resume}");
         let words = shlex::split(resume).unwrap();
-        let status = Command::new(&words[0])
-            .args(&words[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
+        let mut again = Command::new(&words[0]);
+        again.args(&words[1..]);
+        let status = common::status(again);
         assert!(status.success(), "{resume}");
         assert_eq!(losses(&dir), reference, "after {signal}");
     }
@@ -191,7 +193,11 @@ fn sigterm_and_sigint_stop_after_a_step_with_a_checkpoint_and_the_resume_command
     let dir = temp("signal-twice");
     let (status, stderr) = signalled(&dir, 6, &[libc::SIGTERM, libc::SIGTERM]);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}\n{stderr}");
-    let status = command(&dir).arg("--resume").status().unwrap();
+    let status = common::status({
+        let mut c = command(&dir);
+        c.arg("--resume");
+        c
+    });
     assert!(status.success());
     assert_eq!(losses(&dir), reference, "after two signals");
 }

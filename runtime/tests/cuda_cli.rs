@@ -2,14 +2,11 @@
 //! panic, never a silent fallback to another backend. On a GPU machine these tests say so and
 //! leave the device to `scripts/gpu-check.sh`.
 
+mod common;
 use std::path::PathBuf;
-use std::process::Command;
 
 fn runtime(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(args)
-        .output()
-        .expect("the runtime binary starts");
+    let out = common::runtime(args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,17 +1,15 @@
 //! `runtime verify` end to end: exit codes and messages a user sees.
 
+mod common;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/dscl_vectors_small.json")
 }
 
 fn runtime(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(args)
-        .output()
-        .expect("the runtime binary starts")
+    common::runtime(args)
 }
 
 fn text(out: &Output) -> String {

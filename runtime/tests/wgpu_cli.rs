@@ -1,16 +1,14 @@
 //! `runtime verify` and `runtime run` on the wgpu backend, end to end (in CI on Mesa's lavapipe).
 //! Without an adapter each test says so and passes, except under `CI=true`, where it fails.
 
+mod common;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn runtime(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(args)
-        .output()
-        .expect("the runtime binary starts")
+    common::runtime(args)
 }
 
 fn text(out: &Output) -> String {

@@ -60,6 +60,12 @@ pub fn output_within(mut command: Command, limit: Duration) -> Output {
     }
 }
 
+/// Runs `command` to its end under [`DEADLINE`] and returns its exit status (its output is
+/// captured, and shown if the deadline passes).
+pub fn status(command: Command) -> ExitStatus {
+    output_within(command, DEADLINE).status
+}
+
 /// Waits for `child` at most `limit`; `None` if it is still running.
 pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     child.wait_timeout(limit).expect("waiting for the child")
