@@ -2,6 +2,23 @@
 
 use crate::image::Image;
 
+/// The most classes a data set may have; every label is below it. Labels size allocations
+/// (per-class counts, metrics, the classifier's weights), so a label is checked against this
+/// before anything is sized by it: a typo or a corrupt file naming label 4000000000 must be an
+/// error, not a 32 GB count array. The largest public label sets have tens of thousands of
+/// classes (ImageNet-21k 21841, iNaturalist 10000), and a million classes already means 8 GB
+/// of ResNet-50 classifier weights alone, so no real data set reaches it.
+pub const MAX_CLASSES: usize = 1_000_000;
+
+/// The labels of `n` classes as the user reads them: "labels 0 to 9".
+pub(crate) fn label_range(n: usize) -> String {
+    match n {
+        0 => "no labels".to_owned(),
+        1 => "label 0 only".to_owned(),
+        n => format!("labels 0 to {}", n - 1),
+    }
+}
+
 /// A labelled image data set.
 ///
 /// Labels are kept in memory and available without decoding anything, because samplers

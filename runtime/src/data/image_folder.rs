@@ -1,13 +1,14 @@
 //! The image-folder data set: one subdirectory per class, as torchvision's `ImageFolder`
 //! reads it, for data that comes as directories rather than a list file.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use super::decode::decode_image_file;
-use super::path_table::PathTable;
-use super::Dataset;
+use super::path_table::{shown, shown_path, PathTable};
+use super::{Dataset, MAX_CLASSES};
 use crate::image::Image;
 
 /// Subdirectories deeper than this inside a class folder are not followed (guards against
@@ -21,7 +22,8 @@ const MAX_DEPTH: usize = 32;
 /// sorted by their path inside it, so the indexing is the same on every machine. Entries
 /// whose names start with `.` are skipped: they are editor, notebook and OS droppings
 /// (`.ipynb_checkpoints`, `.DS_Store`), never classes. Only directories are read while
-/// indexing; images are decoded on [`Dataset::load`].
+/// indexing; images are decoded on [`Dataset::load`]. A class directory with no image is a
+/// class with no sample (the training set reports those).
 #[derive(Clone, Debug)]
 pub struct ImageFolder {
     table: PathTable,
@@ -29,13 +31,55 @@ pub struct ImageFolder {
 }
 
 impl ImageFolder {
-    /// Indexes the image folder at `root`. A root with no class directory, or a class
-    /// directory with no image, is an error naming it.
+    /// Indexes the image folder at `root`. A root with no class directory, more than
+    /// [`MAX_CLASSES`] of them, or no image in any, is an error naming it.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
+        let class_names = Self::class_names_of(root)?;
+        let labels: Vec<u32> = (0..class_names.len() as u32).collect();
+        Self::index(root, &class_names, &labels, class_names.clone())
+    }
+
+    /// Indexes the image folder at `root` with the classes of another (the training folder):
+    /// each class directory of `root` gets the label of the class of the same name in
+    /// `classes`, so a test folder lacking a class, or whose names sort differently, is still
+    /// labelled as the model was trained. A directory whose name is not in `classes` is an
+    /// error naming it and the classes.
+    pub fn open_with_classes(root: &Path, classes: &[String]) -> anyhow::Result<Self> {
+        if classes.len() > MAX_CLASSES {
+            bail!(
+                "{} training classes, more than the {MAX_CLASSES} supported",
+                classes.len()
+            );
+        }
+        let by_name: HashMap<&str, u32> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as u32))
+            .collect();
+        let here = Self::class_names_of(root)?;
+        let mut labels = Vec::with_capacity(here.len());
+        for name in &here {
+            let Some(&label) = by_name.get(name.as_str()) else {
+                bail!(
+                    "class directory {} is not a training class; the {} training classes are \
+                     {}",
+                    shown_path(&root.join(name)),
+                    classes.len(),
+                    first_names(classes)
+                );
+            };
+            labels.push(label);
+        }
+        Self::index(root, &here, &labels, classes.to_vec())
+    }
+
+    /// The class directory names of the image folder at `root`, sorted, as [`ImageFolder::open`]
+    /// numbers them: directories only, hidden ones skipped. An error when there is none or
+    /// more than [`MAX_CLASSES`].
+    pub fn class_names_of(root: &Path) -> anyhow::Result<Vec<String>> {
         let mut class_names = Vec::new();
         for entry in sorted_entries(root)? {
-            let path = root.join(&entry);
-            if path.is_dir() {
+            if root.join(&entry).is_dir() {
                 class_names.push(entry);
             }
         }
@@ -45,28 +89,46 @@ impl ImageFolder {
                 root.display()
             );
         }
-        u32::try_from(class_names.len())
-            .with_context(|| format!("image folder {} has too many classes", root.display()))?;
+        if class_names.len() > MAX_CLASSES {
+            bail!(
+                "image folder {} has {} class subdirectories, more than the {MAX_CLASSES} \
+                 classes supported",
+                root.display(),
+                class_names.len()
+            );
+        }
+        Ok(class_names)
+    }
+
+    /// Indexes the images of each directory `dirs[k]` of `root` with label `labels[k]`;
+    /// `class_names` are the names of the labels.
+    fn index(
+        root: &Path,
+        dirs: &[String],
+        labels: &[u32],
+        class_names: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let mut table = PathTable::new(root);
         let mut images = Vec::new();
-        for (label, class) in class_names.iter().enumerate() {
+        for (class, &label) in dirs.iter().zip(labels) {
             images.clear();
             collect_images(root, class, 0, &mut images)?;
-            if images.is_empty() {
-                bail!(
-                    "class directory {} has no png/jpg/jpeg image",
-                    root.join(class).display()
-                );
-            }
             images.sort();
             for image in &images {
-                table.push(image, label as u32);
+                table.push(image, label);
             }
+        }
+        if table.len() == 0 {
+            bail!(
+                "image folder {} has no png/jpg/jpeg image in its {} class directories",
+                root.display(),
+                dirs.len()
+            );
         }
         Ok(ImageFolder { table, class_names })
     }
 
-    /// The class directory names; class `c` is `class_names()[c]`.
+    /// The class names; class `c` is `class_names()[c]`.
     pub fn class_names(&self) -> &[String] {
         &self.class_names
     }
@@ -75,6 +137,20 @@ impl ImageFolder {
     pub fn path(&self, i: usize) -> PathBuf {
         self.table.path(i)
     }
+}
+
+/// The first few of `names` for an error, with how many more there are.
+fn first_names(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| shown(n).into_owned())
+        .collect();
+    if names.len() > SHOWN {
+        text.push(format!("and {} more", names.len() - SHOWN));
+    }
+    text.join(", ")
 }
 
 /// The non-hidden entry names of `dir`, sorted. Names that are not UTF-8 are an error: they
@@ -88,7 +164,10 @@ fn sorted_entries(dir: &Path) -> anyhow::Result<Vec<String>> {
             entry.with_context(|| format!("reading image folder directory {}", dir.display()))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            bail!("{}: file name is not valid UTF-8", entry.path().display());
+            bail!(
+                "{}: file name is not valid UTF-8",
+                shown_path(&entry.path())
+            );
         };
         if !name.starts_with('.') {
             names.push(name.to_owned());
@@ -147,7 +226,7 @@ impl Dataset for ImageFolder {
     }
 
     fn describe(&self, i: usize) -> String {
-        self.table.path(i).display().to_string()
+        shown_path(&self.table.path(i))
     }
 }
 

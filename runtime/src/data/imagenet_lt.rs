@@ -8,8 +8,9 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use super::decode::decode_image_file;
-use super::path_table::PathTable;
-use super::Dataset;
+use super::list_file::BOM;
+use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::{label_range, Dataset, MAX_CLASSES};
 use crate::image::Image;
 
 #[derive(Deserialize)]
@@ -25,11 +26,15 @@ struct Annotation {
 }
 
 /// Images listed in an ImageNet-LT JSON annotation file, `fpath`s resolved against a root.
-/// Other keys in the file (image sizes, class names) are ignored.
+/// Other keys in the file (image sizes, class names) are ignored, and so is a UTF-8
+/// byte-order mark at the start.
 #[derive(Clone, Debug)]
 pub struct ImageNetLtJson {
     json: PathBuf,
     table: PathTable,
+    /// The index of each sample's annotation in the file, for error messages (samples dropped
+    /// by [`ImageNetLtJson::without`] leave gaps).
+    annotations: Vec<u32>,
     num_classes: usize,
 }
 
@@ -41,8 +46,15 @@ impl ImageNetLtJson {
         Self::parse(&bytes, json, root)
     }
 
+    /// [`ImageNetLtJson::open`], then [`ImageNetLtJson::check_files`]: an index whose images
+    /// all exist, or with `skip_bad`, without the missing ones (reported on stderr).
+    pub fn open_checked(json: &Path, root: &Path, skip_bad: bool) -> anyhow::Result<Self> {
+        Self::open(json, root)?.check_files(skip_bad)
+    }
+
     /// Parses annotation JSON already in memory; `json` only names the source in errors.
     pub fn parse(bytes: &[u8], json: &Path, root: &Path) -> anyhow::Result<Self> {
+        let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
         // serde_json's errors carry the line and column.
         let file: AnnotationFile = serde_json::from_slice(bytes).with_context(|| {
             format!(
@@ -51,21 +63,37 @@ impl ImageNetLtJson {
                 json.display()
             )
         })?;
+        if file.num_classes > MAX_CLASSES {
+            bail!(
+                "ImageNet-LT JSON {}: num_classes is {}, more than the {MAX_CLASSES} classes \
+                 supported",
+                json.display(),
+                file.num_classes
+            );
+        }
         if file.annotations.is_empty() {
             bail!("ImageNet-LT JSON {} has no annotations", json.display());
         }
+        let count = u32::try_from(file.annotations.len()).with_context(|| {
+            format!(
+                "ImageNet-LT JSON {} has more annotations than fit a u32",
+                json.display()
+            )
+        })?;
         let mut table = PathTable::new(root);
         let text_bytes = file.annotations.iter().map(|a| a.fpath.len()).sum();
         table.reserve(file.annotations.len(), text_bytes);
         for (i, a) in file.annotations.iter().enumerate() {
+            // num_classes is at most MAX_CLASSES, so this bounds every category_id by it too.
             if a.category_id as usize >= file.num_classes {
                 bail!(
-                    "ImageNet-LT JSON {}: annotation {i} ({}) has category_id {} but \
-                     num_classes is {}",
+                    "ImageNet-LT JSON {}: annotation {i} ({}) has category_id {}, out of \
+                     range: num_classes is {} ({})",
                     json.display(),
-                    a.fpath,
+                    shown(&a.fpath),
                     a.category_id,
-                    file.num_classes
+                    file.num_classes,
+                    label_range(file.num_classes)
                 );
             }
             table.push(&a.fpath, a.category_id);
@@ -73,6 +101,7 @@ impl ImageNetLtJson {
         Ok(ImageNetLtJson {
             json: json.to_path_buf(),
             table,
+            annotations: (0..count).collect(),
             num_classes: file.num_classes,
         })
     }
@@ -80,6 +109,45 @@ impl ImageNetLtJson {
     /// The path of sample `i`, resolved against the root.
     pub fn path(&self, i: usize) -> PathBuf {
         self.table.path(i)
+    }
+
+    /// The samples, ascending, whose image is not a regular file (missing, a directory, a
+    /// dangling link). Checked in parallel, one `metadata` call each; no image is opened.
+    pub fn missing_files(&self) -> Vec<usize> {
+        self.table.missing()
+    }
+
+    /// The data set without the samples at `drop` (ascending, as
+    /// [`ImageNetLtJson::missing_files`] returns them); the rest keep their annotation
+    /// indices and the class count stays.
+    pub fn without(&self, drop: &[usize]) -> Self {
+        ImageNetLtJson {
+            json: self.json.clone(),
+            table: self.table.without(drop),
+            annotations: kept(self.annotations.len(), drop)
+                .map(|i| self.annotations[i])
+                .collect(),
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// Checks that every annotated image exists, so a missing one is reported before training
+    /// rather than mid-epoch. Without `skip_bad` any missing image is an error naming how
+    /// many and the first few with their annotation indices; with it they are dropped with a
+    /// one-line report on stderr, and it is an error only when none is left.
+    pub fn check_files(self, skip_bad: bool) -> anyhow::Result<Self> {
+        let missing = self.missing_files();
+        if missing.is_empty() {
+            return Ok(self);
+        }
+        missing_policy(
+            &missing,
+            self.len(),
+            skip_bad,
+            |i| self.describe(i),
+            |i| self.path(i),
+        )?;
+        Ok(self.without(&missing))
     }
 }
 
@@ -102,8 +170,9 @@ impl Dataset for ImageNetLtJson {
 
     fn describe(&self, i: usize) -> String {
         format!(
-            "{} (annotation {i} of {})",
-            self.table.path(i).display(),
+            "{} (annotation {} of {})",
+            shown_path(&self.table.path(i)),
+            self.annotations[i],
             self.json.display()
         )
     }
@@ -159,5 +228,52 @@ mod tests {
         );
         let e = format!("{:#}", parse(r#"{"annotations": []}"#).unwrap_err());
         assert!(e.contains("num_classes"), "{e}");
+    }
+
+    #[test]
+    fn class_count_is_bounded_and_ranges_written_out() {
+        let e = format!(
+            "{:#}",
+            parse(
+                r#"{"num_classes": 10, "annotations": [{"fpath": "a\u200b", "category_id": 10}]}"#
+            )
+            .unwrap_err()
+        );
+        assert_eq!(
+            e,
+            "ImageNet-LT JSON ImageNet_LT_train.json: annotation 0 (a\\u{200b}) has \
+             category_id 10, out of range: num_classes is 10 (labels 0 to 9)"
+        );
+        for n in ["1000001", "4000000000"] {
+            let e = format!(
+                "{:#}",
+                parse(&format!(
+                    r#"{{"num_classes": {n}, "annotations": [{{"fpath": "a", "category_id": 0}}]}}"#
+                ))
+                .unwrap_err()
+            );
+            assert_eq!(
+                e,
+                format!(
+                    "ImageNet-LT JSON ImageNet_LT_train.json: num_classes is {n}, more than \
+                     the 1000000 classes supported"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_dropped_entries_keep_their_index() {
+        let d = parse(
+            "\u{feff}{\"num_classes\": 3, \"annotations\": [{\"fpath\": \"a\", \"category_id\": 0}, \
+             {\"fpath\": \"b\", \"category_id\": 2}, {\"fpath\": \"c\", \"category_id\": 1}]}",
+        )
+        .unwrap();
+        let d = d.without(&[1]);
+        assert_eq!(d.labels(), &[0, 1]);
+        assert_eq!(
+            d.describe(1),
+            "/imagenet/c (annotation 2 of ImageNet_LT_train.json)"
+        );
     }
 }

@@ -7,16 +7,20 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use super::decode::decode_image_file;
-use super::path_table::PathTable;
-use super::Dataset;
+use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::{label_range, Dataset, MAX_CLASSES};
 use crate::image::Image;
+
+/// The UTF-8 byte-order mark some Windows editors write at the start of a text file.
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Images listed in a text file, one `relative/path label` per line.
 ///
-/// Blank lines and lines starting with `#` are skipped. The label is the last
-/// whitespace-separated field, so paths may contain spaces. Indexing reads only the list: no
-/// image is opened until [`Dataset::load`], so a list of a million images indexes in about a
-/// second and holds only the paths and labels.
+/// Blank lines and lines starting with `#` are skipped, and so is a UTF-8 byte-order mark at
+/// the start. The label is the last whitespace-separated field, so paths may contain spaces.
+/// Indexing reads only the list: no image is opened until [`Dataset::load`], so a list of a
+/// million images indexes in about a second and holds only the paths and labels;
+/// [`ListFile::missing_files`] and [`ListFile::check_files`] check that the images exist.
 #[derive(Clone, Debug)]
 pub struct ListFile {
     list: PathBuf,
@@ -29,10 +33,21 @@ pub struct ListFile {
 impl ListFile {
     /// Reads the list at `list`, resolving its paths against `root`. With `num_classes`
     /// given, every label must be below it; otherwise the number of classes is the largest
-    /// label + 1. Errors name the list file and line.
+    /// label + 1. Labels must be below [`MAX_CLASSES`]. Errors name the list file and line.
     pub fn open(list: &Path, root: &Path, num_classes: Option<usize>) -> anyhow::Result<Self> {
         let bytes = read_file(list, FileKind::Index)?;
         Self::parse(&bytes, list, root, num_classes)
+    }
+
+    /// [`ListFile::open`], then [`ListFile::check_files`]: an index whose images all exist,
+    /// or with `skip_bad`, without the missing ones (reported on stderr).
+    pub fn open_checked(
+        list: &Path,
+        root: &Path,
+        num_classes: Option<usize>,
+        skip_bad: bool,
+    ) -> anyhow::Result<Self> {
+        Self::open(list, root, num_classes)?.check_files(skip_bad)
     }
 
     /// Parses list text already in memory; `list` is only used to name the source in errors
@@ -43,6 +58,15 @@ impl ListFile {
         root: &Path,
         num_classes: Option<usize>,
     ) -> anyhow::Result<Self> {
+        if let Some(classes) = num_classes {
+            if classes > MAX_CLASSES {
+                bail!(
+                    "{}: {classes} classes asked for, more than the {MAX_CLASSES} supported",
+                    list.display()
+                );
+            }
+        }
+        let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
         let mut table = PathTable::new(root);
         // A typical line is ~40 bytes; reserving from that avoids most regrowth.
         table.reserve(bytes.len() / 40 + 1, bytes.len());
@@ -58,22 +82,18 @@ impl ListFile {
             }
             let Some((path, label)) = text.rsplit_once(|c: char| c.is_whitespace()) else {
                 bail!(
-                    "{}: missing label: expected `relative/path label`, found `{text}`",
-                    at()
+                    "{}: missing label: expected `relative/path label`, found `{}`",
+                    at(),
+                    shown(text)
                 );
             };
-            let label: u32 = label.parse().map_err(|_| {
-                anyhow::anyhow!(
-                    "{}: the label `{label}` is not a non-negative integer",
-                    at()
-                )
-            })?;
+            let label = parse_label(label).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
             if let Some(classes) = num_classes {
                 if label as usize >= classes {
                     bail!(
-                        "{}: label {label} is out of range: there are {classes} classes \
-                         (labels 0..{classes})",
-                        at()
+                        "{}: label {label} is out of range: there are {classes} classes ({})",
+                        at(),
+                        label_range(classes)
                     );
                 }
             }
@@ -104,6 +124,59 @@ impl ListFile {
     pub fn line(&self, i: usize) -> usize {
         self.lines[i] as usize
     }
+
+    /// The samples, ascending, whose image is not a regular file (missing, a directory, a
+    /// dangling link). Checked in parallel, one `metadata` call each; no image is opened.
+    pub fn missing_files(&self) -> Vec<usize> {
+        self.table.missing()
+    }
+
+    /// The list without the samples at `drop` (ascending, as [`ListFile::missing_files`]
+    /// returns them); the rest keep their list lines and the class count stays.
+    pub fn without(&self, drop: &[usize]) -> Self {
+        ListFile {
+            list: self.list.clone(),
+            table: self.table.without(drop),
+            lines: kept(self.lines.len(), drop)
+                .map(|i| self.lines[i])
+                .collect(),
+            num_classes: self.num_classes,
+        }
+    }
+
+    /// Checks that every listed image exists, so a missing one is reported before training
+    /// rather than mid-epoch. Without `skip_bad` any missing image is an error naming how
+    /// many and the first few with their list lines; with it they are dropped with a one-line
+    /// report on stderr, and it is an error only when none is left.
+    pub fn check_files(self, skip_bad: bool) -> anyhow::Result<Self> {
+        let missing = self.missing_files();
+        if missing.is_empty() {
+            return Ok(self);
+        }
+        missing_policy(
+            &missing,
+            self.len(),
+            skip_bad,
+            |i| self.describe(i),
+            |i| self.path(i),
+        )?;
+        Ok(self.without(&missing))
+    }
+}
+
+/// A label field: a non-negative integer below [`MAX_CLASSES`].
+fn parse_label(field: &str) -> anyhow::Result<u32> {
+    let digits = !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit());
+    match field.parse::<u64>() {
+        Ok(label) if label < MAX_CLASSES as u64 => Ok(label as u32),
+        // Too many digits for u64 is as much too large as 4000000000.
+        _ if digits => bail!(
+            "label {} is above {}, the largest supported (at most {MAX_CLASSES} classes)",
+            shown(field),
+            MAX_CLASSES - 1
+        ),
+        _ => bail!("the label `{}` is not a non-negative integer", shown(field)),
+    }
 }
 
 impl Dataset for ListFile {
@@ -126,7 +199,7 @@ impl Dataset for ListFile {
     fn describe(&self, i: usize) -> String {
         format!(
             "{} (listed at {}:{})",
-            self.table.path(i).display(),
+            shown_path(&self.table.path(i)),
             self.list.display(),
             self.lines[i]
         )
@@ -189,6 +262,58 @@ mod tests {
                 .unwrap_err()
         );
         assert!(e.contains("l.txt:2") && e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn labels_are_bounded_and_ranges_written_out() {
+        assert_eq!(
+            err("a 0\nb 10\n", Some(10)),
+            "train.txt:2: label 10 is out of range: there are 10 classes (labels 0 to 9)"
+        );
+        let too_large = "label 1000000 is above 999999, the largest supported (at most \
+                         1000000 classes)";
+        assert_eq!(
+            err("a 1000000\n", None),
+            format!("train.txt:1: {too_large}")
+        );
+        assert_eq!(
+            parse("a 999999\n", None).unwrap().num_classes(),
+            MAX_CLASSES
+        );
+        for label in ["4000000000", "99999999999999999999999"] {
+            let e = err(&format!("a 0\nb {label}\n"), None);
+            assert!(
+                e.starts_with("train.txt:2: label ") && e.contains("999999"),
+                "{e}"
+            );
+        }
+        assert!(err("a 0\n", Some(MAX_CLASSES + 1)).contains("more than the 1000000"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let list = parse("\u{feff}a/1.jpg 3\nb 0\n", None).unwrap();
+        assert_eq!(list.path(0), PathBuf::from("/root/a/1.jpg"));
+        assert_eq!(list.line(0), 1);
+        // Only at the start: elsewhere it is part of the path, shown escaped.
+        let list = parse("a 0\n\u{feff}b 0\n", None).unwrap();
+        assert!(
+            list.describe(1).contains("\\u{feff}b"),
+            "{}",
+            list.describe(1)
+        );
+    }
+
+    #[test]
+    fn invisible_characters_in_errors_are_escaped() {
+        assert_eq!(
+            err("a 3\u{200b}\n", None),
+            "train.txt:1: the label `3\\u{200b}` is not a non-negative integer"
+        );
+        assert_eq!(
+            err("a\u{1f}3\n", None),
+            "train.txt:1: missing label: expected `relative/path label`, found `a\\u{1f}3`"
+        );
     }
 
     #[test]

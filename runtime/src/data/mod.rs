@@ -31,7 +31,8 @@ mod split;
 mod subset;
 
 pub use cifar::{CifarBinary, CifarKind};
-pub use dataset::Dataset;
+pub(crate) use dataset::label_range;
+pub use dataset::{Dataset, MAX_CLASSES};
 pub use decode::{decode_image_bytes, decode_image_file};
 pub use digits::Digits;
 pub use image_folder::ImageFolder;
@@ -39,6 +40,7 @@ pub use imagenet_lt::ImageNetLtJson;
 pub use list_file::ListFile;
 pub use loader::{Batch, Loader, LoaderConfig, Transform};
 pub use long_tail::{long_tailed_counts, long_tailed_indices};
+pub(crate) use path_table::shown;
 pub use sampler::{class_balanced_order, epoch_order, key_shuffle};
 pub use seeding::{epoch_seed, sample_rng};
 pub use split::Split;
