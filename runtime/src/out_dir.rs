@@ -1,6 +1,7 @@
 //! The output directory: one owner at a time (an advisory lock), never a new run mixed into an
-//! old one's files, and created and proven writable with room for a checkpoint before any
-//! training starts (a read-only or full disk is reported at once, not after an epoch).
+//! old one's files, and created and proven writable with room for its checkpoints before any
+//! training starts (a read-only or full disk, or a file-size limit below a checkpoint, is
+//! reported at once, not after an epoch).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -95,29 +96,107 @@ pub fn claim(
     Ok(())
 }
 
-/// Creates `out` and writes then removes a probe file of `bytes` bytes in it.
+/// Creates `out` and proves it ready for `bytes` of checkpoints, all of them taken as one file
+/// against the file-size limit (the strictest reading; callers that know their largest file
+/// use [`prepare_files`]).
 pub fn prepare(out: &Path, bytes: usize) -> Result<()> {
+    let bytes = bytes as u64;
+    prepare_files(out, bytes, bytes)
+}
+
+/// Creates `out` and proves, without writing more than a few bytes, that a command can write
+/// `total` bytes there with no file larger than `largest_file`: a small probe file shows the
+/// directory writable, its file system's free space (`statvfs`) must hold `total`, and the
+/// process's file-size limit (`ulimit -f`) must admit `largest_file`. Each refusal names the
+/// directory and the cause.
+pub fn prepare_files(out: &Path, total: u64, largest_file: u64) -> Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("creating the output directory {}", out.display()))?;
+    write_probe(out, 8)
+        .with_context(|| format!("the output directory {} is not writable", out.display()))?;
+    check_room(out, total, largest_file)
+}
+
+/// Megabytes to one decimal, so a limit below 1 MiB still reads as what it is.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+#[cfg(unix)]
+fn check_room(out: &Path, total: u64, largest_file: u64) -> Result<()> {
+    use rustix::process::{getrlimit, Resource};
+    match rustix::fs::statvfs(out) {
+        Ok(vfs) => {
+            // f_frsize is the unit of the block counts; some systems leave it 0 and count in
+            // f_bsize.
+            let unit = if vfs.f_frsize > 0 {
+                vfs.f_frsize
+            } else {
+                vfs.f_bsize
+            };
+            let free = vfs.f_bavail.saturating_mul(unit);
+            if free < total {
+                bail!(
+                    "the output directory {} has {} free, below the {} its checkpoints need; \
+                     free some space or choose another --out",
+                    out.display(),
+                    mib(free),
+                    mib(total)
+                );
+            }
+        }
+        // A file system that cannot report its space (some network and FUSE mounts) is
+        // proven the old way, by writing.
+        Err(_) => write_probe(out, total).with_context(|| {
+            format!(
+                "the output directory {} is not writable with {} free for checkpoints",
+                out.display(),
+                mib(total)
+            )
+        })?,
+    }
+    // Writing past the limit fails with EFBIG (the runtime ignores SIGXFSZ), after an epoch.
+    if let Some(limit) = getrlimit(Resource::Fsize).current {
+        if limit < largest_file {
+            bail!(
+                "the file-size limit (ulimit -f) is {}, below the {} a checkpoint in the output \
+                 directory {} needs; raise it (ulimit -f unlimited)",
+                mib(limit),
+                mib(largest_file),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Without statvfs, the room is proven by writing it.
+#[cfg(not(unix))]
+fn check_room(out: &Path, total: u64, _largest_file: u64) -> Result<()> {
+    write_probe(out, total).with_context(|| {
+        format!(
+            "the output directory {} is not writable with {} free for checkpoints",
+            out.display(),
+            mib(total)
+        )
+    })
+}
+
+/// Writes, flushes and removes a probe file of `bytes` bytes in `out`.
+fn write_probe(out: &Path, bytes: u64) -> Result<()> {
     let probe = out.join(format!(".write-probe-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut f = File::create(&probe)?;
-        let chunk = vec![0u8; 1 << 20];
+        let chunk = vec![0u8; bytes.min(1 << 20) as usize];
         let mut left = bytes;
         while left > 0 {
-            let n = left.min(chunk.len());
+            let n = left.min(chunk.len() as u64) as usize;
             f.write_all(&chunk[..n])?;
-            left -= n;
+            left -= n as u64;
         }
         f.sync_all()?;
         Ok(())
     })();
     let _ = fs::remove_file(&probe);
-    result.with_context(|| {
-        format!(
-            "the output directory {} is not writable with {} MiB free for checkpoints",
-            out.display(),
-            bytes.div_ceil(1 << 20)
-        )
-    })
+    result
 }

@@ -1,14 +1,19 @@
-//! An output directory that cannot be created or has no room is reported by `runtime train`
-//! before the first training step, naming the directory.
+//! An output directory that cannot be created, has no room on its file system, or would take
+//! a checkpoint larger than the file-size limit is reported by `runtime train` before the
+//! first training step, naming the directory and the cause.
 //!
 //! Tests may run as root, for whom permission bits do not make a directory read-only, so the
-//! unwritable directory is one below a regular file (it cannot be created), and the full disk
-//! is a file-size limit (`ulimit -f`): writing the room probe past it fails with EFBIG.
+//! unwritable directory is one below a regular file (it cannot be created); the full disk is a
+//! 1 MiB tmpfs (mounted where the tests may mount, as root in CI), and the file-size limit is
+//! `ulimit -f`.
+
+mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{output_within, DEADLINE};
 use dscl_runtime::out_dir::{self, LOCK_FILE};
 
 const TRAIN: &[&str] = &[
@@ -39,60 +44,123 @@ fn assert_refused_before_training(output: &Output, out: &Path) {
     assert!(!stderr.contains("epoch 1/1"), "{stderr}");
 }
 
-#[test]
-fn an_output_directory_that_cannot_be_created_is_reported_before_training() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a-file");
-    fs::write(&file, "not a directory").unwrap();
-    let out = file.join("run");
-    let output = Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(TRAIN)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_refused_before_training(&output, &out);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("creating the output directory"), "{stderr}");
-}
-
-#[cfg(unix)]
-#[test]
-fn an_output_directory_without_room_for_a_checkpoint_is_reported_before_training() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    // 200 blocks (100 or 200 KiB, depending on the shell's block size) is less than the
-    // probe, which needs room for two checkpoints of this model (about 300 KiB each).
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 200 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_runtime"))
-        .args(TRAIN)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_refused_before_training(&output, &out);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("MiB free for checkpoints"), "{stderr}");
-    assert!(stderr.contains("File too large"), "{stderr}");
-    // The probe does not stay behind to fill the disk further (the lock file, a few bytes,
-    // does: removing it would let a second run lock a file the first no longer holds).
-    let left: Vec<_> = fs::read_dir(&out)
+/// The files left in `out`: only the lock file (a few bytes; removing it would let a second
+/// run lock a file the first no longer holds), no probe.
+fn assert_only_the_lock_file_left(out: &Path) {
+    let left: Vec<_> = fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, [LOCK_FILE], "{left:?}");
 }
 
-fn runtime(args: &[&str], out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runtime"))
-        .args(args)
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it) on `at`; the reason when this
+    /// system or user cannot.
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let mut c = Command::new("mount");
+        c.args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at);
+        let o = c.output().map_err(|e| format!("running mount: {e}"))?;
+        if o.status.success() {
+            Ok(Tmpfs(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn train(out: &Path) -> Command {
+    let mut c = common::runtime_command();
+    c.args(TRAIN).arg("--out").arg(out);
+    c
+}
+
+/// The same under a file-size limit of `blocks` (`ulimit -f`: 512-byte or 1 KiB blocks,
+/// depending on the shell).
+#[cfg(unix)]
+fn train_under_ulimit(out: &Path, blocks: u32) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_runtime"))
+        .args(TRAIN)
         .arg("--out")
         .arg(out)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .unwrap()
+        .env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+/// Each cause, refused before training with the directory and the cause named: a directory
+/// that cannot be created (below a regular file), a file-size limit below a checkpoint (200
+/// blocks, 100 or 200 KiB, against the digits model's checkpoints of about 300 KiB), and a
+/// file system without room for the checkpoints (a 1 MiB tmpfs against two checkpoints and a
+/// margin, about 1.6 MiB).
+#[test]
+fn an_unusable_output_directory_is_refused_before_training_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let file = dir.path().join("a-file");
+    fs::write(&file, "not a directory").unwrap();
+    let out = file.join("run");
+    let output = output_within(train(&out), DEADLINE);
+    assert_refused_before_training(&output, &out);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("creating the output directory"), "{stderr}");
+    assert!(stderr.contains("Not a directory"), "{stderr}");
+
+    #[cfg(unix)]
+    {
+        let out = dir.path().join("limited");
+        let output = output_within(train_under_ulimit(&out, 200), DEADLINE);
+        assert_refused_before_training(&output, &out);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("the file-size limit (ulimit -f) is 0.1 MiB")
+                || stderr.contains("the file-size limit (ulimit -f) is 0.2 MiB"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("MiB a checkpoint in the output directory"),
+            "{stderr}"
+        );
+        assert_only_the_lock_file_left(&out);
+    }
+
+    match Tmpfs::mount(&dir.path().join("small-disk"), "1m") {
+        Ok(disk) => {
+            let out = disk.0.join("run");
+            let output = output_within(train(&out), DEADLINE);
+            assert_refused_before_training(&output, &out);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "the output directory {} has 1.0 MiB free, below the",
+                    out.display()
+                )),
+                "{stderr}"
+            );
+            assert!(stderr.contains("MiB its checkpoints need"), "{stderr}");
+            assert_only_the_lock_file_left(&out);
+        }
+        Err(reason) => eprintln!("skipped: cannot mount a tmpfs here: {reason}"),
+    }
+}
+
+fn runtime(args: &[&str], out: &Path) -> Output {
+    let mut c = common::runtime_command();
+    c.args(args).arg("--out").arg(out);
+    output_within(c, DEADLINE)
 }
 
 fn text(o: &Output) -> String {
