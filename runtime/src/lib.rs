@@ -11,6 +11,7 @@ pub mod datasets;
 pub mod evaluate;
 pub mod image;
 pub mod interrupt;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod out_dir;

@@ -496,3 +496,174 @@ impl ResNet {
         )
     }
 }
+
+/// Per-image sizes, in elements, of what a pass over one image keeps and borrows; each grows
+/// linearly with the batch. See [`ResNet::activation_sizes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActivationSizes {
+    /// Every buffer a [`ResNetRecord`] holds for one image: each convolution's output (the
+    /// norm's input), the ReLU outputs between units and after the stem, the max-pool output
+    /// and its argmax indices (one index per output), every block's output and the pooled
+    /// features. The batch-norm statistics (per channel and group, not per image) are not
+    /// counted.
+    pub kept: usize,
+    /// The largest single activation, as [`ResNet::needs`] sizes the scratch buffers of a pass.
+    pub largest: usize,
+    /// The largest convolution's column matrix for one image (`in_channels x k x k` by
+    /// `out_height x out_width`): what an im2col convolution unfolds per image.
+    pub largest_columns: usize,
+}
+
+impl ResNet {
+    /// What a pass over one `height x width` image keeps for backward and borrows, counted
+    /// from the layer shapes alone, so a run can size its memory before allocating any of it.
+    /// `None` when a count overflows `usize` or a layer cannot take its input at this size
+    /// (where [`ResNet::plan`] would refuse).
+    pub fn activation_sizes(&self, height: usize, width: usize) -> Option<ActivationSizes> {
+        if height == 0 || width == 0 {
+            return None;
+        }
+        let mut sizes = ActivationSizes {
+            kept: 0,
+            largest: 0,
+            largest_columns: 0,
+        };
+        // The output (channels, height, width) and element count of a ConvBn at an input size.
+        let mut conv = |unit: &ConvBn, h: usize, w: usize| -> Option<(usize, usize, usize)> {
+            let shape = unit.conv.shape(1, h, w);
+            shape.check_shape().ok()?;
+            let (oh, ow) = (shape.out_height(), shape.out_width());
+            let len = shape.out_channels.checked_mul(oh)?.checked_mul(ow)?;
+            let columns = shape
+                .in_channels
+                .checked_mul(shape.kernel_h)?
+                .checked_mul(shape.kernel_w)?
+                .checked_mul(oh)?
+                .checked_mul(ow)?;
+            sizes.largest = sizes.largest.max(len);
+            sizes.largest_columns = sizes.largest_columns.max(columns);
+            Some((len, oh, ow))
+        };
+        let mut kept: usize = 0;
+        let (stem_len, mut h, mut w) = conv(&self.stem, height, width)?;
+        // The convolution output and the ReLU output.
+        kept = kept.checked_add(stem_len.checked_mul(2)?)?;
+        if let Some(mp) = &self.max_pool {
+            let shape = mp.shape(1, self.config.stem_channels, h, w);
+            (h, w) = (shape.out_height(), shape.out_width());
+            let len = self.config.stem_channels.checked_mul(h)?.checked_mul(w)?;
+            // The output and its argmax.
+            kept = kept.checked_add(len.checked_mul(2)?)?;
+        }
+        let mut block_ins = [0usize; MAX_BLOCKS];
+        let mut block_outs = [0usize; MAX_BLOCKS];
+        for (i, block) in self.blocks.iter().enumerate() {
+            let in_len = block.in_channels.checked_mul(h)?.checked_mul(w)?;
+            let (mut uh, mut uw) = (h, w);
+            for (u, unit) in block.units.iter().enumerate() {
+                let (len, oh, ow) = conv(unit, uh, uw)?;
+                (uh, uw) = (oh, ow);
+                kept = kept.checked_add(len)?;
+                if u + 1 < block.units.len() {
+                    kept = kept.checked_add(len)?;
+                }
+            }
+            if let Some(d) = &block.downsample {
+                let (len, _, _) = conv(d, h, w)?;
+                kept = kept.checked_add(len)?;
+            }
+            (h, w) = (uh, uw);
+            let out_len = block.out_channels.checked_mul(h)?.checked_mul(w)?;
+            kept = kept.checked_add(out_len)?;
+            block_ins[i] = in_len;
+            block_outs[i] = out_len;
+        }
+        kept = kept.checked_add(self.feature_channels())?;
+        let blocks = self.blocks.len();
+        for len in block_ins[..blocks].iter().chain(&block_outs[..blocks]) {
+            sizes.largest = sizes.largest.max(*len);
+        }
+        sizes.kept = kept;
+        Some(sizes)
+    }
+
+    /// Elements of every activation a pass keeps per `image_side x image_side` image
+    /// ([`ActivationSizes::kept`]).
+    pub fn activation_len(&self, image_side: usize) -> Option<usize> {
+        self.activation_sizes(image_side, image_side)
+            .map(|s| s.kept)
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use crate::reference::ReferenceBackend;
+
+    fn net(config: ResNetConfig) -> ResNet {
+        ResNet::new(config, &mut TensorLayout::new(), &mut TensorLayout::new()).unwrap()
+    }
+
+    #[test]
+    fn activation_sizes_of_the_tiny_network_by_hand() {
+        // 8x8 input, CIFAR stem of 8 channels, one basic block per stage (8, 16, 32 channels),
+        // stride 2 in the second and third: maps of 8x8, 8x8, 4x4, 2x2.
+        let sizes = net(ResNetConfig::tiny()).activation_sizes(8, 8).unwrap();
+        let stem = 2 * (8 * 8 * 8); // conv output, ReLU output
+        let layer1 = 4 * (8 * 8 * 8); // conv1, ReLU between, conv2, block output
+        let layer2 = 5 * (16 * 4 * 4); // the same plus the downsample's conv output
+        let layer3 = 5 * (32 * 2 * 2);
+        let pooled = 32;
+        assert_eq!(sizes.kept, stem + layer1 + layer2 + layer3 + pooled);
+        assert_eq!(sizes.kept, 5024);
+        assert_eq!(sizes.largest, 8 * 8 * 8);
+        // layer1's 3x3 convolutions: 8 x 3 x 3 by 8 x 8 (the stem's is 3 x 9 by 64, layer2's
+        // second 16 x 9 by 16).
+        assert_eq!(sizes.largest_columns, 8 * 9 * 64);
+        assert_eq!(net(ResNetConfig::tiny()).activation_len(8), Some(5024));
+    }
+
+    /// The count is what `plan` allocates (every record buffer, statistics aside), and
+    /// `largest` is what `needs` asks of the scratch, for both stems and both block kinds.
+    #[test]
+    fn activation_sizes_match_the_planned_record() {
+        let backend = ReferenceBackend::<f32>::new();
+        let configs = [
+            (ResNetConfig::resnet18(), 40, 36),
+            (ResNetConfig::resnet50(), 33, 33),
+            (ResNetConfig::resnet32(), 12, 10),
+        ];
+        for (config, height, width) in configs {
+            let resnet = net(config);
+            let batch = 3;
+            let record = resnet.plan(&backend, batch, height, width).unwrap();
+            let stem = &record.stem;
+            let mut planned = stem.conv_bn.conv_out.len() + stem.act.len();
+            if let Some((_, y, arg)) = &stem.pool {
+                planned += y.len() + arg.len();
+            }
+            for b in &record.blocks {
+                planned += b.units.iter().map(|u| u.conv_out.len()).sum::<usize>();
+                planned += b.inner.iter().map(|x| x.len()).sum::<usize>();
+                planned += b.downsample.as_ref().map_or(0, |d| d.conv_out.len());
+                planned += b.out.len();
+            }
+            planned += record.pooled.len();
+            let sizes = resnet.activation_sizes(height, width).unwrap();
+            assert_eq!(batch * sizes.kept, planned, "{config:?}");
+            assert_eq!(
+                batch * sizes.largest,
+                resnet.needs(&backend, &record).activation,
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn activation_sizes_refuse_what_plan_refuses_or_cannot_count() {
+        let resnet = net(ResNetConfig::resnet50());
+        assert_eq!(resnet.activation_sizes(0, 8), None);
+        assert_eq!(resnet.activation_len(usize::MAX / 2), None);
+        assert!(resnet.activation_len(224).is_some());
+    }
+}
