@@ -19,7 +19,7 @@ use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
 use dscl_runtime::stage2::{EPOCHS_FILE, LINEAR_FILE};
 use dscl_runtime::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
-use dscl_runtime::{evaluate, out_dir, plot, stage1, stage2};
+use dscl_runtime::{evaluate, memory, out_dir, plot, stage1, stage2};
 use dscl_wgpu::WgpuBackend;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -309,6 +309,10 @@ fn run(cli: Cli, given: &BTreeSet<String>) -> Result<ExitCode> {
             }
             common.apply()?;
             let train_set = open_train(&cfg)?;
+            memory::check_on(
+                &memory::estimate(&cfg, train_set.num_classes())?,
+                common.backend,
+            )?;
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&common.out)?;
                 out_dir::claim(&common.out, RUN_FILES, RUN_FILES, resume, overwrite)?;
@@ -336,7 +340,8 @@ fn run(cli: Cli, given: &BTreeSet<String>) -> Result<ExitCode> {
                     false,
                     overwrite,
                 )?;
-                let s2 = stage2::train(b, &checkpoint, &linear, &eval, &common.out)?;
+                let s2 =
+                    stage2::train(b, common.backend, &checkpoint, &linear, &eval, &common.out)?;
                 eprintln!("wrote {}", s2.checkpoint.display());
                 if let (Some(m), Some(epochs)) = (&s2.final_metrics, &s2.epochs) {
                     println!("{}", m.table());
@@ -385,7 +390,18 @@ fn run(cli: Cli, given: &BTreeSet<String>) -> Result<ExitCode> {
             // The test set is indexed and checked against the training classes now, so a
             // missing or mismatched test set stops the run before hours of training.
             open_test(&cfg, train_set.num_classes())?;
+            memory::check_on(
+                &memory::estimate(&cfg, train_set.num_classes())?,
+                common.backend,
+            )?;
+            if cfg.loss != LossKind::Ce {
+                memory::check_on(
+                    &memory::estimate_linear(&cfg, train_set.num_classes(), train_set.len())?,
+                    common.backend,
+                )?;
+            }
             let out = common.out.clone();
+            let choice = common.backend;
             with_backend!(common, |b| {
                 let _lock = out_dir::lock(&out)?;
                 out_dir::claim(&out, RUN_FILES, RUN_FILES, resume, overwrite)?;
@@ -393,7 +409,7 @@ fn run(cli: Cli, given: &BTreeSet<String>) -> Result<ExitCode> {
                 let (classifier, epochs) = if cfg.loss == LossKind::Ce {
                     (stage1, None)
                 } else {
-                    let s2 = stage2::train(b, &stage1, &linear, &eval, &out)?;
+                    let s2 = stage2::train(b, choice, &stage1, &linear, &eval, &out)?;
                     (s2.checkpoint, s2.epochs)
                 };
                 let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;

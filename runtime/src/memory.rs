@@ -14,6 +14,7 @@ use std::fmt;
 
 use anyhow::{bail, Result};
 
+use crate::backend_choice::BackendChoice;
 use crate::config::{LossKind, RunConfig};
 use crate::datasets;
 use crate::model;
@@ -185,6 +186,20 @@ pub fn check_fits(est: &MemoryEstimate, available: Option<u64>) -> Result<()> {
         ));
     }
     bail!(message)
+}
+
+/// Refuses `est` when it cannot fit in this machine's free memory on `backend`: all of it on
+/// the cpu backend, its host parts on a GPU backend (whose device parts live on the GPU).
+pub fn check_on(est: &MemoryEstimate, backend: BackendChoice) -> Result<()> {
+    let available = available_host_memory();
+    match backend {
+        BackendChoice::Cpu | BackendChoice::Reference => check_fits(est, available),
+        BackendChoice::Cuda | BackendChoice::Wgpu => {
+            // An uncountable device part still cannot fit anywhere.
+            check_fits(&est.only(Place::Device), None)?;
+            check_fits(&est.only(Place::Host), available)
+        }
+    }
 }
 
 /// The memory the machine can give this process now: Linux's `MemAvailable`, or less when
@@ -533,9 +548,13 @@ fn classifier_pass(batch: N, act: &Act, state: N, net: &ResNet, classes: usize) 
 }
 
 /// The peak of `runtime linear` (stage 2): the linear classifier over `num_classes` classes
-/// on the frozen backbone, in batches of `--linear-batch-size` (a data set smaller than that
-/// makes smaller batches, and the estimate high).
-pub fn estimate_linear(cfg: &RunConfig, num_classes: usize) -> Result<MemoryEstimate> {
+/// on the frozen backbone, in batches of `--linear-batch-size`, or of the whole training set
+/// of `train_images` where that is smaller (as stage 2 makes them).
+pub fn estimate_linear(
+    cfg: &RunConfig,
+    num_classes: usize,
+    train_images: usize,
+) -> Result<MemoryEstimate> {
     use Place::{Device, Host};
     let backbone = model::backbone(cfg)?;
     let net = &backbone.net;
@@ -561,7 +580,7 @@ pub fn estimate_linear(cfg: &RunConfig, num_classes: usize) -> Result<MemoryEsti
         }
     };
     let act = activations(net, cfg.image_size);
-    let b = n(cfg.linear_batch_size);
+    let b = n(cfg.linear_batch_size.min(train_images));
     let item = n(3) * n(cfg.image_size) * n(cfg.image_size) + n(1);
     let workers = n(datasets::workers(cfg));
     let parts = vec![
@@ -728,7 +747,7 @@ mod tests {
         );
         for est in [
             estimate(&ce, 1000).unwrap(),
-            estimate_linear(&ce, 1000).unwrap(),
+            estimate_linear(&ce, 1000, usize::MAX).unwrap(),
         ] {
             let fc = est
                 .parts()
@@ -739,7 +758,7 @@ mod tests {
             assert_eq!(fc.bytes, Some(3 * 4 * (2048 * 1000 + 1000)), "{est}");
         }
         // Stage 2 plans the backbone's pass over the linear batch (2048 images at 224 px).
-        let (first, err) = refusal(&estimate_linear(&ce, 1000).unwrap(), Some(GIB));
+        let (first, err) = refusal(&estimate_linear(&ce, 1000, usize::MAX).unwrap(), Some(GIB));
         assert!(first.contains("--linear-batch-size"), "{err}");
     }
 

@@ -121,10 +121,8 @@ fn prepare_out(out: &Path, checkpoint_bytes: usize) -> Result<()> {
     // Each checkpoint is written beside the previous one until it replaces it, so the run
     // needs room for two at once; one already on disk has its room.
     let existing = std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
-    out_dir::prepare(
-        out,
-        (2 * checkpoint_bytes).saturating_sub(existing) + (1 << 20),
-    )
+    let room = (2 * checkpoint_bytes).saturating_sub(existing) + (1 << 20);
+    out_dir::prepare_files(out, room as u64, checkpoint_bytes as u64)
 }
 
 /// Reads `OUT/stage1.safetensors` for `--resume`: `None` when there is none yet.

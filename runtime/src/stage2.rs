@@ -29,6 +29,7 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use crate::augment::stage2_view;
+use crate::backend_choice::BackendChoice;
 use crate::checkpoint::{
     put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
 };
@@ -37,6 +38,7 @@ use crate::data::{class_balanced_order, epoch_seed, Loader, LoaderConfig, Transf
 use crate::datasets::{class_counts, open_train, workers};
 use crate::evaluate::{write_report, TestPass, METRICS_FILE};
 use crate::interrupt::{self, Interrupted};
+use crate::memory;
 use crate::metrics::{Metrics, Stage2Epochs};
 use crate::model;
 use crate::out_dir;
@@ -72,6 +74,7 @@ pub fn fresh_classifier<B: Backend<Elem = f32>>(
 /// contrastive run, or of a `--loss ce` run for cRT) into `out`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
+    choice: BackendChoice,
     checkpoint: &Path,
     linear: &LinearArgs,
     eval: &EvalArgs,
@@ -96,6 +99,10 @@ pub fn train<B: Backend<Elem = f32>>(
     cfg.check_linear()?;
     let data = open_train(&cfg)?;
     let num_classes = data.num_classes();
+    memory::check_on(
+        &memory::estimate_linear(&cfg, num_classes, data.len())?,
+        choice,
+    )?;
     let counts = class_counts(data.as_ref());
     let net = model::backbone(&cfg)?;
     let backbone = &net.net;

@@ -732,3 +732,40 @@ fn run_checks_its_test_data_before_training() {
         assert_refused_before_work(&o, &out, needles);
     }
 }
+
+/// A configuration too large for any machine's memory is refused before anything is
+/// allocated, with the setting that makes it large.
+#[test]
+fn a_configuration_that_cannot_fit_in_memory_is_refused_up_front() {
+    let dir = temp("memory");
+    let out = dir.join("out");
+    let out_s = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["train", "--queue", "1000000000000"],
+            &["stage 1 of this run needs", "key queue", "change --queue"],
+        ),
+        (
+            &[
+                "train",
+                "--arch",
+                "resnet50",
+                "--image-size",
+                "8192",
+                "--crop-size",
+                "64",
+            ],
+            &["stage 1 of this run needs", "--image-size"],
+        ),
+        (
+            &["train", "--batch-size", "100000000", "--queue", "100000000"],
+            &["stage 1 of this run needs", "--batch-size"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--out", out_s]);
+        let o = runtime(&all);
+        assert_refused_before_work(&o, &out, needles);
+    }
+}
