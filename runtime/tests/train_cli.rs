@@ -769,3 +769,40 @@ fn a_configuration_that_cannot_fit_in_memory_is_refused_up_front() {
         assert_refused_before_work(&o, &out, needles);
     }
 }
+
+/// `--max-index-mib` bounds the list and JSON files a command reads: a 2 MiB list is refused
+/// under a 1 MiB limit (naming the limit and the flag) and read under a 3 MiB one.
+#[test]
+fn max_index_mib_bounds_the_index_files_read() {
+    let dir = temp("index-limit");
+    let out = dir.join("out");
+    let list = dir.join("big.txt");
+    // 2 MiB of comment lines and one entry whose image does not exist: read in full, the
+    // list fails on that missing image instead.
+    let mut lines = "# padding to make the list large\n".repeat(2 * 1024 * 1024 / 33);
+    lines.push_str("missing.png 0\n");
+    fs::write(&list, lines).unwrap();
+    let args = |mib: &'static str| {
+        vec![
+            "train".to_string(),
+            "--train-list".into(),
+            list.display().to_string(),
+            "--max-index-mib".into(),
+            mib.into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let o = runtime(&args("1"));
+    assert_refused_before_work(
+        &o,
+        &out,
+        &[
+            "more than the 1 MiB an index file may have",
+            "--max-index-mib",
+        ],
+    );
+    let o = runtime(&args("3"));
+    assert_refused_before_work(&o, &out, &["missing.png"]);
+    assert!(!text(&o).contains("an index file may have"), "{}", text(&o));
+}
