@@ -24,6 +24,8 @@ use cudarc::driver::{CudaContext, CudaModule};
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 
 use crate::device::InitError;
+use crate::kernel_args;
+use crate::ops::ARGS;
 
 /// Every kernel source, in the order NVRTC sees them.
 pub const SOURCE: &str = concat!(
@@ -242,16 +244,23 @@ impl Drop for Program {
 
 /// Compiles [`SOURCE`] for `target`. IEEE division and square roots, no flush-to-zero and no
 /// fused multiply-add contraction: the kernels then round as the CPU backend does, which the
-/// conformance tolerances assume.
+/// conformance tolerances assume. The kernels' argument structs are checked against their
+/// Rust declarations as they compile (`kernel_args.rs`): a difference is an error naming it.
 pub fn compile(target: Target) -> Result<Vec<u8>, String> {
+    compile_with(target, &kernel_args::defines(ARGS))
+}
+
+/// [`compile`] with `defines` (`-DNAME=VALUE` options) in place of the argument structs' own.
+pub(crate) fn compile_with(target: Target, defines: &[String]) -> Result<Vec<u8>, String> {
     let program = Program::new(SOURCE)?;
-    let options = [
+    let mut options = vec![
         "--ftz=false".to_string(),
         "--prec-sqrt=true".to_string(),
         "--prec-div=true".to_string(),
         "--fmad=false".to_string(),
         target.option(),
     ];
+    options.extend_from_slice(defines);
     // SAFETY: the program is live; the options are NUL-free strings.
     if let Err(e) = unsafe { nvrtc::compile_program(program.handle, &options) } {
         return Err(format!(
@@ -378,7 +387,7 @@ pub(crate) fn load(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The architectures the CI's and the GPU machines' NVRTCs must compile for: Turing,
@@ -387,7 +396,7 @@ mod tests {
 
     /// Skips (saying so) where NVRTC is absent, except in CI, which installs it, and where a
     /// GPU is required.
-    fn nvrtc_or_skip() -> bool {
+    pub(crate) fn nvrtc_or_skip() -> bool {
         if nvrtc_present() {
             return true;
         }

@@ -17,6 +17,7 @@ mod conv_algorithms;
 mod conv_cudnn;
 mod device;
 mod gemm;
+mod kernel_args;
 pub mod kernels;
 mod ops;
 mod precision;

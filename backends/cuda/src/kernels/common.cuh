@@ -75,6 +75,25 @@ __device__ float block_max(float v, float* scratch) {
     return r;
 }
 
+// Each kernel family's scalar parameters are one struct, passed by value after the buffers and
+// declared again in Rust (`kernel_args!` in ops/<family>.rs). The host defines the Rust layout
+// of every struct S as S_SIZE, and S_f_OFFSET and S_f_TYPE for each field f (kernel_args.rs);
+// each .cu asserts its struct with ARGS_SIZE(S) and an ARGS_FIELD(S, f) per field, so the two
+// declarations cannot drift apart without failing this compile with the struct's name.
+template <typename A, typename B> struct same_type { static const bool value = false; };
+template <typename A> struct same_type<A, A> { static const bool value = true; };
+
+// offsetof as EDG's <stddef.h> spells it: NVRTC has no host headers, and no
+// __builtin_offsetof before CUDA 13.5.
+#define ARGS_OFFSET(S, f) ((size_t)__INTADDR__(&(((S*)0)->f)))
+#define ARGS_SIZE(S) \
+    static_assert(sizeof(S) == S##_SIZE, #S ": its size differs from the Rust declaration's")
+#define ARGS_FIELD(S, f) \
+    static_assert(ARGS_OFFSET(S, f) == S##_##f##_OFFSET, \
+                  #S "." #f ": its offset differs from the Rust declaration's"); \
+    static_assert(same_type<decltype(S::f), S##_##f##_TYPE>::value, \
+                  #S "." #f ": its type differs from the Rust declaration's")
+
 // A grid-stride loop over n elements.
 #define FOR_EACH(e, n) \
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < (size_t)(n); \

@@ -1,5 +1,8 @@
-//! The Backend trait over [`CudaBackend`]: host-side checks (the descriptors' own, as every
-//! backend), then one launch per method (GEMM through cuBLAS, the rest from `kernels/*.cu`).
+//! The Backend trait over [`CudaBackend`], and the host side of the kernels: one module per
+//! kernel family, as `kernels/<family>.cu`, each with its argument struct (`kernel_args.rs`)
+//! and launchers. The trait's methods here pass each call to its family.
+
+mod conv;
 
 use dscl_core::desc::{
     check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
@@ -9,7 +12,10 @@ use dscl_core::error::{check_len, check_range, ensure};
 use dscl_core::{Backend, Fault, Result};
 
 use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
-use crate::conv_cudnn::ConvPass;
+use crate::kernel_args::Layout;
+
+/// Every kernel argument struct, for the drift check of the kernels' compile.
+pub(crate) const ARGS: &[Layout] = &[conv::ConvArgs::LAYOUT];
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
@@ -18,36 +24,6 @@ fn u32_of(what: &'static str, x: usize) -> Result<u32> {
 
 /// Sampling points per bin per axis, capped as in the CPU backend.
 const ROI_MAX_GRID: usize = 1 << 16;
-
-/// The conv kernels' shape parameters (`CONV_SHAPE_PARAMS` in `kernels/conv.cu`). The kernels
-/// index within one plane (`ih * in_w + iw`, `oh * out_w + ow`, `kh * kernel_w + kw`) and step
-/// through the padding (`oh * stride + kh - pad`) in 32-bit arithmetic, so those products and
-/// sums must fit a `u32` too; only the offsets of whole planes are 64-bit.
-fn conv_params(s: &Conv2dShape) -> Result<[u32; 11]> {
-    let w = |x: usize| u32_of("conv2d", x);
-    let product = |a: usize, b: usize| a.checked_mul(b).map_or(Err(too_large("conv2d")), w);
-    product(s.in_height, s.in_width)?;
-    product(s.out_height(), s.out_width())?;
-    product(s.kernel_h, s.kernel_w)?;
-    w(s.in_height
-        .max(s.in_width)
-        .saturating_add(s.padding.saturating_mul(2))
-        .saturating_add(s.kernel_h.max(s.kernel_w))
-        .saturating_add(s.stride))?;
-    Ok([
-        w(s.batch)?,
-        w(s.in_channels)?,
-        w(s.in_height)?,
-        w(s.in_width)?,
-        w(s.out_channels)?,
-        w(s.kernel_h)?,
-        w(s.kernel_w)?,
-        w(s.stride)?,
-        w(s.padding)?,
-        w(s.out_height())?,
-        w(s.out_width())?,
-    ])
-}
 
 /// The pool kernels' geometry (in_h, in_w, out_h, out_w, kernel, stride, padding).
 fn pool_params(s: &PoolShape) -> Result<[u32; 7]> {
@@ -308,36 +284,7 @@ impl Backend for CudaBackend {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(input.len, weight.len, output.len)?;
-        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
-        let n = shape.output_len();
-        if n == 0 {
-            return Ok(());
-        }
-        if self.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "conv2d_forward",
-            grid_for(n),
-            [
-                &input.slice,
-                &weight.slice,
-                &mut output.slice,
-                &b,
-                &ic,
-                &ih,
-                &iw,
-                &oc,
-                &kh,
-                &kw,
-                &st,
-                &pd,
-                &oh,
-                &ow
-            ]
-        )
+        conv::forward(self, shape, input, weight, output, workspace)
     }
 
     fn conv2d_backward_data(
@@ -348,43 +295,7 @@ impl Backend for CudaBackend {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(grad_input.len, weight.len, grad_output.len)?;
-        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
-        let n = shape.input_len();
-        if n == 0 {
-            return Ok(());
-        }
-        if self.cudnn_conv(
-            ConvPass::BackwardData,
-            shape,
-            grad_output,
-            weight,
-            grad_input,
-            workspace,
-        )? {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "conv2d_backward_data",
-            grid_for(n),
-            [
-                &grad_output.slice,
-                &weight.slice,
-                &mut grad_input.slice,
-                &b,
-                &ic,
-                &ih,
-                &iw,
-                &oc,
-                &kh,
-                &kw,
-                &st,
-                &pd,
-                &oh,
-                &ow
-            ]
-        )
+        conv::backward_data(self, shape, grad_output, weight, grad_input, workspace)
     }
 
     fn conv2d_backward_filter(
@@ -395,43 +306,7 @@ impl Backend for CudaBackend {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(input.len, grad_weight.len, grad_output.len)?;
-        let [b, ic, ih, iw, oc, kh, kw, st, pd, oh, ow] = conv_params(shape)?;
-        let n = shape.weight_len();
-        if n == 0 {
-            return Ok(());
-        }
-        if self.cudnn_conv(
-            ConvPass::BackwardFilter,
-            shape,
-            input,
-            grad_output,
-            grad_weight,
-            workspace,
-        )? {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "conv2d_backward_filter",
-            grid_for(n),
-            [
-                &input.slice,
-                &grad_output.slice,
-                &mut grad_weight.slice,
-                &b,
-                &ic,
-                &ih,
-                &iw,
-                &oc,
-                &kh,
-                &kw,
-                &st,
-                &pd,
-                &oh,
-                &ow
-            ]
-        )
+        conv::backward_filter(self, shape, input, grad_output, grad_weight, workspace)
     }
 
     // ---- batch normalisation ---------------------------------------------------------------
@@ -1222,35 +1097,4 @@ fn roi_params(s: &RoiAlignShape) -> Result<RoiParams> {
         aligned: u32::from(s.aligned),
         spatial_scale: s.spatial_scale as f32,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shape(side: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dShape {
-        Conv2dShape {
-            batch: 1,
-            in_channels: 1,
-            in_height: side,
-            in_width: side,
-            out_channels: 1,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride,
-            padding,
-        }
-    }
-
-    /// A plane of 2^32 or more elements, or a coordinate that overflows while stepping through
-    /// the padding, is refused on the host, where the kernels' 32-bit arithmetic would wrap.
-    #[test]
-    fn conv_planes_must_fit_the_kernels_32_bit_indexing() {
-        assert!(conv_params(&shape(224, 7, 2, 3)).is_ok());
-        // 65,536^2 = 2^32: one element past u32.
-        assert!(conv_params(&shape(65_536, 3, 1, 1)).is_err());
-        assert!(conv_params(&shape(65_535, 3, 1, 1)).is_ok());
-        // Each side fits, the padded extent does not.
-        assert!(conv_params(&shape(16, 3, 1, 1 << 31)).is_err());
-    }
 }

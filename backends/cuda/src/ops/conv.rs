@@ -1,0 +1,183 @@
+//! conv2d over NCHW (weights `[out_c, in_c, kh, kw]`, one stride and padding for both axes):
+//! forward, data gradient (written) and filter gradient (added to the caller's).
+//!
+//! Each pass goes to cuDNN first, where it is installed and takes the shape (`conv_cudnn.rs`,
+//! at the backend's precision); otherwise the direct kernels of `kernels/conv.cu` run, in f32:
+//! one thread per output element, forward and data gradient summing their taps in plain f32 in
+//! (channel, kh, kw) order, the filter gradient, a reduction over the whole batch, with Kahan
+//! compensation before its one addition to the existing gradient.
+
+use dscl_core::desc::Conv2dShape;
+use dscl_core::Result;
+
+use super::u32_of;
+use crate::backend::{grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use crate::conv_cudnn::ConvPass;
+use crate::kernel_args::kernel_args;
+
+kernel_args! {
+    /// The shape, as every conv kernel takes it (`ConvArgs` in `kernels/conv.cu`).
+    pub(crate) struct ConvArgs {
+        batch: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        kernel_h: u32,
+        kernel_w: u32,
+        stride: u32,
+        pad: u32,
+        out_h: u32,
+        out_w: u32,
+    }
+}
+
+impl ConvArgs {
+    /// The kernels index within one plane (`ih * in_w + iw`, `oh * out_w + ow`,
+    /// `kh * kernel_w + kw`) and step through the padding (`oh * stride + kh - pad`) in 32-bit
+    /// arithmetic, so those products and sums must fit a `u32` too; only the offsets of whole
+    /// planes are 64-bit.
+    fn of(s: &Conv2dShape) -> Result<Self> {
+        let w = |x: usize| u32_of("conv2d", x);
+        let product = |a: usize, b: usize| a.checked_mul(b).map_or(Err(too_large("conv2d")), w);
+        product(s.in_height, s.in_width)?;
+        product(s.out_height(), s.out_width())?;
+        product(s.kernel_h, s.kernel_w)?;
+        w(s.in_height
+            .max(s.in_width)
+            .saturating_add(s.padding.saturating_mul(2))
+            .saturating_add(s.kernel_h.max(s.kernel_w))
+            .saturating_add(s.stride))?;
+        Ok(ConvArgs {
+            batch: w(s.batch)?,
+            in_c: w(s.in_channels)?,
+            in_h: w(s.in_height)?,
+            in_w: w(s.in_width)?,
+            out_c: w(s.out_channels)?,
+            kernel_h: w(s.kernel_h)?,
+            kernel_w: w(s.kernel_w)?,
+            stride: w(s.stride)?,
+            pad: w(s.padding)?,
+            out_h: w(s.out_height())?,
+            out_w: w(s.out_width())?,
+        })
+    }
+}
+
+pub(crate) fn forward(
+    be: &CudaBackend,
+    shape: &Conv2dShape,
+    input: &CudaBuffer<f32>,
+    weight: &CudaBuffer<f32>,
+    output: &mut CudaBuffer<f32>,
+    workspace: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    shape.check(input.len, weight.len, output.len)?;
+    let args = ConvArgs::of(shape)?;
+    let n = shape.output_len();
+    if n == 0 {
+        return Ok(());
+    }
+    if be.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
+        return Ok(());
+    }
+    launch!(
+        be,
+        "conv2d_forward",
+        grid_for(n),
+        [&input.slice, &weight.slice, &mut output.slice, &args]
+    )
+}
+
+pub(crate) fn backward_data(
+    be: &CudaBackend,
+    shape: &Conv2dShape,
+    grad_output: &CudaBuffer<f32>,
+    weight: &CudaBuffer<f32>,
+    grad_input: &mut CudaBuffer<f32>,
+    workspace: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    shape.check(grad_input.len, weight.len, grad_output.len)?;
+    let args = ConvArgs::of(shape)?;
+    let n = shape.input_len();
+    if n == 0 {
+        return Ok(());
+    }
+    let pass = ConvPass::BackwardData;
+    if be.cudnn_conv(pass, shape, grad_output, weight, grad_input, workspace)? {
+        return Ok(());
+    }
+    launch!(
+        be,
+        "conv2d_backward_data",
+        grid_for(n),
+        [
+            &grad_output.slice,
+            &weight.slice,
+            &mut grad_input.slice,
+            &args
+        ]
+    )
+}
+
+pub(crate) fn backward_filter(
+    be: &CudaBackend,
+    shape: &Conv2dShape,
+    input: &CudaBuffer<f32>,
+    grad_output: &CudaBuffer<f32>,
+    grad_weight: &mut CudaBuffer<f32>,
+    workspace: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    shape.check(input.len, grad_weight.len, grad_output.len)?;
+    let args = ConvArgs::of(shape)?;
+    let n = shape.weight_len();
+    if n == 0 {
+        return Ok(());
+    }
+    let pass = ConvPass::BackwardFilter;
+    if be.cudnn_conv(pass, shape, input, grad_output, grad_weight, workspace)? {
+        return Ok(());
+    }
+    launch!(
+        be,
+        "conv2d_backward_filter",
+        grid_for(n),
+        [
+            &input.slice,
+            &grad_output.slice,
+            &mut grad_weight.slice,
+            &args
+        ]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(side: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch: 1,
+            in_channels: 1,
+            in_height: side,
+            in_width: side,
+            out_channels: 1,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// A plane of 2^32 or more elements, or a coordinate that overflows while stepping through
+    /// the padding, is refused on the host, where the kernels' 32-bit arithmetic would wrap.
+    #[test]
+    fn conv_planes_must_fit_the_kernels_32_bit_indexing() {
+        assert!(ConvArgs::of(&shape(224, 7, 2, 3)).is_ok());
+        // 65,536^2 = 2^32: one element past u32.
+        assert!(ConvArgs::of(&shape(65_536, 3, 1, 1)).is_err());
+        assert!(ConvArgs::of(&shape(65_535, 3, 1, 1)).is_ok());
+        // Each side fits, the padded extent does not.
+        assert!(ConvArgs::of(&shape(16, 3, 1, 1 << 31)).is_err());
+    }
+}
