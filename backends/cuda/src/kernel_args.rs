@@ -96,6 +96,11 @@ macro_rules! kernel_args {
 }
 pub(crate) use kernel_args;
 
+/// A host size as a kernel's `size_t` field (lossless: `usize` is at most 64 bits wide).
+pub(crate) fn size_t(x: usize) -> u64 {
+    x as u64
+}
+
 /// The NVRTC options that define `layouts` for the `.cu` assertions: `-DS_SIZE=`, and
 /// `-DS_f_OFFSET=` and `-DS_f_TYPE=` for each field.
 pub(crate) fn defines(layouts: &[Layout]) -> Vec<String> {

@@ -22,26 +22,26 @@ ARGS_FIELD(ConvArgs, out_w);
 
 // output[n][o][oh][ow] = sum over (c, kh, kw) of weight[o][c][kh][kw] * input[n][c][ih][iw]
 extern "C" __global__ void conv2d_forward(const float* input, const float* weight, float* output,
-                                          ConvArgs a) {
-    FOR_EACH(i, (size_t)a.batch * a.out_c * a.out_h * a.out_w) {
-        u32 ow = (u32)(i % a.out_w);
-        size_t r = i / a.out_w;
-        u32 oh = (u32)(r % a.out_h);
-        r /= a.out_h;
-        u32 o = (u32)(r % a.out_c);
-        size_t n = r / a.out_c;
+                                          ConvArgs args) {
+    FOR_EACH(i, (size_t)args.batch * args.out_c * args.out_h * args.out_w) {
+        u32 ow = (u32)(i % args.out_w);
+        size_t r = i / args.out_w;
+        u32 oh = (u32)(r % args.out_h);
+        r /= args.out_h;
+        u32 o = (u32)(r % args.out_c);
+        size_t n = r / args.out_c;
         float acc = 0.0f;
-        for (u32 c = 0; c < a.in_c; ++c) {
-            const float* x = input + (n * a.in_c + c) * a.in_h * a.in_w;
-            const float* w = weight + ((size_t)o * a.in_c + c) * a.kernel_h * a.kernel_w;
-            for (u32 kh = 0; kh < a.kernel_h; ++kh) {
+        for (u32 c = 0; c < args.in_c; ++c) {
+            const float* x = input + (n * args.in_c + c) * args.in_h * args.in_w;
+            const float* w = weight + ((size_t)o * args.in_c + c) * args.kernel_h * args.kernel_w;
+            for (u32 kh = 0; kh < args.kernel_h; ++kh) {
                 // Rows in the padding wrap to huge values and fail the bound check.
-                u32 ih = oh * a.stride + kh - a.pad;
-                if (ih >= a.in_h) continue;
-                for (u32 kw = 0; kw < a.kernel_w; ++kw) {
-                    u32 iw = ow * a.stride + kw - a.pad;
-                    if (iw >= a.in_w) continue;
-                    acc += w[kh * a.kernel_w + kw] * x[ih * a.in_w + iw];
+                u32 ih = oh * args.stride + kh - args.pad;
+                if (ih >= args.in_h) continue;
+                for (u32 kw = 0; kw < args.kernel_w; ++kw) {
+                    u32 iw = ow * args.stride + kw - args.pad;
+                    if (iw >= args.in_w) continue;
+                    acc += w[kh * args.kernel_w + kw] * x[ih * args.in_w + iw];
                 }
             }
         }
@@ -52,29 +52,29 @@ extern "C" __global__ void conv2d_forward(const float* input, const float* weigh
 // grad_input[n][c][ih][iw] = sum over (o, kh, kw) with (ih + pad - kh) a multiple of the stride
 // of weight[o][c][kh][kw] * grad_output[n][o][oh][ow], written.
 extern "C" __global__ void conv2d_backward_data(const float* grad_output, const float* weight,
-                                                float* grad_input, ConvArgs a) {
-    FOR_EACH(i, (size_t)a.batch * a.in_c * a.in_h * a.in_w) {
-        u32 iw = (u32)(i % a.in_w);
-        size_t r = i / a.in_w;
-        u32 ih = (u32)(r % a.in_h);
-        r /= a.in_h;
-        u32 c = (u32)(r % a.in_c);
-        size_t n = r / a.in_c;
+                                                float* grad_input, ConvArgs args) {
+    FOR_EACH(i, (size_t)args.batch * args.in_c * args.in_h * args.in_w) {
+        u32 iw = (u32)(i % args.in_w);
+        size_t r = i / args.in_w;
+        u32 ih = (u32)(r % args.in_h);
+        r /= args.in_h;
+        u32 c = (u32)(r % args.in_c);
+        size_t n = r / args.in_c;
         float acc = 0.0f;
-        for (u32 o = 0; o < a.out_c; ++o) {
-            const float* g = grad_output + (n * a.out_c + o) * a.out_h * a.out_w;
-            const float* w = weight + ((size_t)o * a.in_c + c) * a.kernel_h * a.kernel_w;
-            for (u32 kh = 0; kh < a.kernel_h; ++kh) {
-                u32 th = ih + a.pad;
-                if (th < kh || (th - kh) % a.stride != 0u) continue;
-                u32 oh = (th - kh) / a.stride;
-                if (oh >= a.out_h) continue;
-                for (u32 kw = 0; kw < a.kernel_w; ++kw) {
-                    u32 tw = iw + a.pad;
-                    if (tw < kw || (tw - kw) % a.stride != 0u) continue;
-                    u32 ow = (tw - kw) / a.stride;
-                    if (ow >= a.out_w) continue;
-                    acc += w[kh * a.kernel_w + kw] * g[oh * a.out_w + ow];
+        for (u32 o = 0; o < args.out_c; ++o) {
+            const float* g = grad_output + (n * args.out_c + o) * args.out_h * args.out_w;
+            const float* w = weight + ((size_t)o * args.in_c + c) * args.kernel_h * args.kernel_w;
+            for (u32 kh = 0; kh < args.kernel_h; ++kh) {
+                u32 th = ih + args.pad;
+                if (th < kh || (th - kh) % args.stride != 0u) continue;
+                u32 oh = (th - kh) / args.stride;
+                if (oh >= args.out_h) continue;
+                for (u32 kw = 0; kw < args.kernel_w; ++kw) {
+                    u32 tw = iw + args.pad;
+                    if (tw < kw || (tw - kw) % args.stride != 0u) continue;
+                    u32 ow = (tw - kw) / args.stride;
+                    if (ow >= args.out_w) continue;
+                    acc += w[kh * args.kernel_w + kw] * g[oh * args.out_w + ow];
                 }
             }
         }
@@ -85,25 +85,25 @@ extern "C" __global__ void conv2d_backward_data(const float* grad_output, const 
 // grad_weight[o][c][kh][kw] += sum over (n, oh, ow) of grad_output[n][o][oh][ow] *
 // input[n][c][ih][iw]: one thread per weight, Kahan over the long reduction.
 extern "C" __global__ void conv2d_backward_filter(const float* input, const float* grad_output,
-                                                  float* grad_weight, ConvArgs a) {
-    FOR_EACH(i, (size_t)a.out_c * a.in_c * a.kernel_h * a.kernel_w) {
-        u32 kw = (u32)(i % a.kernel_w);
-        size_t r = i / a.kernel_w;
-        u32 kh = (u32)(r % a.kernel_h);
-        r /= a.kernel_h;
-        u32 c = (u32)(r % a.in_c);
-        u32 o = (u32)(r / a.in_c);
+                                                  float* grad_weight, ConvArgs args) {
+    FOR_EACH(i, (size_t)args.out_c * args.in_c * args.kernel_h * args.kernel_w) {
+        u32 kw = (u32)(i % args.kernel_w);
+        size_t r = i / args.kernel_w;
+        u32 kh = (u32)(r % args.kernel_h);
+        r /= args.kernel_h;
+        u32 c = (u32)(r % args.in_c);
+        u32 o = (u32)(r / args.in_c);
         Kahan acc = {0.0f, 0.0f};
-        for (size_t n = 0; n < a.batch; ++n) {
-            const float* x = input + (n * a.in_c + c) * a.in_h * a.in_w;
-            const float* g = grad_output + (n * a.out_c + o) * a.out_h * a.out_w;
-            for (u32 oh = 0; oh < a.out_h; ++oh) {
-                u32 ih = oh * a.stride + kh - a.pad;
-                if (ih >= a.in_h) continue;
-                for (u32 ow = 0; ow < a.out_w; ++ow) {
-                    u32 iw = ow * a.stride + kw - a.pad;
-                    if (iw >= a.in_w) continue;
-                    acc = kahan_add(acc, g[oh * a.out_w + ow] * x[ih * a.in_w + iw]);
+        for (size_t n = 0; n < args.batch; ++n) {
+            const float* x = input + (n * args.in_c + c) * args.in_h * args.in_w;
+            const float* g = grad_output + (n * args.out_c + o) * args.out_h * args.out_w;
+            for (u32 oh = 0; oh < args.out_h; ++oh) {
+                u32 ih = oh * args.stride + kh - args.pad;
+                if (ih >= args.in_h) continue;
+                for (u32 ow = 0; ow < args.out_w; ++ow) {
+                    u32 iw = ow * args.stride + kw - args.pad;
+                    if (iw >= args.in_w) continue;
+                    acc = kahan_add(acc, g[oh * args.out_w + ow] * x[ih * args.in_w + iw]);
                 }
             }
         }

@@ -3,19 +3,20 @@
 //! and launchers. The trait's methods here pass each call to its family.
 
 mod conv;
+mod elementwise;
 
 use dscl_core::desc::{
     check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
     PositiveWeighting, RoiAlignShape, RowsDesc, SgdParams,
 };
-use dscl_core::error::{check_len, check_range, ensure};
+use dscl_core::error::{check_len, ensure};
 use dscl_core::{Backend, Fault, Result};
 
 use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::Layout;
 
 /// Every kernel argument struct, for the drift check of the kernels' compile.
-pub(crate) const ARGS: &[Layout] = &[conv::ConvArgs::LAYOUT];
+pub(crate) const ARGS: &[Layout] = &[conv::ConvArgs::LAYOUT, elementwise::ElementwiseArgs::LAYOUT];
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
@@ -99,13 +100,7 @@ impl Backend for CudaBackend {
     // ---- elementwise -----------------------------------------------------------------------
 
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
-        let end = check_range("fill", x.len, offset, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let value = value as f32;
-        let mut view = x.slice.slice_mut(offset..end);
-        launch!(self, "fill_f32", grid_for(len), [&mut view, &len, &value])
+        elementwise::fill(self, x, offset, len, value)
     }
 
     fn copy(
@@ -116,16 +111,7 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        let src_end = check_range("copy src", src.len, src_offset, len)?;
-        let dst_end = check_range("copy dst", dst.len, dst_offset, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let from = src.slice.slice(src_offset..src_end);
-        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
-        self.stream
-            .memcpy_dtod(&from, &mut to)
-            .map_err(|e| crate::backend::driver("copy", e))
+        elementwise::copy(self, src, src_offset, dst, dst_offset, len)
     }
 
     fn copy_index(
@@ -136,43 +122,15 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        let src_end = check_range("copy_index src", src.len, src_offset, len)?;
-        let dst_end = check_range("copy_index dst", dst.len, dst_offset, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let from = src.slice.slice(src_offset..src_end);
-        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
-        launch!(self, "copy_u32", grid_for(len), [&from, &mut to, &len])
+        elementwise::copy_index(self, src, src_offset, dst, dst_offset, len)
     }
 
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
-        check_len("scale x", x.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let alpha = alpha as f32;
-        launch!(
-            self,
-            "scale_f32",
-            grid_for(len),
-            [&mut x.slice, &len, &alpha]
-        )
+        elementwise::scale(self, x, len, alpha)
     }
 
     fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        check_len("axpy x", x.len, len)?;
-        check_len("axpy y", y.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let alpha = alpha as f32;
-        launch!(
-            self,
-            "axpy_f32",
-            grid_for(len),
-            [&x.slice, &mut y.slice, &len, &alpha]
-        )
+        elementwise::axpy(self, alpha, x, y, len)
     }
 
     fn add(
@@ -182,18 +140,7 @@ impl Backend for CudaBackend {
         out: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        check_len("add a", a.len, len)?;
-        check_len("add b", b.len, len)?;
-        check_len("add out", out.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "add_f32",
-            grid_for(len),
-            [&a.slice, &b.slice, &mut out.slice, &len]
-        )
+        elementwise::add(self, a, b, out, len)
     }
 
     fn sum(
@@ -204,16 +151,7 @@ impl Backend for CudaBackend {
         out: &mut Self::Buffer,
         offset: usize,
     ) -> Result<()> {
-        check_len("sum x", x.len, len)?;
-        let end = check_range("sum out", out.len, offset, 1)?;
-        let scale = scale as f32;
-        let mut target = out.slice.slice_mut(offset..end);
-        launch!(
-            self,
-            "sum_f32",
-            block_per("sum", 1)?,
-            [&x.slice, &len, &scale, &mut target]
-        )
+        elementwise::sum(self, x, len, scale, out, offset)
     }
 
     // ---- dense -----------------------------------------------------------------------------
@@ -235,18 +173,7 @@ impl Backend for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let len = rows.checked_mul(cols).ok_or(too_large("bias_add"))?;
-        check_len("bias_add x", x.len, len)?;
-        check_len("bias_add bias", bias.len, cols)?;
-        if len == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "bias_add",
-            grid_for(len),
-            [&mut x.slice, &bias.slice, &rows, &cols]
-        )
+        elementwise::bias_add(self, x, bias, rows, cols)
     }
 
     fn bias_backward(
@@ -256,18 +183,7 @@ impl Backend for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let len = rows.checked_mul(cols).ok_or(too_large("bias_backward"))?;
-        check_len("bias_backward grad_out", grad_out.len, len)?;
-        check_len("bias_backward grad_bias", grad_bias.len, cols)?;
-        if cols == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "bias_backward",
-            grid_for(cols),
-            [&grad_out.slice, &mut grad_bias.slice, &rows, &cols]
-        )
+        elementwise::bias_backward(self, grad_out, grad_bias, rows, cols)
     }
 
     // ---- convolution -----------------------------------------------------------------------
@@ -514,17 +430,7 @@ impl Backend for CudaBackend {
     // ---- activations and pooling -----------------------------------------------------------
 
     fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        check_len("relu x", x.len, len)?;
-        check_len("relu y", y.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "relu_forward",
-            grid_for(len),
-            [&x.slice, &mut y.slice, &len]
-        )
+        elementwise::relu_forward(self, x, y, len)
     }
 
     fn relu_backward(
@@ -534,18 +440,7 @@ impl Backend for CudaBackend {
         grad_x: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        check_len("relu_backward y", y.len, len)?;
-        check_len("relu_backward grad_y", grad_y.len, len)?;
-        check_len("relu_backward grad_x", grad_x.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "relu_backward",
-            grid_for(len),
-            [&y.slice, &grad_y.slice, &mut grad_x.slice, &len]
-        )
+        elementwise::relu_backward(self, y, grad_y, grad_x, len)
     }
 
     fn max_pool2d_forward(

@@ -1,0 +1,268 @@
+//! Elementwise work (`kernels/elementwise.cu`): fill, copy, scale, axpy, add, ReLU and its
+//! gradient, the bias row broadcast, one thread per element in a grid-stride loop, each element
+//! computed alone in f32; and the three reductions: `sum` (one block, Kahan per thread, then a
+//! tree in shared memory), the bias gradient (one thread per column, Kahan over the rows in
+//! order, added once to the existing gradient). A copy of f32 data is the driver's
+//! device-to-device copy; a copy of indices is a kernel.
+
+use dscl_core::error::{check_len, check_range};
+use dscl_core::Result;
+
+use crate::backend::{block_per, driver, grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use crate::kernel_args::{kernel_args, size_t};
+
+kernel_args! {
+    /// What the elementwise kernels read (`ElementwiseArgs` in `kernels/elementwise.cu`).
+    pub(crate) struct ElementwiseArgs {
+        /// The elements of a map or of `sum`.
+        n: u64,
+        /// The bias kernels' `[rows, cols]` matrix.
+        rows: u64,
+        cols: u64,
+        /// fill's value, scale's and axpy's factor, sum's scale.
+        alpha: f32,
+        unused: u32,
+    }
+}
+
+impl ElementwiseArgs {
+    fn over(len: usize) -> Self {
+        ElementwiseArgs {
+            n: size_t(len),
+            ..Self::default()
+        }
+    }
+
+    fn with_alpha(len: usize, alpha: f64) -> Self {
+        ElementwiseArgs {
+            alpha: alpha as f32,
+            ..Self::over(len)
+        }
+    }
+
+    fn matrix(rows: usize, cols: usize) -> Self {
+        ElementwiseArgs {
+            rows: size_t(rows),
+            cols: size_t(cols),
+            ..Self::default()
+        }
+    }
+}
+
+pub(crate) fn fill(
+    be: &CudaBackend,
+    x: &mut CudaBuffer<f32>,
+    offset: usize,
+    len: usize,
+    value: f64,
+) -> Result<()> {
+    let end = check_range("fill", x.len, offset, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::with_alpha(len, value);
+    let mut view = x.slice.slice_mut(offset..end);
+    launch!(be, "fill_f32", grid_for(len), [&mut view, &args])
+}
+
+pub(crate) fn copy(
+    be: &CudaBackend,
+    src: &CudaBuffer<f32>,
+    src_offset: usize,
+    dst: &mut CudaBuffer<f32>,
+    dst_offset: usize,
+    len: usize,
+) -> Result<()> {
+    let src_end = check_range("copy src", src.len, src_offset, len)?;
+    let dst_end = check_range("copy dst", dst.len, dst_offset, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let from = src.slice.slice(src_offset..src_end);
+    let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+    be.stream
+        .memcpy_dtod(&from, &mut to)
+        .map_err(|e| driver("copy", e))
+}
+
+pub(crate) fn copy_index(
+    be: &CudaBackend,
+    src: &CudaBuffer<u32>,
+    src_offset: usize,
+    dst: &mut CudaBuffer<u32>,
+    dst_offset: usize,
+    len: usize,
+) -> Result<()> {
+    let src_end = check_range("copy_index src", src.len, src_offset, len)?;
+    let dst_end = check_range("copy_index dst", dst.len, dst_offset, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::over(len);
+    let from = src.slice.slice(src_offset..src_end);
+    let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+    launch!(be, "copy_u32", grid_for(len), [&from, &mut to, &args])
+}
+
+pub(crate) fn scale(
+    be: &CudaBackend,
+    x: &mut CudaBuffer<f32>,
+    len: usize,
+    alpha: f64,
+) -> Result<()> {
+    check_len("scale x", x.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::with_alpha(len, alpha);
+    launch!(be, "scale_f32", grid_for(len), [&mut x.slice, &args])
+}
+
+pub(crate) fn axpy(
+    be: &CudaBackend,
+    alpha: f64,
+    x: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("axpy x", x.len, len)?;
+    check_len("axpy y", y.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::with_alpha(len, alpha);
+    launch!(
+        be,
+        "axpy_f32",
+        grid_for(len),
+        [&x.slice, &mut y.slice, &args]
+    )
+}
+
+pub(crate) fn add(
+    be: &CudaBackend,
+    a: &CudaBuffer<f32>,
+    b: &CudaBuffer<f32>,
+    out: &mut CudaBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("add a", a.len, len)?;
+    check_len("add b", b.len, len)?;
+    check_len("add out", out.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::over(len);
+    launch!(
+        be,
+        "add_f32",
+        grid_for(len),
+        [&a.slice, &b.slice, &mut out.slice, &args]
+    )
+}
+
+pub(crate) fn sum(
+    be: &CudaBackend,
+    x: &CudaBuffer<f32>,
+    len: usize,
+    scale: f64,
+    out: &mut CudaBuffer<f32>,
+    offset: usize,
+) -> Result<()> {
+    check_len("sum x", x.len, len)?;
+    let end = check_range("sum out", out.len, offset, 1)?;
+    let args = ElementwiseArgs::with_alpha(len, scale);
+    let mut target = out.slice.slice_mut(offset..end);
+    launch!(
+        be,
+        "sum_f32",
+        block_per("sum", 1)?,
+        [&x.slice, &mut target, &args]
+    )
+}
+
+pub(crate) fn bias_add(
+    be: &CudaBackend,
+    x: &mut CudaBuffer<f32>,
+    bias: &CudaBuffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let len = rows.checked_mul(cols).ok_or(too_large("bias_add"))?;
+    check_len("bias_add x", x.len, len)?;
+    check_len("bias_add bias", bias.len, cols)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::matrix(rows, cols);
+    launch!(
+        be,
+        "bias_add",
+        grid_for(len),
+        [&mut x.slice, &bias.slice, &args]
+    )
+}
+
+pub(crate) fn bias_backward(
+    be: &CudaBackend,
+    grad_out: &CudaBuffer<f32>,
+    grad_bias: &mut CudaBuffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let len = rows.checked_mul(cols).ok_or(too_large("bias_backward"))?;
+    check_len("bias_backward grad_out", grad_out.len, len)?;
+    check_len("bias_backward grad_bias", grad_bias.len, cols)?;
+    if cols == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::matrix(rows, cols);
+    launch!(
+        be,
+        "bias_backward",
+        grid_for(cols),
+        [&grad_out.slice, &mut grad_bias.slice, &args]
+    )
+}
+
+pub(crate) fn relu_forward(
+    be: &CudaBackend,
+    x: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("relu x", x.len, len)?;
+    check_len("relu y", y.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::over(len);
+    launch!(
+        be,
+        "relu_forward",
+        grid_for(len),
+        [&x.slice, &mut y.slice, &args]
+    )
+}
+
+pub(crate) fn relu_backward(
+    be: &CudaBackend,
+    y: &CudaBuffer<f32>,
+    grad_y: &CudaBuffer<f32>,
+    grad_x: &mut CudaBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    check_len("relu_backward y", y.len, len)?;
+    check_len("relu_backward grad_y", grad_y.len, len)?;
+    check_len("relu_backward grad_x", grad_x.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::over(len);
+    launch!(
+        be,
+        "relu_backward",
+        grid_for(len),
+        [&y.slice, &grad_y.slice, &mut grad_x.slice, &args]
+    )
+}
