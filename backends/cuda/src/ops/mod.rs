@@ -4,6 +4,7 @@
 
 mod conv;
 mod elementwise;
+mod optim;
 
 use dscl_core::desc::{
     check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
@@ -16,7 +17,11 @@ use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBu
 use crate::kernel_args::Layout;
 
 /// Every kernel argument struct, for the drift check of the kernels' compile.
-pub(crate) const ARGS: &[Layout] = &[conv::ConvArgs::LAYOUT, elementwise::ElementwiseArgs::LAYOUT];
+pub(crate) const ARGS: &[Layout] = &[
+    conv::ConvArgs::LAYOUT,
+    elementwise::ElementwiseArgs::LAYOUT,
+    optim::OptimArgs::LAYOUT,
+];
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
@@ -887,39 +892,7 @@ impl Backend for CudaBackend {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        params.check()?;
-        check_len("sgd weights", weights.len, len)?;
-        check_len("sgd grads", grads.len, len)?;
-        check_len("sgd velocity", velocity.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
-        let flags = u32::from(params.momentum != 0.0)
-            | (u32::from(params.first_step) << 1)
-            | (u32::from(params.nesterov) << 2);
-        let (lr, momentum, weight_decay, one_minus_dampening) = (
-            params.lr as f32,
-            params.momentum as f32,
-            params.weight_decay as f32,
-            (1.0 - params.dampening) as f32,
-        );
-        launch!(
-            self,
-            "sgd_momentum",
-            grid_for(len),
-            [
-                &mut weights.slice,
-                &grads.slice,
-                &mut velocity.slice,
-                &len,
-                &lr,
-                &momentum,
-                &weight_decay,
-                &one_minus_dampening,
-                &flags
-            ]
-        )
+        optim::sgd_momentum_update(self, params, weights, grads, velocity, len)
     }
 
     fn ema_update(
@@ -929,23 +902,7 @@ impl Backend for CudaBackend {
         target: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        ensure(
-            momentum.is_finite() && (0.0..=1.0).contains(&momentum),
-            "ema_update",
-            "momentum must lie in [0, 1]",
-        )?;
-        check_len("ema source", source.len, len)?;
-        check_len("ema target", target.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let (keep, take) = (momentum as f32, (1.0 - momentum) as f32);
-        launch!(
-            self,
-            "ema_update",
-            grid_for(len),
-            [&source.slice, &mut target.slice, &len, &keep, &take]
-        )
+        optim::ema_update(self, momentum, source, target, len)
     }
 }
 
