@@ -1,6 +1,24 @@
 // Max pooling (PyTorch semantics: padding never selected, first maximum in row-major window
 // order wins, a NaN in the window is selected and recorded) and global average pooling.
 
+// What the pool kernels read (PoolArgs in ops/pool.rs): n outputs (max_pool_forward), inputs
+// (max_pool_backward), planes (gap_forward) or elements (gap_backward); the max pool's geometry;
+// the global average pool's values per plane.
+struct PoolArgs {
+    size_t n;
+    u32 in_h, in_w, out_h, out_w, kernel, stride, pad, spatial;
+};
+ARGS_SIZE(PoolArgs);
+ARGS_FIELD(PoolArgs, n);
+ARGS_FIELD(PoolArgs, in_h);
+ARGS_FIELD(PoolArgs, in_w);
+ARGS_FIELD(PoolArgs, out_h);
+ARGS_FIELD(PoolArgs, out_w);
+ARGS_FIELD(PoolArgs, kernel);
+ARGS_FIELD(PoolArgs, stride);
+ARGS_FIELD(PoolArgs, pad);
+ARGS_FIELD(PoolArgs, spatial);
+
 // The input range [lo, hi) that output coordinate o covers, padding cut off.
 __device__ void pool_window(u32 o, u32 size, u32 kernel, u32 stride, u32 pad, u32* lo, u32* hi) {
     u32 first = o * stride;
@@ -11,25 +29,24 @@ __device__ void pool_window(u32 o, u32 size, u32 kernel, u32 stride, u32 pad, u3
 
 // One thread per output; argmax is the index h * in_w + w within the (image, channel) plane.
 extern "C" __global__ void max_pool_forward(
-    FaultSlot* fault, const float* x, float* y, u32* argmax, size_t outputs,
-    u32 in_h, u32 in_w, u32 out_h, u32 out_w, u32 kernel, u32 stride, u32 pad) {
-    FOR_EACH(o, outputs) {
-        u32 ow = (u32)(o % out_w);
-        size_t rest = o / out_w;
-        u32 oh = (u32)(rest % out_h);
-        size_t plane = rest / out_h;
+    FaultSlot* fault, const float* x, float* y, u32* argmax, PoolArgs args) {
+    FOR_EACH(o, args.n) {
+        u32 ow = (u32)(o % args.out_w);
+        size_t rest = o / args.out_w;
+        u32 oh = (u32)(rest % args.out_h);
+        size_t plane = rest / args.out_h;
         u32 r0, r1, c0, c1;
-        pool_window(oh, in_h, kernel, stride, pad, &r0, &r1);
-        pool_window(ow, in_w, kernel, stride, pad, &c0, &c1);
-        const float* xp = x + plane * in_h * in_w;
+        pool_window(oh, args.in_h, args.kernel, args.stride, args.pad, &r0, &r1);
+        pool_window(ow, args.in_w, args.kernel, args.stride, args.pad, &c0, &c1);
+        const float* xp = x + plane * args.in_h * args.in_w;
         float best = __uint_as_float(0xff800000u);
-        u32 at = r0 * in_w + c0;
+        u32 at = r0 * args.in_w + c0;
         for (u32 h = r0; h < r1; ++h) {
             for (u32 w = c0; w < c1; ++w) {
-                float v = xp[h * in_w + w];
+                float v = xp[h * args.in_w + w];
                 if (is_nan_bits(v) || (!is_nan_bits(best) && v > best)) {
                     best = v;
-                    at = h * in_w + w;
+                    at = h * args.in_w + w;
                 }
             }
         }
@@ -49,20 +66,19 @@ __device__ void covering(u32 i, u32 out_size, u32 kernel, u32 stride, u32 pad, u
 // A gather, one thread per input element over the outputs whose windows cover it and whose
 // argmax it is, in output order: no float atomics, a deterministic sum.
 extern "C" __global__ void max_pool_backward(
-    const float* grad_y, const u32* argmax, float* grad_x, size_t inputs,
-    u32 in_h, u32 in_w, u32 out_h, u32 out_w, u32 kernel, u32 stride, u32 pad) {
-    FOR_EACH(e, inputs) {
-        u32 w = (u32)(e % in_w);
-        size_t rest = e / in_w;
-        u32 h = (u32)(rest % in_h);
-        size_t plane = rest / in_h;
-        u32 target = h * in_w + w;
+    const float* grad_y, const u32* argmax, float* grad_x, PoolArgs args) {
+    FOR_EACH(e, args.n) {
+        u32 w = (u32)(e % args.in_w);
+        size_t rest = e / args.in_w;
+        u32 h = (u32)(rest % args.in_h);
+        size_t plane = rest / args.in_h;
+        u32 target = h * args.in_w + w;
         u32 r0, r1, c0, c1;
-        covering(h, out_h, kernel, stride, pad, &r0, &r1);
-        covering(w, out_w, kernel, stride, pad, &c0, &c1);
+        covering(h, args.out_h, args.kernel, args.stride, args.pad, &r0, &r1);
+        covering(w, args.out_w, args.kernel, args.stride, args.pad, &c0, &c1);
         float acc = 0.0f;
         for (u32 oh = r0; oh < r1; ++oh) {
-            size_t row = (plane * out_h + oh) * out_w;
+            size_t row = (plane * args.out_h + oh) * args.out_w;
             for (u32 ow = c0; ow < c1; ++ow) {
                 if (argmax[row + ow] == target) acc += grad_y[row + ow];
             }
@@ -72,18 +88,18 @@ extern "C" __global__ void max_pool_backward(
 }
 
 // y[p] = mean of x[p][..spatial], one block of ROW_THREADS per plane.
-extern "C" __global__ void gap_forward(const float* x, float* y, size_t planes, u32 spatial) {
+extern "C" __global__ void gap_forward(const float* x, float* y, PoolArgs args) {
     __shared__ float scratch[ROW_THREADS];
-    for (size_t p = blockIdx.x; p < planes; p += gridDim.x) {
-        const float* xp = x + p * spatial;
+    for (size_t p = blockIdx.x; p < args.n; p += gridDim.x) {
+        const float* xp = x + p * args.spatial;
         Kahan k = {0.0f, 0.0f};
-        for (u32 e = threadIdx.x; e < spatial; e += ROW_THREADS) k = kahan_add(k, xp[e]);
+        for (u32 e = threadIdx.x; e < args.spatial; e += ROW_THREADS) k = kahan_add(k, xp[e]);
         float total = block_sum(k.s - k.c, scratch);
-        if (threadIdx.x == 0) y[p] = total / (float)spatial;
+        if (threadIdx.x == 0) y[p] = total / (float)args.spatial;
     }
 }
 
 // grad_x[p][s] = grad_y[p] / spatial
-extern "C" __global__ void gap_backward(const float* grad_y, float* grad_x, size_t elements, u32 spatial) {
-    FOR_EACH(e, elements) grad_x[e] = grad_y[e / spatial] / (float)spatial;
+extern "C" __global__ void gap_backward(const float* grad_y, float* grad_x, PoolArgs args) {
+    FOR_EACH(e, args.n) grad_x[e] = grad_y[e / args.spatial] / (float)args.spatial;
 }

@@ -5,12 +5,13 @@
 mod conv;
 mod elementwise;
 mod optim;
+mod pool;
 
 use dscl_core::desc::{
-    check_global_pool, BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape,
-    PositiveWeighting, RoiAlignShape, RowsDesc, SgdParams,
+    BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, PositiveWeighting,
+    RoiAlignShape, RowsDesc, SgdParams,
 };
-use dscl_core::error::{check_len, ensure};
+use dscl_core::error::check_len;
 use dscl_core::{Backend, Fault, Result};
 
 use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
@@ -21,6 +22,7 @@ pub(crate) const ARGS: &[Layout] = &[
     conv::ConvArgs::LAYOUT,
     elementwise::ElementwiseArgs::LAYOUT,
     optim::OptimArgs::LAYOUT,
+    pool::PoolArgs::LAYOUT,
 ];
 
 /// A size as a kernel's `u32` parameter.
@@ -30,26 +32,6 @@ fn u32_of(what: &'static str, x: usize) -> Result<u32> {
 
 /// Sampling points per bin per axis, capped as in the CPU backend.
 const ROI_MAX_GRID: usize = 1 << 16;
-
-/// The pool kernels' geometry (in_h, in_w, out_h, out_w, kernel, stride, padding).
-fn pool_params(s: &PoolShape) -> Result<[u32; 7]> {
-    let w = |x: usize| u32_of("max_pool2d", x);
-    // Window arithmetic adds padding, kernel and stride to a coordinate: that must fit too.
-    w(s.in_height
-        .max(s.in_width)
-        .saturating_add(s.padding.saturating_mul(2))
-        .saturating_add(s.kernel)
-        .saturating_add(s.stride))?;
-    Ok([
-        w(s.in_height)?,
-        w(s.in_width)?,
-        w(s.out_height())?,
-        w(s.out_width())?,
-        w(s.kernel)?,
-        w(s.stride)?,
-        w(s.padding)?,
-    ])
-}
 
 impl Backend for CudaBackend {
     type Elem = f32;
@@ -455,41 +437,7 @@ impl Backend for CudaBackend {
         y: &mut Self::Buffer,
         argmax: &mut Self::IndexBuffer,
     ) -> Result<()> {
-        shape.check(x.len, y.len, argmax.len)?;
-        let [ih, iw, oh, ow, k, st, pd] = pool_params(shape)?;
-        ensure(
-            shape
-                .in_height
-                .checked_mul(shape.in_width)
-                .is_some_and(|p| u32::try_from(p).is_ok()),
-            "max_pool2d",
-            "an input plane must have fewer than 2^32 elements (u32 argmax)",
-        )?;
-        let outputs = shape.output_len();
-        if outputs == 0 {
-            return Ok(());
-        }
-        u32_of("max_pool2d", outputs)?;
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "max_pool_forward",
-            grid_for(outputs),
-            [
-                &*fault,
-                &x.slice,
-                &mut y.slice,
-                &mut argmax.slice,
-                &outputs,
-                &ih,
-                &iw,
-                &oh,
-                &ow,
-                &k,
-                &st,
-                &pd
-            ]
-        )
+        pool::max_pool2d_forward(self, shape, x, y, argmax)
     }
 
     fn max_pool2d_backward(
@@ -499,30 +447,7 @@ impl Backend for CudaBackend {
         argmax: &Self::IndexBuffer,
         grad_x: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(grad_x.len, grad_y.len, argmax.len)?;
-        let [ih, iw, oh, ow, k, st, pd] = pool_params(shape)?;
-        let inputs = shape.input_len();
-        if inputs == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "max_pool_backward",
-            grid_for(inputs),
-            [
-                &grad_y.slice,
-                &argmax.slice,
-                &mut grad_x.slice,
-                &inputs,
-                &ih,
-                &iw,
-                &oh,
-                &ow,
-                &k,
-                &st,
-                &pd
-            ]
-        )
+        pool::max_pool2d_backward(self, shape, grad_y, argmax, grad_x)
     }
 
     fn global_avg_pool_forward(
@@ -533,19 +458,7 @@ impl Backend for CudaBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        let what = "global_avg_pool";
-        let (planes, _) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
-        if planes == 0 {
-            return Ok(());
-        }
-        let spatial = u32_of(what, spatial)?;
-        let blocks = planes.min(1 << 16);
-        launch!(
-            self,
-            "gap_forward",
-            block_per(what, blocks)?,
-            [&x.slice, &mut y.slice, &planes, &spatial]
-        )
+        pool::global_avg_pool_forward(self, x, y, batch, channels, spatial)
     }
 
     fn global_avg_pool_backward(
@@ -556,18 +469,7 @@ impl Backend for CudaBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        let what = "global_avg_pool_backward";
-        let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let spatial = u32_of(what, spatial)?;
-        launch!(
-            self,
-            "gap_backward",
-            grid_for(len),
-            [&grad_y.slice, &mut grad_x.slice, &len, &spatial]
-        )
+        pool::global_avg_pool_backward(self, grad_y, grad_x, batch, channels, spatial)
     }
 
     fn roi_align_forward(
