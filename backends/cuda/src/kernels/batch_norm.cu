@@ -8,6 +8,30 @@
 // channel in one group); its saved statistics are at g * channels + c (group-major). With one
 // group every offset below is 0 and the kernels compute exactly what they did before groups.
 
+// What the batch-norm kernels read (BatchNormArgs in ops/batch_norm.rs): n values of one
+// channel in one group, the groups and which of them move the running statistics, the elements
+// and group length of bn_apply, the shape, and the factors formed in f64 on the host.
+struct BatchNormArgs {
+    size_t n, groups, running_every, elements, group_len;
+    u32 channels, spatial, from_variance;
+    float eps, keep, momentum, unbias;
+    u32 unused;
+};
+ARGS_SIZE(BatchNormArgs);
+ARGS_FIELD(BatchNormArgs, n);
+ARGS_FIELD(BatchNormArgs, groups);
+ARGS_FIELD(BatchNormArgs, running_every);
+ARGS_FIELD(BatchNormArgs, elements);
+ARGS_FIELD(BatchNormArgs, group_len);
+ARGS_FIELD(BatchNormArgs, channels);
+ARGS_FIELD(BatchNormArgs, spatial);
+ARGS_FIELD(BatchNormArgs, from_variance);
+ARGS_FIELD(BatchNormArgs, eps);
+ARGS_FIELD(BatchNormArgs, keep);
+ARGS_FIELD(BatchNormArgs, momentum);
+ARGS_FIELD(BatchNormArgs, unbias);
+ARGS_FIELD(BatchNormArgs, unused);
+
 // Element e (< n, the values of one channel in one group) of channel c, from the group's start.
 __device__ size_t bn_at(u32 c, size_t e, u32 channels, u32 spatial) {
     size_t b = e / spatial;
@@ -35,14 +59,16 @@ __device__ float bn_channel_sum(const float* x, u32 c, size_t n, u32 channels, u
 // of one channel run in different blocks in no set order and the moving groups must apply
 // their updates in group order.
 extern "C" __global__ void bn_stats(
-    const float* x, float* save_mean, float* save_invstd, u32 channels, u32 spatial, size_t n) {
+    const float* x, float* save_mean, float* save_invstd, BatchNormArgs args) {
     __shared__ float scratch[ROW_THREADS];
     u32 i = blockIdx.x;
-    u32 c = i % channels;
-    const float* xg = x + (size_t)(i / channels) * n * channels;
-    float nf = (float)n;
-    float mean = bn_channel_sum(xg, c, n, channels, spatial, 0.0f, 1, scratch) / nf;
-    float variance = bn_channel_sum(xg, c, n, channels, spatial, mean, 2, scratch) / nf;
+    u32 c = i % args.channels;
+    const float* xg = x + (size_t)(i / args.channels) * args.n * args.channels;
+    float nf = (float)args.n;
+    float mean =
+        bn_channel_sum(xg, c, args.n, args.channels, args.spatial, 0.0f, 1, scratch) / nf;
+    float variance =
+        bn_channel_sum(xg, c, args.n, args.channels, args.spatial, mean, 2, scratch) / nf;
     if (threadIdx.x == 0) {
         save_mean[i] = mean;
         save_invstd[i] = variance;
@@ -55,18 +81,20 @@ extern "C" __global__ void bn_stats(
 // when their statistics are NaN. Every group's variance becomes 1 / sqrt(var + eps).
 extern "C" __global__ void bn_finish(
     const float* save_mean, float* save_invstd, float* running_mean, float* running_var,
-    u32 channels, size_t groups, size_t running_every, size_t n, float eps, float keep,
-    float momentum, float unbias) {
-    FOR_EACH(c, channels) {
-        for (size_t g = 0; g < groups; ++g) {
-            size_t i = g * channels + c;
+    BatchNormArgs args) {
+    FOR_EACH(c, args.channels) {
+        for (size_t g = 0; g < args.groups; ++g) {
+            size_t i = g * args.channels + c;
             float mean = save_mean[i];
             float variance = save_invstd[i];
-            if (g % running_every == 0) {
-                running_mean[c] = keep * running_mean[c] + momentum * mean;
-                if (n > 1) running_var[c] = keep * running_var[c] + momentum * (variance * unbias);
+            if (g % args.running_every == 0) {
+                running_mean[c] = args.keep * running_mean[c] + args.momentum * mean;
+                if (args.n > 1) {
+                    running_var[c] =
+                        args.keep * running_var[c] + args.momentum * (variance * args.unbias);
+                }
             }
-            save_invstd[i] = 1.0f / sqrtf(variance + eps);
+            save_invstd[i] = 1.0f / sqrtf(variance + args.eps);
         }
     }
 }
@@ -78,12 +106,11 @@ extern "C" __global__ void bn_finish(
 // running statistics, which serve every group alike).
 extern "C" __global__ void bn_apply(
     const float* x, const float* gamma, const float* beta, const float* mean, const float* spread,
-    float* y, size_t elements, u32 channels, u32 spatial, size_t group_len, u32 from_variance,
-    float eps) {
-    FOR_EACH(e, elements) {
-        u32 c = (u32)((e / spatial) % channels);
-        size_t i = (e / group_len) * channels + c;
-        float scale = from_variance ? 1.0f / sqrtf(spread[i] + eps) : spread[i];
+    float* y, BatchNormArgs args) {
+    FOR_EACH(e, args.elements) {
+        u32 c = (u32)((e / args.spatial) % args.channels);
+        size_t i = (e / args.group_len) * args.channels + c;
+        float scale = args.from_variance ? 1.0f / sqrtf(spread[i] + args.eps) : spread[i];
         y[e] = (x[e] - mean[i]) * scale * gamma[c] + beta[c];
     }
 }
@@ -96,22 +123,21 @@ extern "C" __global__ void bn_apply(
 // their dgamma and dbeta terms must be added in group order: one thread adds them all.
 extern "C" __global__ void bn_backward(
     const float* x, const float* dy, const float* gamma, const float* save_mean,
-    const float* save_invstd, float* dx, float* dgamma, float* dbeta,
-    u32 channels, u32 spatial, size_t n, size_t groups) {
+    const float* save_invstd, float* dx, float* dgamma, float* dbeta, BatchNormArgs args) {
     __shared__ float scratch[ROW_THREADS];
     u32 c = blockIdx.x;
-    if (c >= channels) return;
-    float nf = (float)n;
-    for (size_t g = 0; g < groups; ++g) {
-        size_t start = g * n * channels;
+    if (c >= args.channels) return;
+    float nf = (float)args.n;
+    for (size_t g = 0; g < args.groups; ++g) {
+        size_t start = g * args.n * args.channels;
         const float* xg = x + start;
         const float* dyg = dy + start;
         float* dxg = dx + start;
-        float mean = save_mean[g * channels + c];
-        float inv = save_invstd[g * channels + c];
+        float mean = save_mean[g * args.channels + c];
+        float inv = save_invstd[g * args.channels + c];
         Kahan a = {0.0f, 0.0f}, b = {0.0f, 0.0f};
-        for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
-            size_t i = bn_at(c, e, channels, spatial);
+        for (size_t e = threadIdx.x; e < args.n; e += ROW_THREADS) {
+            size_t i = bn_at(c, e, args.channels, args.spatial);
             float d = dyg[i];
             a = kahan_add(a, d);
             b = kahan_add(b, d * (xg[i] - mean));
@@ -125,8 +151,8 @@ extern "C" __global__ void bn_backward(
         float mean_dy = sum_dy / nf;
         float mean_dyx = sum_dyx / nf;
         float scale = gamma[c] * inv;
-        for (size_t e = threadIdx.x; e < n; e += ROW_THREADS) {
-            size_t i = bn_at(c, e, channels, spatial);
+        for (size_t e = threadIdx.x; e < args.n; e += ROW_THREADS) {
+            size_t i = bn_at(c, e, args.channels, args.spatial);
             float xhat = (xg[i] - mean) * inv;
             dxg[i] = scale * (dyg[i] - mean_dy - xhat * mean_dyx);
         }

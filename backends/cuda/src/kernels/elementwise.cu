@@ -32,7 +32,8 @@ extern "C" __global__ void axpy_f32(const float* x, float* y, ElementwiseArgs ar
     FOR_EACH(e, args.n) y[e] = y[e] + args.alpha * x[e];
 }
 
-extern "C" __global__ void add_f32(const float* a, const float* b, float* out, ElementwiseArgs args) {
+extern "C" __global__ void add_f32(const float* a, const float* b, float* out,
+                                   ElementwiseArgs args) {
     FOR_EACH(e, args.n) out[e] = a[e] + b[e];
 }
 

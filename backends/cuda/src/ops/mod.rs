@@ -2,6 +2,7 @@
 //! kernel family, as `kernels/<family>.cu`, each with its argument struct (`kernel_args.rs`)
 //! and launchers. The trait's methods here pass each call to its family.
 
+mod batch_norm;
 mod conv;
 mod elementwise;
 mod optim;
@@ -19,6 +20,7 @@ use crate::kernel_args::Layout;
 
 /// Every kernel argument struct, for the drift check of the kernels' compile.
 pub(crate) const ARGS: &[Layout] = &[
+    batch_norm::BatchNormArgs::LAYOUT,
     conv::ConvArgs::LAYOUT,
     elementwise::ElementwiseArgs::LAYOUT,
     optim::OptimArgs::LAYOUT,
@@ -226,87 +228,17 @@ impl Backend for CudaBackend {
         running_mean: &mut Self::Buffer,
         running_var: &mut Self::Buffer,
     ) -> Result<()> {
-        let n = shape.check_buffers(
-            &[("batch_norm x", x.len), ("batch_norm y", y.len)],
-            &[
-                ("batch_norm gamma", gamma.len),
-                ("batch_norm beta", beta.len),
-                ("batch_norm running_mean", running_mean.len),
-                ("batch_norm running_var", running_var.len),
-            ],
-            &[
-                ("batch_norm save_mean", save_mean.len),
-                ("batch_norm save_invstd", save_invstd.len),
-            ],
-        )?;
-        if shape.channels == 0 {
-            return Ok(());
-        }
-        let what = "batch_norm_forward_train";
-        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
-        let nf = n as f64;
-        // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
-        let unbias = if n > 1 { (nf / (nf - 1.0)) as f32 } else { 1.0 };
-        let (eps, keep, momentum) = (
-            shape.eps as f32,
-            (1.0 - shape.momentum) as f32,
-            shape.momentum as f32,
-        );
-        // One block per (group, channel); the saved length is groups * channels (checked above).
-        launch!(
+        batch_norm::forward_train(
             self,
-            "bn_stats",
-            block_per(what, shape.saved_len())?,
-            [
-                &x.slice,
-                &mut save_mean.slice,
-                &mut save_invstd.slice,
-                &c,
-                &s,
-                &n
-            ]
-        )?;
-        let (groups, running_every) = (shape.groups, shape.running_every);
-        launch!(
-            self,
-            "bn_finish",
-            grid_for(shape.channels),
-            [
-                &save_mean.slice,
-                &mut save_invstd.slice,
-                &mut running_mean.slice,
-                &mut running_var.slice,
-                &c,
-                &groups,
-                &running_every,
-                &n,
-                &eps,
-                &keep,
-                &momentum,
-                &unbias
-            ]
-        )?;
-        let len = shape.len();
-        let group_len = shape.group().len();
-        let (from_variance, unused_eps) = (0u32, 0.0f32);
-        launch!(
-            self,
-            "bn_apply",
-            grid_for(len),
-            [
-                &x.slice,
-                &gamma.slice,
-                &beta.slice,
-                &save_mean.slice,
-                &save_invstd.slice,
-                &mut y.slice,
-                &len,
-                &c,
-                &s,
-                &group_len,
-                &from_variance,
-                &unused_eps
-            ]
+            shape,
+            x,
+            gamma,
+            beta,
+            y,
+            save_mean,
+            save_invstd,
+            running_mean,
+            running_var,
         )
     }
 
@@ -320,43 +252,7 @@ impl Backend for CudaBackend {
         running_var: &Self::Buffer,
         y: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(x.len, gamma.len)?;
-        check_len("batch_norm y", y.len, shape.len())?;
-        for (what, l) in [
-            ("batch_norm beta", beta.len),
-            ("batch_norm running_mean", running_mean.len),
-            ("batch_norm running_var", running_var.len),
-        ] {
-            check_len(what, l, shape.channels)?;
-        }
-        if shape.is_empty() {
-            return Ok(());
-        }
-        let what = "batch_norm_forward_inference";
-        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
-        let len = shape.len();
-        // Inference ignores the statistics groups: the whole batch is one group.
-        let group_len = len;
-        let (from_variance, eps) = (1u32, shape.eps as f32);
-        launch!(
-            self,
-            "bn_apply",
-            grid_for(len),
-            [
-                &x.slice,
-                &gamma.slice,
-                &beta.slice,
-                &running_mean.slice,
-                &running_var.slice,
-                &mut y.slice,
-                &len,
-                &c,
-                &s,
-                &group_len,
-                &from_variance,
-                &eps
-            ]
-        )
+        batch_norm::forward_inference(self, shape, x, gamma, beta, running_mean, running_var, y)
     }
 
     fn batch_norm_backward(
@@ -371,46 +267,17 @@ impl Backend for CudaBackend {
         grad_gamma: &mut Self::Buffer,
         grad_beta: &mut Self::Buffer,
     ) -> Result<()> {
-        let n = shape.check_buffers(
-            &[
-                ("batch_norm x", x.len),
-                ("batch_norm grad_y", grad_y.len),
-                ("batch_norm grad_x", grad_x.len),
-            ],
-            &[
-                ("batch_norm gamma", gamma.len),
-                ("batch_norm grad_gamma", grad_gamma.len),
-                ("batch_norm grad_beta", grad_beta.len),
-            ],
-            &[
-                ("batch_norm save_mean", save_mean.len),
-                ("batch_norm save_invstd", save_invstd.len),
-            ],
-        )?;
-        if shape.channels == 0 {
-            return Ok(());
-        }
-        let what = "batch_norm_backward";
-        let (c, s) = (u32_of(what, shape.channels)?, u32_of(what, shape.spatial)?);
-        let groups = shape.groups;
-        launch!(
+        batch_norm::backward(
             self,
-            "bn_backward",
-            block_per(what, shape.channels)?,
-            [
-                &x.slice,
-                &grad_y.slice,
-                &gamma.slice,
-                &save_mean.slice,
-                &save_invstd.slice,
-                &mut grad_x.slice,
-                &mut grad_gamma.slice,
-                &mut grad_beta.slice,
-                &c,
-                &s,
-                &n,
-                &groups
-            ]
+            shape,
+            x,
+            grad_y,
+            gamma,
+            save_mean,
+            save_invstd,
+            grad_x,
+            grad_gamma,
+            grad_beta,
         )
     }
 

@@ -1,0 +1,243 @@
+//! Batch normalisation over `[batch, channels, spatial]` (`kernels/batch_norm.cu`), with
+//! statistics groups (`BatchNormShape::groups`: consecutive blocks of the batch, each
+//! normalised by its own statistics as if it were a separate call).
+//!
+//! Training forward: `bn_stats` reduces each (group, channel) in one block, two passes (mean,
+//! then the squared deviations), Kahan per thread, then a tree in shared memory; `bn_finish`,
+//! one thread per channel, walks the groups in order, moving the running statistics for the
+//! groups that move them (in group order, as separate calls would) and turning each variance
+//! into an inverse standard deviation; `bn_apply` then normalises every element, one thread
+//! each. Inference is `bn_apply` alone on the running statistics, the whole batch one group.
+//! Backward: one block per channel, its groups in order, the sums of dy and dy * xhat Kahan
+//! per thread then a tree, dgamma / dbeta added group after group by one thread.
+
+use dscl_core::desc::BatchNormShape;
+use dscl_core::error::check_len;
+use dscl_core::Result;
+
+use super::u32_of;
+use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
+use crate::kernel_args::{kernel_args, size_t};
+
+kernel_args! {
+    /// What the batch-norm kernels read (`BatchNormArgs` in `kernels/batch_norm.cu`).
+    pub(crate) struct BatchNormArgs {
+        /// The values of one channel in one group.
+        n: u64,
+        groups: u64,
+        /// Group g moves the running statistics when g % running_every == 0.
+        running_every: u64,
+        /// `bn_apply`'s elements, and the elements of one statistics group.
+        elements: u64,
+        group_len: u64,
+        channels: u32,
+        spatial: u32,
+        /// `bn_apply`: 1 to normalise by 1 / sqrt(spread + eps) (running variances), 0 by the
+        /// spread itself (saved inverse standard deviations).
+        from_variance: u32,
+        eps: f32,
+        /// The running statistics' 1 - momentum and momentum, and n / (n - 1).
+        keep: f32,
+        momentum: f32,
+        unbias: f32,
+        unused: u32,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_train(
+    be: &CudaBackend,
+    shape: &BatchNormShape,
+    x: &CudaBuffer<f32>,
+    gamma: &CudaBuffer<f32>,
+    beta: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+    save_mean: &mut CudaBuffer<f32>,
+    save_invstd: &mut CudaBuffer<f32>,
+    running_mean: &mut CudaBuffer<f32>,
+    running_var: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    let n = shape.check_buffers(
+        &[("batch_norm x", x.len), ("batch_norm y", y.len)],
+        &[
+            ("batch_norm gamma", gamma.len),
+            ("batch_norm beta", beta.len),
+            ("batch_norm running_mean", running_mean.len),
+            ("batch_norm running_var", running_var.len),
+        ],
+        &[
+            ("batch_norm save_mean", save_mean.len),
+            ("batch_norm save_invstd", save_invstd.len),
+        ],
+    )?;
+    if shape.channels == 0 {
+        return Ok(());
+    }
+    let what = "batch_norm_forward_train";
+    let nf = n as f64;
+    let len = shape.len();
+    let args = BatchNormArgs {
+        n: size_t(n),
+        groups: size_t(shape.groups),
+        running_every: size_t(shape.running_every),
+        elements: size_t(len),
+        group_len: size_t(shape.group().len()),
+        channels: u32_of(what, shape.channels)?,
+        spatial: u32_of(what, shape.spatial)?,
+        // bn_apply normalises by the saved inverse standard deviations.
+        from_variance: 0,
+        eps: shape.eps as f32,
+        keep: (1.0 - shape.momentum) as f32,
+        momentum: shape.momentum as f32,
+        // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
+        unbias: if n > 1 { (nf / (nf - 1.0)) as f32 } else { 1.0 },
+        unused: 0,
+    };
+    // One block per (group, channel); the saved length is groups * channels (checked above).
+    launch!(
+        be,
+        "bn_stats",
+        block_per(what, shape.saved_len())?,
+        [
+            &x.slice,
+            &mut save_mean.slice,
+            &mut save_invstd.slice,
+            &args
+        ]
+    )?;
+    launch!(
+        be,
+        "bn_finish",
+        grid_for(shape.channels),
+        [
+            &save_mean.slice,
+            &mut save_invstd.slice,
+            &mut running_mean.slice,
+            &mut running_var.slice,
+            &args
+        ]
+    )?;
+    launch!(
+        be,
+        "bn_apply",
+        grid_for(len),
+        [
+            &x.slice,
+            &gamma.slice,
+            &beta.slice,
+            &save_mean.slice,
+            &save_invstd.slice,
+            &mut y.slice,
+            &args
+        ]
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_inference(
+    be: &CudaBackend,
+    shape: &BatchNormShape,
+    x: &CudaBuffer<f32>,
+    gamma: &CudaBuffer<f32>,
+    beta: &CudaBuffer<f32>,
+    running_mean: &CudaBuffer<f32>,
+    running_var: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    shape.check(x.len, gamma.len)?;
+    check_len("batch_norm y", y.len, shape.len())?;
+    for (what, l) in [
+        ("batch_norm beta", beta.len),
+        ("batch_norm running_mean", running_mean.len),
+        ("batch_norm running_var", running_var.len),
+    ] {
+        check_len(what, l, shape.channels)?;
+    }
+    if shape.is_empty() {
+        return Ok(());
+    }
+    let what = "batch_norm_forward_inference";
+    let len = shape.len();
+    let args = BatchNormArgs {
+        elements: size_t(len),
+        // Inference ignores the statistics groups: the whole batch is one group.
+        group_len: size_t(len),
+        channels: u32_of(what, shape.channels)?,
+        spatial: u32_of(what, shape.spatial)?,
+        from_variance: 1,
+        eps: shape.eps as f32,
+        ..BatchNormArgs::default()
+    };
+    launch!(
+        be,
+        "bn_apply",
+        grid_for(len),
+        [
+            &x.slice,
+            &gamma.slice,
+            &beta.slice,
+            &running_mean.slice,
+            &running_var.slice,
+            &mut y.slice,
+            &args
+        ]
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    be: &CudaBackend,
+    shape: &BatchNormShape,
+    x: &CudaBuffer<f32>,
+    grad_y: &CudaBuffer<f32>,
+    gamma: &CudaBuffer<f32>,
+    save_mean: &CudaBuffer<f32>,
+    save_invstd: &CudaBuffer<f32>,
+    grad_x: &mut CudaBuffer<f32>,
+    grad_gamma: &mut CudaBuffer<f32>,
+    grad_beta: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    let n = shape.check_buffers(
+        &[
+            ("batch_norm x", x.len),
+            ("batch_norm grad_y", grad_y.len),
+            ("batch_norm grad_x", grad_x.len),
+        ],
+        &[
+            ("batch_norm gamma", gamma.len),
+            ("batch_norm grad_gamma", grad_gamma.len),
+            ("batch_norm grad_beta", grad_beta.len),
+        ],
+        &[
+            ("batch_norm save_mean", save_mean.len),
+            ("batch_norm save_invstd", save_invstd.len),
+        ],
+    )?;
+    if shape.channels == 0 {
+        return Ok(());
+    }
+    let what = "batch_norm_backward";
+    let args = BatchNormArgs {
+        n: size_t(n),
+        groups: size_t(shape.groups),
+        channels: u32_of(what, shape.channels)?,
+        spatial: u32_of(what, shape.spatial)?,
+        ..BatchNormArgs::default()
+    };
+    launch!(
+        be,
+        "bn_backward",
+        block_per(what, shape.channels)?,
+        [
+            &x.slice,
+            &grad_y.slice,
+            &gamma.slice,
+            &save_mean.slice,
+            &save_invstd.slice,
+            &mut grad_x.slice,
+            &mut grad_gamma.slice,
+            &mut grad_beta.slice,
+            &args
+        ]
+    )
+}
