@@ -7,10 +7,23 @@
 // make a thread loop for hours.
 #define ROI_MAX_GRID 65536u
 
-struct RoiShape {
+// What the ROI-align kernels read (RoiAlignArgs in ops/roi_align.rs): the feature map's shape,
+// the boxes, the output bins, the sampling grid (0: adaptive) and torchvision's options.
+struct RoiAlignArgs {
     u32 batch, channels, height, width, rois, pooled_h, pooled_w, sampling_ratio, aligned;
     float spatial_scale;
 };
+ARGS_SIZE(RoiAlignArgs);
+ARGS_FIELD(RoiAlignArgs, batch);
+ARGS_FIELD(RoiAlignArgs, channels);
+ARGS_FIELD(RoiAlignArgs, height);
+ARGS_FIELD(RoiAlignArgs, width);
+ARGS_FIELD(RoiAlignArgs, rois);
+ARGS_FIELD(RoiAlignArgs, pooled_h);
+ARGS_FIELD(RoiAlignArgs, pooled_w);
+ARGS_FIELD(RoiAlignArgs, sampling_ratio);
+ARGS_FIELD(RoiAlignArgs, aligned);
+ARGS_FIELD(RoiAlignArgs, spatial_scale);
 
 struct Roi {
     bool valid;
@@ -42,7 +55,7 @@ __device__ u32 roi_grid_size(float size, u32 bins, u32 sampling_ratio) {
     return 0u;
 }
 
-__device__ Roi roi_decode(const float* boxes, u32 r, RoiShape s) {
+__device__ Roi roi_decode(const float* boxes, u32 r, RoiAlignArgs s) {
     Roi roi;
     roi.batch = roi_batch(boxes, r, s.batch, &roi.valid);
     float offset = s.aligned ? 0.5f : 0.0f;
@@ -110,13 +123,13 @@ __device__ bool roi_taps(float y, float x, u32 height, u32 width, u32 at[4], flo
     return true;
 }
 
-extern "C" __global__ void roi_check(FaultSlot* fault, const float* boxes, u32 rois, u32 batch) {
+extern "C" __global__ void roi_check(FaultSlot* fault, const float* boxes, RoiAlignArgs args) {
     __shared__ u32 first;
     if (threadIdx.x == 0) first = 0xffffffffu;
     __syncthreads();
-    for (u32 r = threadIdx.x; r < rois; r += blockDim.x) {
+    for (u32 r = threadIdx.x; r < args.rois; r += blockDim.x) {
         bool valid;
-        roi_batch(boxes, r, batch, &valid);
+        roi_batch(boxes, r, args.batch, &valid);
         if (!valid) {
             atomicMin(&first, r);
             break;
@@ -125,33 +138,28 @@ extern "C" __global__ void roi_check(FaultSlot* fault, const float* boxes, u32 r
     __syncthreads();
     if (threadIdx.x == 0 && first != 0xffffffffu) {
         bool valid;
-        record_fault(fault, FAULT_LABEL_OUT_OF_RANGE, first, roi_batch(boxes, first, batch, &valid));
+        u32 index = roi_batch(boxes, first, args.batch, &valid);
+        record_fault(fault, FAULT_LABEL_OUT_OF_RANGE, first, index);
     }
 }
-
-#define ROI_SHAPE_PARAMS \
-    u32 batch, u32 channels, u32 height, u32 width, u32 rois, u32 pooled_h, u32 pooled_w, \
-    u32 sampling_ratio, u32 aligned, float spatial_scale
-#define ROI_SHAPE {batch, channels, height, width, rois, pooled_h, pooled_w, sampling_ratio, \
-    aligned, spatial_scale}
 
 // The mean over the bin's sampling grid of the bilinear samples (points off the map count as 0
 // but stay in the mean); a box with an invalid batch index outputs 0.
 extern "C" __global__ void roi_forward(const float* features, const float* boxes, float* output,
-                                       ROI_SHAPE_PARAMS) {
-    RoiShape s = ROI_SHAPE;
-    size_t bins = (size_t)pooled_h * pooled_w;
-    FOR_EACH(i, (size_t)rois * channels * bins) {
+                                       RoiAlignArgs args) {
+    size_t bins = (size_t)args.pooled_h * args.pooled_w;
+    FOR_EACH(i, (size_t)args.rois * args.channels * bins) {
         u32 bin = (u32)(i % bins);
         size_t rc = i / bins;
-        u32 c = (u32)(rc % channels);
-        Roi roi = roi_decode(boxes, (u32)(rc / channels), s);
+        u32 c = (u32)(rc % args.channels);
+        Roi roi = roi_decode(boxes, (u32)(rc / args.channels), args);
         if (!roi.valid) {
             output[i] = 0.0f;
             continue;
         }
-        const float* plane = features + ((size_t)roi.batch * channels + c) * height * width;
-        u32 ph = bin / pooled_w, pw = bin % pooled_w;
+        const float* plane =
+            features + ((size_t)roi.batch * args.channels + c) * args.height * args.width;
+        u32 ph = bin / args.pooled_w, pw = bin % args.pooled_w;
         float sum = 0.0f;
         for (u32 iy = 0; iy < roi.grid_h; ++iy) {
             float y = roi_sample_at(roi.start_h, roi.bin_h, ph, iy, roi.grid_h);
@@ -159,7 +167,7 @@ extern "C" __global__ void roi_forward(const float* features, const float* boxes
                 float x = roi_sample_at(roi.start_w, roi.bin_w, pw, ix, roi.grid_w);
                 u32 at[4];
                 float w[4];
-                if (roi_taps(y, x, height, width, at, w)) {
+                if (roi_taps(y, x, args.height, args.width, at, w)) {
                     sum = sum + w[0] * plane[at[0]];
                     sum = sum + w[1] * plane[at[1]];
                     sum = sum + w[2] * plane[at[2]];
@@ -174,25 +182,25 @@ extern "C" __global__ void roi_forward(const float* features, const float* boxes
 // Scatters grad_output / count times each bilinear weight onto grad_features (accumulating,
 // with float atomics: the order of the additions onto one element varies between runs).
 extern "C" __global__ void roi_backward(const float* grad_output, const float* boxes,
-                                        float* grad_features, ROI_SHAPE_PARAMS) {
-    RoiShape s = ROI_SHAPE;
-    size_t bins = (size_t)pooled_h * pooled_w;
-    FOR_EACH(i, (size_t)rois * channels * bins) {
+                                        float* grad_features, RoiAlignArgs args) {
+    size_t bins = (size_t)args.pooled_h * args.pooled_w;
+    FOR_EACH(i, (size_t)args.rois * args.channels * bins) {
         u32 bin = (u32)(i % bins);
         size_t rc = i / bins;
-        u32 c = (u32)(rc % channels);
-        Roi roi = roi_decode(boxes, (u32)(rc / channels), s);
+        u32 c = (u32)(rc % args.channels);
+        Roi roi = roi_decode(boxes, (u32)(rc / args.channels), args);
         if (!roi.valid) continue;
         float share = grad_output[i] / roi.count;
-        float* plane = grad_features + ((size_t)roi.batch * channels + c) * height * width;
-        u32 ph = bin / pooled_w, pw = bin % pooled_w;
+        float* plane =
+            grad_features + ((size_t)roi.batch * args.channels + c) * args.height * args.width;
+        u32 ph = bin / args.pooled_w, pw = bin % args.pooled_w;
         for (u32 iy = 0; iy < roi.grid_h; ++iy) {
             float y = roi_sample_at(roi.start_h, roi.bin_h, ph, iy, roi.grid_h);
             for (u32 ix = 0; ix < roi.grid_w; ++ix) {
                 float x = roi_sample_at(roi.start_w, roi.bin_w, pw, ix, roi.grid_w);
                 u32 at[4];
                 float w[4];
-                if (roi_taps(y, x, height, width, at, w)) {
+                if (roi_taps(y, x, args.height, args.width, at, w)) {
                     for (int k = 0; k < 4; ++k) {
                         float v = share * w[k];
                         if (v != 0.0f) atomicAdd(&plane[at[k]], v);

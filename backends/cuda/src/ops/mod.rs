@@ -7,6 +7,7 @@ mod conv;
 mod elementwise;
 mod optim;
 mod pool;
+mod roi_align;
 
 use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, PositiveWeighting,
@@ -15,7 +16,7 @@ use dscl_core::desc::{
 use dscl_core::error::check_len;
 use dscl_core::{Backend, Fault, Result};
 
-use crate::backend::{block_per, grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::Layout;
 
 /// Every kernel argument struct, for the drift check of the kernels' compile.
@@ -25,15 +26,13 @@ pub(crate) const ARGS: &[Layout] = &[
     elementwise::ElementwiseArgs::LAYOUT,
     optim::OptimArgs::LAYOUT,
     pool::PoolArgs::LAYOUT,
+    roi_align::RoiAlignArgs::LAYOUT,
 ];
 
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| too_large(what))
 }
-
-/// Sampling points per bin per axis, capped as in the CPU backend.
-const ROI_MAX_GRID: usize = 1 << 16;
 
 impl Backend for CudaBackend {
     type Elem = f32;
@@ -346,39 +345,7 @@ impl Backend for CudaBackend {
         boxes: &Self::Buffer,
         output: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(features.len, boxes.len, output.len)?;
-        if shape.num_rois == 0 {
-            return Ok(());
-        }
-        let p = roi_params(shape)?;
-        let fault = self.fault.borrow();
-        let (rois, batch) = (p.rois, p.batch);
-        launch!(
-            self,
-            "roi_check",
-            block_per("roi_align", 1)?,
-            [&*fault, &boxes.slice, &rois, &batch]
-        )?;
-        launch!(
-            self,
-            "roi_forward",
-            grid_for(shape.output_len()),
-            [
-                &features.slice,
-                &boxes.slice,
-                &mut output.slice,
-                &p.batch,
-                &p.channels,
-                &p.height,
-                &p.width,
-                &p.rois,
-                &p.pooled_h,
-                &p.pooled_w,
-                &p.sampling_ratio,
-                &p.aligned,
-                &p.spatial_scale
-            ]
-        )
+        roi_align::forward(self, shape, features, boxes, output)
     }
 
     fn roi_align_backward(
@@ -388,39 +355,7 @@ impl Backend for CudaBackend {
         boxes: &Self::Buffer,
         grad_features: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(grad_features.len, boxes.len, grad_output.len)?;
-        if shape.num_rois == 0 {
-            return Ok(());
-        }
-        let p = roi_params(shape)?;
-        let fault = self.fault.borrow();
-        let (rois, batch) = (p.rois, p.batch);
-        launch!(
-            self,
-            "roi_check",
-            block_per("roi_align", 1)?,
-            [&*fault, &boxes.slice, &rois, &batch]
-        )?;
-        launch!(
-            self,
-            "roi_backward",
-            grid_for(shape.output_len()),
-            [
-                &grad_output.slice,
-                &boxes.slice,
-                &mut grad_features.slice,
-                &p.batch,
-                &p.channels,
-                &p.height,
-                &p.width,
-                &p.rois,
-                &p.pooled_h,
-                &p.pooled_w,
-                &p.sampling_ratio,
-                &p.aligned,
-                &p.spatial_scale
-            ]
-        )
+        roi_align::backward(self, shape, grad_output, boxes, grad_features)
     }
 
     // ---- normalisation and the loss reductions ---------------------------------------------
@@ -686,36 +621,4 @@ fn rows_params(what: &'static str, desc: &RowsDesc) -> Result<[u32; 3]> {
         u32_of(what, desc.cols)?,
         u32_of(what, desc.valid_cols)?,
     ])
-}
-
-/// ROI-align's shape parameters (`ROI_SHAPE_PARAMS` in `kernels/roi_align.cu`).
-struct RoiParams {
-    batch: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    rois: u32,
-    pooled_h: u32,
-    pooled_w: u32,
-    sampling_ratio: u32,
-    aligned: u32,
-    spatial_scale: f32,
-}
-
-fn roi_params(s: &RoiAlignShape) -> Result<RoiParams> {
-    let w = |x: usize| u32_of("roi_align", x);
-    w(s.features_len())?;
-    w(s.output_len())?;
-    Ok(RoiParams {
-        batch: w(s.batch)?,
-        channels: w(s.channels)?,
-        height: w(s.height)?,
-        width: w(s.width)?,
-        rois: w(s.num_rois)?,
-        pooled_h: w(s.pooled_h)?,
-        pooled_w: w(s.pooled_w)?,
-        sampling_ratio: w(s.sampling_ratio.min(ROI_MAX_GRID))?,
-        aligned: u32::from(s.aligned),
-        spatial_scale: s.spatial_scale as f32,
-    })
 }
