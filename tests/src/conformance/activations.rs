@@ -1,6 +1,7 @@
 //! relu forward/backward (exact), max_pool2d forward (values and argmax exact, ties included) /
 //! backward, global average pooling forward/backward.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -258,4 +259,83 @@ fn pool_case<B: Backend>(ctx: &Ctx<'_, B>, case: &PoolCase) -> Res<()> {
         &t,
     )?;
     ctx.no_faults("pooling", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, zi, _) = shape_tools(ctx);
+    let (x3, x4) = (z(3)?, z(4)?);
+    let (mut y3, mut y4) = (z(3)?, z(4)?);
+    let mut b3 = z(3)?;
+    // ---- relu ----
+    expect("relu_forward: x too short", Shape, || {
+        be.relu_forward(&x3, &mut y4, 4)
+    })?;
+    expect("relu_forward: y too short", Shape, || {
+        be.relu_forward(&x4, &mut y3, 4)
+    })?;
+    expect("relu_backward: y too short", Shape, || {
+        be.relu_backward(&x3, &x4, &mut y4, 4)
+    })?;
+    expect("relu_backward: grad_y too short", Shape, || {
+        be.relu_backward(&x4, &x3, &mut y4, 4)
+    })?;
+    expect("relu_backward: grad_x too short", Shape, || {
+        be.relu_backward(&x4, &x4, &mut y3, 4)
+    })?;
+
+    // ---- max pool: 1 x 2 x 4 x 4, 2x2/2 -> 1 x 2 x 2 x 2 ----
+    let ps = PoolShape {
+        batch: 1,
+        channels: 2,
+        in_height: 4,
+        in_width: 4,
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    let (px, px_s) = (z(32)?, z(31)?);
+    let (py, py_s) = (z(8)?, z(7)?);
+    let (mut mpx, mut mpx_s) = (z(32)?, z(31)?);
+    let (mut mpy, mut mpy_s) = (z(8)?, z(7)?);
+    let (pa, pa_s) = (zi(8)?, zi(7)?);
+    let (mut mpa, mut mpa_s) = (zi(8)?, zi(7)?);
+    expect("max_pool2d_forward: x too short", Shape, || {
+        be.max_pool2d_forward(&ps, &px_s, &mut mpy, &mut mpa)
+    })?;
+    expect("max_pool2d_forward: y too short", Shape, || {
+        be.max_pool2d_forward(&ps, &px, &mut mpy_s, &mut mpa)
+    })?;
+    expect("max_pool2d_forward: argmax too short", Shape, || {
+        be.max_pool2d_forward(&ps, &px, &mut mpy, &mut mpa_s)
+    })?;
+    expect("max_pool2d_backward: grad_y too short", Shape, || {
+        be.max_pool2d_backward(&ps, &py_s, &pa, &mut mpx)
+    })?;
+    expect("max_pool2d_backward: argmax too short", Shape, || {
+        be.max_pool2d_backward(&ps, &py, &pa_s, &mut mpx)
+    })?;
+    expect("max_pool2d_backward: grad_x too short", Shape, || {
+        be.max_pool2d_backward(&ps, &py, &pa, &mut mpx_s)
+    })?;
+    let bad_pad = PoolShape { padding: 2, ..ps };
+    expect("max_pool2d_forward: padding > kernel / 2", Invalid, || {
+        be.max_pool2d_forward(&bad_pad, &px, &mut mpy, &mut mpa)
+    })?;
+
+    // ---- global average pool: 2 x 2 x 8 ----
+    expect("global_avg_pool_forward: x too short", Shape, || {
+        be.global_avg_pool_forward(&px_s, &mut mpy, 2, 2, 8)
+    })?;
+    expect("global_avg_pool_forward: y too short", Shape, || {
+        be.global_avg_pool_forward(&px, &mut b3, 2, 2, 1)
+    })?;
+    expect("global_avg_pool_backward: grad_y too short", Shape, || {
+        be.global_avg_pool_backward(&x3, &mut mpx, 2, 2, 8)
+    })?;
+    expect("global_avg_pool_backward: grad_x too short", Shape, || {
+        be.global_avg_pool_backward(&x4, &mut mpx_s, 2, 2, 8)
+    })?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Batch norm: training forward (outputs, saved mean / inverse std, running statistics),
 //! inference forward, and backward (dx written, dgamma/dbeta accumulated).
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -504,4 +505,283 @@ struct GroupedResults {
     save_mean: Vec<f64>,
     save_invstd: Vec<f64>,
     grad_x: Vec<f64>,
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, _, _) = shape_tools(ctx);
+    // ---- batch norm: 2 x 3 x 4 ----
+    let bs = BatchNormShape {
+        batch: 2,
+        channels: 3,
+        spatial: 4,
+        eps: 1e-5,
+        momentum: 0.1,
+        groups: 1,
+        running_every: 1,
+    };
+    let (bx, bx_s) = (z(24)?, z(23)?);
+    let (bc, bc_s) = (z(3)?, z(2)?);
+    let (mut my, mut my_s) = (z(24)?, z(23)?);
+    let (mut c1, mut c2, mut c3, mut c4) = (z(3)?, z(3)?, z(3)?, z(3)?);
+    let mut cs_s = z(2)?;
+    macro_rules! train {
+        ($what:expr, $x:expr, $g:expr, $b:expr, $y:expr, $sm:expr, $si:expr, $rm:expr, $rv:expr) => {
+            expect($what, Shape, || {
+                be.batch_norm_forward_train(&bs, $x, $g, $b, $y, $sm, $si, $rm, $rv)
+            })?
+        };
+    }
+    train!(
+        "bn train: x too short",
+        &bx_s,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: gamma too short",
+        &bx,
+        &bc_s,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: beta too short",
+        &bx,
+        &bc,
+        &bc_s,
+        &mut my,
+        &mut c1,
+        &mut c2,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: y too short",
+        &bx,
+        &bc,
+        &bc,
+        &mut my_s,
+        &mut c1,
+        &mut c2,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: save_mean too short",
+        &bx,
+        &bc,
+        &bc,
+        &mut my,
+        &mut cs_s,
+        &mut c2,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: save_invstd too short",
+        &bx,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut cs_s,
+        &mut c3,
+        &mut c4
+    );
+    train!(
+        "bn train: running_mean too short",
+        &bx,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2,
+        &mut cs_s,
+        &mut c4
+    );
+    train!(
+        "bn train: running_var too short",
+        &bx,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2,
+        &mut c3,
+        &mut cs_s
+    );
+    let zero_eps = BatchNormShape { eps: 0.0, ..bs };
+    expect("bn train: eps 0", Invalid, || {
+        be.batch_norm_forward_train(
+            &zero_eps, &bx, &bc, &bc, &mut my, &mut c1, &mut c2, &mut c3, &mut c4,
+        )
+    })?;
+    macro_rules! infer {
+        ($what:expr, $x:expr, $g:expr, $b:expr, $rm:expr, $rv:expr, $y:expr) => {
+            expect($what, Shape, || {
+                be.batch_norm_forward_inference(&bs, $x, $g, $b, $rm, $rv, $y)
+            })?
+        };
+    }
+    infer!(
+        "bn inference: x too short",
+        &bx_s,
+        &bc,
+        &bc,
+        &bc,
+        &bc,
+        &mut my
+    );
+    infer!(
+        "bn inference: gamma too short",
+        &bx,
+        &bc_s,
+        &bc,
+        &bc,
+        &bc,
+        &mut my
+    );
+    infer!(
+        "bn inference: beta too short",
+        &bx,
+        &bc,
+        &bc_s,
+        &bc,
+        &bc,
+        &mut my
+    );
+    infer!(
+        "bn inference: running_mean too short",
+        &bx,
+        &bc,
+        &bc,
+        &bc_s,
+        &bc,
+        &mut my
+    );
+    infer!(
+        "bn inference: running_var too short",
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &bc_s,
+        &mut my
+    );
+    infer!(
+        "bn inference: y too short",
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &bc,
+        &mut my_s
+    );
+    macro_rules! bnback {
+        ($what:expr, $x:expr, $dy:expr, $g:expr, $sm:expr, $si:expr, $dx:expr, $dg:expr, $db:expr) => {
+            expect($what, Shape, || {
+                be.batch_norm_backward(&bs, $x, $dy, $g, $sm, $si, $dx, $dg, $db)
+            })?
+        };
+    }
+    bnback!(
+        "bn backward: x too short",
+        &bx_s,
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: grad_y too short",
+        &bx,
+        &bx_s,
+        &bc,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: gamma too short",
+        &bx,
+        &bx,
+        &bc_s,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: save_mean too short",
+        &bx,
+        &bx,
+        &bc,
+        &bc_s,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: save_invstd too short",
+        &bx,
+        &bx,
+        &bc,
+        &bc,
+        &bc_s,
+        &mut my,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: grad_x too short",
+        &bx,
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &mut my_s,
+        &mut c1,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: grad_gamma too short",
+        &bx,
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &mut my,
+        &mut cs_s,
+        &mut c2
+    );
+    bnback!(
+        "bn backward: grad_beta too short",
+        &bx,
+        &bx,
+        &bc,
+        &bc,
+        &bc,
+        &mut my,
+        &mut c1,
+        &mut cs_s
+    );
+    Ok(())
 }

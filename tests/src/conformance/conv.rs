@@ -1,6 +1,7 @@
 //! conv2d forward, backward-data and backward-filter (accumulating) on random shapes:
 //! kernels 1/3/7 (mostly square), stride 1/2, padding 0..=k/2.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -173,4 +174,85 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     }
     ctx.check("conv2d_backward_filter", "grad_weight", s, &w_dims, &gw, &t)?;
     ctx.no_faults("conv2d", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, _, _) = shape_tools(ctx);
+    // ---- conv2d: 1x2x5x5 input, 3 filters 3x3, stride 1, padding 1 -> 1x3x5x5 ----
+    let cs = Conv2dShape {
+        batch: 1,
+        in_channels: 2,
+        in_height: 5,
+        in_width: 5,
+        out_channels: 3,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let (il, wl, ol) = (cs.input_len(), cs.weight_len(), cs.output_len());
+    let wsl = be.conv2d_workspace_len(&cs);
+    let (inp, inp_s) = (z(il)?, z(il - 1)?);
+    let (w, w_s) = (z(wl)?, z(wl - 1)?);
+    let (out, out_s) = (z(ol)?, z(ol - 1)?);
+    let (mut minp, mut minp_s) = (z(il)?, z(il - 1)?);
+    let (mut mw, mut mw_s) = (z(wl)?, z(wl - 1)?);
+    let (mut mout, mut mout_s) = (z(ol)?, z(ol - 1)?);
+    let mut ws = z(wsl)?;
+    expect("conv2d_forward: input too short", Shape, || {
+        be.conv2d_forward(&cs, &inp_s, &w, &mut mout, &mut ws)
+    })?;
+    expect("conv2d_forward: weight too short", Shape, || {
+        be.conv2d_forward(&cs, &inp, &w_s, &mut mout, &mut ws)
+    })?;
+    expect("conv2d_forward: output too short", Shape, || {
+        be.conv2d_forward(&cs, &inp, &w, &mut mout_s, &mut ws)
+    })?;
+    expect("conv2d_backward_data: grad_output too short", Shape, || {
+        be.conv2d_backward_data(&cs, &out_s, &w, &mut minp, &mut ws)
+    })?;
+    expect("conv2d_backward_data: weight too short", Shape, || {
+        be.conv2d_backward_data(&cs, &out, &w_s, &mut minp, &mut ws)
+    })?;
+    expect("conv2d_backward_data: grad_input too short", Shape, || {
+        be.conv2d_backward_data(&cs, &out, &w, &mut minp_s, &mut ws)
+    })?;
+    expect("conv2d_backward_filter: input too short", Shape, || {
+        be.conv2d_backward_filter(&cs, &inp_s, &out, &mut mw, &mut ws)
+    })?;
+    expect(
+        "conv2d_backward_filter: grad_output too short",
+        Shape,
+        || be.conv2d_backward_filter(&cs, &inp, &out_s, &mut mw, &mut ws),
+    )?;
+    expect(
+        "conv2d_backward_filter: grad_weight too short",
+        Shape,
+        || be.conv2d_backward_filter(&cs, &inp, &out, &mut mw_s, &mut ws),
+    )?;
+    if wsl > 0 {
+        let mut ws_s = z(wsl - 1)?;
+        expect("conv2d_forward: workspace too short", Shape, || {
+            be.conv2d_forward(&cs, &inp, &w, &mut mout, &mut ws_s)
+        })?;
+        expect("conv2d_backward_data: workspace too short", Shape, || {
+            be.conv2d_backward_data(&cs, &out, &w, &mut minp, &mut ws_s)
+        })?;
+        expect("conv2d_backward_filter: workspace too short", Shape, || {
+            be.conv2d_backward_filter(&cs, &inp, &out, &mut mw, &mut ws_s)
+        })?;
+    }
+    let zero_stride = Conv2dShape { stride: 0, ..cs };
+    expect("conv2d_forward: stride 0", Invalid, || {
+        be.conv2d_forward(&zero_stride, &inp, &w, &mut mout, &mut ws)
+    })?;
+    let big_pad = Conv2dShape { padding: 3, ..cs };
+    let mut big = z(4 * ol)?;
+    let mut big_ws = z(be.conv2d_workspace_len(&big_pad).max(wsl))?;
+    expect("conv2d_forward: padding >= kernel", Invalid, || {
+        be.conv2d_forward(&big_pad, &inp, &w, &mut big, &mut big_ws)
+    })?;
+    Ok(())
 }

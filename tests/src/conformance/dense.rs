@@ -1,6 +1,7 @@
 //! gemm (every transpose combination, alpha/beta, beta = 0 over NaN, padded leading dimensions,
 //! offsets, strided and broadcast batches) and the linear layer's bias kernels.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -308,4 +309,59 @@ fn bias_case<B: Backend>(ctx: &Ctx<'_, B>, case: &BiasCase) -> Res<()> {
         .collect();
     ctx.check("bias_backward", "grad_bias", case, &[cols], &gb, &t)?;
     ctx.no_faults("bias", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, case: &ShapeCase) -> Res<()> {
+    let (be, z, _, _) = shape_tools(ctx);
+    // ---- gemm ----
+    let gd = GemmDesc::new(3, 4, 5, case.trans_a, case.trans_b);
+    let (a, a_s) = (z(15)?, z(14)?);
+    let (b, b_s) = (z(20)?, z(19)?);
+    let (mut c, mut c_s) = (z(12)?, z(11)?);
+    expect("gemm: A too short", Shape, || {
+        be.gemm(&gd, &a_s, &b, &mut c)
+    })?;
+    expect("gemm: B too short", Shape, || {
+        be.gemm(&gd, &a, &b_s, &mut c)
+    })?;
+    expect("gemm: C too short", Shape, || {
+        be.gemm(&gd, &a, &b, &mut c_s)
+    })?;
+    let mut batched = gd;
+    batched.batch = 2;
+    batched.a.batch_stride = 15;
+    batched.b.batch_stride = 20;
+    batched.c.batch_stride = 12;
+    expect("gemm: batch 2 over single matrices", Shape, || {
+        be.gemm(&batched, &a, &b, &mut c)
+    })?;
+    let mut bad_ld = gd;
+    bad_ld.a.ld = 1;
+    expect("gemm: A leading dimension too small", Invalid, || {
+        be.gemm(&bad_ld, &a, &b, &mut c)
+    })?;
+    let nan_alpha = gd.alpha(f64::NAN);
+    expect("gemm: NaN alpha", Invalid, || {
+        be.gemm(&nan_alpha, &a, &b, &mut c)
+    })?;
+
+    // ---- bias ----
+    let (x12, x11) = (z(12)?, z(11)?);
+    let (mut m12, mut m11) = (z(12)?, z(11)?);
+    let (mut b4, mut b3) = (z(4)?, z(3)?);
+    expect("bias_add: x too short", Shape, || {
+        be.bias_add(&mut m11, &b4, 3, 4)
+    })?;
+    expect("bias_add: bias too short", Shape, || {
+        be.bias_add(&mut m12, &b3, 3, 4)
+    })?;
+    expect("bias_backward: grad_out too short", Shape, || {
+        be.bias_backward(&x11, &mut b4, 3, 4)
+    })?;
+    expect("bias_backward: grad_bias too short", Shape, || {
+        be.bias_backward(&x12, &mut b3, 3, 4)
+    })?;
+    Ok(())
 }

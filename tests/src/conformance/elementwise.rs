@@ -1,5 +1,6 @@
 //! fill, copy, scale, axpy, add, sum: against the oracle, elements outside the range exact.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -189,4 +190,40 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         ctx.check("sum", "out", &(case, alpha), &[n], &out, &t)?;
     }
     ctx.no_faults("elementwise", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, zi, _) = shape_tools(ctx);
+    // ---- elementwise ----
+    let (x3, x4) = (z(3)?, z(4)?);
+    let (mut y3, mut y4) = (z(3)?, z(4)?);
+    expect("fill past the end", Shape, || be.fill(&mut y4, 2, 3, 1.0))?;
+    expect("copy: src too short", Shape, || {
+        be.copy(&x4, 2, &mut y4, 0, 3)
+    })?;
+    expect("copy: dst too short", Shape, || {
+        be.copy(&x4, 0, &mut y4, 2, 3)
+    })?;
+    let (ii4, mut io4) = (zi(4)?, zi(4)?);
+    expect("copy_index: src too short", Shape, || {
+        be.copy_index(&ii4, 2, &mut io4, 0, 3)
+    })?;
+    expect("copy_index: dst too short", Shape, || {
+        be.copy_index(&ii4, 0, &mut io4, 2, 3)
+    })?;
+    expect("scale: x too short", Shape, || be.scale(&mut y3, 4, 2.0))?;
+    expect("axpy: x too short", Shape, || be.axpy(1.0, &x3, &mut y4, 4))?;
+    expect("axpy: y too short", Shape, || be.axpy(1.0, &x4, &mut y3, 4))?;
+    expect("add: a too short", Shape, || be.add(&x3, &x4, &mut y4, 4))?;
+    expect("add: b too short", Shape, || be.add(&x4, &x3, &mut y4, 4))?;
+    expect("add: out too short", Shape, || be.add(&x4, &x4, &mut y3, 4))?;
+    expect("sum: x too short", Shape, || {
+        be.sum(&x3, 4, 1.0, &mut y4, 0)
+    })?;
+    expect("sum: out offset past the end", Shape, || {
+        be.sum(&x4, 4, 1.0, &mut y3, 3)
+    })?;
+    Ok(())
 }

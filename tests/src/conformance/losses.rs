@@ -2,6 +2,7 @@
 //! softmax_cross_entropy.
 
 use super::rows::{row_stats, rows_desc};
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -372,4 +373,49 @@ fn ce_case<B: Backend>(ctx: &Ctx<'_, B>, case: &CeCase) -> Res<()> {
         &t_loss,
     )?;
     ctx.no_faults("softmax_cross_entropy", &desc)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, zi, _) = shape_tools(ctx);
+    // ---- contrastive rows: B = 2, K = 2 -> 6 columns; block rows 1..2 ----
+    let cd = ContrastiveRowsDesc {
+        rows: 1,
+        row_offset: 1,
+        batch: 2,
+        cols: 6,
+        valid_cols: 6,
+        num_classes: 3,
+        weighting: PositiveWeighting::Decoupled { beta: 8.0 },
+        grad_scale: 0.5,
+    };
+    let (mut lg6, mut lg5) = (z(6)?, z(5)?);
+    let (lab6, lab5) = (zi(6)?, zi(5)?);
+    let (mut loss2, mut loss1) = (z(2)?, z(1)?);
+    expect("contrastive_rows: logits too short", Shape, || {
+        be.contrastive_rows(&cd, &mut lg5, &lab6, &mut loss2)
+    })?;
+    expect("contrastive_rows: labels too short", Shape, || {
+        be.contrastive_rows(&cd, &mut lg6, &lab5, &mut loss2)
+    })?;
+    expect(
+        "contrastive_rows: loss too short (row_offset + rows)",
+        Shape,
+        || be.contrastive_rows(&cd, &mut lg6, &lab6, &mut loss1),
+    )?;
+    let narrow = ContrastiveRowsDesc {
+        valid_cols: 3,
+        ..cd
+    };
+    expect("contrastive_rows: valid_cols < 2B", Invalid, || {
+        be.contrastive_rows(&narrow, &mut lg6, &lab6, &mut loss2)
+    })?;
+    let past = ContrastiveRowsDesc { rows: 2, ..cd };
+    let mut lg12 = z(12)?;
+    let mut loss3 = z(3)?;
+    expect("contrastive_rows: block past the batch", Invalid, || {
+        be.contrastive_rows(&past, &mut lg12, &lab6, &mut loss3)
+    })?;
+    Ok(())
 }

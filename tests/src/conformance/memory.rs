@@ -1,6 +1,7 @@
 //! alloc (zero-filled), upload/download with offsets, the index-buffer twins, copy_index.
 //! Expectations are exact and computed on the host.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use dscl_core::{Backend, BufferLen, Element};
@@ -155,4 +156,26 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         ));
     }
     ctx.no_faults("memory", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, zi, e) = shape_tools(ctx);
+    // ---- memory ----
+    let mut d4 = z(4)?;
+    expect("upload past the end", Shape, || {
+        be.upload(&mut d4, 2, &e(3))
+    })?;
+    expect("download past the end", Shape, || {
+        be.download(&d4, 2, &mut e(3))
+    })?;
+    let mut i4 = zi(4)?;
+    expect("upload_index past the end", Shape, || {
+        be.upload_index(&mut i4, 2, &[1, 2, 3])
+    })?;
+    expect("download_index past the end", Shape, || {
+        be.download_index(&i4, 2, &mut [0; 3])
+    })?;
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! sgd_momentum_update (first step, Nesterov, dampening, weight decay) and ema_update.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -134,4 +135,49 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         .collect();
     ctx.check("ema_update", "target", &(case, mm), &[len], &tgt, &t)?;
     ctx.no_faults("optim", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, _, _) = shape_tools(ctx);
+    let (x3, x4) = (z(3)?, z(4)?);
+    // ---- optimisation ----
+    let sp = SgdParams {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        dampening: 0.0,
+        nesterov: true,
+        first_step: false,
+    };
+    let (mut w4, mut w3) = (z(4)?, z(3)?);
+    let (mut v4, mut v3) = (z(4)?, z(3)?);
+    expect("sgd: weights too short", Shape, || {
+        be.sgd_momentum_update(&sp, &mut w3, &x4, &mut v4, 4)
+    })?;
+    expect("sgd: grads too short", Shape, || {
+        be.sgd_momentum_update(&sp, &mut w4, &x3, &mut v4, 4)
+    })?;
+    expect("sgd: velocity too short", Shape, || {
+        be.sgd_momentum_update(&sp, &mut w4, &x4, &mut v3, 4)
+    })?;
+    let neg_lr = SgdParams { lr: -0.1, ..sp };
+    expect("sgd: negative lr", Invalid, || {
+        be.sgd_momentum_update(&neg_lr, &mut w4, &x4, &mut v4, 4)
+    })?;
+    let damp_nesterov = SgdParams {
+        dampening: 0.1,
+        ..sp
+    };
+    expect("sgd: Nesterov with dampening", Invalid, || {
+        be.sgd_momentum_update(&damp_nesterov, &mut w4, &x4, &mut v4, 4)
+    })?;
+    expect("ema: source too short", Shape, || {
+        be.ema_update(0.999, &x3, &mut w4, 4)
+    })?;
+    expect("ema: target too short", Shape, || {
+        be.ema_update(0.999, &x4, &mut w3, 4)
+    })?;
+    Ok(())
 }

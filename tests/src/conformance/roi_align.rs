@@ -2,6 +2,7 @@
 //! some smaller than a feature cell), spatial scales 1 .. 1/32, mostly 2x2 output, sampling
 //! ratio 0 (adaptive), 1 or 2, aligned false (DSCL) and true.
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -232,4 +233,55 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
         &t,
     )?;
     ctx.no_faults("roi_align", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, _, _) = shape_tools(ctx);
+    let (px, px_s) = (z(32)?, z(31)?);
+    let (mut mpx, mut mpx_s) = (z(32)?, z(31)?);
+    // ---- roi align: features 1 x 2 x 4 x 4, 2 boxes, 2x2 ----
+    let rs = RoiAlignShape {
+        batch: 1,
+        channels: 2,
+        height: 4,
+        width: 4,
+        num_rois: 2,
+        pooled_h: 2,
+        pooled_w: 2,
+        spatial_scale: 0.25,
+        sampling_ratio: 0,
+        aligned: false,
+    };
+    let (rb, rb_s) = (z(10)?, z(9)?);
+    let (mut ro, mut ro_s) = (z(16)?, z(15)?);
+    expect("roi_align_forward: features too short", Shape, || {
+        be.roi_align_forward(&rs, &px_s, &rb, &mut ro)
+    })?;
+    expect("roi_align_forward: boxes too short", Shape, || {
+        be.roi_align_forward(&rs, &px, &rb_s, &mut ro)
+    })?;
+    expect("roi_align_forward: output too short", Shape, || {
+        be.roi_align_forward(&rs, &px, &rb, &mut ro_s)
+    })?;
+    let ro_in = z(16)?;
+    let ro_in_s = z(15)?;
+    expect("roi_align_backward: grad_output too short", Shape, || {
+        be.roi_align_backward(&rs, &ro_in_s, &rb, &mut mpx)
+    })?;
+    expect("roi_align_backward: boxes too short", Shape, || {
+        be.roi_align_backward(&rs, &ro_in, &rb_s, &mut mpx)
+    })?;
+    expect("roi_align_backward: grad_features too short", Shape, || {
+        be.roi_align_backward(&rs, &ro_in, &rb, &mut mpx_s)
+    })?;
+    let zero_scale = RoiAlignShape {
+        spatial_scale: 0.0,
+        ..rs
+    };
+    expect("roi_align_forward: spatial_scale 0", Invalid, || {
+        be.roi_align_forward(&zero_scale, &px, &rb, &mut ro)
+    })?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Row kernels: l2_normalize forward/backward, row_softmax and row_logsumexp with masked
 //! columns (`valid_cols < cols`, masked inputs NaN half the time: they must be ignored).
 
+use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
@@ -237,4 +238,81 @@ fn softmax_case<B: Backend>(ctx: &Ctx<'_, B>, case: &SoftmaxCase) -> Res<()> {
     }
     ctx.check("row_logsumexp", "out", case, &[d.rows], &out, &t)?;
     ctx.no_faults("row_logsumexp", case)
+}
+
+/// This family's shape errors, one of [`super::shape_errors`]'s table: each buffer one element
+/// short is `ShapeMismatch`, each listed bad argument `InvalidArgument`, none a panic.
+pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> Res<()> {
+    let (be, z, zi, _) = shape_tools(ctx);
+    let (x11, x12) = (z(11)?, z(12)?);
+    let (mut m11, mut m12) = (z(11)?, z(12)?);
+    let mut y3 = z(3)?;
+    // ---- l2 normalise: 3 x 4 ----
+    expect("l2_normalize_forward: x too short", Shape, || {
+        be.l2_normalize_forward(&x11, &mut m12, &mut y3, 3, 4)
+    })?;
+    expect("l2_normalize_forward: y too short", Shape, || {
+        be.l2_normalize_forward(&x12, &mut m11, &mut y3, 3, 4)
+    })?;
+    let mut n2 = z(2)?;
+    expect("l2_normalize_forward: norms too short", Shape, || {
+        be.l2_normalize_forward(&x12, &mut m12, &mut n2, 3, 4)
+    })?;
+    let n3 = z(3)?;
+    let n2c = z(2)?;
+    expect("l2_normalize_backward: y too short", Shape, || {
+        be.l2_normalize_backward(&x11, &n3, &x12, &mut m12, 3, 4)
+    })?;
+    expect("l2_normalize_backward: norms too short", Shape, || {
+        be.l2_normalize_backward(&x12, &n2c, &x12, &mut m12, 3, 4)
+    })?;
+    expect("l2_normalize_backward: grad_y too short", Shape, || {
+        be.l2_normalize_backward(&x12, &n3, &x11, &mut m12, 3, 4)
+    })?;
+    expect("l2_normalize_backward: grad_x too short", Shape, || {
+        be.l2_normalize_backward(&x12, &n3, &x12, &mut m11, 3, 4)
+    })?;
+
+    // ---- rows: 3 x 4 ----
+    let rd = RowsDesc::new(3, 4);
+    expect("row_softmax: x too short", Shape, || {
+        be.row_softmax(&rd, &x11, &mut m12)
+    })?;
+    expect("row_softmax: y too short", Shape, || {
+        be.row_softmax(&rd, &x12, &mut m11)
+    })?;
+    expect("row_logsumexp: x too short", Shape, || {
+        be.row_logsumexp(&rd, &x11, &mut y3)
+    })?;
+    let mut o2 = z(2)?;
+    expect("row_logsumexp: out too short", Shape, || {
+        be.row_logsumexp(&rd, &x12, &mut o2)
+    })?;
+    let over = RowsDesc {
+        valid_cols: 5,
+        ..rd
+    };
+    expect("row_softmax: valid_cols > cols", Invalid, || {
+        be.row_softmax(&over, &x12, &mut m12)
+    })?;
+    expect("soft_cross_entropy: logits too short", Shape, || {
+        be.soft_cross_entropy(&rd, 1.0, &mut m11, &x12, &mut y3)
+    })?;
+    expect("soft_cross_entropy: targets too short", Shape, || {
+        be.soft_cross_entropy(&rd, 1.0, &mut m12, &x11, &mut y3)
+    })?;
+    expect("soft_cross_entropy: loss too short", Shape, || {
+        be.soft_cross_entropy(&rd, 1.0, &mut m12, &x12, &mut o2)
+    })?;
+    let (l3, l2) = (zi(3)?, zi(2)?);
+    expect("softmax_cross_entropy: logits too short", Shape, || {
+        be.softmax_cross_entropy(&rd, 1.0, &mut m11, &l3, &mut y3)
+    })?;
+    expect("softmax_cross_entropy: labels too short", Shape, || {
+        be.softmax_cross_entropy(&rd, 1.0, &mut m12, &l2, &mut y3)
+    })?;
+    expect("softmax_cross_entropy: loss too short", Shape, || {
+        be.softmax_cross_entropy(&rd, 1.0, &mut m12, &l3, &mut o2)
+    })?;
+    Ok(())
 }
