@@ -8,15 +8,15 @@ mod elementwise;
 mod optim;
 mod pool;
 mod roi_align;
+mod rows;
 
 use dscl_core::desc::{
-    BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, PositiveWeighting,
-    RoiAlignShape, RowsDesc, SgdParams,
+    BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, RoiAlignShape, RowsDesc,
+    SgdParams,
 };
-use dscl_core::error::check_len;
 use dscl_core::{Backend, Fault, Result};
 
-use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
+use crate::backend::{too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::Layout;
 
 /// Every kernel argument struct, for the drift check of the kernels' compile.
@@ -27,6 +27,7 @@ pub(crate) const ARGS: &[Layout] = &[
     optim::OptimArgs::LAYOUT,
     pool::PoolArgs::LAYOUT,
     roi_align::RoiAlignArgs::LAYOUT,
+    rows::RowsArgs::LAYOUT,
 ];
 
 /// A size as a kernel's `u32` parameter.
@@ -368,22 +369,7 @@ impl Backend for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let what = "l2_normalize";
-        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
-        check_len("l2_normalize x", x.len, len)?;
-        check_len("l2_normalize y", y.len, len)?;
-        check_len("l2_normalize norms", norms.len, rows)?;
-        if rows == 0 {
-            return Ok(());
-        }
-        let (r, c) = (u32_of(what, rows)?, u32_of(what, cols)?);
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "l2_normalize_forward",
-            block_per(what, rows)?,
-            [&*fault, &x.slice, &mut y.slice, &mut norms.slice, &r, &c]
-        )
+        rows::l2_normalize_forward(self, x, y, norms, rows, cols)
     }
 
     fn l2_normalize_backward(
@@ -395,45 +381,11 @@ impl Backend for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        let what = "l2_normalize_backward";
-        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
-        check_len("l2_normalize_backward y", y.len, len)?;
-        check_len("l2_normalize_backward norms", norms.len, rows)?;
-        check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
-        check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
-        if rows == 0 {
-            return Ok(());
-        }
-        let (r, c) = (u32_of(what, rows)?, u32_of(what, cols)?);
-        launch!(
-            self,
-            "l2_normalize_backward",
-            block_per(what, rows)?,
-            [
-                &y.slice,
-                &norms.slice,
-                &grad_y.slice,
-                &mut grad_x.slice,
-                &r,
-                &c
-            ]
-        )
+        rows::l2_normalize_backward(self, y, norms, grad_y, grad_x, rows, cols)
     }
 
     fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
-        desc.check("row_softmax x", x.len)?;
-        check_len("row_softmax y", y.len, desc.len())?;
-        let [r, c, v] = rows_params("row_softmax", desc)?;
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "row_softmax",
-            block_per("row_softmax", desc.rows)?,
-            [&*fault, &x.slice, &mut y.slice, &r, &c, &v]
-        )
+        rows::row_softmax(self, desc, x, y)
     }
 
     fn row_logsumexp(
@@ -442,19 +394,7 @@ impl Backend for CudaBackend {
         x: &Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check("row_logsumexp x", x.len)?;
-        check_len("row_logsumexp out", out.len, desc.rows)?;
-        let [r, c, v] = rows_params("row_logsumexp", desc)?;
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "row_logsumexp",
-            block_per("row_logsumexp", desc.rows)?,
-            [&*fault, &x.slice, &mut out.slice, &r, &c, &v]
-        )
+        rows::row_logsumexp(self, desc, x, out)
     }
 
     fn contrastive_rows(
@@ -464,58 +404,7 @@ impl Backend for CudaBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check(logits.len, labels.len, loss.len)?;
-        let what = "contrastive_rows";
-        desc.rows
-            .checked_mul(desc.cols)
-            .map_or(Err(too_large(what)), |l| u32_of(what, l))?;
-        let (rows, row_offset, batch) = (
-            u32_of(what, desc.rows)?,
-            u32_of(what, desc.row_offset)?,
-            u32_of(what, desc.batch)?,
-        );
-        let (cols, valid, classes) = (
-            u32_of(what, desc.cols)?,
-            u32_of(what, desc.valid_cols)?,
-            desc.num_classes,
-        );
-        let (decoupled, beta) = match desc.weighting {
-            PositiveWeighting::SupCon => (0u32, 0.0f32),
-            PositiveWeighting::Decoupled { beta } => (1u32, beta as f32),
-        };
-        let grad_scale = desc.grad_scale as f32;
-        let fault = self.fault.borrow();
-        // The label scan runs even for an empty block, as the reference checks labels first.
-        if desc.valid_cols > 0 {
-            launch!(
-                self,
-                "contrastive_labels",
-                block_per(what, 1)?,
-                [&*fault, &labels.slice, &valid, &classes]
-            )?;
-        }
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "contrastive_rows",
-            block_per(what, desc.rows)?,
-            [
-                &*fault,
-                &mut logits.slice,
-                &labels.slice,
-                &mut loss.slice,
-                &rows,
-                &row_offset,
-                &batch,
-                &cols,
-                &valid,
-                &decoupled,
-                &beta,
-                &grad_scale
-            ]
-        )
+        rows::contrastive_rows(self, desc, logits, labels, loss)
     }
 
     fn soft_cross_entropy(
@@ -526,30 +415,7 @@ impl Backend for CudaBackend {
         targets: &Self::Buffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check("soft_cross_entropy logits", logits.len)?;
-        check_len("soft_cross_entropy targets", targets.len, desc.len())?;
-        check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
-        let [r, c, v] = rows_params("soft_cross_entropy", desc)?;
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let grad_scale = grad_scale as f32;
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "soft_cross_entropy",
-            block_per("soft_cross_entropy", desc.rows)?,
-            [
-                &*fault,
-                &mut logits.slice,
-                &targets.slice,
-                &mut loss.slice,
-                &r,
-                &c,
-                &v,
-                &grad_scale
-            ]
-        )
+        rows::soft_cross_entropy(self, desc, grad_scale, logits, targets, loss)
     }
 
     fn softmax_cross_entropy(
@@ -560,30 +426,7 @@ impl Backend for CudaBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check("softmax_cross_entropy logits", logits.len)?;
-        check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
-        check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
-        let [r, c, v] = rows_params("softmax_cross_entropy", desc)?;
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let grad_scale = grad_scale as f32;
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "softmax_cross_entropy",
-            block_per("softmax_cross_entropy", desc.rows)?,
-            [
-                &*fault,
-                &mut logits.slice,
-                &labels.slice,
-                &mut loss.slice,
-                &r,
-                &c,
-                &v,
-                &grad_scale
-            ]
-        )
+        rows::softmax_cross_entropy(self, desc, grad_scale, logits, labels, loss)
     }
 
     // ---- optimisation ----------------------------------------------------------------------
@@ -608,17 +451,4 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         optim::ema_update(self, momentum, source, target, len)
     }
-}
-
-/// `[rows, cols, valid_cols]` of a checked [`RowsDesc`] as kernel parameters; every index a row
-/// kernel forms lies below rows * cols, so that must fit too.
-fn rows_params(what: &'static str, desc: &RowsDesc) -> Result<[u32; 3]> {
-    desc.rows
-        .checked_mul(desc.cols)
-        .map_or(Err(too_large(what)), |l| u32_of(what, l))?;
-    Ok([
-        u32_of(what, desc.rows)?,
-        u32_of(what, desc.cols)?,
-        u32_of(what, desc.valid_cols)?,
-    ])
 }

@@ -1,0 +1,280 @@
+//! Row kernels (`kernels/rows.cu`): L2 normalisation, softmax, logsumexp, and the losses fused
+//! with their gradients in place on the logits (cross-entropy against soft targets and hard
+//! labels, SupCon / DSCL over a block of anchors). One block of 256 threads per row, looping
+//! over the row in strides, so rows of any length take one launch; every sum is Kahan per
+//! thread, then a tree in shared memory, after the row's maximum is subtracted (torch's
+//! shift), in the wgpu shaders' order. Faults (non-finite rows, zero-norm rows, labels out of
+//! range) go to the backend's fault slot.
+
+use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
+use dscl_core::error::check_len;
+use dscl_core::Result;
+
+use super::u32_of;
+use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
+use crate::kernel_args::kernel_args;
+
+kernel_args! {
+    /// What the row kernels read (`RowsArgs` in `kernels/rows.cu`).
+    pub(crate) struct RowsArgs {
+        rows: u32,
+        cols: u32,
+        /// The leading columns that take part; the rest are masked.
+        valid: u32,
+        /// The contrastive loss's first anchor, the batch (anchor i's view is column
+        /// batch + i) and the label bound.
+        row_offset: u32,
+        batch: u32,
+        classes: u32,
+        /// 1 for DSCL's weighting with `beta`, 0 for SupCon's.
+        decoupled: u32,
+        beta: f32,
+        grad_scale: f32,
+    }
+}
+
+impl RowsArgs {
+    /// `rows` rows of `cols` columns, all valid, after checking that every index a row kernel
+    /// forms (below rows * cols) fits a `u32`.
+    fn matrix(what: &'static str, rows: usize, cols: usize, valid: usize) -> Result<Self> {
+        rows.checked_mul(cols)
+            .map_or(Err(too_large(what)), |l| u32_of(what, l))?;
+        Ok(RowsArgs {
+            rows: u32_of(what, rows)?,
+            cols: u32_of(what, cols)?,
+            valid: u32_of(what, valid)?,
+            ..Self::default()
+        })
+    }
+
+    /// A checked [`RowsDesc`].
+    fn of(what: &'static str, desc: &RowsDesc) -> Result<Self> {
+        Self::matrix(what, desc.rows, desc.cols, desc.valid_cols)
+    }
+}
+
+pub(crate) fn l2_normalize_forward(
+    be: &CudaBackend,
+    x: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+    norms: &mut CudaBuffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let what = "l2_normalize";
+    let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+    check_len("l2_normalize x", x.len, len)?;
+    check_len("l2_normalize y", y.len, len)?;
+    check_len("l2_normalize norms", norms.len, rows)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = RowsArgs {
+        rows: u32_of(what, rows)?,
+        cols: u32_of(what, cols)?,
+        ..RowsArgs::default()
+    };
+    let fault = be.fault.borrow();
+    launch!(
+        be,
+        "l2_normalize_forward",
+        block_per(what, rows)?,
+        [&*fault, &x.slice, &mut y.slice, &mut norms.slice, &args]
+    )
+}
+
+pub(crate) fn l2_normalize_backward(
+    be: &CudaBackend,
+    y: &CudaBuffer<f32>,
+    norms: &CudaBuffer<f32>,
+    grad_y: &CudaBuffer<f32>,
+    grad_x: &mut CudaBuffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let what = "l2_normalize_backward";
+    let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+    check_len("l2_normalize_backward y", y.len, len)?;
+    check_len("l2_normalize_backward norms", norms.len, rows)?;
+    check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
+    check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = RowsArgs {
+        rows: u32_of(what, rows)?,
+        cols: u32_of(what, cols)?,
+        ..RowsArgs::default()
+    };
+    launch!(
+        be,
+        "l2_normalize_backward",
+        block_per(what, rows)?,
+        [
+            &y.slice,
+            &norms.slice,
+            &grad_y.slice,
+            &mut grad_x.slice,
+            &args
+        ]
+    )
+}
+
+pub(crate) fn row_softmax(
+    be: &CudaBackend,
+    desc: &RowsDesc,
+    x: &CudaBuffer<f32>,
+    y: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    desc.check("row_softmax x", x.len)?;
+    check_len("row_softmax y", y.len, desc.len())?;
+    let args = RowsArgs::of("row_softmax", desc)?;
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    let fault = be.fault.borrow();
+    launch!(
+        be,
+        "row_softmax",
+        block_per("row_softmax", desc.rows)?,
+        [&*fault, &x.slice, &mut y.slice, &args]
+    )
+}
+
+pub(crate) fn row_logsumexp(
+    be: &CudaBackend,
+    desc: &RowsDesc,
+    x: &CudaBuffer<f32>,
+    out: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    desc.check("row_logsumexp x", x.len)?;
+    check_len("row_logsumexp out", out.len, desc.rows)?;
+    let args = RowsArgs::of("row_logsumexp", desc)?;
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    let fault = be.fault.borrow();
+    launch!(
+        be,
+        "row_logsumexp",
+        block_per("row_logsumexp", desc.rows)?,
+        [&*fault, &x.slice, &mut out.slice, &args]
+    )
+}
+
+pub(crate) fn contrastive_rows(
+    be: &CudaBackend,
+    desc: &ContrastiveRowsDesc,
+    logits: &mut CudaBuffer<f32>,
+    labels: &CudaBuffer<u32>,
+    loss: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    desc.check(logits.len, labels.len, loss.len)?;
+    let what = "contrastive_rows";
+    let (decoupled, beta) = match desc.weighting {
+        PositiveWeighting::SupCon => (0, 0.0),
+        PositiveWeighting::Decoupled { beta } => (1, beta as f32),
+    };
+    // Every failure here is the same error, so the order of the checks does not show.
+    let block = RowsArgs::matrix(what, desc.rows, desc.cols, desc.valid_cols)?;
+    let args = RowsArgs {
+        row_offset: u32_of(what, desc.row_offset)?,
+        batch: u32_of(what, desc.batch)?,
+        classes: desc.num_classes,
+        decoupled,
+        beta,
+        grad_scale: desc.grad_scale as f32,
+        ..block
+    };
+    let fault = be.fault.borrow();
+    // The label scan runs even for an empty block, as the reference checks labels first.
+    if desc.valid_cols > 0 {
+        launch!(
+            be,
+            "contrastive_labels",
+            block_per(what, 1)?,
+            [&*fault, &labels.slice, &args]
+        )?;
+    }
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    launch!(
+        be,
+        "contrastive_rows",
+        block_per(what, desc.rows)?,
+        [
+            &*fault,
+            &mut logits.slice,
+            &labels.slice,
+            &mut loss.slice,
+            &args
+        ]
+    )
+}
+
+pub(crate) fn soft_cross_entropy(
+    be: &CudaBackend,
+    desc: &RowsDesc,
+    grad_scale: f64,
+    logits: &mut CudaBuffer<f32>,
+    targets: &CudaBuffer<f32>,
+    loss: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    desc.check("soft_cross_entropy logits", logits.len)?;
+    check_len("soft_cross_entropy targets", targets.len, desc.len())?;
+    check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
+    let args = RowsArgs {
+        grad_scale: grad_scale as f32,
+        ..RowsArgs::of("soft_cross_entropy", desc)?
+    };
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    let fault = be.fault.borrow();
+    launch!(
+        be,
+        "soft_cross_entropy",
+        block_per("soft_cross_entropy", desc.rows)?,
+        [
+            &*fault,
+            &mut logits.slice,
+            &targets.slice,
+            &mut loss.slice,
+            &args
+        ]
+    )
+}
+
+pub(crate) fn softmax_cross_entropy(
+    be: &CudaBackend,
+    desc: &RowsDesc,
+    grad_scale: f64,
+    logits: &mut CudaBuffer<f32>,
+    labels: &CudaBuffer<u32>,
+    loss: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    desc.check("softmax_cross_entropy logits", logits.len)?;
+    check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
+    check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
+    let args = RowsArgs {
+        grad_scale: grad_scale as f32,
+        ..RowsArgs::of("softmax_cross_entropy", desc)?
+    };
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    let fault = be.fault.borrow();
+    launch!(
+        be,
+        "softmax_cross_entropy",
+        block_per("softmax_cross_entropy", desc.rows)?,
+        [
+            &*fault,
+            &mut logits.slice,
+            &labels.slice,
+            &mut loss.slice,
+            &args
+        ]
+    )
+}
