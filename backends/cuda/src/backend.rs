@@ -13,10 +13,10 @@ use dscl_core::error::check_range;
 use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
 use half::bf16;
 
-use crate::bf16::BF16_SLOTS;
 use crate::conv_cudnn::ConvEngine;
 use crate::device::{CudaDevice, InitError};
 use crate::kernels::{self, KernelImage};
+use crate::ops::bf16::BF16_SLOTS;
 use crate::precision::Precision;
 
 /// A buffer of `T` (f32 or u32) in device memory.

@@ -38,8 +38,8 @@ use dscl_core::{Error, Result};
 use half::bf16;
 
 use crate::backend::{CudaBackend, CudaBuffer};
-use crate::bf16::Widen;
 use crate::conv_algorithms::{launch_ranked, rank, Candidate, Launched, WORKSPACE_CAP_BYTES};
+use crate::ops::bf16::Widen;
 use crate::precision::Precision;
 
 /// How the backend convolves.

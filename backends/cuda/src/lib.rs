@@ -12,7 +12,6 @@
 //! are how it will be verified.
 
 mod backend;
-mod bf16;
 mod conv_algorithms;
 mod conv_cudnn;
 mod device;

@@ -3,6 +3,13 @@
 
 typedef unsigned short bf16_bits;
 
+// What the conversion kernels read (Bf16Args in ops/bf16.rs): n elements.
+struct Bf16Args {
+    size_t n;
+};
+ARGS_SIZE(Bf16Args);
+ARGS_FIELD(Bf16Args, n);
+
 // Round to nearest, ties to even (as torch's .to(torch.bfloat16)); a NaN stays a quiet NaN
 // with its sign, where plain rounding could carry it into an infinity.
 __device__ bf16_bits f32_to_bf16_bits(float x) {
@@ -14,15 +21,16 @@ __device__ bf16_bits f32_to_bf16_bits(float x) {
 
 __device__ float bf16_bits_to_f32(bf16_bits h) { return __uint_as_float(((u32)h) << 16); }
 
-extern "C" __global__ void f32_to_bf16(const float* src, bf16_bits* dst, size_t n) {
-    FOR_EACH(e, n) dst[e] = f32_to_bf16_bits(src[e]);
+extern "C" __global__ void f32_to_bf16(const float* src, bf16_bits* dst, Bf16Args args) {
+    FOR_EACH(e, args.n) dst[e] = f32_to_bf16_bits(src[e]);
 }
 
-extern "C" __global__ void bf16_to_f32(const bf16_bits* src, float* dst, size_t n) {
-    FOR_EACH(e, n) dst[e] = bf16_bits_to_f32(src[e]);
+extern "C" __global__ void bf16_to_f32(const bf16_bits* src, float* dst, Bf16Args args) {
+    FOR_EACH(e, args.n) dst[e] = bf16_bits_to_f32(src[e]);
 }
 
 // dst += src: a bf16 weight gradient into the f32 gradient the optimizer reads.
-extern "C" __global__ void bf16_accumulate_f32(const bf16_bits* src, float* dst, size_t n) {
-    FOR_EACH(e, n) dst[e] = dst[e] + bf16_bits_to_f32(src[e]);
+extern "C" __global__ void bf16_accumulate_f32(const bf16_bits* src, float* dst,
+                                               Bf16Args args) {
+    FOR_EACH(e, args.n) dst[e] = dst[e] + bf16_bits_to_f32(src[e]);
 }

@@ -3,6 +3,7 @@
 //! and launchers. The trait's methods here pass each call to its family.
 
 mod batch_norm;
+pub(crate) mod bf16;
 mod conv;
 mod elementwise;
 mod optim;
@@ -22,6 +23,7 @@ use crate::kernel_args::Layout;
 /// Every kernel argument struct, for the drift check of the kernels' compile.
 pub(crate) const ARGS: &[Layout] = &[
     batch_norm::BatchNormArgs::LAYOUT,
+    bf16::Bf16Args::LAYOUT,
     conv::ConvArgs::LAYOUT,
     elementwise::ElementwiseArgs::LAYOUT,
     optim::OptimArgs::LAYOUT,

@@ -1,6 +1,9 @@
-//! bf16 copies for `--precision bf16`: a product's f32 inputs are rounded into one of three
-//! scratch slots, and its bf16 result is widened back into f32. The slots only grow, so after
-//! the first step of a model nothing is allocated.
+//! bf16 copies for `--precision bf16` (`kernels/bf16.cu`): a product's f32 inputs are rounded
+//! (to nearest, ties to even, NaN kept quiet with its sign) into one of three scratch slots,
+//! and its bf16 result, accumulated in f32 by cuBLAS or cuDNN, is widened back into f32,
+//! written or added to the destination element by element. One thread per element in a
+//! grid-stride loop. The slots only grow, so after the first step of a model nothing is
+//! allocated.
 
 use std::cell::RefMut;
 
@@ -9,6 +12,14 @@ use dscl_core::{Error, Result};
 use half::bf16;
 
 use crate::backend::{grid_for, launch, CudaBackend};
+use crate::kernel_args::{kernel_args, size_t};
+
+kernel_args! {
+    /// What the conversion kernels read (`Bf16Args` in `kernels/bf16.cu`).
+    pub(crate) struct Bf16Args {
+        n: u64,
+    }
+}
 
 /// Scratch slots of [`CudaBackend::bf16_scratch`]: a product's two inputs and its result.
 pub(crate) const BF16_SLOTS: usize = 3;
@@ -50,7 +61,13 @@ impl CudaBackend {
         let mut dst = self.bf16_slot(slot, len.max(1))?;
         if len > 0 {
             let view = src.slice(offset..offset + len);
-            launch!(self, "f32_to_bf16", grid_for(len), [&view, &mut *dst, &len])?;
+            let args = Bf16Args { n: size_t(len) };
+            launch!(
+                self,
+                "f32_to_bf16",
+                grid_for(len),
+                [&view, &mut *dst, &args]
+            )?;
         }
         Ok(dst)
     }
@@ -66,10 +83,16 @@ impl CudaBackend {
         if len == 0 {
             return Ok(());
         }
+        let args = Bf16Args { n: size_t(len) };
         match mode {
-            Widen::Write => launch!(self, "bf16_to_f32", grid_for(len), [src, dst, &len]),
+            Widen::Write => launch!(self, "bf16_to_f32", grid_for(len), [src, dst, &args]),
             Widen::Accumulate => {
-                launch!(self, "bf16_accumulate_f32", grid_for(len), [src, dst, &len])
+                launch!(
+                    self,
+                    "bf16_accumulate_f32",
+                    grid_for(len),
+                    [src, dst, &args]
+                )
             }
         }
     }
