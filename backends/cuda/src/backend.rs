@@ -350,8 +350,9 @@ pub(crate) fn block_per(what: &'static str, n: usize) -> Result<LaunchConfig> {
     })
 }
 
-/// Launches kernel `$name` on the backend's stream with `$cfg` and the given arguments (each
-/// an expression borrowing a buffer view or a local scalar).
+/// Launches kernel `$name` on the backend's stream with `$cfg` and the given arguments: borrowed
+/// buffer views (and the fault slot) in the kernel's order, then its family's argument struct
+/// (`kernel_args.rs`), which carries every scalar.
 macro_rules! launch {
     ($be:expr, $name:literal, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
         use cudarc::driver::PushKernelArg;
@@ -359,7 +360,9 @@ macro_rules! launch {
         let mut builder = $be.stream.launch_builder(function);
         $( builder.arg($arg); )*
         // SAFETY: the argument list matches the kernel's parameters in `kernels/*.cu` (types and
-        // order), and the caller has checked every buffer against the sizes the kernel indexes.
+        // order; the argument struct's layout is asserted against the `.cu` declaration when the
+        // kernels compile), and the caller has checked every buffer against the sizes the
+        // kernel indexes.
         unsafe { builder.launch($cfg) }
             .map(|_| ())
             .map_err(|e| $crate::backend::driver($name, e))

@@ -6,9 +6,11 @@
 //!
 //! State: [`CudaBackend`] implements the whole Backend trait: GEMM through cuBLAS, convolutions
 //! through cuDNN where it is installed (direct kernels otherwise), at a chosen [`Precision`]
-//! (fp32, TF32 or bf16 products), the rest as CUDA C kernels compiled once with NVRTC. The
-//! kernels are checked to compile in CI (NVRTC needs no GPU), but none of this has yet run on
-//! a GPU: the conformance suite (`tests/tests/conformance_cuda.rs`) and `scripts/gpu-check.sh`
+//! (fp32, TF32 or bf16 products), the rest as CUDA C kernels compiled once with NVRTC, one
+//! family per `kernels/<family>.cu` and `ops/<family>.rs`, each family's scalars in one struct
+//! whose Rust and CUDA declarations the compile checks against each other (`kernel_args.rs`).
+//! The kernels are checked to compile in CI (NVRTC needs no GPU), but none of this has yet run
+//! on a GPU: the conformance suite (`tests/tests/conformance_cuda.rs`) and `scripts/gpu-check.sh`
 //! are how it will be verified.
 
 mod backend;
