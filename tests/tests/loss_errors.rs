@@ -23,12 +23,14 @@ fn problem() -> Problem {
         )
     };
     Problem {
-        batch,
-        dim,
-        queue_len,
+        shape: ContrastiveShape {
+            batch,
+            dim,
+            queue_len,
+            num_classes: 3,
+        },
         queue_filled: queue_len,
         crops: 2,
-        num_classes: 3,
         queries: rows(batch, 0.0),
         keys: rows(batch, 1.0),
         queue: rows(queue_len, 2.0),
@@ -43,24 +45,27 @@ const DSCL: PositiveWeighting = PositiveWeighting::Decoupled { beta: 8.0 };
 const MODE: QueryGradient = QueryGradient::ThroughContrastSet;
 
 fn dscl_error<B: Backend>(backend: &B, p: &Problem) -> Error {
-    contrastive(backend, p, DSCL, 0.07, MODE, usize::MAX).unwrap_err()
+    p.contrastive(backend, DSCL, 0.07, MODE, usize::MAX)
+        .unwrap_err()
 }
 
 fn each_backend(check: impl Fn(&dyn Fn(&Problem) -> Error, &dyn Fn(&Problem) -> Error)) {
     let reference = ReferenceBackend::<f64>::new();
     let cpu = CpuBackend::new();
     check(&|p| dscl_error(&reference, p), &|p| {
-        pbsd(&reference, p, 0.07, usize::MAX).unwrap_err()
+        p.pbsd(&reference, 0.07, usize::MAX).unwrap_err()
     });
     check(&|p| dscl_error(&cpu, p), &|p| {
-        pbsd(&cpu, p, 0.07, usize::MAX).unwrap_err()
+        p.pbsd(&cpu, 0.07, usize::MAX).unwrap_err()
     });
 }
 
 #[test]
 fn the_valid_problem_runs() {
     let p = problem();
-    let (loss, grad) = contrastive(&CpuBackend::new(), &p, DSCL, 0.07, MODE, usize::MAX).unwrap();
+    let (loss, grad) = p
+        .contrastive(&CpuBackend::new(), DSCL, 0.07, MODE, usize::MAX)
+        .unwrap();
     assert!(loss.is_finite() && grad.iter().all(|g| g.is_finite()));
 }
 
@@ -178,7 +183,7 @@ fn non_finite_features_are_traced_to_their_input_row() {
 fn a_queue_that_does_not_fit_is_refused() {
     each_backend(|dscl, pbsd| {
         let mut p = problem();
-        p.queue_filled = p.queue_len + 1;
+        p.queue_filled = p.shape.queue_len + 1;
         assert!(matches!(
             dscl(&p),
             Error::InvalidArgument {
@@ -216,7 +221,7 @@ fn a_queue_that_does_not_fit_is_refused() {
 #[test]
 fn bad_hyperparameters_are_refused() {
     let reference = ReferenceBackend::<f64>::new();
-    let shape = problem().shape();
+    let shape = problem().shape;
     for tau in [0.0, -0.1, f64::NAN, f64::INFINITY] {
         let err = SupervisedContrastive::dscl(&reference, shape, tau, 8.0)
             .err()
@@ -334,16 +339,10 @@ fn overflowing_loss_or_gradient_is_an_error() {
     let p = problem();
     let huge_beta = PositiveWeighting::Decoupled { beta: f64::MAX };
     for err in [
-        contrastive(
-            &ReferenceBackend::<f64>::new(),
-            &p,
-            huge_beta,
-            0.07,
-            MODE,
-            7,
-        )
-        .unwrap_err(),
-        contrastive(&CpuBackend::new(), &p, huge_beta, 0.07, MODE, 7).unwrap_err(),
+        p.contrastive(&ReferenceBackend::<f64>::new(), huge_beta, 0.07, MODE, 7)
+            .unwrap_err(),
+        p.contrastive(&CpuBackend::new(), huge_beta, 0.07, MODE, 7)
+            .unwrap_err(),
     ] {
         assert!(
             matches!(
@@ -361,12 +360,14 @@ fn overflowing_loss_or_gradient_is_an_error() {
     // p = 1/2 each and the loss is ln 2; but the gradient is -(1/2) 1e36 / tau = -5e38 in the
     // first component, past f32's largest value.
     let overflow = Problem {
-        batch: 1,
-        dim: 2,
-        queue_len: 1,
+        shape: ContrastiveShape {
+            batch: 1,
+            dim: 2,
+            queue_len: 1,
+            num_classes: 2,
+        },
         queue_filled: 1,
         crops: 1,
-        num_classes: 2,
         queries: vec![1e-37, 1.0],
         keys: vec![1e36, 0.0],
         queue: vec![0.0, 0.1],
@@ -381,30 +382,20 @@ fn overflowing_loss_or_gradient_is_an_error() {
     };
     let tau = 1e-3;
     assert_eq!(
-        contrastive(
-            &ReferenceBackend::<f32>::new(),
-            &overflow,
-            DSCL,
-            tau,
-            MODE,
-            7
-        )
-        .unwrap_err(),
+        overflow
+            .contrastive(&ReferenceBackend::<f32>::new(), DSCL, tau, MODE, 7)
+            .unwrap_err(),
         expected
     );
     assert_eq!(
-        contrastive(&CpuBackend::new(), &overflow, DSCL, tau, MODE, 7).unwrap_err(),
+        overflow
+            .contrastive(&CpuBackend::new(), DSCL, tau, MODE, 7)
+            .unwrap_err(),
         expected
     );
-    let (loss, grad) = contrastive(
-        &ReferenceBackend::<f64>::new(),
-        &overflow,
-        DSCL,
-        tau,
-        MODE,
-        7,
-    )
-    .unwrap();
+    let (loss, grad) = overflow
+        .contrastive(&ReferenceBackend::<f64>::new(), DSCL, tau, MODE, 7)
+        .unwrap();
     assert!((loss - std::f64::consts::LN_2).abs() < 1e-9, "{loss}");
     assert!(
         grad[0] < -4e38,

@@ -36,14 +36,14 @@ proptest! {
         } else {
             QueryGradient::AnchorOnly
         };
-        let (_, grad) = contrastive(&backend, &p, weighting, TAU, mode, usize::MAX).unwrap();
+        let (_, grad) = p.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap();
         let numeric = finite_differences(&p.queries, STEP, |q| {
             let mut probe = p.clone();
             probe.queries = q.to_vec();
             if mode == QueryGradient::AnchorOnly {
                 return anchor_only_loss(&p, q, weighting);
             }
-            contrastive(&backend, &probe, weighting, TAU, mode, usize::MAX).unwrap().0
+            probe.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap().0
         });
         let err = max_rel_error(&grad, &numeric, 1e-3);
         prop_assert!(err < TOL, "relative error {err:e}\nanalytic {grad:?}\nnumeric {numeric:?}");
@@ -52,11 +52,11 @@ proptest! {
     #[test]
     fn pbsd_gradient_matches_finite_differences(p in problems()) {
         let backend = ReferenceBackend::<f64>::new();
-        let (_, grad) = pbsd(&backend, &p, TAU, usize::MAX).unwrap();
+        let (_, grad) = p.pbsd(&backend, TAU, usize::MAX).unwrap();
         let numeric = finite_differences(&p.students, STEP, |s| {
             let mut probe = p.clone();
             probe.students = s.to_vec();
-            pbsd(&backend, &probe, TAU, usize::MAX).unwrap().0
+            probe.pbsd(&backend, TAU, usize::MAX).unwrap().0
         });
         let err = max_rel_error(&grad, &numeric, 1e-3);
         prop_assert!(err < TOL, "relative error {err:e}");
@@ -71,15 +71,15 @@ proptest! {
         // A block budget of `block` elements forces one anchor row (or a few) per block.
         let backend = ReferenceBackend::<f64>::new();
         let mode = QueryGradient::ThroughContrastSet;
-        let whole = contrastive(&backend, &p, weighting, TAU, mode, usize::MAX).unwrap();
-        let blocked = contrastive(&backend, &p, weighting, TAU, mode, block).unwrap();
+        let whole = p.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap();
+        let blocked = p.contrastive(&backend, weighting, TAU, mode, block).unwrap();
         prop_assert!((whole.0 - blocked.0).abs() < 1e-12);
         // Blocking changes only the summation order: differences are rounding, relative to
         // the gradient's scale (a floor of 1e-3, as the finite-difference checks use), not to
         // entries that happen to be near zero.
         prop_assert!(max_rel_error(&blocked.1, &whole.1, 1e-3) < 1e-10);
-        let whole = pbsd(&backend, &p, TAU, usize::MAX).unwrap();
-        let blocked = pbsd(&backend, &p, TAU, block).unwrap();
+        let whole = p.pbsd(&backend, TAU, usize::MAX).unwrap();
+        let blocked = p.pbsd(&backend, TAU, block).unwrap();
         prop_assert!((whole.0 - blocked.0).abs() < 1e-12);
         // Blocking changes only the summation order: differences are rounding, relative to
         // the gradient's scale (a floor of 1e-3, as the finite-difference checks use), not to
@@ -93,7 +93,7 @@ proptest! {
         let backend = ReferenceBackend::<f64>::new();
         let mode = QueryGradient::ThroughContrastSet;
         let mut poisoned = p.clone();
-        let filled_elems = p.queue_filled * p.dim;
+        let filled_elems = p.queue_filled * p.shape.dim;
         for x in &mut poisoned.queue[filled_elems..] {
             *x = 1.0e3;
         }
@@ -101,14 +101,14 @@ proptest! {
             *y = p.labels[0];
         }
         let mut cut = p.clone();
-        cut.queue_len = p.queue_filled;
+        cut.shape.queue_len = p.queue_filled;
         cut.queue.truncate(filled_elems);
         cut.queue_labels.truncate(p.queue_filled);
-        let a = contrastive(&backend, &poisoned, weighting, TAU, mode, usize::MAX).unwrap();
-        let b = contrastive(&backend, &cut, weighting, TAU, mode, usize::MAX).unwrap();
+        let a = poisoned.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap();
+        let b = cut.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap();
         prop_assert!((a.0 - b.0).abs() < 1e-12 && max_rel_error(&a.1, &b.1, 1e-9) < 1e-12);
-        let a = pbsd(&backend, &poisoned, TAU, usize::MAX).unwrap();
-        let b = pbsd(&backend, &cut, TAU, usize::MAX).unwrap();
+        let a = poisoned.pbsd(&backend, TAU, usize::MAX).unwrap();
+        let b = cut.pbsd(&backend, TAU, usize::MAX).unwrap();
         prop_assert!((a.0 - b.0).abs() < 1e-12 && max_rel_error(&a.1, &b.1, 1e-9) < 1e-12);
     }
 
@@ -145,14 +145,14 @@ proptest! {
         let raw: Vec<f64> = p.queries.iter().map(|x| x * scale).collect();
         let mode = QueryGradient::ThroughContrastSet;
         let loss_of_raw = |v: &[f64]| -> (f64, Vec<f64>) {
-            let mut norm = L2Normalize::new(&backend, p.batch, p.dim).unwrap();
+            let mut norm = L2Normalize::new(&backend, p.shape.batch, p.shape.dim).unwrap();
             let x = upload(&backend, v).unwrap();
             let mut y = backend_alloc(&backend, v.len());
             norm.forward_checked(&backend, "queries", &x, &mut y).unwrap();
             let mut probe = p.clone();
             probe.queries = download(&backend, &y, v.len()).unwrap();
             let (loss, grad_q) =
-                contrastive(&backend, &probe, weighting, TAU, mode, usize::MAX).unwrap();
+                probe.contrastive(&backend, weighting, TAU, mode, usize::MAX).unwrap();
             let gq = upload(&backend, &grad_q).unwrap();
             let mut gv = backend_alloc(&backend, v.len());
             norm.backward(&backend, &y, &gq, &mut gv).unwrap();
@@ -176,17 +176,17 @@ fn backend_alloc(
 /// The loss when the anchors are `anchors` but the contrast set keeps `p.queries`: the
 /// function whose gradient `QueryGradient::AnchorOnly` computes, evaluated on the host.
 fn anchor_only_loss(p: &Problem, anchors: &[f64], weighting: PositiveWeighting) -> f64 {
-    let d = p.dim;
-    (0..p.batch)
+    let d = p.shape.dim;
+    (0..p.shape.batch)
         .map(|i| host_anchor_loss(p, i, &anchors[i * d..(i + 1) * d], weighting))
         .sum::<f64>()
-        / p.batch as f64
+        / p.shape.batch as f64
 }
 
 /// Anchor i's loss with anchor row `a` against the contrast set [p.queries; keys; queue].
 fn host_anchor_loss(p: &Problem, i: usize, a: &[f64], weighting: PositiveWeighting) -> f64 {
-    let d = p.dim;
-    let b = p.batch;
+    let d = p.shape.dim;
+    let b = p.shape.batch;
     let rows: Vec<(&[f64], u32)> = (0..b)
         .map(|j| (&p.queries[j * d..(j + 1) * d], p.labels[j]))
         .chain((0..b).map(|j| (&p.keys[j * d..(j + 1) * d], p.labels[j])))

@@ -25,11 +25,11 @@ fn weightings() -> impl Strategy<Value = PositiveWeighting> {
 /// `r % batch` (negated when `negate_queue`), PBSD teachers and students are copies of the
 /// queries (students negated when `negate_queue`).
 fn extreme(mut p: Problem, negate_queue: bool) -> Problem {
-    let (b, d) = (p.batch, p.dim);
+    let (b, d) = (p.shape.batch, p.shape.dim);
     let sign = if negate_queue { -1.0 } else { 1.0 };
     let row = |i: usize| p.queries[(i % b) * d..(i % b + 1) * d].to_vec();
     p.keys = p.queries.clone();
-    p.queue = (0..p.queue_len)
+    p.queue = (0..p.shape.queue_len)
         .flat_map(|r| row(r).into_iter().map(move |x| sign * x))
         .collect();
     p.teachers = (0..p.crops * b).flat_map(row).collect();
@@ -57,11 +57,13 @@ fn check_on<B: Backend>(
     let name = backend.device_name().to_string();
     for block in [usize::MAX, 7] {
         for mode in [QueryGradient::ThroughContrastSet, QueryGradient::AnchorOnly] {
-            let (loss, grad) = contrastive(backend, p, weighting, tau, mode, block)
+            let (loss, grad) = p
+                .contrastive(backend, weighting, tau, mode, block)
                 .map_err(|e| TestCaseError::fail(format!("{name}: contrastive: {e}")))?;
             all_finite(&format!("{name} contrastive tau {tau}"), loss, &grad)?;
         }
-        let (loss, grad) = pbsd(backend, p, tau, block)
+        let (loss, grad) = p
+            .pbsd(backend, tau, block)
             .map_err(|e| TestCaseError::fail(format!("{name}: pbsd: {e}")))?;
         all_finite(&format!("{name} pbsd tau {tau}"), loss, &grad)?;
     }

@@ -13,6 +13,8 @@
 mod contrastive;
 mod cross_entropy;
 pub(crate) mod diagnose;
+#[cfg(feature = "alloc")]
+pub mod host;
 mod normalize;
 mod pbsd;
 

@@ -1,41 +1,16 @@
 //! Shared set-up of the loss tests: run a loss on host data through any backend.
 #![allow(dead_code)]
 
-use dscl_core::loss::{
-    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, PositiveWeighting,
-    QueryGradient, SupervisedContrastive,
-};
-use dscl_core::{Backend, Element, Result};
+pub use dscl_core::loss::ContrastiveShape;
 use proptest::prelude::*;
 
-/// Host-side inputs of one contrastive problem, in f64.
-#[derive(Clone, Debug)]
-pub struct Problem {
-    pub batch: usize,
-    pub dim: usize,
-    pub queue_len: usize,
-    pub queue_filled: usize,
-    pub crops: usize,
-    pub num_classes: u32,
-    pub queries: Vec<f64>,
-    pub keys: Vec<f64>,
-    pub queue: Vec<f64>,
-    pub labels: Vec<u32>,
-    pub queue_labels: Vec<u32>,
-    pub teachers: Vec<f64>,
-    pub students: Vec<f64>,
-}
-
-impl Problem {
-    pub fn shape(&self) -> ContrastiveShape {
-        ContrastiveShape {
-            batch: self.batch,
-            dim: self.dim,
-            queue_len: self.queue_len,
-            num_classes: self.num_classes,
-        }
-    }
-}
+/// The core's host-side problem, under the name these tests have always used.
+pub use dscl_core::loss::host::HostProblem as Problem;
+// Each test binary that includes this module uses some of these.
+#[allow(unused_imports)]
+pub use dscl_core::loss::host::{
+    download_values as download, upload_labels, upload_values as upload,
+};
 
 pub fn normalized_rows(values: Vec<f64>, dim: usize) -> Vec<f64> {
     values
@@ -78,12 +53,14 @@ pub fn problems() -> impl Strategy<Value = Problem> {
                         .collect()
                 };
                 Problem {
-                    batch,
-                    dim,
-                    queue_len,
+                    shape: ContrastiveShape {
+                        batch,
+                        dim,
+                        queue_len,
+                        num_classes,
+                    },
                     queue_filled,
                     crops,
-                    num_classes,
                     queries: q,
                     keys: k,
                     queue: u,
@@ -94,84 +71,6 @@ pub fn problems() -> impl Strategy<Value = Problem> {
                 }
             },
         )
-}
-
-pub fn upload<B: Backend>(backend: &B, host: &[f64]) -> Result<B::Buffer> {
-    let elems: Vec<B::Elem> = host.iter().map(|&x| B::Elem::from_f64(x)).collect();
-    let mut buf = backend.alloc(elems.len())?;
-    backend.upload(&mut buf, 0, &elems)?;
-    Ok(buf)
-}
-
-pub fn upload_labels<B: Backend>(backend: &B, host: &[u32]) -> Result<B::IndexBuffer> {
-    let mut buf = backend.alloc_index(host.len())?;
-    backend.upload_index(&mut buf, 0, host)?;
-    Ok(buf)
-}
-
-pub fn download<B: Backend>(backend: &B, buf: &B::Buffer, len: usize) -> Result<Vec<f64>> {
-    let mut host = vec![B::Elem::default(); len];
-    backend.download(buf, 0, &mut host)?;
-    Ok(host.iter().map(|x| x.widen()).collect())
-}
-
-/// (loss, dLoss/dqueries) of SupCon or DSCL on `p`.
-pub fn contrastive<B: Backend>(
-    backend: &B,
-    p: &Problem,
-    weighting: PositiveWeighting,
-    tau: f64,
-    mode: QueryGradient,
-    max_block_elems: usize,
-) -> Result<(f64, Vec<f64>)> {
-    let q = upload(backend, &p.queries)?;
-    let k = upload(backend, &p.keys)?;
-    let u = upload(backend, &p.queue)?;
-    let y = upload_labels(backend, &p.labels)?;
-    let yq = upload_labels(backend, &p.queue_labels)?;
-    let inputs = ContrastiveInputs::<B> {
-        queries: &q,
-        keys: &k,
-        queue: &u,
-        labels: &y,
-        queue_labels: &yq,
-        queue_filled: p.queue_filled,
-    };
-    let mut loss = SupervisedContrastive::new(backend, p.shape(), weighting, tau, max_block_elems)?;
-    let mut grad = backend.alloc(p.batch * p.dim)?;
-    let value = loss.forward_backward(backend, &inputs, mode, &mut grad)?;
-    Ok((value, download(backend, &grad, p.batch * p.dim)?))
-}
-
-/// (loss, dLoss/dstudents) of PBSD on `p`.
-pub fn pbsd<B: Backend>(
-    backend: &B,
-    p: &Problem,
-    tau: f64,
-    max_block_elems: usize,
-) -> Result<(f64, Vec<f64>)> {
-    let t = upload(backend, &p.teachers)?;
-    let s = upload(backend, &p.students)?;
-    let k = upload(backend, &p.keys)?;
-    let u = upload(backend, &p.queue)?;
-    let inputs = PbsdInputs::<B> {
-        teachers: &t,
-        students: &s,
-        keys: &k,
-        queue: &u,
-        queue_filled: p.queue_filled,
-    };
-    let mut loss = PatchSelfDistillation::with_max_block_elems(
-        backend,
-        p.shape(),
-        p.crops,
-        tau,
-        max_block_elems,
-    )?;
-    let len = p.crops * p.batch * p.dim;
-    let mut grad = backend.alloc(len)?;
-    let value = loss.forward_backward(backend, &inputs, &mut grad)?;
-    Ok((value, download(backend, &grad, len)?))
 }
 
 /// Central finite differences of `f` at `x`, step `h`.
