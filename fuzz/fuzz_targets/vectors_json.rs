@@ -4,7 +4,7 @@
 #![no_main]
 
 use dscl_core::reference::ReferenceBackend;
-use dscl_runtime::vectors::Vectors;
+use dscl_runtime::io::vectors::Vectors;
 use dscl_runtime::verify;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,23 +3,21 @@
 //! baseline's `stage1.safetensors`). Batch norm runs in inference mode. Prints the table and
 //! writes `OUT/metrics.json`.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use dscl_core::nn::{Linear, ResNet, ResNetRecord, Scratch, TensorSet};
 use dscl_core::Backend;
-use serde::Serialize;
 
 use crate::augment::eval_view;
-use crate::checkpoint::Checkpoint;
 use crate::config::{EvalArgs, RunConfig};
-use crate::data::{Dataset, Loader, LoaderConfig, Transform};
-use crate::datasets::{open_test, workers};
+use crate::data::{open_test, workers, Dataset, Loader, LoaderConfig, Transform};
+use crate::io::checkpoint::Checkpoint;
+use crate::io::progress::Progress;
+use crate::io::write_report;
 use crate::metrics::{Metrics, Tally};
 use crate::model;
-use crate::progress::Progress;
 use crate::stage1::augment_config;
 
 pub const METRICS_FILE: &str = "metrics.json";
@@ -76,17 +74,6 @@ pub fn evaluate<B: Backend<Elem = f32>>(
     let metrics = tally.finish(&counts, eval.split_thresholds)?;
     write_report(out, METRICS_FILE, &metrics)?;
     Ok(metrics)
-}
-
-/// Writes `report` as pretty JSON to `out/name`, atomically (a temporary file renamed).
-pub fn write_report(out: &Path, name: &str, report: &impl Serialize) -> Result<PathBuf> {
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(name);
-    let tmp = out.join(format!(".{name}.tmp-{}", std::process::id()));
-    fs::write(&tmp, serde_json::to_string_pretty(report)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }
 
 /// The test set of a run, ready to evaluate a backbone and classifier on (batch norm in

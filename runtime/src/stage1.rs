@@ -22,18 +22,18 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::augment::{stage1_views, stage2_view, AugmentConfig, Stage1Views};
-use crate::checkpoint::{
-    put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
-};
 use crate::config::{LossKind, QueueInit, RunConfig};
 use crate::data::{
-    epoch_order, epoch_seed, key_shuffle, Batch, Dataset, Loader, LoaderConfig, Transform,
+    class_counts, epoch_order, epoch_seed, key_shuffle, workers, Batch, Dataset, Loader,
+    LoaderConfig, Transform,
 };
-use crate::datasets::{class_counts, workers};
 use crate::interrupt::{self, Interrupted};
+use crate::io::checkpoint::{
+    put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
+};
+use crate::io::out_dir;
+use crate::io::progress::{retain_log, Progress};
 use crate::model;
-use crate::out_dir;
-use crate::progress::{retain_log, Progress};
 
 pub const STAGE1_FILE: &str = "stage1.safetensors";
 pub const LOG_FILE: &str = "log.jsonl";
@@ -63,7 +63,7 @@ pub fn augment_config(cfg: &RunConfig) -> AugmentConfig {
     a
 }
 
-/// Trains on `data`, the training set of `cfg` as [`open_train`](crate::datasets::open_train) opens it (the command opens
+/// Trains on `data`, the training set of `cfg` as [`open_train`](crate::data::open_train) opens it (the command opens
 /// it before the backend, so bad data is refused before a device starts).
 ///
 /// `stop_after`: end this invocation after that many steps, with a checkpoint written, so a

@@ -30,19 +30,22 @@ use serde_json::json;
 
 use crate::augment::stage2_view;
 use crate::backend_choice::BackendChoice;
-use crate::checkpoint::{
+use crate::config::{EvalArgs, LinearArgs, RunConfig};
+use crate::data::{
+    class_balanced_order, class_counts, epoch_seed, open_train, workers, Loader, LoaderConfig,
+    Transform,
+};
+use crate::evaluate::{TestPass, METRICS_FILE};
+use crate::interrupt::{self, Interrupted};
+use crate::io::checkpoint::{
     put_batch_counters, remove_stale_temporaries, Checkpoint, CheckpointWriter,
 };
-use crate::config::{EvalArgs, LinearArgs, RunConfig};
-use crate::data::{class_balanced_order, epoch_seed, Loader, LoaderConfig, Transform};
-use crate::datasets::{class_counts, open_train, workers};
-use crate::evaluate::{write_report, TestPass, METRICS_FILE};
-use crate::interrupt::{self, Interrupted};
+use crate::io::out_dir;
+use crate::io::progress::{retain_log, Progress};
+use crate::io::write_report;
 use crate::memory;
 use crate::metrics::{Metrics, Stage2Epochs};
 use crate::model;
-use crate::out_dir;
-use crate::progress::{retain_log, Progress};
 use crate::stage1::{augment_config, LOG_FILE};
 
 pub const LINEAR_FILE: &str = "linear.safetensors";

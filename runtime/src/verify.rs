@@ -1,7 +1,7 @@
 //! `runtime verify`: evaluate SupCon, DSCL and PBSD with gradients on a backend for the inputs
 //! of a vectors file and compare every output with the file's expected values.
 
-use crate::vectors::{Outputs, Vectors};
+use crate::io::vectors::{Outputs, Vectors};
 use anyhow::{Context, Result};
 use dscl_core::loss::{
     ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,

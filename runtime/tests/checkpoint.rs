@@ -3,7 +3,7 @@
 
 use dscl_core::nn::{ResNetClassifier, ResNetConfig, TensorSet};
 use dscl_cpu::CpuBackend;
-use dscl_runtime::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
+use dscl_runtime::io::checkpoint::{put_batch_counters, Checkpoint, CheckpointWriter};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dscl_runtime::checkpoint::{temporary_path, Checkpoint};
+use dscl_runtime::io::checkpoint::{temporary_path, Checkpoint};
 use serde_json::Value;
 
 const ARGS: &[&str] = &[

@@ -172,8 +172,8 @@ fn sigterm_and_sigint_stop_after_a_step_with_a_checkpoint_and_the_resume_command
         let dir = temp(&format!("signal{signal}"));
         let (status, stderr) = signalled(&dir, 6, &[signal]);
         assert_eq!(status.code(), Some(code), "{stderr}");
-        let saved =
-            dscl_runtime::checkpoint::Checkpoint::read(&dir.join("stage1.safetensors")).unwrap();
+        let saved = dscl_runtime::io::checkpoint::Checkpoint::read(&dir.join("stage1.safetensors"))
+            .unwrap();
         let saved_step: usize = saved.meta("global_step").unwrap().parse().unwrap();
         // The step under way when the signal came was finished, logged and saved.
         assert_eq!(saved_step, losses(&dir).len(), "{stderr}");

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use dscl_runtime::config::{DataArgs, LinearArgs, RunConfig, TrainArgs};
 use dscl_runtime::data::{
-    CifarBinary, CifarKind, Dataset, ImageFolder, ImageNetLtJson, ListFile, Split, MAX_CLASSES,
+    check_train_classes, open_test, open_train, CifarBinary, CifarKind, Dataset, ImageFolder,
+    ImageNetLtJson, ListFile, Split, MAX_CLASSES,
 };
-use dscl_runtime::datasets::{check_train_classes, open_test, open_train};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
 mod common;
@@ -369,8 +369,8 @@ fn cifar100_binary_uses_fine_labels() {
 #[cfg(unix)]
 #[test]
 fn fifos_devices_directories_and_oversized_files_are_refused_unread() {
-    use dscl_runtime::checkpoint::Checkpoint;
     use dscl_runtime::data::decode_image_file;
+    use dscl_runtime::io::checkpoint::Checkpoint;
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     use std::process::{Command, Stdio};
@@ -857,7 +857,7 @@ fn test_image_folder_classes_are_matched_by_name() {
 /// again, with only this test.
 #[test]
 fn index_limit_is_settable_and_named_when_exceeded() {
-    use dscl_runtime::bounded_read::{index_limit, set_index_limit, DEFAULT_INDEX_LIMIT};
+    use dscl_runtime::io::bounded_read::{index_limit, set_index_limit, DEFAULT_INDEX_LIMIT};
     const CHILD: &str = "DSCL_INDEX_LIMIT_TEST_CHILD";
     if std::env::var_os(CHILD).is_none() {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());

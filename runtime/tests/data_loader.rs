@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use dscl_runtime::data::{
-    epoch_order, epoch_seed, Batch, Dataset, Digits, Loader, LoaderConfig, Split, Transform,
+    epoch_order, epoch_seed, Batch, Dataset, Digits, Image, Loader, LoaderConfig, Split, Transform,
 };
-use dscl_runtime::image::Image;
 use rand::Rng;
 
 /// A synthetic data set: sample `i` is a 1x1 image of value `i`, label `i % 3`. Loads sleep a

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{output_within, DEADLINE};
-use dscl_runtime::out_dir::{self, LOCK_FILE};
+use dscl_runtime::io::out_dir::{self, LOCK_FILE};
 
 const TRAIN: &[&str] = &[
     "train",

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use dscl_runtime::checkpoint::Checkpoint;
+use dscl_runtime::io::checkpoint::Checkpoint;
 use serde_json::Value;
 
 mod common;

@@ -3,12 +3,12 @@
 
 use dscl_core::reference::ReferenceBackend;
 use dscl_cpu::CpuBackend;
-use dscl_runtime::vectors::Vectors;
+use dscl_runtime::io::vectors::Vectors;
 use dscl_runtime::verify::{compare, evaluate};
 
 const SMALL: &str = include_str!("../data/dscl_vectors_small.json");
 
-fn check(outputs: &dscl_runtime::vectors::Outputs, expected: &Vectors, tol: f64) {
+fn check(outputs: &dscl_runtime::io::vectors::Outputs, expected: &Vectors, tol: f64) {
     let rows = compare(outputs, &expected.expected, tol);
     assert_eq!(rows.len(), 11, "every output is compared");
     for r in &rows {

@@ -19,7 +19,7 @@
 //! both against Pillow's own outputs. [`torchvision_gaussian_blur`] is torchvision's tensor
 //! `gaussian_blur` (a sampled, truncated Gaussian), kept for comparison.
 
-use crate::image::Image;
+use crate::data::Image;
 
 /// Box passes per axis: Pillow's default for `GaussianBlur`.
 pub const PIL_PASSES: u32 = 3;

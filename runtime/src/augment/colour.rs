@@ -4,7 +4,7 @@
 //! `_blend` does (hue needs no clamp: it only permutes and mixes the channel values).
 
 use super::random::{permutation4, uniform};
-use crate::image::Image;
+use crate::data::Image;
 use rand::Rng;
 
 /// Luma weights `L = 0.299 R + 0.587 G + 0.114 B` (ITU-R 601-2, Pillow's `convert("L")`).

@@ -5,7 +5,7 @@
 //! `get_params` returns them; the crop is then resized by [`super::resize::resize_region`].
 
 use super::random::{below, uniform};
-use crate::image::Image;
+use crate::data::Image;
 use rand::Rng;
 
 /// A rectangle of whole pixels: columns `x..x + width`, rows `y..y + height`.

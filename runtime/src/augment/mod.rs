@@ -1,5 +1,5 @@
 //! Augmentation: the image views of the paper's recipe (the official code's torchvision
-//! pipelines), from an [`Image`](crate::image::Image) to normalised CHW tensors.
+//! pipelines), from an [`Image`](crate::data::Image) to normalised CHW tensors.
 //!
 //! - [`stage1_views`]: the query view (`RandomResizedCrop` + flip + `ColorJitter(0.4, 0.4, 0.4,
 //!   0.1)` p 0.8 + grayscale p 0.2 + Gaussian blur p 0.5), the key view (`RandomResizedCrop` +

@@ -1,6 +1,6 @@
 //! `Normalize(mean, std)`: the last step of every view, producing the model's input.
 
-use crate::image::Image;
+use crate::data::Image;
 
 /// ImageNet channel means (RGB).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

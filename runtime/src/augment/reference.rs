@@ -16,7 +16,7 @@ use super::config::AugmentConfig;
 use super::crop::CropBox;
 use super::resize::{resize, resize_region};
 use super::views::eval_view;
-use crate::image::Image;
+use crate::data::Image;
 use serde_json::Value;
 
 const REFERENCE: &str = include_str!("../../tests/pytorch/augment_reference.json");

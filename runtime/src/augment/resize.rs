@@ -12,7 +12,7 @@
 //!   half-pixel centres (`align_corners = False`) and the edge samples clamped.
 
 use super::crop::CropBox;
-use crate::image::Image;
+use crate::data::Image;
 
 /// The weights of one axis: output sample `i` is `sum_k weights[i][k] * input[starts[i] + k]`.
 struct AxisWeights {

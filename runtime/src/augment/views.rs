@@ -8,7 +8,7 @@ use super::crop::{center_crop_box, hflip, random_resized_crop_box, CropBox};
 use super::normalise::normalise;
 use super::random::{chance, uniform};
 use super::resize::{resize, resize_region, resize_region_window, shorter_side_size};
-use crate::image::Image;
+use crate::data::Image;
 use rand::Rng;
 use std::borrow::Cow;
 

@@ -5,13 +5,13 @@
 //! split is read into memory at open (150 MB for the training set) because decoding is then
 //! a byte-to-float copy, and per-record file reads would cost more than that memory.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::Image;
 use super::{Dataset, Split};
-use crate::image::Image;
 
 const SIDE: usize = 32;
 const PIXELS: usize = 3 * SIDE * SIDE;

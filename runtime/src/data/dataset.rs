@@ -1,6 +1,6 @@
 //! The interface every data set offers to samplers and the loader.
 
-use crate::image::Image;
+use super::Image;
 
 /// The most classes a data set may have; every label is below it. Labels size allocations
 /// (per-class counts, metrics, the classifier's weights), so a label is checked against this

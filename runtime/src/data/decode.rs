@@ -6,14 +6,14 @@
 //! model always takes RGB input and the long-tailed benchmarks contain some grayscale
 //! images.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::image::Image;
+use super::Image;
 
 /// Reads and decodes the PNG or JPEG file at `path`. A missing, unreadable, truncated or
 /// corrupt file is an error naming `path`.

@@ -6,8 +6,8 @@
 //! License: CC BY 4.0; see `runtime/data/uci-digits/README.md`, which must stay next to the
 //! embedded files.
 
+use super::Image;
 use super::{Dataset, Split};
-use crate::image::Image;
 
 const IMAGES: &[u8] = include_bytes!("../../data/uci-digits/images.u8");
 const LABELS: &[u8] = include_bytes!("../../data/uci-digits/labels.u8");

@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 
 use super::decode::decode_image_file;
 use super::path_table::{shown, shown_path, PathTable};
+use super::Image;
 use super::{Dataset, MAX_CLASSES};
-use crate::image::Image;
 
 /// Subdirectories deeper than this inside a class folder are not followed (guards against
 /// symlink cycles).

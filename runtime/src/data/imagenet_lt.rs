@@ -1,7 +1,7 @@
 //! The ImageNet-LT annotation JSON as the official code ships it:
 //! `{"num_classes": N, "annotations": [{"fpath": "...", "category_id": k}, ...]}`.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::decode::decode_image_file;
 use super::list_file::BOM;
 use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::Image;
 use super::{label_range, Dataset, MAX_CLASSES};
-use crate::image::Image;
 
 #[derive(Deserialize)]
 struct AnnotationFile {

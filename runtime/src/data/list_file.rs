@@ -1,15 +1,15 @@
 //! The list-file data set: one `relative/path label` per line (the ImageNet-LT and Places-LT
 //! `*_train.txt` / `*_test.txt` files), resolved against a root directory.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
 use super::decode::decode_image_file;
 use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::Image;
 use super::{label_range, Dataset, MAX_CLASSES};
-use crate::image::Image;
 
 /// The UTF-8 byte-order mark some Windows editors write at the start of a text file.
 pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";

@@ -18,7 +18,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use super::seeding::sample_rng;
 use super::Dataset;
-use crate::image::Image;
+use super::Image;
 
 /// Turns a decoded image into a training item (augmentation, normalisation, views), with a
 /// generator private to the sample.

@@ -7,7 +7,7 @@ use anyhow::bail;
 
 use super::long_tail::long_tailed_indices;
 use super::Dataset;
-use crate::image::Image;
+use super::Image;
 
 /// The samples `indices` of `inner`, in that order. Labels are copied at construction, so
 /// [`Dataset::labels`] stays a slice.

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{DataKind, RunConfig};
-use crate::data::{
+use super::{
     label_range, shown, CifarBinary, Dataset, Digits, ImageFolder, ImageNetLtJson, ListFile, Split,
     Subset,
 };
+use crate::config::{DataKind, RunConfig};
 
 fn root_for(cfg: &RunConfig, file: &Path) -> PathBuf {
     cfg.data.root.clone().unwrap_or_else(|| {

@@ -1,18 +1,38 @@
 //! `runtime plot OUT`: an SVG with the training loss curve (from `OUT/log.jsonl`) and the
-//! per-class accuracy against the class's training-set size (from `OUT/metrics.json`).
+//! per-class accuracy against the class's training-set size (from `OUT/metrics.json`), in
+//! phases:
+//!
+//! 1. data: the log's step records and the metrics read (either may be missing, not both);
+//! 2. the work: `OUT/plot.svg` drawn.
+//!
+//! `runtime run` draws the same plot as its last work.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use dscl_runtime::evaluate::METRICS_FILE;
+use dscl_runtime::stage1::LOG_FILE;
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::cli::PlotCommand;
+
+/// The plot of a run's output directory.
+pub const PLOT_FILE: &str = "plot.svg";
+
+pub fn run(cmd: PlotCommand) -> Result<ExitCode> {
+    let path = draw(&cmd.out)?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A named series of `(global step, loss)` points.
-pub type Curve = (String, Vec<(f64, f64)>);
+type Curve = (String, Vec<(f64, f64)>);
 
 /// Loss points per phase, from a JSON-lines log.
-pub fn loss_curves(log: &Path) -> Result<Vec<Curve>> {
+fn loss_curves(log: &Path) -> Result<Vec<Curve>> {
     let text = fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut curves: Vec<Curve> = Vec::new();
     for line in text.lines() {
@@ -39,9 +59,10 @@ pub fn loss_curves(log: &Path) -> Result<Vec<Curve>> {
 }
 
 /// Writes `OUT/plot.svg` and returns its path.
-pub fn plot(out: &Path) -> Result<PathBuf> {
-    let curves = loss_curves(&out.join("log.jsonl"))?;
-    let metrics_path = out.join("metrics.json");
+pub fn draw(out: &Path) -> Result<PathBuf> {
+    // 1. Data.
+    let curves = loss_curves(&out.join(LOG_FILE))?;
+    let metrics_path = out.join(METRICS_FILE);
     let per_class: Vec<(f64, f64)> = match fs::read_to_string(&metrics_path) {
         Ok(text) => {
             let m: Value = serde_json::from_str(&text)
@@ -62,14 +83,15 @@ pub fn plot(out: &Path) -> Result<PathBuf> {
             out.display()
         );
     }
-    let path = out.join("plot.svg");
-    draw(&path, &curves, &per_class).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
+    // 2. The work.
+    let path = out.join(PLOT_FILE);
+    draw_svg(&path, &curves, &per_class).map_err(|e| anyhow!("drawing {}: {e}", path.display()))?;
     Ok(path)
 }
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn draw(path: &Path, curves: &[Curve], per_class: &[(f64, f64)]) -> DrawResult {
+fn draw_svg(path: &Path, curves: &[Curve], per_class: &[(f64, f64)]) -> DrawResult {
     let root = SVGBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
@@ -149,7 +171,7 @@ mod tests {
             r#"{"class_counts":[100,10,1],"per_class":[90.0,50.0,null]}"#,
         )
         .unwrap();
-        let path = plot(&dir).unwrap();
+        let path = draw(&dir).unwrap();
         let svg = fs::read_to_string(path).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("training loss"));

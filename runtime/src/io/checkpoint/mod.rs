@@ -16,7 +16,7 @@
 //! - Writing goes to a temporary file in the same directory, is flushed to disk, then renamed
 //!   over the target: a crash leaves either the old checkpoint or the new one, never half.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! applies: a missing field, a matrix of the wrong shape, a non-finite number, a label out of
 //! range.
 
-use crate::bounded_read::{read_file, FileKind};
+use crate::io::bounded_read::{read_file, FileKind};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -261,7 +261,7 @@ fn label_vector(parent: &Value, path: &str, len: usize, num_classes: u32) -> Res
 mod tests {
     use super::*;
 
-    const SMALL: &str = include_str!("../../tests/data/dscl_vectors_small.json");
+    const SMALL: &str = include_str!("../../../tests/data/dscl_vectors_small.json");
 
     #[test]
     fn reads_the_shipped_file() {

@@ -1,0 +1,41 @@
+//! `runtime eval`: a classifier checkpoint on a test set, in phases:
+//!
+//! 1. flags: unused ones refused, `--workers` checked, `--max-index-mib` put in force;
+//! 2. device: the backend opened;
+//! 3. output directory: locked (evaluation replaces only `OUT/metrics.json`, so nothing is
+//!    claimed);
+//! 4. the work: the checkpoint read, the test set it or the flags name indexed and checked, the
+//!    model evaluated, `OUT/metrics.json` written and the table printed.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use dscl_runtime::evaluate;
+use dscl_runtime::io::out_dir;
+
+use crate::cli::{refuse_unused_flags, CommandName, EvalCommand};
+
+pub fn run(cmd: EvalCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
+    let EvalCommand {
+        common,
+        checkpoint,
+        data,
+        eval,
+    } = cmd;
+    // 1. Flags.
+    refuse_unused_flags(CommandName::Eval, None, given)?;
+    if data.workers == Some(0) {
+        bail!("--workers must be at least 1 (or left out: one per CPU)");
+    }
+    common.apply()?;
+    // 2. Device.
+    with_backend!(common, |b| {
+        // 3. Output directory.
+        let _lock = out_dir::lock(&common.out)?;
+        // 4. The work.
+        let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
+        println!("{}", m.table());
+        Ok(())
+    })
+}

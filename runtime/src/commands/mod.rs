@@ -1,0 +1,101 @@
+//! The commands, one file each, each written as numbered phases in the order they run. The
+//! training and evaluation commands check everything they can before any work: 1. their
+//! flags, resolved and checked, unused ones refused; 2. their data, indexed and checked (every
+//! listed file exists, labels in range, test data with the training set's classes); 3. the
+//! memory the run needs; 4. the device; 5. the output directory, locked and claimed; 6. the
+//! work. Nothing is trained before 1-5 have passed. `linear` and `eval` take their data from a
+//! checkpoint, so their data (and `linear`'s memory) are checked as their work starts, after
+//! the checkpoint is read.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use dscl_cuda::{CudaBackend, Precision};
+use dscl_runtime::evaluate::METRICS_FILE;
+use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
+use dscl_runtime::stage2::{EPOCHS_FILE, LINEAR_FILE};
+use dscl_wgpu::WgpuBackend;
+
+use crate::cli::Command;
+
+/// Runs `$body` with `$b` bound to the chosen device (one monomorphic copy per backend, since
+/// the training code is generic over `Backend`).
+macro_rules! with_backend {
+    ($common:expr, |$b:ident| $body:block) => {{
+        use dscl_core::Backend as _;
+        use dscl_runtime::backend_choice::BackendChoice;
+        let choice: BackendChoice = $common.backend;
+        let precision: dscl_cuda::Precision = $common.precision;
+        precision
+            .check_backend(choice.name())
+            .map_err(anyhow::Error::msg)?;
+        match choice {
+            BackendChoice::Cpu => {
+                let backend = dscl_cpu::CpuBackend::new();
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: anyhow::Result<()> = $body;
+                result.map(|()| std::process::ExitCode::SUCCESS)
+            }
+            BackendChoice::Wgpu => {
+                let backend = $crate::commands::open_wgpu()?;
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: anyhow::Result<()> = $body;
+                result.map(|()| std::process::ExitCode::SUCCESS)
+            }
+            BackendChoice::Reference => anyhow::bail!(
+                "the reference backend computes in f64 and is for `runtime verify` only; train \
+                 with --backend cpu"
+            ),
+            BackendChoice::Cuda => {
+                let backend = $crate::commands::open_cuda(precision)?;
+                eprintln!("backend: {}", backend.device_name());
+                let $b = &backend;
+                let result: anyhow::Result<()> = $body;
+                result.map(|()| std::process::ExitCode::SUCCESS)
+            }
+        }
+    }};
+}
+
+mod eval;
+mod linear;
+mod plot;
+mod run;
+mod train;
+mod verify;
+
+/// What a stage-1 run (`train`, `run`) leaves in its output directory: a directory holding any
+/// of them holds a run, and `--overwrite` removes them all.
+const RUN_FILES: &[&str] = &[
+    STAGE1_FILE,
+    LOG_FILE,
+    LINEAR_FILE,
+    EPOCHS_FILE,
+    METRICS_FILE,
+    plot::PLOT_FILE,
+];
+
+/// Runs `command`; `given` holds the flags its command line gave (`--name`).
+pub fn run(command: Command, given: &BTreeSet<String>) -> Result<ExitCode> {
+    match command {
+        Command::Verify(cmd) => verify::run(cmd),
+        Command::Train(cmd) => train::run(cmd, given),
+        Command::Linear(cmd) => linear::run(cmd, given),
+        Command::Eval(cmd) => eval::run(cmd, given),
+        Command::Run(cmd) => run::run(cmd, given),
+        Command::Plot(cmd) => plot::run(cmd),
+    }
+}
+
+/// Opens the wgpu device, saying which adapter it is.
+fn open_wgpu() -> Result<WgpuBackend> {
+    WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
+}
+
+/// Opens GPU 0 and compiles the CUDA kernels for it, or says why it cannot.
+fn open_cuda(precision: Precision) -> Result<CudaBackend> {
+    CudaBackend::with_precision(0, precision).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
+}
