@@ -1,6 +1,7 @@
 //! The published training recipe (Xuan & Zhang 2024, ImageNet-LT, ResNet-50) as data: every
-//! hyperparameter a field, every default the published value. The runtime reads these and lets
-//! the user override them; the step-level ones live in [`DsclConfig`].
+//! hyperparameter a field, every default the published value. The runtime's defaults for
+//! image files are these, and its presets for smaller data are written as changes to them; the
+//! step-level ones live in [`DsclConfig`].
 
 use crate::train::dscl_step::DsclConfig;
 use crate::train::optim::SgdConfig;
@@ -27,7 +28,11 @@ pub struct Stage1Recipe {
 impl Default for Stage1Recipe {
     fn default() -> Self {
         Stage1Recipe {
-            step: DsclConfig::default(),
+            // The published run: 2 GPUs under DistributedDataParallel, each its own group.
+            step: DsclConfig {
+                replicas: 2,
+                ..DsclConfig::default()
+            },
             batch: 256,
             epochs: 200,
             warmup_epochs: 10,
@@ -100,6 +105,7 @@ mod tests {
             (0.07, 1.5, 5)
         );
         assert_eq!((s1.step.queue_len, s1.step.key_momentum), (65536, 0.999));
+        assert_eq!(s1.step.replicas, 2);
         assert_eq!(
             (s1.step.sgd.momentum, s1.step.sgd.weight_decay),
             (0.9, 5e-4)

@@ -10,7 +10,7 @@ mod flags;
 mod presets;
 
 pub use flags::{DataArgs, EvalArgs, LinearArgs, TrainArgs};
-pub use presets::default_crop_size;
+pub use presets::{default_crop_size, preset, Preset};
 
 use std::collections::{BTreeMap, BTreeSet};
 
