@@ -8,12 +8,13 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use dscl_core::loss::host::{download_values, upload_labels, upload_values, HostProblem};
 use dscl_core::loss::{
-    ContrastiveInputs, ContrastiveShape, CrossEntropy, L2Normalize, PatchSelfDistillation,
-    PbsdInputs, PositiveWeighting, QueryGradient, SupervisedContrastive,
+    ContrastiveShape, CrossEntropy, L2Normalize, PatchSelfDistillation, PositiveWeighting,
+    QueryGradient, SupervisedContrastive,
 };
 use dscl_core::reference::ReferenceBackend;
-use dscl_core::{Backend, Element, Result};
+use dscl_core::{Backend, Result};
 use dscl_cpu::CpuBackend;
 use libfuzzer_sys::fuzz_target;
 
@@ -136,29 +137,44 @@ struct Case {
     values: Vec<Value>,
 }
 
-/// The case's sizes, already reduced to the small ranges the target explores.
-struct Dims {
-    batch: usize,
-    dim: usize,
-    queue_len: usize,
-    queue_filled: usize,
-    crops: usize,
-    num_classes: u32,
-}
-
 impl Case {
-    fn dims(&self) -> Dims {
+    /// The case as a host problem, its sizes reduced to the small ranges the target explores
+    /// and one buffer an element short if the case says so.
+    fn problem(&self) -> HostProblem {
         let queue_len = usize::from(self.queue_len % 33);
-        Dims {
+        let shape = ContrastiveShape {
             // 0 is allowed on purpose: a zero batch, dimension or class count must be refused.
             batch: usize::from(self.batch % 17),
             dim: usize::from(self.dim % 33),
             queue_len,
-            // Up to one past the queue, which must be refused.
-            queue_filled: usize::from(self.queue_filled) % (queue_len + 2),
-            crops: usize::from(self.crops % 5),
             num_classes: u32::from(self.num_classes % 12),
+        };
+        // Up to one past the queue, which must be refused.
+        let queue_filled = usize::from(self.queue_filled) % (queue_len + 2);
+        let crops = usize::from(self.crops % 5);
+        let (b, d, filled) = (shape.batch, shape.dim, queue_filled.min(queue_len));
+        let mut p = HostProblem {
+            shape,
+            queue_filled,
+            crops,
+            queries: self.values(b * d, 0),
+            keys: self.values(b * d, 1),
+            queue: self.values(filled * d, 2),
+            labels: self.labels(b, 0, shape.num_classes),
+            queue_labels: self.labels(filled, 1, shape.num_classes),
+            teachers: self.values(crops * b * d, 3),
+            students: self.values(crops * b * d, 4),
+        };
+        match self.short {
+            ShortBuffer::None => {}
+            ShortBuffer::Queries => drop(p.queries.pop()),
+            ShortBuffer::Keys => drop(p.keys.pop()),
+            ShortBuffer::Queue => drop(p.queue.pop()),
+            ShortBuffer::Labels => drop(p.labels.pop()),
+            ShortBuffer::Teachers => drop(p.teachers.pop()),
+            ShortBuffer::Students => drop(p.students.pop()),
         }
+        p
     }
 
     /// `len` values, cycling through the case's values (zeros when it has none); `salt` makes
@@ -194,76 +210,23 @@ impl Case {
     }
 }
 
-/// Host data of one case, in f64.
-struct HostInputs {
-    queries: Vec<f64>,
-    keys: Vec<f64>,
-    queue: Vec<f64>,
-    labels: Vec<u32>,
-    queue_labels: Vec<u32>,
-    teachers: Vec<f64>,
-    students: Vec<f64>,
-}
-
-impl HostInputs {
-    fn new(case: &Case, d: &Dims) -> Self {
-        let mut host = HostInputs {
-            queries: case.values(d.batch * d.dim, 0),
-            keys: case.values(d.batch * d.dim, 1),
-            queue: case.values(d.queue_filled.min(d.queue_len) * d.dim, 2),
-            labels: case.labels(d.batch, 0, d.num_classes),
-            queue_labels: case.labels(d.queue_filled.min(d.queue_len), 1, d.num_classes),
-            teachers: case.values(d.crops * d.batch * d.dim, 3),
-            students: case.values(d.crops * d.batch * d.dim, 4),
-        };
-        match case.short {
-            ShortBuffer::None => {}
-            ShortBuffer::Queries => drop(host.queries.pop()),
-            ShortBuffer::Keys => drop(host.keys.pop()),
-            ShortBuffer::Queue => drop(host.queue.pop()),
-            ShortBuffer::Labels => drop(host.labels.pop()),
-            ShortBuffer::Teachers => drop(host.teachers.pop()),
-            ShortBuffer::Students => drop(host.students.pop()),
-        }
-        host
-    }
-}
-
-fn upload<B: Backend>(backend: &B, host: &[f64]) -> Result<B::Buffer> {
-    let elems: Vec<B::Elem> = host.iter().map(|&x| B::Elem::from_f64(x)).collect();
-    let mut buf = backend.alloc(elems.len())?;
-    backend.upload(&mut buf, 0, &elems)?;
-    Ok(buf)
-}
-
-fn upload_labels<B: Backend>(backend: &B, host: &[u32]) -> Result<B::IndexBuffer> {
-    let mut buf = backend.alloc_index(host.len())?;
-    backend.upload_index(&mut buf, 0, host)?;
-    Ok(buf)
-}
-
-fn download<B: Backend>(backend: &B, buf: &B::Buffer, len: usize) -> Result<Vec<f64>> {
-    let mut host = vec![B::Elem::default(); len];
-    backend.download(buf, 0, &mut host)?;
-    Ok(host.iter().map(|x| x.widen()).collect())
-}
-
-/// Uploads `host` (rows of `dim`), L2-normalised on the device when `normalize`.
-fn features<B: Backend>(
+/// Replaces `buf` (the upload of `host`, rows of `dim`) by its rows L2-normalised on the
+/// device, as training feeds the losses.
+fn normalize<B: Backend>(
     backend: &B,
     what: &'static str,
+    buf: &mut B::Buffer,
     host: &[f64],
     dim: usize,
-    normalize: bool,
-) -> Result<B::Buffer> {
-    let raw = upload(backend, host)?;
-    if !normalize || dim == 0 {
-        return Ok(raw);
+) -> Result<()> {
+    if dim == 0 {
+        return Ok(());
     }
-    let rows = host.len() / dim;
     let mut out = backend.alloc(host.len())?;
-    L2Normalize::new(backend, rows, dim)?.forward_checked(backend, what, &raw, &mut out)?;
-    Ok(out)
+    L2Normalize::new(backend, host.len() / dim, dim)?
+        .forward_checked(backend, what, buf, &mut out)?;
+    *buf = out;
+    Ok(())
 }
 
 /// Panics, naming the loss and backend, unless the loss and every gradient are finite.
@@ -281,100 +244,99 @@ fn assert_finite<B: Backend>(backend: &B, what: &str, loss: f64, grad: &[f64]) {
 fn contrastive<B: Backend>(
     backend: &B,
     case: &Case,
-    d: &Dims,
-    host: &HostInputs,
+    host: &HostProblem,
     weighting: PositiveWeighting,
 ) -> Result<()> {
-    let shape = ContrastiveShape {
-        batch: d.batch,
-        dim: d.dim,
-        queue_len: d.queue_len,
-        num_classes: d.num_classes,
-    };
     let mut loss = SupervisedContrastive::new(
         backend,
-        shape,
+        host.shape,
         weighting,
         case.temperature.to_f64(),
         case.max_block_elems(),
     )?;
-    let queries = features(backend, "queries", &host.queries, d.dim, case.normalize)?;
-    let keys = features(backend, "keys", &host.keys, d.dim, case.normalize)?;
-    let queue = features(backend, "queue", &host.queue, d.dim, case.normalize)?;
-    let labels = upload_labels(backend, &host.labels)?;
-    let queue_labels = upload_labels(backend, &host.queue_labels)?;
-    let inputs = ContrastiveInputs::<B> {
-        queries: &queries,
-        keys: &keys,
-        queue: &queue,
-        labels: &labels,
-        queue_labels: &queue_labels,
-        queue_filled: d.queue_filled,
-    };
+    let mut device = host.upload(backend)?;
+    if case.normalize {
+        let dim = host.shape.dim;
+        normalize(backend, "queries", &mut device.queries, &host.queries, dim)?;
+        normalize(backend, "keys", &mut device.keys, &host.keys, dim)?;
+        normalize(backend, "queue", &mut device.queue, &host.queue, dim)?;
+    }
     let mode = if case.anchor_only {
         QueryGradient::AnchorOnly
     } else {
         QueryGradient::ThroughContrastSet
     };
-    let len = d.batch * d.dim;
+    let len = host.shape.batch * host.shape.dim;
     let mut grad = backend.alloc(len)?;
-    let value = loss.forward_backward(backend, &inputs, mode, &mut grad)?;
+    let value = loss.forward_backward(backend, &device.contrastive_inputs(), mode, &mut grad)?;
     let what = format!("{weighting:?} ({mode:?})");
-    assert_finite(backend, &what, value, &download(backend, &grad, len)?);
+    assert_finite(
+        backend,
+        &what,
+        value,
+        &download_values(backend, &grad, len)?,
+    );
     Ok(())
 }
 
-fn pbsd<B: Backend>(backend: &B, case: &Case, d: &Dims, host: &HostInputs) -> Result<()> {
-    let shape = ContrastiveShape {
-        batch: d.batch,
-        dim: d.dim,
-        queue_len: d.queue_len,
-        num_classes: d.num_classes,
-    };
+fn pbsd<B: Backend>(backend: &B, case: &Case, host: &HostProblem) -> Result<()> {
     let mut loss = PatchSelfDistillation::with_max_block_elems(
         backend,
-        shape,
-        d.crops,
+        host.shape,
+        host.crops,
         case.temperature.to_f64(),
         case.max_block_elems(),
     )?;
-    let teachers = features(backend, "teachers", &host.teachers, d.dim, case.normalize)?;
-    let students = features(backend, "students", &host.students, d.dim, case.normalize)?;
-    let keys = features(backend, "keys", &host.keys, d.dim, case.normalize)?;
-    let queue = features(backend, "queue", &host.queue, d.dim, case.normalize)?;
-    let inputs = PbsdInputs::<B> {
-        teachers: &teachers,
-        students: &students,
-        keys: &keys,
-        queue: &queue,
-        queue_filled: d.queue_filled,
-    };
-    let len = d.crops * d.batch * d.dim;
+    let mut device = host.upload(backend)?;
+    if case.normalize {
+        let dim = host.shape.dim;
+        normalize(
+            backend,
+            "teachers",
+            &mut device.teachers,
+            &host.teachers,
+            dim,
+        )?;
+        normalize(
+            backend,
+            "students",
+            &mut device.students,
+            &host.students,
+            dim,
+        )?;
+        normalize(backend, "keys", &mut device.keys, &host.keys, dim)?;
+        normalize(backend, "queue", &mut device.queue, &host.queue, dim)?;
+    }
+    let len = host.crops * host.shape.batch * host.shape.dim;
     let mut grad = backend.alloc(len)?;
-    let value = loss.forward_backward(backend, &inputs, &mut grad)?;
-    assert_finite(backend, "PBSD", value, &download(backend, &grad, len)?);
+    let value = loss.forward_backward(backend, &device.pbsd_inputs(), &mut grad)?;
+    assert_finite(
+        backend,
+        "PBSD",
+        value,
+        &download_values(backend, &grad, len)?,
+    );
     Ok(())
 }
 
 /// Cross-entropy with the batch as rows and `dim` as classes.
-fn cross_entropy<B: Backend>(backend: &B, d: &Dims, host: &HostInputs) -> Result<()> {
-    let mut loss = CrossEntropy::new(backend, d.batch, d.dim)?;
-    let mut logits = upload(backend, &host.queries)?;
+fn cross_entropy<B: Backend>(backend: &B, host: &HostProblem) -> Result<()> {
+    let (batch, dim) = (host.shape.batch, host.shape.dim);
+    let mut loss = CrossEntropy::new(backend, batch, dim)?;
+    let mut logits = upload_values(backend, &host.queries)?;
     let labels = upload_labels(backend, &host.labels)?;
     let value = loss.forward_backward(backend, &mut logits, &labels)?;
-    let len = d.batch * d.dim;
     assert_finite(
         backend,
         "cross-entropy",
         value,
-        &download(backend, &logits, len)?,
+        &download_values(backend, &logits, batch * dim)?,
     );
     Ok(())
 }
 
 fn run_all<B: Backend>(backend: &B, case: &Case) {
-    let d = case.dims();
-    let host = HostInputs::new(case, &d);
+    let host = case.problem();
     // Errors are a valid outcome; only a panic or a non-finite Ok is a failure. A fault left
     // in the slot by one loss's error must not leak into the next, so each starts clean.
     let weightings = [
@@ -385,12 +347,12 @@ fn run_all<B: Backend>(backend: &B, case: &Case) {
     ];
     for weighting in weightings {
         let _ = backend.take_fault();
-        let _ = contrastive(backend, case, &d, &host, weighting);
+        let _ = contrastive(backend, case, &host, weighting);
     }
     let _ = backend.take_fault();
-    let _ = pbsd(backend, case, &d, &host);
+    let _ = pbsd(backend, case, &host);
     let _ = backend.take_fault();
-    let _ = cross_entropy(backend, &d, &host);
+    let _ = cross_entropy(backend, &host);
 }
 
 thread_local! {
