@@ -7,12 +7,13 @@
 //! `p_c ∝ imbalance^(-c / (num_classes - 1))` (ImageNet-LT's 1280-to-5 profile for 1000 classes
 //! and imbalance 256).
 
+use dscl_core::loss::host::{DeviceProblem, HostProblem};
 use dscl_core::loss::{
-    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, PositiveWeighting,
-    QueryGradient, SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_MAX_BLOCK_ELEMS,
+    ContrastiveShape, PatchSelfDistillation, PositiveWeighting, QueryGradient,
+    SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_MAX_BLOCK_ELEMS,
     DEFAULT_TEMPERATURE,
 };
-use dscl_core::{Backend, Element, Result};
+use dscl_core::{Backend, Result};
 
 /// The shapes and constants of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,79 +132,28 @@ pub fn long_tailed_labels(rng: &mut Rng, count: usize, classes: u32, imbalance: 
         .collect()
 }
 
-/// The host data of one step, in f32.
-#[derive(Clone, Debug)]
-pub struct HostData {
-    pub queries: Vec<f32>,
-    pub keys: Vec<f32>,
-    pub queue: Vec<f32>,
-    pub labels: Vec<u32>,
-    pub queue_labels: Vec<u32>,
-    pub teachers: Vec<f32>,
-    pub students: Vec<f32>,
-}
-
-impl HostData {
-    pub fn generate(cfg: &StepConfig) -> Self {
-        let mut rng = Rng::new(cfg.seed);
-        let (b, d) = (cfg.batch, cfg.dim);
-        HostData {
-            queries: unit_rows(&mut rng, b, d),
-            keys: unit_rows(&mut rng, b, d),
-            queue: unit_rows(&mut rng, cfg.queue_len, d),
-            labels: long_tailed_labels(&mut rng, b, cfg.num_classes, cfg.imbalance),
-            queue_labels: long_tailed_labels(
-                &mut rng,
-                cfg.queue_len,
-                cfg.num_classes,
-                cfg.imbalance,
-            ),
-            teachers: unit_rows(&mut rng, cfg.crops * b, d),
-            students: unit_rows(&mut rng, cfg.crops * b, d),
-        }
-    }
-}
-
-fn upload<B: Backend>(backend: &B, host: &[f32]) -> Result<B::Buffer> {
-    let mut buf = backend.alloc(host.len())?;
-    // Upload in chunks so the conversion needs no second full-size host copy.
-    let mut chunk = Vec::with_capacity(host.len().min(1 << 16));
-    for (i, part) in host.chunks(1 << 16).enumerate() {
-        chunk.clear();
-        chunk.extend(part.iter().map(|&x| B::Elem::from_f64(x as f64)));
-        backend.upload(&mut buf, i << 16, &chunk)?;
-    }
-    Ok(buf)
-}
-
-fn upload_index<B: Backend>(backend: &B, host: &[u32]) -> Result<B::IndexBuffer> {
-    let mut buf = backend.alloc_index(host.len())?;
-    backend.upload_index(&mut buf, 0, host)?;
-    Ok(buf)
-}
+/// The host data of one step, in f32 (half the host memory of f64 at the paper's shapes; the
+/// peak-memory comparison counts it).
+pub type HostData = HostProblem<f32>;
 
 /// The step's inputs on the device.
-pub struct StepInputs<B: Backend> {
-    pub queries: B::Buffer,
-    pub keys: B::Buffer,
-    pub queue: B::Buffer,
-    pub labels: B::IndexBuffer,
-    pub queue_labels: B::IndexBuffer,
-    pub teachers: B::Buffer,
-    pub students: B::Buffer,
-}
+pub type StepInputs<B> = DeviceProblem<B>;
 
-impl<B: Backend> StepInputs<B> {
-    pub fn upload(backend: &B, host: &HostData) -> Result<Self> {
-        Ok(StepInputs {
-            queries: upload(backend, &host.queries)?,
-            keys: upload(backend, &host.keys)?,
-            queue: upload(backend, &host.queue)?,
-            labels: upload_index(backend, &host.labels)?,
-            queue_labels: upload_index(backend, &host.queue_labels)?,
-            teachers: upload(backend, &host.teachers)?,
-            students: upload(backend, &host.students)?,
-        })
+/// Draws the step's inputs from `cfg.seed`: unit rows and long-tailed labels, a full queue.
+pub fn generate(cfg: &StepConfig) -> HostData {
+    let mut rng = Rng::new(cfg.seed);
+    let (b, d) = (cfg.batch, cfg.dim);
+    HostProblem {
+        shape: cfg.shape(),
+        queue_filled: cfg.queue_len,
+        crops: cfg.crops,
+        queries: unit_rows(&mut rng, b, d),
+        keys: unit_rows(&mut rng, b, d),
+        queue: unit_rows(&mut rng, cfg.queue_len, d),
+        labels: long_tailed_labels(&mut rng, b, cfg.num_classes, cfg.imbalance),
+        queue_labels: long_tailed_labels(&mut rng, cfg.queue_len, cfg.num_classes, cfg.imbalance),
+        teachers: unit_rows(&mut rng, cfg.crops * b, d),
+        students: unit_rows(&mut rng, cfg.crops * b, d),
     }
 }
 
@@ -249,39 +199,24 @@ impl<B: Backend> StepPlans<B> {
     }
 
     /// DSCL forward + backward: the loss, `dL/dQ` in `grad_queries`.
-    pub fn dscl(&mut self, backend: &B, cfg: &StepConfig, x: &StepInputs<B>) -> Result<f64> {
-        let inputs = ContrastiveInputs::<B> {
-            queries: &x.queries,
-            keys: &x.keys,
-            queue: &x.queue,
-            labels: &x.labels,
-            queue_labels: &x.queue_labels,
-            queue_filled: cfg.queue_len,
-        };
+    pub fn dscl(&mut self, backend: &B, x: &StepInputs<B>) -> Result<f64> {
         self.dscl.forward_backward(
             backend,
-            &inputs,
+            &x.contrastive_inputs(),
             QueryGradient::ThroughContrastSet,
             &mut self.grad_queries,
         )
     }
 
     /// PBSD forward + backward: the loss, `dL/dstudents` in `grad_students`.
-    pub fn pbsd(&mut self, backend: &B, cfg: &StepConfig, x: &StepInputs<B>) -> Result<f64> {
-        let inputs = PbsdInputs::<B> {
-            teachers: &x.teachers,
-            students: &x.students,
-            keys: &x.keys,
-            queue: &x.queue,
-            queue_filled: cfg.queue_len,
-        };
+    pub fn pbsd(&mut self, backend: &B, x: &StepInputs<B>) -> Result<f64> {
         self.pbsd
-            .forward_backward(backend, &inputs, &mut self.grad_students)
+            .forward_backward(backend, &x.pbsd_inputs(), &mut self.grad_students)
     }
 
     /// One step: (DSCL loss, PBSD loss).
-    pub fn step(&mut self, backend: &B, cfg: &StepConfig, x: &StepInputs<B>) -> Result<(f64, f64)> {
-        Ok((self.dscl(backend, cfg, x)?, self.pbsd(backend, cfg, x)?))
+    pub fn step(&mut self, backend: &B, x: &StepInputs<B>) -> Result<(f64, f64)> {
+        Ok((self.dscl(backend, x)?, self.pbsd(backend, x)?))
     }
 }
 
@@ -294,15 +229,14 @@ pub struct LossStep<B: Backend> {
 
 impl<B: Backend> LossStep<B> {
     pub fn new(backend: &B, cfg: StepConfig) -> Result<Self> {
-        let host = HostData::generate(&cfg);
-        let inputs = StepInputs::upload(backend, &host)?;
+        let inputs = generate(&cfg).upload(backend)?;
         let plans = StepPlans::new(backend, &cfg)?;
         Ok(LossStep { cfg, inputs, plans })
     }
 
     /// One step: (DSCL loss, PBSD loss).
     pub fn run(&mut self, backend: &B) -> Result<(f64, f64)> {
-        self.plans.step(backend, &self.cfg, &self.inputs)
+        self.plans.step(backend, &self.inputs)
     }
 }
 

@@ -13,7 +13,7 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use dscl_benches::loss::{HostData, LossStep, StepConfig, StepInputs, StepPlans};
+use dscl_benches::loss::{generate, LossStep, StepConfig, StepPlans};
 use dscl_benches::rss::{peak_extra, status_bytes, MIB};
 use dscl_core::loss::DEFAULT_MAX_BLOCK_ELEMS;
 use dscl_cpu::CpuBackend;
@@ -35,20 +35,20 @@ fn child(queue_len: usize, parts: usize, block_elems: usize) -> Result<(), Strin
     }
 
     let inputs = {
-        let host = HostData::generate(&cfg);
-        StepInputs::upload(&backend, &host).map_err(|e| e.to_string())?
+        let host = generate(&cfg);
+        host.upload(&backend).map_err(|e| e.to_string())?
     };
     let rss_inputs = status_bytes("VmRSS").map_err(|e| e.to_string())?;
 
     let (first, first_extra) = peak_extra(|| {
         let mut plans = StepPlans::with_max_block_elems(&backend, &cfg, block_elems)?;
-        let losses = plans.step(&backend, &cfg, &inputs)?;
+        let losses = plans.step(&backend, &inputs)?;
         Ok::<_, dscl_core::Error>((plans, losses))
     })
     .map_err(|e| e.to_string())?;
     let (mut plans, (dscl, pbsd)) = first.map_err(|e| e.to_string())?;
     let (second, second_extra) =
-        peak_extra(|| plans.step(&backend, &cfg, &inputs)).map_err(|e| e.to_string())?;
+        peak_extra(|| plans.step(&backend, &inputs)).map_err(|e| e.to_string())?;
     second.map_err(|e| e.to_string())?;
 
     println!(
@@ -73,8 +73,8 @@ fn child(queue_len: usize, parts: usize, block_elems: usize) -> Result<(), Strin
             println!("K={queue_len} part={name} ms_per_step={ms:.2}");
             Ok::<_, String>(ms)
         };
-        let d = time("dscl", &mut || plans.dscl(&backend, &cfg, &inputs))?;
-        let p = time("pbsd", &mut || plans.pbsd(&backend, &cfg, &inputs))?;
+        let d = time("dscl", &mut || plans.dscl(&backend, &inputs))?;
+        let p = time("pbsd", &mut || plans.pbsd(&backend, &inputs))?;
         println!(
             "K={queue_len} part=total ms_per_step={:.2} gemm_gflop={:.1} gflops_if_gemm_only={:.1}",
             d + p,

@@ -3,9 +3,10 @@
 //! ways (proptest strategies, a seeded generator, arbitrary bytes, a JSON file) and then run
 //! through any backend.
 //!
-//! Values are kept in f64 whatever the backend computes in: each upload rounds them to the
-//! backend's element once, so one problem gives an f64 oracle and an f32 backend the same
-//! inputs up to that rounding. The fields are public on purpose: a fuzz target shortens a
+//! Values are kept in f64 by default whatever the backend computes in: each upload rounds them
+//! to the backend's element once, so one problem gives an f64 oracle and an f32 backend the
+//! same inputs up to that rounding. A benchmark at the paper's shapes keeps them in f32
+//! (`HostProblem<f32>`), half the host memory for the same values on an f32 backend. The fields are public on purpose: a fuzz target shortens a
 //! buffer to check the shape errors, a test perturbs one value for finite differences.
 
 use alloc::vec;
@@ -19,9 +20,9 @@ use crate::loss::{
     QueryGradient, SupervisedContrastive,
 };
 
-/// Host-side inputs of SupCon/DSCL and PBSD, in f64, row-major.
+/// Host-side inputs of SupCon/DSCL and PBSD, row-major, in `T` (f64 unless said).
 #[derive(Clone, Debug, PartialEq)]
-pub struct HostProblem {
+pub struct HostProblem<T = f64> {
     /// B, d, K and the class count.
     pub shape: ContrastiveShape,
     /// Queue rows holding real keys (the first `queue_filled`; the rest are masked).
@@ -29,19 +30,19 @@ pub struct HostProblem {
     /// C: crops per image of PBSD.
     pub crops: usize,
     /// `[B, d]`.
-    pub queries: Vec<f64>,
+    pub queries: Vec<T>,
     /// `[B, d]`.
-    pub keys: Vec<f64>,
+    pub keys: Vec<T>,
     /// `[K, d]` (fewer rows when a caller tests a short queue).
-    pub queue: Vec<f64>,
+    pub queue: Vec<T>,
     /// `[B]`.
     pub labels: Vec<u32>,
     /// `[K]`.
     pub queue_labels: Vec<u32>,
     /// PBSD's teachers, `[C, B, d]`.
-    pub teachers: Vec<f64>,
+    pub teachers: Vec<T>,
     /// PBSD's students, `[C, B, d]`.
-    pub students: Vec<f64>,
+    pub students: Vec<T>,
 }
 
 /// A [`HostProblem`] uploaded to a backend.
@@ -56,7 +57,7 @@ pub struct DeviceProblem<B: Backend> {
     pub queue_filled: usize,
 }
 
-impl HostProblem {
+impl<T: Copy + Into<f64>> HostProblem<T> {
     /// Every buffer on `backend`, each value rounded once to its element.
     pub fn upload<B: Backend>(&self, backend: &B) -> Result<DeviceProblem<B>> {
         Ok(DeviceProblem {
@@ -143,10 +144,19 @@ impl<B: Backend> DeviceProblem<B> {
 }
 
 /// A new buffer holding `host`, each value rounded to the backend's element.
-pub fn upload_values<B: Backend>(backend: &B, host: &[f64]) -> Result<B::Buffer> {
-    let elems: Vec<B::Elem> = host.iter().map(|&x| B::Elem::from_f64(x)).collect();
-    let mut buf = backend.alloc(elems.len())?;
-    backend.upload(&mut buf, 0, &elems)?;
+pub fn upload_values<B: Backend, T: Copy + Into<f64>>(
+    backend: &B,
+    host: &[T],
+) -> Result<B::Buffer> {
+    // Converted in chunks, so a queue of 65536 rows needs no second full-size host copy.
+    const CHUNK: usize = 1 << 16;
+    let mut buf = backend.alloc(host.len())?;
+    let mut elems = Vec::with_capacity(host.len().min(CHUNK));
+    for (i, part) in host.chunks(CHUNK).enumerate() {
+        elems.clear();
+        elems.extend(part.iter().map(|&x| B::Elem::from_f64(x.into())));
+        backend.upload(&mut buf, i * CHUNK, &elems)?;
+    }
     Ok(buf)
 }
 
