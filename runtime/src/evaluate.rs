@@ -6,21 +6,23 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use dscl_core::nn::{Linear, ResNet, ResNetRecord, Scratch, TensorSet};
 use dscl_core::Backend;
 
 use crate::augment::eval_view;
-use crate::config::{EvalArgs, RunConfig};
+use crate::config::{DataArgs, EvalArgs, RunConfig};
 use crate::data::{open_test, workers, Dataset, Loader, LoaderConfig, Transform};
+use crate::io::checkpoint::schema::{self, Stage};
 use crate::io::checkpoint::Checkpoint;
+use crate::io::log::phase;
+use crate::io::out_dir::METRICS_FILE;
 use crate::io::progress::Progress;
 use crate::io::write_report;
 use crate::metrics::{Metrics, Tally};
 use crate::model;
-use crate::stage1::augment_config;
+use crate::train::augment_config;
 
-pub const METRICS_FILE: &str = "metrics.json";
 const EVAL_BATCH: usize = 64;
 
 /// Evaluates `checkpoint` on the test set named by `data` (or the one recorded in the
@@ -28,21 +30,23 @@ const EVAL_BATCH: usize = 64;
 pub fn evaluate<B: Backend<Elem = f32>>(
     backend: &B,
     checkpoint: &Path,
-    data: Option<&crate::config::DataArgs>,
+    data: Option<&DataArgs>,
     eval: &EvalArgs,
     out: &Path,
 ) -> Result<Metrics> {
     let ckpt = Checkpoint::read(checkpoint)?;
-    let stage = ckpt.meta("stage")?;
-    if stage != "linear" && stage != "ce" {
+    let stage = schema::stage_name(&ckpt)?;
+    if !matches!(
+        Stage::named(stage),
+        Some(Stage::Linear | Stage::CrossEntropy)
+    ) {
         bail!(
             "{} is a `{stage}` checkpoint; evaluate the classifier: linear.safetensors after \
              `runtime linear`, or stage1.safetensors of a `--loss ce` run",
             checkpoint.display()
         );
     }
-    let mut cfg = RunConfig::from_json(ckpt.meta("config")?)
-        .with_context(|| format!("{}: unreadable config record", checkpoint.display()))?;
+    let mut cfg = schema::config(&ckpt)?;
     if let Some(d) = data {
         let given = d.test_list.is_some()
             || d.imagenet_lt_test_json.is_some()
@@ -60,14 +64,11 @@ pub fn evaluate<B: Backend<Elem = f32>>(
             cfg.data.workers = d.workers;
         }
     }
-    let num_classes: usize = ckpt.meta("num_classes")?.parse().context("num_classes")?;
-    let counts: Vec<usize> =
-        serde_json::from_str(ckpt.meta("class_counts")?).context("class_counts")?;
+    let (num_classes, counts) = schema::classes(&ckpt)?;
     let net = model::classifier(&cfg, num_classes)?;
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
-    ckpt.get_set(backend, &net.params, &mut params, "")?;
-    ckpt.get_set(backend, &net.state, &mut state, "")?;
+    schema::load_classifier(&ckpt, backend, &net, &mut params, &mut state)?;
 
     let mut pass = TestPass::new(backend, &cfg, &net.backbone, num_classes, true)?;
     let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
@@ -150,7 +151,7 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
         let mut tally = Tally::new(k);
         let mut progress = self
             .show_progress
-            .then(|| Progress::new("eval", self.test.len().div_ceil(b) as u64, 0, None))
+            .then(|| Progress::new(phase::EVAL, self.test.len().div_ceil(b) as u64, 0, None))
             .transpose()?;
         let n = 3 * self.image_size * self.image_size;
         for batch in loader {
@@ -175,7 +176,7 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
                 tally.add(label, &self.host_logits[i * k..(i + 1) * k])?;
             }
             if let Some(p) = &mut progress {
-                p.step(batch.len() as u64, serde_json::json!({}))?;
+                p.tick(batch.len() as u64)?;
             }
         }
         if let Some(p) = &progress {

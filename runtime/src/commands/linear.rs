@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use dscl_runtime::io::out_dir;
-use dscl_runtime::stage2::{self, EPOCHS_FILE, LINEAR_FILE};
+use dscl_runtime::io::out_dir::{self, EPOCHS_FILE, LINEAR_FILE};
+use dscl_runtime::train::stage2;
 
 use crate::cli::{refuse_unused_flags, CommandName, LinearCommand};
 

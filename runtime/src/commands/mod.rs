@@ -12,9 +12,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use dscl_cuda::{CudaBackend, Precision};
-use dscl_runtime::evaluate::METRICS_FILE;
-use dscl_runtime::stage1::{LOG_FILE, STAGE1_FILE};
-use dscl_runtime::stage2::{EPOCHS_FILE, LINEAR_FILE};
 use dscl_wgpu::WgpuBackend;
 
 use crate::cli::Command;
@@ -66,17 +63,6 @@ mod plot;
 mod run;
 mod train;
 mod verify;
-
-/// What a stage-1 run (`train`, `run`) leaves in its output directory: a directory holding any
-/// of them holds a run, and `--overwrite` removes them all.
-const RUN_FILES: &[&str] = &[
-    STAGE1_FILE,
-    LOG_FILE,
-    LINEAR_FILE,
-    EPOCHS_FILE,
-    METRICS_FILE,
-    plot::PLOT_FILE,
-];
 
 /// Runs `command`; `given` holds the flags its command line gave (`--name`).
 pub fn run(command: Command, given: &BTreeSet<String>) -> Result<ExitCode> {

@@ -12,15 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use dscl_runtime::evaluate::METRICS_FILE;
-use dscl_runtime::stage1::LOG_FILE;
+use dscl_runtime::io::out_dir::{LOG_FILE, METRICS_FILE, PLOT_FILE};
 use plotters::prelude::*;
 use serde_json::Value;
 
 use crate::cli::PlotCommand;
-
-/// The plot of a run's output directory.
-pub const PLOT_FILE: &str = "plot.svg";
 
 pub fn run(cmd: PlotCommand) -> Result<ExitCode> {
     let path = draw(&cmd.out)?;

@@ -17,11 +17,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use dscl_runtime::config::{LossKind, RunConfig};
 use dscl_runtime::data::{open_test, open_train};
-use dscl_runtime::evaluate::{self, METRICS_FILE};
-use dscl_runtime::io::out_dir;
-use dscl_runtime::{memory, stage1, stage2};
+use dscl_runtime::evaluate;
+use dscl_runtime::io::out_dir::{self, METRICS_FILE, RUN_FILES};
+use dscl_runtime::memory;
+use dscl_runtime::train::{stage1, stage2};
 
-use super::{plot, RUN_FILES};
+use super::plot;
 use crate::cli::{refuse_unused_flags, CommandName, RunCommand};
 
 pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {

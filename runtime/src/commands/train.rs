@@ -14,10 +14,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use dscl_runtime::config::{LinearArgs, RunConfig};
 use dscl_runtime::data::open_train;
-use dscl_runtime::io::out_dir;
-use dscl_runtime::{memory, stage1};
+use dscl_runtime::io::out_dir::{self, RUN_FILES};
+use dscl_runtime::memory;
+use dscl_runtime::train::stage1;
 
-use super::RUN_FILES;
 use crate::cli::{refuse_unused_flags, CommandName, TrainCommand};
 
 pub fn run(cmd: TrainCommand, given: &BTreeSet<String>) -> Result<ExitCode> {

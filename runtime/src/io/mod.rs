@@ -5,6 +5,7 @@
 
 pub mod bounded_read;
 pub mod checkpoint;
+pub mod log;
 pub mod out_dir;
 pub mod progress;
 pub mod vectors;

@@ -12,6 +12,29 @@ use anyhow::{bail, Context, Result};
 /// The lock file in every output directory a command writes to; it holds the owner's pid.
 pub const LOCK_FILE: &str = ".dscl.lock";
 
+/// Stage 1's checkpoint (either loss), which `--resume` continues from.
+pub const STAGE1_FILE: &str = "stage1.safetensors";
+pub use super::log::LOG_FILE;
+/// Stage 2's classifier.
+pub const LINEAR_FILE: &str = "linear.safetensors";
+/// The per-epoch test-set evaluations of `--eval-every-epoch`.
+pub const EPOCHS_FILE: &str = "linear_epochs.json";
+/// The final classifier's test-set metrics.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The loss curve and per-class accuracy of `runtime plot` (and `run`).
+pub const PLOT_FILE: &str = "plot.svg";
+
+/// What a stage-1 run (`train`, `run`) leaves in its output directory: a directory holding any
+/// of them holds a run, and `--overwrite` removes them all.
+pub const RUN_FILES: &[&str] = &[
+    STAGE1_FILE,
+    LOG_FILE,
+    LINEAR_FILE,
+    EPOCHS_FILE,
+    METRICS_FILE,
+    PLOT_FILE,
+];
+
 /// A command's hold on its output directory: an advisory lock on [`LOCK_FILE`], released when
 /// this is dropped or the process ends, however it ends (the operating system drops the lock
 /// with the file descriptor, so a killed run leaves no stale lock behind).

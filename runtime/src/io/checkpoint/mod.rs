@@ -16,6 +16,8 @@
 //! - Writing goes to a temporary file in the same directory, is flushed to disk, then renamed
 //!   over the target: a crash leaves either the old checkpoint or the new one, never half.
 
+pub mod schema;
+
 use crate::io::bounded_read::{read_file, FileKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};

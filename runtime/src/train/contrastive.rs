@@ -1,0 +1,231 @@
+//! Stage 1 with DSCL or SupCon, and PBSD: the query encoder learns, the key encoder follows it
+//! by momentum, and the keys of each step join the queue.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use dscl_core::nn::Encoder;
+use dscl_core::train::{DsclBatch, DsclModel, DsclStep, StepShape};
+use dscl_core::Backend;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::SeedableRng;
+
+use super::epochs::{self, Plan, Stage};
+use super::report::ContrastiveReport;
+use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
+use super::{augment_config, Position};
+use crate::augment::{stage1_views, Stage1Views};
+use crate::config::{QueueInit, RunConfig};
+use crate::data::{class_counts, key_shuffle, Batch, Dataset, Transform};
+use crate::io::checkpoint::schema::{self, Run};
+use crate::io::out_dir::STAGE1_FILE;
+use crate::io::progress::Progress;
+use crate::model;
+
+pub(super) fn train<B: Backend<Elem = f32>>(
+    backend: &B,
+    plan: Plan<'_>,
+    resume: bool,
+) -> Result<()> {
+    let (cfg, out, data) = (plan.cfg, plan.out, plan.data);
+    let encoder: Encoder = model::encoder(cfg)?;
+    let num_classes = data.num_classes();
+    // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
+    let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
+    prepare_out(out, ckpt_bytes)?;
+
+    let step = DsclStep::new(
+        backend,
+        &encoder,
+        model::dscl_config(cfg),
+        StepShape {
+            batch: cfg.batch_size,
+            image_size: cfg.image_size,
+            crop_size: cfg.crop_size,
+            num_classes: num_classes as u32,
+        },
+    )?;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+    let mut m = DsclModel::new(backend, &encoder, cfg.queue, &mut rng)?;
+    if cfg.queue_init == QueueInit::Random {
+        // Drawn after the encoders from the same generator, as the official model draws its
+        // queue after building them; a resume replaces it with the checkpoint's queue.
+        m.queue.fill_random(backend, num_classes as u32, &mut rng)?;
+    }
+    let mut at = Position::default();
+    if let Some(ckpt) = resume_from(out, cfg, resume)? {
+        at = schema::load_contrastive(&ckpt, backend, cfg, &encoder, &mut m)?;
+        eprintln!(
+            "resuming from {} at epoch {} step {}",
+            ckpt.path().display(),
+            at.epoch + 1,
+            at.step_in_epoch
+        );
+    }
+    let mut stage = Contrastive::new(backend, cfg, out, encoder, step, m, data.as_ref())?;
+    epochs::run(&mut stage, &plan, at)?;
+    Ok(())
+}
+
+/// The contrastive stage: its model and step, and the batch's host and device buffers.
+struct Contrastive<'a, B: Backend> {
+    backend: &'a B,
+    cfg: &'a RunConfig,
+    out: &'a Path,
+    encoder: Encoder,
+    step: DsclStep<B>,
+    model: DsclModel<B>,
+    class_counts: Vec<usize>,
+    queries: Vec<f32>,
+    keys: Vec<f32>,
+    crops: Vec<f32>,
+    boxes: Vec<f32>,
+    queries_buf: B::Buffer,
+    keys_buf: B::Buffer,
+    crops_buf: B::Buffer,
+    boxes_buf: B::Buffer,
+    labels_buf: B::IndexBuffer,
+    /// Slot j of the key batch holds image `shuffle[j]`: the identity with one replica group.
+    shuffle: Vec<u32>,
+}
+
+impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
+    fn new(
+        backend: &'a B,
+        cfg: &'a RunConfig,
+        out: &'a Path,
+        encoder: Encoder,
+        step: DsclStep<B>,
+        model: DsclModel<B>,
+        data: &dyn Dataset,
+    ) -> Result<Self> {
+        let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
+        let (queries, keys) = (vec![0.0f32; b * 3 * s * s], vec![0.0f32; b * 3 * s * s]);
+        let crops = vec![0.0f32; c * b * 3 * cs * cs];
+        let boxes = vec![0.0f32; c * b * 5];
+        Ok(Contrastive {
+            backend,
+            cfg,
+            out,
+            encoder,
+            step,
+            model,
+            class_counts: class_counts(data),
+            queries_buf: backend.alloc(queries.len())?,
+            keys_buf: backend.alloc(keys.len())?,
+            crops_buf: backend.alloc(crops.len().max(1))?,
+            boxes_buf: backend.alloc(boxes.len().max(1))?,
+            labels_buf: backend.alloc_index(b)?,
+            queries,
+            keys,
+            crops,
+            boxes,
+            shuffle: (0..b as u32).collect(),
+        })
+    }
+}
+
+impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
+    type Item = Stage1Views;
+    type Report = ContrastiveReport;
+
+    fn transform(&self) -> Transform<Stage1Views> {
+        let aug = augment_config(self.cfg);
+        Arc::new(move |img, rng| Ok(stage1_views(img, &aug, rng)))
+    }
+
+    fn step(&mut self, batch: &Batch<Stage1Views>, lr: f64, at: Position) -> Result<Self::Report> {
+        let cfg = self.cfg;
+        let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
+        let (qi, ki) = (3 * s * s, 3 * cs * cs);
+        let pbsd = cfg.pbsd_weight > 0.0;
+        if batch.items.len() != b {
+            bail!(
+                "a stage-1 batch of {} images where {b} were planned",
+                batch.items.len()
+            );
+        }
+        // With several replica groups the key images go in at their shuffled slots, for the
+        // key encoder's shuffled batch norm (batches are full: the loader drops the last).
+        let shuffled = cfg.replicas > 1;
+        if shuffled {
+            key_shuffle(cfg.seed, at.global_step, &mut self.shuffle);
+        }
+        for (slot, &image) in self.shuffle.iter().enumerate() {
+            self.keys[slot * qi..(slot + 1) * qi].copy_from_slice(&batch.items[image as usize].key);
+        }
+        for (i, v) in batch.items.iter().enumerate() {
+            self.queries[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
+            if pbsd {
+                for ci in 0..c {
+                    let row = ci * b + i;
+                    self.crops[row * ki..(row + 1) * ki].copy_from_slice(&v.crops[ci]);
+                    let [x1, y1, x2, y2] = v.boxes[ci];
+                    self.boxes[row * 5..row * 5 + 5].copy_from_slice(&[i as f32, x1, y1, x2, y2]);
+                }
+            }
+        }
+        let backend = self.backend;
+        backend.upload(&mut self.queries_buf, 0, &self.queries)?;
+        backend.upload(&mut self.keys_buf, 0, &self.keys)?;
+        if pbsd {
+            backend.upload(&mut self.crops_buf, 0, &self.crops)?;
+            backend.upload(&mut self.boxes_buf, 0, &self.boxes)?;
+        }
+        backend.upload_index(&mut self.labels_buf, 0, &batch.labels)?;
+        let inputs = DsclBatch {
+            queries: &self.queries_buf,
+            keys: &self.keys_buf,
+            crops: &self.crops_buf,
+            crop_boxes: &self.boxes_buf,
+            labels: &self.labels_buf,
+            key_shuffle: shuffled.then_some(&self.shuffle[..]),
+        };
+        let losses = self
+            .step
+            .step(backend, &self.encoder, &mut self.model, &inputs, lr)
+            .with_context(|| {
+                format!(
+                    "stage-1 step {} (epoch {})",
+                    at.global_step + 1,
+                    at.epoch + 1
+                )
+            })?;
+        Ok(ContrastiveReport {
+            loss: losses.total,
+            contrastive: losses.contrastive,
+            pbsd: losses.pbsd,
+        })
+    }
+
+    fn save(&mut self, at: Position) -> Result<()> {
+        let run = Run {
+            cfg: self.cfg,
+            class_counts: &self.class_counts,
+        };
+        schema::save_contrastive(
+            &self.out.join(STAGE1_FILE),
+            self.backend,
+            run,
+            &self.encoder,
+            &self.model,
+            at,
+        )
+    }
+
+    fn saved(&self, at: Position) -> String {
+        saved_at(self.out, at)
+    }
+
+    fn epoch_done(
+        &mut self,
+        plan: &Plan<'_>,
+        epochs_done: usize,
+        mean: f64,
+        progress: &Progress,
+    ) -> Result<()> {
+        show_epoch(plan, epochs_done, mean, progress);
+        Ok(())
+    }
+}
