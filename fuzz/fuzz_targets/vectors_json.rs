@@ -12,20 +12,21 @@ fuzz_target!(|text: &str| {
     let Ok(v) = Vectors::from_json(text) else {
         return;
     };
-    let (b, d, k, c) = (v.batch, v.dim, v.queue_len, v.crops);
-    assert_eq!(v.queries.len(), b * d);
-    assert_eq!(v.keys.len(), b * d);
-    assert_eq!(v.queue.len(), k * d);
-    assert_eq!(v.labels.len(), b);
-    assert_eq!(v.queue_labels.len(), k);
-    assert_eq!(v.teachers.len(), c * b * d);
-    assert_eq!(v.students.len(), c * b * d);
-    assert!(v
+    let p = &v.problem;
+    let (b, d, k, c) = (p.shape.batch, p.shape.dim, p.shape.queue_len, p.crops);
+    assert_eq!(p.queries.len(), b * d);
+    assert_eq!(p.keys.len(), b * d);
+    assert_eq!(p.queue.len(), k * d);
+    assert_eq!(p.labels.len(), b);
+    assert_eq!(p.queue_labels.len(), k);
+    assert_eq!(p.teachers.len(), c * b * d);
+    assert_eq!(p.students.len(), c * b * d);
+    assert!(p
         .labels
         .iter()
-        .chain(&v.queue_labels)
-        .all(|&y| y < v.num_classes));
-    let inputs = [&v.queries, &v.keys, &v.queue, &v.teachers, &v.students];
+        .chain(&p.queue_labels)
+        .all(|&y| y < p.shape.num_classes));
+    let inputs = [&p.queries, &p.keys, &p.queue, &p.teachers, &p.students];
     assert!(inputs.iter().all(|m| m.iter().all(|x| x.is_finite())));
     assert!(v.temperature.is_finite() && v.temperature > 0.0);
     assert!(v.beta.is_finite() && v.beta >= 0.0);

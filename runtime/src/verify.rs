@@ -3,54 +3,19 @@
 
 use crate::io::vectors::{Outputs, Vectors};
 use anyhow::{Context, Result};
-use dscl_core::loss::{
-    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
-    SupervisedContrastive,
-};
-use dscl_core::{Backend, Element};
+use dscl_core::loss::host::download_values;
+use dscl_core::loss::{PatchSelfDistillation, QueryGradient, SupervisedContrastive};
+use dscl_core::Backend;
 
 /// Runs every loss of the file on `backend` and returns the same outputs the file states.
 pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
-    let shape = ContrastiveShape {
-        batch: v.batch,
-        dim: v.dim,
-        queue_len: v.queue_len,
-        num_classes: v.num_classes,
-    };
-    let upload = |host: &[f64]| -> Result<B::Buffer> {
-        let elems: Vec<B::Elem> = host.iter().map(|&x| B::Elem::from_f64(x)).collect();
-        let mut buf = backend.alloc(elems.len())?;
-        backend.upload(&mut buf, 0, &elems)?;
-        Ok(buf)
-    };
-    let upload_labels = |host: &[u32]| -> Result<B::IndexBuffer> {
-        let mut buf = backend.alloc_index(host.len())?;
-        backend.upload_index(&mut buf, 0, host)?;
-        Ok(buf)
-    };
-    let download = |buf: &B::Buffer, len: usize| -> Result<Vec<f64>> {
-        let mut host = vec![B::Elem::default(); len];
-        backend.download(buf, 0, &mut host)?;
-        Ok(host.iter().map(|x| x.widen()).collect())
-    };
+    let p = &v.problem;
+    let (shape, batch) = (p.shape, p.shape.batch);
+    let device = p.upload(backend)?;
+    let inputs = device.contrastive_inputs();
+    let download = |buf: &B::Buffer, len: usize| download_values(backend, buf, len);
 
-    let queries = upload(&v.queries)?;
-    let keys = upload(&v.keys)?;
-    let queue = upload(&v.queue)?;
-    let teachers = upload(&v.teachers)?;
-    let students = upload(&v.students)?;
-    let labels = upload_labels(&v.labels)?;
-    let queue_labels = upload_labels(&v.queue_labels)?;
-    let inputs = ContrastiveInputs::<B> {
-        queries: &queries,
-        keys: &keys,
-        queue: &queue,
-        labels: &labels,
-        queue_labels: &queue_labels,
-        queue_filled: v.queue_len,
-    };
-
-    let bd = v.batch * v.dim;
+    let bd = batch * shape.dim;
     let mut grad = backend.alloc(bd)?;
     let mut out = Outputs::default();
 
@@ -64,7 +29,7 @@ pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
         )
         .context("DSCL")?;
     out.grad_q_dscl = download(&grad, bd)?;
-    out.dscl_per_anchor = download(dscl.per_anchor_loss(), v.batch)?;
+    out.dscl_per_anchor = download(dscl.per_anchor_loss(), batch)?;
     dscl.forward_backward(backend, &inputs, QueryGradient::AnchorOnly, &mut grad)?;
     out.grad_q_dscl_anchor_only = download(&grad, bd)?;
 
@@ -78,28 +43,22 @@ pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {
         )
         .context("SupCon")?;
     out.grad_q_supcon = download(&grad, bd)?;
-    out.supcon_per_anchor = download(supcon.per_anchor_loss(), v.batch)?;
+    out.supcon_per_anchor = download(supcon.per_anchor_loss(), batch)?;
     supcon.forward_backward(backend, &inputs, QueryGradient::AnchorOnly, &mut grad)?;
     out.grad_q_supcon_anchor_only = download(&grad, bd)?;
 
-    let mut pbsd = PatchSelfDistillation::new(backend, shape, v.crops, v.temperature)?;
-    let pbsd_inputs = PbsdInputs::<B> {
-        teachers: &teachers,
-        students: &students,
-        keys: &keys,
-        queue: &queue,
-        queue_filled: v.queue_len,
-    };
-    let crop_len = v.crops * bd;
+    let mut pbsd = PatchSelfDistillation::new(backend, shape, p.crops, v.temperature)?;
+    let pbsd_inputs = device.pbsd_inputs();
+    let crop_len = p.crops * bd;
     let mut grad_students = backend.alloc(crop_len)?;
     out.pbsd_loss = pbsd
         .forward_backward(backend, &pbsd_inputs, &mut grad_students)
         .context("PBSD")?;
     out.grad_students_pbsd = download(&grad_students, crop_len)?;
-    let per_anchor = download(pbsd.per_anchor_loss(), v.crops * v.batch)?;
+    let per_anchor = download(pbsd.per_anchor_loss(), p.crops * batch)?;
     out.pbsd_per_crop = per_anchor
-        .chunks(v.batch)
-        .map(|crop| crop.iter().sum::<f64>() / v.batch as f64)
+        .chunks(batch)
+        .map(|crop| crop.iter().sum::<f64>() / batch as f64)
         .collect();
     Ok(out)
 }

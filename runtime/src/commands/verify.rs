@@ -42,10 +42,10 @@ fn verify_on<B: Backend>(backend: &B, vectors: &Vectors, tol: f64) -> Result<Exi
     println!(
         "verifying on {} (B={}, d={}, K={}, C={}, tau={}, beta={}), tolerance {tol:e}",
         backend.device_name(),
-        vectors.batch,
-        vectors.dim,
-        vectors.queue_len,
-        vectors.crops,
+        vectors.problem.shape.batch,
+        vectors.problem.shape.dim,
+        vectors.problem.shape.queue_len,
+        vectors.problem.crops,
         vectors.temperature,
         vectors.beta
     );

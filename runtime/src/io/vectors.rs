@@ -6,29 +6,18 @@
 
 use crate::io::bounded_read::{read_file, FileKind};
 use anyhow::{anyhow, bail, Context, Result};
+use dscl_core::loss::host::HostProblem;
+use dscl_core::loss::ContrastiveShape;
 use serde_json::Value;
 use std::path::Path;
 
-/// One test case: the inputs of SupCon, DSCL and PBSD and their expected outputs.
+/// One test case: the inputs of SupCon, DSCL and PBSD (a full queue) with their
+/// hyperparameters, and the expected outputs.
 #[derive(Clone, Debug)]
 pub struct Vectors {
-    pub batch: usize,
-    pub dim: usize,
-    pub queue_len: usize,
-    pub crops: usize,
-    pub num_classes: u32,
+    pub problem: HostProblem,
     pub temperature: f64,
     pub beta: f64,
-    /// B x d, row-major.
-    pub queries: Vec<f64>,
-    pub keys: Vec<f64>,
-    /// K x d.
-    pub queue: Vec<f64>,
-    pub labels: Vec<u32>,
-    pub queue_labels: Vec<u32>,
-    /// C x B x d.
-    pub teachers: Vec<f64>,
-    pub students: Vec<f64>,
     pub expected: Outputs,
 }
 
@@ -118,14 +107,15 @@ impl Vectors {
             positive_counts: optional("positive_counts", batch)?,
             dscl_weight_sums: optional("dscl_weight_sums", batch)?,
         };
-        Ok(Vectors {
-            batch,
-            dim,
-            queue_len,
+        let problem = HostProblem {
+            shape: ContrastiveShape {
+                batch,
+                dim,
+                queue_len,
+                num_classes,
+            },
+            queue_filled: queue_len,
             crops,
-            num_classes,
-            temperature,
-            beta,
             queries: matrix(inputs, "inputs.q", &[batch, dim])?,
             keys: matrix(inputs, "inputs.k", &[batch, dim])?,
             queue: matrix(inputs, "inputs.queue", &[queue_len, dim])?,
@@ -133,6 +123,11 @@ impl Vectors {
             queue_labels,
             teachers: matrix(inputs, "inputs.teachers", &[crops, batch, dim])?,
             students: matrix(inputs, "inputs.students", &[crops, batch, dim])?,
+        };
+        Ok(Vectors {
+            problem,
+            temperature,
+            beta,
             expected,
         })
     }
@@ -266,9 +261,12 @@ mod tests {
     #[test]
     fn reads_the_shipped_file() {
         let v = Vectors::from_json(SMALL).unwrap();
-        assert_eq!((v.batch, v.dim, v.queue_len, v.crops), (8, 16, 32, 2));
-        assert_eq!(v.queries.len(), 8 * 16);
-        assert_eq!(v.teachers.len(), 2 * 8 * 16);
+        let p = &v.problem;
+        let s = p.shape;
+        assert_eq!((s.batch, s.dim, s.queue_len, p.crops), (8, 16, 32, 2));
+        assert_eq!(p.queue_filled, 32);
+        assert_eq!(p.queries.len(), 8 * 16);
+        assert_eq!(p.teachers.len(), 2 * 8 * 16);
         assert_eq!(v.expected.dscl_loss, 7.534316699220439);
     }
 
