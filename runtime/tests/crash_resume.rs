@@ -118,8 +118,35 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
     }
 }
 
+/// Waits until `signal` is no longer pending for process `pid` (its handler has run), as
+/// `/proc/PID/status` shows in the masks of pending signals (SigPnd for the thread, ShdPnd for
+/// the process). A process that has ended has nothing pending.
+fn wait_until_delivered(pid: i32, signal: i32) {
+    let bit = 1u64 << (signal - 1);
+    let start = Instant::now();
+    loop {
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return;
+        };
+        let pending = status
+            .lines()
+            .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+            .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+            .fold(0, |mask, m| mask | m);
+        if pending & bit == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "signal {signal} still pending after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Starts the run with stderr captured, waits until it has logged `steps` steps, sends each of
-/// `signals` in turn (1 ms apart), and returns its exit status and stderr.
+/// `signals` in turn (each once the one before was delivered), and returns its exit status and
+/// stderr.
 fn signalled(out: &Path, steps: usize, signals: &[i32]) -> (std::process::ExitStatus, String) {
     let mut child = command(out).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
@@ -138,7 +165,10 @@ fn signalled(out: &Path, steps: usize, signals: &[i32]) -> (std::process::ExitSt
     for &signal in signals {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-        std::thread::sleep(Duration::from_millis(1));
+        // Standard signals do not queue: a second one sent while the first is still pending
+        // (the child not yet scheduled, as on a loaded machine) merges with it. Each is sent
+        // only once the one before has been delivered.
+        wait_until_delivered(pid, signal);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
