@@ -806,3 +806,45 @@ fn max_index_mib_bounds_the_index_files_read() {
     assert_refused_before_work(&o, &out, &["missing.png"]);
     assert!(!text(&o).contains("an index file may have"), "{}", text(&o));
 }
+
+/// `run` indexes and checks its training set once, before stage 1, and stage 2 trains on that
+/// same set: a listed image that does not exist is reported once, not again by stage 2.
+#[test]
+fn run_indexes_its_training_set_once() {
+    let dir = temp("index-once");
+    let train = write_image_list(&dir, "train.txt", 3, 4);
+    let mut lines = fs::read_to_string(&train).unwrap();
+    lines.push_str("not-there.png 1\n");
+    fs::write(&train, lines).unwrap();
+    let test = write_image_list(&dir, "test.txt", 3, 1);
+    let out = dir.join("out");
+    let o = runtime(&[
+        "run",
+        "--train-list",
+        train.to_str().unwrap(),
+        "--test-list",
+        test.to_str().unwrap(),
+        "--skip-bad",
+        "--image-size",
+        "8",
+        "--arch",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--queue",
+        "8",
+        "--epochs",
+        "1",
+        "--linear-epochs",
+        "1",
+        "--linear-batch-size",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reports = text(&o)
+        .matches("skipping 1 listed image that does not exist")
+        .count();
+    assert_eq!(reports, 1, "{}", text(&o));
+}

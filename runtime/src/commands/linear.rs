@@ -40,7 +40,15 @@ pub fn run(cmd: LinearCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
             overwrite,
         )?;
         // 4. The work.
-        let s2 = stage2::train(b, common.backend, &checkpoint, &linear, &eval, &common.out)?;
+        let s2 = stage2::train(
+            b,
+            common.backend,
+            None,
+            &checkpoint,
+            &linear,
+            &eval,
+            &common.out,
+        )?;
         eprintln!("wrote {}", s2.checkpoint.display());
         if let (Some(m), Some(epochs)) = (&s2.final_metrics, &s2.epochs) {
             println!("{}", m.table());

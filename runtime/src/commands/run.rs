@@ -67,11 +67,12 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         let _lock = out_dir::lock(&out)?;
         out_dir::claim(&out, RUN_FILES, RUN_FILES, resume, overwrite)?;
         // 6. The work.
-        let stage1 = stage1::train(b, &cfg, train_set, &out, resume, None)?;
+        let stage1 = stage1::train(b, &cfg, train_set.clone(), &out, resume, None)?;
         let (classifier, epochs) = if cfg.loss == LossKind::Ce {
             (stage1, None)
         } else {
-            let s2 = stage2::train(b, choice, &stage1, &linear, &eval, &out)?;
+            // The training set and stage 2's memory were checked in phases 2 and 3.
+            let s2 = stage2::train(b, choice, Some(train_set), &stage1, &linear, &eval, &out)?;
             (s2.checkpoint, s2.epochs)
         };
         let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;

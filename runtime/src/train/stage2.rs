@@ -33,7 +33,7 @@ use super::{augment_config, Position};
 use crate::augment::stage2_view;
 use crate::backend_choice::BackendChoice;
 use crate::config::{EvalArgs, LinearArgs, RunConfig};
-use crate::data::{class_counts, open_train, Batch, Transform};
+use crate::data::{class_counts, open_train, Batch, Dataset, Transform};
 use crate::evaluate::TestPass;
 use crate::io::checkpoint::schema::{self, LinearModel, Run, Stage as Written};
 use crate::io::checkpoint::{remove_stale_temporaries, Checkpoint};
@@ -83,9 +83,14 @@ fn schedule(cfg: &RunConfig) -> Result<LrSchedule> {
 
 /// Trains the classifier on the backbone of `checkpoint` (the stage-1 checkpoint of a
 /// contrastive run, or of a `--loss ce` run for cRT) into `out`.
+///
+/// `checked`: the training set of the checkpoint's configuration when the caller has already
+/// opened it and checked stage 2's memory against it (`run`, before stage 1), so neither is
+/// done again; `None` opens and checks them here (`linear`).
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
     choice: BackendChoice,
+    checked: Option<Arc<dyn Dataset>>,
     checkpoint: &Path,
     linear: &LinearArgs,
     eval: &EvalArgs,
@@ -108,12 +113,18 @@ pub fn train<B: Backend<Elem = f32>>(
     cfg.linear_lr = linear.linear_lr.unwrap_or(cfg.linear_lr);
     cfg.linear_frozen_bn |= linear.linear_frozen_bn;
     cfg.check_linear()?;
-    let data = open_train(&cfg)?;
+    let data = match checked {
+        Some(data) => data,
+        None => {
+            let data = open_train(&cfg)?;
+            memory::check_on(
+                &memory::estimate_linear(&cfg, data.num_classes(), data.len())?,
+                choice,
+            )?;
+            data
+        }
+    };
     let num_classes = data.num_classes();
-    memory::check_on(
-        &memory::estimate_linear(&cfg, num_classes, data.len())?,
-        choice,
-    )?;
     let counts = class_counts(data.as_ref());
     let net = model::backbone(&cfg)?;
     let probe = LinearClassifier::new(net.net.feature_channels(), num_classes)?;
