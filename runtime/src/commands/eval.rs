@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use dscl_runtime::evaluate;
 use dscl_runtime::io::out_dir;
 
@@ -25,9 +25,7 @@ pub fn run(cmd: EvalCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
     } = cmd;
     // 1. Flags.
     refuse_unused_flags(CommandName::Eval, None, given)?;
-    if data.workers == Some(0) {
-        bail!("--workers must be at least 1 (or left out: one per CPU)");
-    }
+    data.check_workers()?;
     common.apply()?;
     // 2. Device.
     with_backend!(common, |b| {

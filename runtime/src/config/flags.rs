@@ -69,6 +69,14 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// `--workers`, the one data flag every command that decodes images checks as given.
+    pub fn check_workers(&self) -> Result<()> {
+        if self.workers == Some(0) {
+            bail!("--workers must be at least 1 (or left out: one per CPU)");
+        }
+        Ok(())
+    }
+
     /// The kind of training data named by the flags.
     pub fn kind(&self) -> Result<DataKind> {
         let named = [

@@ -142,9 +142,13 @@ impl RunConfig {
     /// The stage-2 settings (the only ones `runtime linear` may change on a checkpoint's
     /// configuration).
     pub fn check_linear(&self) -> Result<()> {
-        at_least_one("--linear-epochs", self.linear_epochs)?;
-        at_least_one("--linear-batch-size", self.linear_batch_size)?;
-        positive("--linear-lr", self.linear_lr)
+        LinearArgs {
+            linear_epochs: Some(self.linear_epochs),
+            linear_batch_size: Some(self.linear_batch_size),
+            linear_lr: Some(self.linear_lr),
+            ..LinearArgs::default()
+        }
+        .check()
     }
 
     fn check_stage1(&self) -> Result<()> {
@@ -156,9 +160,7 @@ impl RunConfig {
                 self.image_size
             );
         }
-        if self.data.workers == Some(0) {
-            bail!("--workers must be at least 1 (or left out: one per CPU)");
-        }
+        self.data.check_workers()?;
         if self.warmup_epochs > self.epochs {
             bail!(
                 "--warmup-epochs ({}) must not exceed --epochs ({})",
