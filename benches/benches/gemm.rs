@@ -8,8 +8,8 @@
 //! timed product waits for the device.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::GemmDesc;
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_wgpu::WgpuBackend;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use dscl_benches::loss::{LossStep, StepConfig};
-use dscl_core::Backend;
+use dscl_core::backend::prelude::*;
 use dscl_cpu::CpuBackend;
 
 fn loss_step(c: &mut Criterion) {

@@ -2,8 +2,8 @@
 //! `--flag value` parsing, the network names they accept, opening the backend they are asked
 //! for, and the timing summary they print.
 
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::ResNetConfig;
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_cuda::{CudaBackend, Precision};
 use dscl_wgpu::WgpuBackend;

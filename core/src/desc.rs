@@ -4,6 +4,7 @@
 //! shape errors are the same, with the same messages, on every device.
 //! Layouts are row-major; images are NCHW; convolution weights are `[out, in, kh, kw]`.
 
+use crate::backend::BufferLen;
 use crate::error::{check_len, ensure, Result};
 
 /// Where one matrix operand lives inside a buffer.
@@ -332,17 +333,101 @@ impl BatchNormShape {
         check_len("batch_norm per-channel", channel_len, self.channels)
     }
 
-    /// Checks the descriptor and every buffer of a batch-norm call, in the order every backend
-    /// reports them: `data` buffers (named for the error) hold the whole tensor, `channel`
-    /// buffers one value per channel, `saved` buffers one per group and channel
-    /// ([`Self::saved_len`]), and a channel has at least one value per group. Returns
-    /// n = batch / groups * spatial, the values per channel and group.
-    pub fn check_buffers(
+    /// Checks the descriptor and the buffers of a training-mode forward, in the trait's
+    /// argument order; returns n = batch / groups * spatial, the values per channel and group.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_train<B: BufferLen + ?Sized>(
+        &self,
+        x: &B,
+        gamma: &B,
+        beta: &B,
+        y: &B,
+        save_mean: &B,
+        save_invstd: &B,
+        running_mean: &B,
+        running_var: &B,
+    ) -> Result<usize> {
+        self.check_buffers(
+            &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
+            &[
+                ("batch_norm gamma", gamma.len()),
+                ("batch_norm beta", beta.len()),
+                ("batch_norm running_mean", running_mean.len()),
+                ("batch_norm running_var", running_var.len()),
+            ],
+            &[
+                ("batch_norm save_mean", save_mean.len()),
+                ("batch_norm save_invstd", save_invstd.len()),
+            ],
+        )?;
+        self.values_per_group()
+    }
+
+    /// Checks the descriptor and the buffers of an inference-mode forward, in the trait's
+    /// argument order.
+    pub fn check_inference<B: BufferLen + ?Sized>(
+        &self,
+        x: &B,
+        gamma: &B,
+        beta: &B,
+        running_mean: &B,
+        running_var: &B,
+        y: &B,
+    ) -> Result<()> {
+        self.check_buffers(
+            &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
+            &[
+                ("batch_norm gamma", gamma.len()),
+                ("batch_norm beta", beta.len()),
+                ("batch_norm running_mean", running_mean.len()),
+                ("batch_norm running_var", running_var.len()),
+            ],
+            &[],
+        )
+    }
+
+    /// Checks the descriptor and the buffers of the backward, in the trait's argument order;
+    /// returns n as [`Self::check_train`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_backward<B: BufferLen + ?Sized>(
+        &self,
+        x: &B,
+        grad_y: &B,
+        gamma: &B,
+        save_mean: &B,
+        save_invstd: &B,
+        grad_x: &B,
+        grad_gamma: &B,
+        grad_beta: &B,
+    ) -> Result<usize> {
+        self.check_buffers(
+            &[
+                ("batch_norm x", x.len()),
+                ("batch_norm grad_y", grad_y.len()),
+                ("batch_norm grad_x", grad_x.len()),
+            ],
+            &[
+                ("batch_norm gamma", gamma.len()),
+                ("batch_norm grad_gamma", grad_gamma.len()),
+                ("batch_norm grad_beta", grad_beta.len()),
+            ],
+            &[
+                ("batch_norm save_mean", save_mean.len()),
+                ("batch_norm save_invstd", save_invstd.len()),
+            ],
+        )?;
+        self.values_per_group()
+    }
+
+    /// The descriptor and every buffer of one call: `data` buffers (named for the error) hold
+    /// the whole tensor, `channel` buffers one value per channel, `saved` buffers one per group
+    /// and channel ([`Self::saved_len`]).
+    fn check_buffers(
         &self,
         data: &[(&'static str, usize)],
         channel: &[(&'static str, usize)],
         saved: &[(&'static str, usize)],
-    ) -> Result<usize> {
+    ) -> Result<()> {
         let first = |list: &[(&'static str, usize)]| list.first().map_or(0, |&(_, l)| l);
         self.check(first(data), first(channel))?;
         for &(what, l) in data {
@@ -354,6 +439,12 @@ impl BatchNormShape {
         for &(what, l) in saved {
             check_len(what, l, self.saved_len())?;
         }
+        Ok(())
+    }
+
+    /// n = batch / groups * spatial, the values per channel and group: at least one where
+    /// there are channels, since batch statistics of no values do not exist.
+    fn values_per_group(&self) -> Result<usize> {
         let n = (self.batch / self.groups).saturating_mul(self.spatial);
         ensure(
             n >= 1 || self.channels == 0,

@@ -26,7 +26,7 @@ use dscl_core::train::{
     ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig,
     StepShape,
 };
-use dscl_core::Backend;
+use dscl_core::backend::prelude::*;
 use dscl_cpu::CpuBackend;
 
 #[allow(dead_code)] // the build script uses only part of the firmware's modules

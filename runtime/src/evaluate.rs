@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{Linear, ResNet, ResNetRecord, Scratch, TensorSet};
-use dscl_core::Backend;
 
 use crate::augment::eval_view;
 use crate::config::{DataArgs, EvalArgs, RunConfig};

@@ -3,9 +3,9 @@
 
 use crate::io::vectors::{Outputs, Vectors};
 use anyhow::{Context, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::loss::host::download_values;
 use dscl_core::loss::{PatchSelfDistillation, QueryGradient, SupervisedContrastive};
-use dscl_core::Backend;
 
 /// Runs every loss of the file on `backend` and returns the same outputs the file states.
 pub fn evaluate<B: Backend>(backend: &B, v: &Vectors) -> Result<Outputs> {

@@ -3,6 +3,7 @@
 
 use crate::compare::{compare, compare_u32, KernelStats, Site, Stats};
 use crate::tol;
+use dscl_core::backend::prelude::*;
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::{Backend, BufferLen, Element, Fault};
 use num_traits::{Float, Zero};
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 /// The oracle every backend is compared with.
 pub type Oracle = ReferenceBackend<f64>;
 /// An oracle buffer.
-pub type OBuf = <Oracle as Backend>::Buffer;
+pub type OBuf = <Oracle as MemoryOps>::Buffer;
 /// An oracle index buffer.
-pub type OIdx = <Oracle as Backend>::IndexBuffer;
+pub type OIdx = <Oracle as MemoryOps>::IndexBuffer;
 
 /// The result of one case.
 pub type Res<T> = Result<T, TestCaseError>;

@@ -6,12 +6,13 @@
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, PositiveWeighting,
     RoiAlignShape, RowsDesc, SgdParams,
 };
 use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
-use dscl_core::{Backend, BufferLen, Error, Fault, FaultKind, Result};
+use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
 use dscl_tests::conformance::Conformance;
 use dscl_tests::harness::Config;
 
@@ -75,14 +76,17 @@ impl Mutant {
 type Buf = ReferenceBuffer<f32>;
 type Idx = ReferenceIndexBuffer;
 
-impl Backend for Mutant {
+impl MemoryOps for Mutant {
     type Elem = f32;
+
     type Buffer = Buf;
+
     type IndexBuffer = Idx;
 
     fn device_name(&self) -> &str {
         "mutant reference"
     }
+
     fn alloc(&self, len: usize) -> Result<Buf> {
         let mut b = self.inner.alloc(len)?;
         if self.is(M::AllocDirty) {
@@ -90,21 +94,27 @@ impl Backend for Mutant {
         }
         Ok(b)
     }
+
     fn alloc_index(&self, len: usize) -> Result<Idx> {
         self.inner.alloc_index(len)
     }
+
     fn upload(&self, dst: &mut Buf, offset: usize, src: &[f32]) -> Result<()> {
         self.inner.upload(dst, offset, src)
     }
+
     fn download(&self, src: &Buf, offset: usize, dst: &mut [f32]) -> Result<()> {
         self.inner.download(src, offset, dst)
     }
+
     fn upload_index(&self, dst: &mut Idx, offset: usize, src: &[u32]) -> Result<()> {
         self.inner.upload_index(dst, offset, src)
     }
+
     fn download_index(&self, src: &Idx, offset: usize, dst: &mut [u32]) -> Result<()> {
         self.inner.download_index(src, offset, dst)
     }
+
     fn take_fault(&self) -> Result<Option<Fault>> {
         let f = match self.pending.take() {
             Some(f) => {
@@ -121,6 +131,7 @@ impl Backend for Mutant {
         }
         Ok(f)
     }
+
     // Not forwarded to the inner backend: the trait's default (download, then this wrapper's
     // own `take_fault`) keeps the mutants of the fault slot in play.
     fn download_with_fault(
@@ -136,21 +147,29 @@ impl Backend for Mutant {
         }
         Ok(f)
     }
+}
+
+impl ElementwiseOps for Mutant {
     fn fill(&self, x: &mut Buf, offset: usize, len: usize, value: f64) -> Result<()> {
         self.inner.fill(x, offset, len, value)
     }
+
     fn copy(&self, s: &Buf, so: usize, d: &mut Buf, dof: usize, len: usize) -> Result<()> {
         self.inner.copy(s, so, d, dof, len)
     }
+
     fn copy_index(&self, s: &Idx, so: usize, d: &mut Idx, dof: usize, len: usize) -> Result<()> {
         self.inner.copy_index(s, so, d, dof, len)
     }
+
     fn scale(&self, x: &mut Buf, len: usize, alpha: f64) -> Result<()> {
         self.inner.scale(x, len, alpha)
     }
+
     fn axpy(&self, alpha: f64, x: &Buf, y: &mut Buf, len: usize) -> Result<()> {
         self.inner.axpy(alpha, x, y, len)
     }
+
     fn add(&self, a: &Buf, b: &Buf, out: &mut Buf, len: usize) -> Result<()> {
         if self.is(M::ShortBufferWrongError) && out.len() < len {
             return Err(Error::InvalidArgument {
@@ -160,6 +179,7 @@ impl Backend for Mutant {
         }
         self.inner.add(a, b, out, len)
     }
+
     fn sum(&self, x: &Buf, len: usize, scale: f64, out: &mut Buf, offset: usize) -> Result<()> {
         let scale = if self.is(M::SumIgnoresScale) {
             1.0
@@ -168,6 +188,23 @@ impl Backend for Mutant {
         };
         self.inner.sum(x, len, scale, out, offset)
     }
+
+    fn relu_forward(&self, x: &Buf, y: &mut Buf, len: usize) -> Result<()> {
+        if self.is(M::ShortBufferPanics) {
+            let _ = y.as_slice()[len.saturating_sub(1)]; // panics on a short y
+        }
+        self.inner.relu_forward(x, y, len)
+    }
+
+    fn relu_backward(&self, y: &Buf, gy: &Buf, gx: &mut Buf, len: usize) -> Result<()> {
+        if self.is(M::ReluBackwardPassesAll) {
+            return self.inner.copy(gy, 0, gx, 0, len);
+        }
+        self.inner.relu_backward(y, gy, gx, len)
+    }
+}
+
+impl DenseOps for Mutant {
     fn gemm(&self, d: &GemmDesc, a: &Buf, b: &Buf, c: &mut Buf) -> Result<()> {
         let mut d = *d;
         if self.is(M::GemmReadsCWhenBetaZero) && d.beta == 0.0 {
@@ -178,18 +215,24 @@ impl Backend for Mutant {
         }
         self.inner.gemm(&d, a, b, c)
     }
+
     fn bias_add(&self, x: &mut Buf, bias: &Buf, rows: usize, cols: usize) -> Result<()> {
         self.inner.bias_add(x, bias, rows, cols)
     }
+
     fn bias_backward(&self, g: &Buf, gb: &mut Buf, rows: usize, cols: usize) -> Result<()> {
         if self.is(M::BiasBackwardOverwrites) && gb.len() >= cols {
             gb.as_mut_slice()[..cols].fill(0.0);
         }
         self.inner.bias_backward(g, gb, rows, cols)
     }
+}
+
+impl ConvOps for Mutant {
     fn conv2d_workspace_len(&self, s: &Conv2dShape) -> usize {
         self.inner.conv2d_workspace_len(s)
     }
+
     fn conv2d_forward(
         &self,
         s: &Conv2dShape,
@@ -208,6 +251,7 @@ impl Backend for Mutant {
         }
         Ok(())
     }
+
     fn conv2d_backward_data(
         &self,
         s: &Conv2dShape,
@@ -218,6 +262,7 @@ impl Backend for Mutant {
     ) -> Result<()> {
         self.inner.conv2d_backward_data(s, gy, w, gx, ws)
     }
+
     fn conv2d_backward_filter(
         &self,
         s: &Conv2dShape,
@@ -231,6 +276,9 @@ impl Backend for Mutant {
         }
         self.inner.conv2d_backward_filter(s, x, gy, gw, ws)
     }
+}
+
+impl BatchNormOps for Mutant {
     fn batch_norm_forward_train(
         &self,
         s: &BatchNormShape,
@@ -250,6 +298,7 @@ impl Backend for Mutant {
         self.inner
             .batch_norm_forward_train(&s, x, g, b, y, sm, si, rm, rv)
     }
+
     fn batch_norm_forward_inference(
         &self,
         s: &BatchNormShape,
@@ -263,6 +312,7 @@ impl Backend for Mutant {
         self.inner
             .batch_norm_forward_inference(s, x, g, b, rm, rv, y)
     }
+
     fn batch_norm_backward(
         &self,
         s: &BatchNormShape,
@@ -281,21 +331,13 @@ impl Backend for Mutant {
         self.inner
             .batch_norm_backward(s, x, gy, g, sm, si, gx, gg, gb)
     }
-    fn relu_forward(&self, x: &Buf, y: &mut Buf, len: usize) -> Result<()> {
-        if self.is(M::ShortBufferPanics) {
-            let _ = y.as_slice()[len.saturating_sub(1)]; // panics on a short y
-        }
-        self.inner.relu_forward(x, y, len)
-    }
-    fn relu_backward(&self, y: &Buf, gy: &Buf, gx: &mut Buf, len: usize) -> Result<()> {
-        if self.is(M::ReluBackwardPassesAll) {
-            return self.inner.copy(gy, 0, gx, 0, len);
-        }
-        self.inner.relu_backward(y, gy, gx, len)
-    }
+}
+
+impl PoolOps for Mutant {
     fn max_pool2d_forward(&self, s: &PoolShape, x: &Buf, y: &mut Buf, am: &mut Idx) -> Result<()> {
         self.inner.max_pool2d_forward(s, x, y, am)
     }
+
     fn max_pool2d_backward(&self, s: &PoolShape, gy: &Buf, am: &Idx, gx: &mut Buf) -> Result<()> {
         let before: Vec<f32> = gx.as_slice().to_vec();
         self.inner.max_pool2d_backward(s, gy, am, gx)?;
@@ -307,6 +349,7 @@ impl Backend for Mutant {
         }
         Ok(())
     }
+
     fn global_avg_pool_forward(
         &self,
         x: &Buf,
@@ -317,6 +360,7 @@ impl Backend for Mutant {
     ) -> Result<()> {
         self.inner.global_avg_pool_forward(x, y, b, c, s)
     }
+
     fn global_avg_pool_backward(
         &self,
         gy: &Buf,
@@ -331,6 +375,9 @@ impl Backend for Mutant {
         }
         Ok(())
     }
+}
+
+impl RoiAlignOps for Mutant {
     fn roi_align_forward(&self, s: &RoiAlignShape, f: &Buf, bx: &Buf, out: &mut Buf) -> Result<()> {
         let mut s = *s;
         if self.is(M::RoiAlignFlipsAligned) {
@@ -338,6 +385,7 @@ impl Backend for Mutant {
         }
         self.inner.roi_align_forward(&s, f, bx, out)
     }
+
     fn roi_align_backward(
         &self,
         s: &RoiAlignShape,
@@ -350,6 +398,9 @@ impl Backend for Mutant {
         }
         self.inner.roi_align_backward(s, go, bx, gf)
     }
+}
+
+impl RowOps for Mutant {
     fn l2_normalize_forward(
         &self,
         x: &Buf,
@@ -368,6 +419,7 @@ impl Backend for Mutant {
         }
         Ok(())
     }
+
     fn l2_normalize_backward(
         &self,
         y: &Buf,
@@ -379,6 +431,7 @@ impl Backend for Mutant {
     ) -> Result<()> {
         self.inner.l2_normalize_backward(y, n, gy, gx, rows, cols)
     }
+
     fn row_softmax(&self, d: &RowsDesc, x: &Buf, y: &mut Buf) -> Result<()> {
         let mut d = *d;
         if self.is(M::SoftmaxIgnoresMask) {
@@ -386,9 +439,11 @@ impl Backend for Mutant {
         }
         self.inner.row_softmax(&d, x, y)
     }
+
     fn row_logsumexp(&self, d: &RowsDesc, x: &Buf, out: &mut Buf) -> Result<()> {
         self.inner.row_logsumexp(d, x, out)
     }
+
     fn contrastive_rows(
         &self,
         d: &ContrastiveRowsDesc,
@@ -424,6 +479,7 @@ impl Backend for Mutant {
         }
         Ok(())
     }
+
     fn soft_cross_entropy(
         &self,
         d: &RowsDesc,
@@ -439,6 +495,7 @@ impl Backend for Mutant {
         };
         self.inner.soft_cross_entropy(d, gs, x, t, loss)
     }
+
     fn softmax_cross_entropy(
         &self,
         d: &RowsDesc,
@@ -454,6 +511,9 @@ impl Backend for Mutant {
         };
         self.inner.softmax_cross_entropy(d, gs, x, l, loss)
     }
+}
+
+impl OptimOps for Mutant {
     fn sgd_momentum_update(
         &self,
         p: &SgdParams,
@@ -471,6 +531,7 @@ impl Backend for Mutant {
         }
         self.inner.sgd_momentum_update(&p, w, g, v, len)
     }
+
     fn ema_update(&self, m: f64, s: &Buf, t: &mut Buf, len: usize) -> Result<()> {
         let m = if self.is(M::EmaSwapped) { 1.0 - m } else { m };
         self.inner.ema_update(m, s, t, len)

@@ -4,6 +4,7 @@
 
 mod loss_support;
 
+use dscl_core::backend::prelude::*;
 use dscl_core::loss::{CrossEntropy, L2Normalize, PositiveWeighting, QueryGradient};
 use dscl_core::reference::ReferenceBackend;
 use loss_support::*;
@@ -168,8 +169,7 @@ proptest! {
 fn backend_alloc(
     backend: &ReferenceBackend<f64>,
     len: usize,
-) -> <ReferenceBackend<f64> as dscl_core::Backend>::Buffer {
-    use dscl_core::Backend;
+) -> <ReferenceBackend<f64> as MemoryOps>::Buffer {
     backend.alloc(len).unwrap()
 }
 

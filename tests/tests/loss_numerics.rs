@@ -6,9 +6,9 @@
 
 mod loss_support;
 
+use dscl_core::backend::prelude::*;
 use dscl_core::loss::{PositiveWeighting, QueryGradient};
 use dscl_core::reference::ReferenceBackend;
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use loss_support::*;
 use proptest::prelude::*;

@@ -8,9 +8,9 @@
 //! Both are measured through the `contrastive_rows` kernel of the reference backend, the
 //! same code every backend is tested against.
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting};
 use dscl_core::reference::ReferenceBackend;
-use dscl_core::Backend;
 use proptest::prelude::*;
 
 /// One anchor (i = 0) in a batch of B = 1: column 0 is its self, column 1 its augmented view,
@@ -18,7 +18,7 @@ use proptest::prelude::*;
 struct Row {
     backend: ReferenceBackend<f64>,
     desc: ContrastiveRowsDesc,
-    labels: <ReferenceBackend<f64> as Backend>::IndexBuffer,
+    labels: <ReferenceBackend<f64> as MemoryOps>::IndexBuffer,
 }
 
 impl Row {

@@ -6,6 +6,7 @@
 //! every input and parameter tensor. Seeds are fixed, so a pass is reproducible; the step
 //! `e = 1e-7` keeps ReLU and max-pool switches between the two evaluations unlikely.
 
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::batch_norm::StatGroups;
 use dscl_core::nn::{
     BatchNorm2d, BatchNormSaved, BlockKind, BnMode, Conv2d, Encoder, GlobalAvgPool, L2Normalize,
@@ -16,7 +17,6 @@ use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuff
 use dscl_core::train::{
     ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape,
 };
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 

@@ -6,12 +6,12 @@
 //! summation order alone moves the last bits of a cancelling sum) are held to 1e-13 of that
 //! largest magnitude instead. Run with `--nocapture` to see the worst error of every quantity.
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, PoolShape, PositiveWeighting, RoiAlignShape,
     RowsDesc, SgdParams,
 };
 use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
-use dscl_core::Backend;
 use serde::Deserialize;
 
 const VECTORS: &str = include_str!("../data/kernel_vectors.json");

@@ -9,12 +9,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{Encoder, ResNetClassifier, ResNetConfig, TensorSet};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::train::{
     ClassifierStep, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape, Trainable,
 };
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, PoolShape, RoiAlignShape, RowsDesc,
     SgdParams,
@@ -94,7 +95,7 @@ fn crop(image: &[f32], x0: usize, y0: usize) -> Vec<f32> {
     out
 }
 
-fn upload<'a>(be: &CpuBackend<'a>, values: &[f32]) -> <CpuBackend<'a> as Backend>::Buffer {
+fn upload<'a>(be: &CpuBackend<'a>, values: &[f32]) -> <CpuBackend<'a> as MemoryOps>::Buffer {
     let mut b = be.alloc(values.len()).unwrap();
     be.upload(&mut b, 0, values).unwrap();
     b
@@ -103,7 +104,7 @@ fn upload<'a>(be: &CpuBackend<'a>, values: &[f32]) -> <CpuBackend<'a> as Backend
 fn upload_labels<'a>(
     be: &CpuBackend<'a>,
     values: &[u32],
-) -> <CpuBackend<'a> as Backend>::IndexBuffer {
+) -> <CpuBackend<'a> as MemoryOps>::IndexBuffer {
     let mut b = be.alloc_index(values.len()).unwrap();
     be.upload_index(&mut b, 0, values).unwrap();
     b
@@ -376,30 +377,38 @@ impl CountingReads {
     }
 }
 
-impl Backend for CountingReads {
+impl MemoryOps for CountingReads {
     type Elem = f32;
-    type Buffer = <CpuBackend<'static> as Backend>::Buffer;
-    type IndexBuffer = <CpuBackend<'static> as Backend>::IndexBuffer;
+
+    type Buffer = <CpuBackend<'static> as MemoryOps>::Buffer;
+
+    type IndexBuffer = <CpuBackend<'static> as MemoryOps>::IndexBuffer;
 
     fn device_name(&self) -> &str {
         self.inner.device_name()
     }
+
     fn alloc(&self, len: usize) -> Result<Self::Buffer> {
         self.inner.alloc(len)
     }
+
     fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
         self.inner.alloc_index(len)
     }
+
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[Self::Elem]) -> Result<()> {
         self.inner.upload(dst, offset, src)
     }
+
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [Self::Elem]) -> Result<()> {
         self.read();
         self.inner.download(src, offset, dst)
     }
+
     fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
         self.inner.upload_index(dst, offset, src)
     }
+
     fn download_index(
         &self,
         src: &Self::IndexBuffer,
@@ -409,10 +418,12 @@ impl Backend for CountingReads {
         self.read();
         self.inner.download_index(src, offset, dst)
     }
+
     fn take_fault(&self) -> Result<Option<Fault>> {
         self.read();
         self.inner.take_fault()
     }
+
     fn download_with_fault(
         &self,
         src: &Self::Buffer,
@@ -422,9 +433,13 @@ impl Backend for CountingReads {
         self.read();
         self.inner.download_with_fault(src, offset, dst)
     }
+}
+
+impl ElementwiseOps for CountingReads {
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
         self.inner.fill(x, offset, len, value)
     }
+
     fn copy(
         &self,
         src: &Self::Buffer,
@@ -435,6 +450,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.copy(src, src_offset, dst, dst_offset, len)
     }
+
     fn copy_index(
         &self,
         src: &Self::IndexBuffer,
@@ -445,12 +461,15 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.copy_index(src, src_offset, dst, dst_offset, len)
     }
+
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
         self.inner.scale(x, len, alpha)
     }
+
     fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
         self.inner.axpy(alpha, x, y, len)
     }
+
     fn add(
         &self,
         a: &Self::Buffer,
@@ -460,6 +479,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.add(a, b, out, len)
     }
+
     fn sum(
         &self,
         x: &Self::Buffer,
@@ -470,6 +490,23 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.sum(x, len, scale, out, offset)
     }
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        self.inner.relu_forward(x, y, len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        self.inner.relu_backward(y, grad_y, grad_x, len)
+    }
+}
+
+impl DenseOps for CountingReads {
     fn gemm(
         &self,
         desc: &GemmDesc,
@@ -479,6 +516,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.gemm(desc, a, b, c)
     }
+
     fn bias_add(
         &self,
         x: &mut Self::Buffer,
@@ -488,6 +526,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.bias_add(x, bias, rows, cols)
     }
+
     fn bias_backward(
         &self,
         grad_out: &Self::Buffer,
@@ -497,9 +536,13 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.bias_backward(grad_out, grad_bias, rows, cols)
     }
+}
+
+impl ConvOps for CountingReads {
     fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
         self.inner.conv2d_workspace_len(shape)
     }
+
     fn conv2d_forward(
         &self,
         shape: &Conv2dShape,
@@ -511,6 +554,7 @@ impl Backend for CountingReads {
         self.inner
             .conv2d_forward(shape, input, weight, output, workspace)
     }
+
     fn conv2d_backward_data(
         &self,
         shape: &Conv2dShape,
@@ -522,6 +566,7 @@ impl Backend for CountingReads {
         self.inner
             .conv2d_backward_data(shape, grad_output, weight, grad_input, workspace)
     }
+
     fn conv2d_backward_filter(
         &self,
         shape: &Conv2dShape,
@@ -533,6 +578,9 @@ impl Backend for CountingReads {
         self.inner
             .conv2d_backward_filter(shape, input, grad_output, grad_weight, workspace)
     }
+}
+
+impl BatchNormOps for CountingReads {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
@@ -557,6 +605,7 @@ impl Backend for CountingReads {
             running_var,
         )
     }
+
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
@@ -570,6 +619,7 @@ impl Backend for CountingReads {
         self.inner
             .batch_norm_forward_inference(shape, x, gamma, beta, running_mean, running_var, y)
     }
+
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
@@ -594,18 +644,9 @@ impl Backend for CountingReads {
             grad_beta,
         )
     }
-    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        self.inner.relu_forward(x, y, len)
-    }
-    fn relu_backward(
-        &self,
-        y: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        len: usize,
-    ) -> Result<()> {
-        self.inner.relu_backward(y, grad_y, grad_x, len)
-    }
+}
+
+impl PoolOps for CountingReads {
     fn max_pool2d_forward(
         &self,
         shape: &PoolShape,
@@ -615,6 +656,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.max_pool2d_forward(shape, x, y, argmax)
     }
+
     fn max_pool2d_backward(
         &self,
         shape: &PoolShape,
@@ -625,6 +667,7 @@ impl Backend for CountingReads {
         self.inner
             .max_pool2d_backward(shape, grad_y, argmax, grad_x)
     }
+
     fn global_avg_pool_forward(
         &self,
         x: &Self::Buffer,
@@ -636,6 +679,7 @@ impl Backend for CountingReads {
         self.inner
             .global_avg_pool_forward(x, y, batch, channels, spatial)
     }
+
     fn global_avg_pool_backward(
         &self,
         grad_y: &Self::Buffer,
@@ -647,6 +691,9 @@ impl Backend for CountingReads {
         self.inner
             .global_avg_pool_backward(grad_y, grad_x, batch, channels, spatial)
     }
+}
+
+impl RoiAlignOps for CountingReads {
     fn roi_align_forward(
         &self,
         shape: &RoiAlignShape,
@@ -656,6 +703,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.roi_align_forward(shape, features, boxes, output)
     }
+
     fn roi_align_backward(
         &self,
         shape: &RoiAlignShape,
@@ -666,6 +714,9 @@ impl Backend for CountingReads {
         self.inner
             .roi_align_backward(shape, grad_output, boxes, grad_features)
     }
+}
+
+impl RowOps for CountingReads {
     fn l2_normalize_forward(
         &self,
         x: &Self::Buffer,
@@ -676,6 +727,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.l2_normalize_forward(x, y, norms, rows, cols)
     }
+
     fn l2_normalize_backward(
         &self,
         y: &Self::Buffer,
@@ -688,9 +740,11 @@ impl Backend for CountingReads {
         self.inner
             .l2_normalize_backward(y, norms, grad_y, grad_x, rows, cols)
     }
+
     fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
         self.inner.row_softmax(desc, x, y)
     }
+
     fn row_logsumexp(
         &self,
         desc: &RowsDesc,
@@ -699,6 +753,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.row_logsumexp(desc, x, out)
     }
+
     fn contrastive_rows(
         &self,
         desc: &ContrastiveRowsDesc,
@@ -708,6 +763,7 @@ impl Backend for CountingReads {
     ) -> Result<()> {
         self.inner.contrastive_rows(desc, logits, labels, loss)
     }
+
     fn soft_cross_entropy(
         &self,
         desc: &RowsDesc,
@@ -719,6 +775,7 @@ impl Backend for CountingReads {
         self.inner
             .soft_cross_entropy(desc, grad_scale, logits, targets, loss)
     }
+
     fn softmax_cross_entropy(
         &self,
         desc: &RowsDesc,
@@ -730,6 +787,9 @@ impl Backend for CountingReads {
         self.inner
             .softmax_cross_entropy(desc, grad_scale, logits, labels, loss)
     }
+}
+
+impl OptimOps for CountingReads {
     fn sgd_momentum_update(
         &self,
         params: &SgdParams,
@@ -741,6 +801,7 @@ impl Backend for CountingReads {
         self.inner
             .sgd_momentum_update(params, weights, grads, velocity, len)
     }
+
     fn ema_update(
         &self,
         momentum: f64,

@@ -3,10 +3,10 @@
 //! columns), convolutions of ResNet-32 (CIFAR) and ResNet-50 layers, and batch norm:
 //! `cargo run --release -p dscl-cpu --example kernel_timing [threads]` (0 = all cores).
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{
     BatchNormShape, ContrastiveRowsDesc, Conv2dShape, PositiveWeighting, RowsDesc,
 };
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use std::time::Instant;
 

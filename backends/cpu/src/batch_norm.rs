@@ -8,11 +8,12 @@
 //! outputs match an f64 oracle even when a channel's mean is large next to its spread.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
+use crate::CpuBackend;
+use dscl_core::backend::BatchNormOps;
 
 /// Channels whose statistics are held at once (2 x 8 bytes each, on the stack).
 const CHANNEL_BLOCK: usize = 64;
@@ -113,18 +114,15 @@ pub(crate) fn forward_train(
     running_mean: &mut [f32],
     running_var: &mut [f32],
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
-        &[
-            ("batch_norm gamma", gamma.len()),
-            ("batch_norm beta", beta.len()),
-            ("batch_norm running_mean", running_mean.len()),
-            ("batch_norm running_var", running_var.len()),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len()),
-            ("batch_norm save_invstd", save_invstd.len()),
-        ],
+    let n = shape.check_train(
+        x,
+        gamma,
+        beta,
+        &*y,
+        &*save_mean,
+        &*save_invstd,
+        &*running_mean,
+        &*running_var,
     )?;
     let group = shape.group();
     for span in shape.group_spans() {
@@ -233,15 +231,7 @@ pub(crate) fn forward_inference(
     running_var: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    shape.check(x.len(), gamma.len())?;
-    check_len("batch_norm y", y.len(), shape.len())?;
-    for (what, l) in [
-        ("batch_norm beta", beta.len()),
-        ("batch_norm running_mean", running_mean.len()),
-        ("batch_norm running_var", running_var.len()),
-    ] {
-        check_len(what, l, shape.channels)?;
-    }
+    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
     let (c, s, eps) = (shape.channels, shape.spatial, shape.eps);
     if c == 0 {
         return Ok(());
@@ -276,21 +266,15 @@ pub(crate) fn backward(
     grad_gamma: &mut [f32],
     grad_beta: &mut [f32],
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[
-            ("batch_norm x", x.len()),
-            ("batch_norm grad_y", grad_y.len()),
-            ("batch_norm grad_x", grad_x.len()),
-        ],
-        &[
-            ("batch_norm gamma", gamma.len()),
-            ("batch_norm grad_gamma", grad_gamma.len()),
-            ("batch_norm grad_beta", grad_beta.len()),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len()),
-            ("batch_norm save_invstd", save_invstd.len()),
-        ],
+    let n = shape.check_backward(
+        x,
+        grad_y,
+        gamma,
+        save_mean,
+        save_invstd,
+        &*grad_x,
+        &*grad_gamma,
+        &*grad_beta,
     )?;
     let group = shape.group();
     for span in shape.group_spans() {
@@ -380,5 +364,81 @@ fn backward_group(
             }
         });
         c0 = c1;
+    }
+}
+
+impl<'a> BatchNormOps for CpuBackend<'a> {
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_train(
+            &self.par(),
+            shape,
+            x,
+            gamma,
+            beta,
+            y,
+            save_mean,
+            save_invstd,
+            running_mean,
+            running_var,
+        )
+    }
+
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_inference(
+            &self.par(),
+            shape,
+            x,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            y,
+        )
+    }
+
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward(
+            &self.par(),
+            shape,
+            x,
+            grad_y,
+            gamma,
+            save_mean,
+            save_invstd,
+            grad_x,
+            grad_gamma,
+            grad_beta,
+        )
     }
 }

@@ -33,6 +33,8 @@ use dscl_core::Result;
 
 use crate::gemm::{matmul, Operand};
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
+use crate::CpuBackend;
+use dscl_core::backend::ConvOps;
 
 /// Output pixels one forward or backward-data GEMM should cover at least: images are blocked
 /// until their columns reach this many (or the thread's images run out). Small, so that the
@@ -636,4 +638,57 @@ pub(crate) fn backward_filter(
         unit,
     );
     Ok(())
+}
+
+impl<'a> ConvOps for CpuBackend<'a> {
+    fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
+        workspace_len(self.threads, shape)
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward(&self.par(), shape, input, weight, output, workspace)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_data(
+            &self.par(),
+            shape,
+            grad_output,
+            weight,
+            grad_input,
+            workspace,
+        )
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_filter(
+            &self.par(),
+            shape,
+            input,
+            grad_output,
+            grad_weight,
+            workspace,
+        )
+    }
 }

@@ -1,11 +1,13 @@
-//! Elementwise kernels (fill, copy, scale, axpy, add, sum, ReLU) and the linear layer's bias,
-//! split into element chunks across threads.
+//! Elementwise kernels (fill, copy, scale, axpy, add, sum, ReLU), split into element chunks
+//! across threads.
 
 use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
+use crate::CpuBackend;
+use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::check_range;
 
 pub(crate) fn fill(par: &Par, x: &mut [f32], offset: usize, len: usize, value: f64) -> Result<()> {
@@ -185,86 +187,87 @@ pub(crate) fn relu_backward(
     Ok(())
 }
 
-/// `x[r][c] += bias[c]`.
-pub(crate) fn bias_add(
-    par: &Par,
-    x: &mut [f32],
-    bias: &[f32],
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("bias_add x", x.len(), len)?;
-    check_len("bias_add bias", bias.len(), cols)?;
-    if len == 0 {
-        return Ok(());
+impl<'a> ElementwiseOps for CpuBackend<'a> {
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        fill(&self.par(), x, offset, len, value)
     }
-    let bias = &bias[..cols];
-    par.run(
-        rows,
-        ELEMENT_GRAIN / cols,
-        Rows(&mut x[..len], cols),
-        |_, Rows(x, _)| {
-            simd::dispatch(
-                #[inline(always)]
-                || {
-                    for row in x.chunks_exact_mut(cols) {
-                        for (v, b) in row.iter_mut().zip(bias) {
-                            *v += b;
-                        }
-                    }
-                },
-            )
-        },
-        unit,
-    );
-    Ok(())
-}
 
-/// Columns reduced together by `bias_backward` (one f64 accumulator each, on the stack).
-const BIAS_COLS: usize = 64;
-
-/// `grad_bias[c] += sum_r grad_out[r][c]`, threaded over column blocks, summed in f64.
-pub(crate) fn bias_backward(
-    par: &Par,
-    grad_out: &[f32],
-    grad_bias: &mut [f32],
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("bias_backward grad_out", grad_out.len(), len)?;
-    check_len("bias_backward grad_bias", grad_bias.len(), cols)?;
-    if len == 0 {
-        return Ok(());
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy(
+            &self.par(),
+            src.as_slice(),
+            src_offset,
+            dst.as_mut_slice(),
+            dst_offset,
+            len,
+        )
     }
-    let blocks = cols.div_ceil(BIAS_COLS);
-    par.run(
-        blocks,
-        (ELEMENT_GRAIN / (rows * BIAS_COLS)).max(1),
-        Rows(&mut grad_bias[..cols], BIAS_COLS),
-        |range, Rows(gb, _)| {
-            simd::dispatch(
-                #[inline(always)]
-                || {
-                    for (bi, gb) in range.zip(gb.chunks_mut(BIAS_COLS)) {
-                        let c0 = bi * BIAS_COLS;
-                        let w = gb.len();
-                        let mut acc = [0.0f64; BIAS_COLS];
-                        for r in 0..rows {
-                            let row = &grad_out[r * cols + c0..r * cols + c0 + w];
-                            for (a, &v) in acc.iter_mut().zip(row) {
-                                *a += v as f64;
-                            }
-                        }
-                        for (g, a) in gb.iter_mut().zip(&acc) {
-                            *g = (*g as f64 + a) as f32;
-                        }
-                    }
-                },
-            )
-        },
-        unit,
-    );
-    Ok(())
+
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy(
+            &self.par(),
+            src.as_slice(),
+            src_offset,
+            dst.as_mut_slice(),
+            dst_offset,
+            len,
+        )
+    }
+
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        scale(&self.par(), x, len, alpha)
+    }
+
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        axpy(&self.par(), alpha, x, y, len)
+    }
+
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        add(&self.par(), a, b, out, len)
+    }
+
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        sum(&self.par(), x, len, scale, out, offset)
+    }
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        relu_forward(&self.par(), x, y, len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        relu_backward(&self.par(), y, grad_y, grad_x, len)
+    }
 }

@@ -9,7 +9,11 @@
 use dscl_core::desc::GemmDesc;
 use dscl_core::Result;
 
-use crate::parallel::{unit, Par, Rows};
+use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
+use crate::simd;
+use crate::CpuBackend;
+use dscl_core::backend::DenseOps;
+use dscl_core::error::check_len;
 
 /// One operand as seen through `op`: element (i, p) is at `rs * i + cs * p`.
 #[derive(Clone, Copy)]
@@ -283,6 +287,122 @@ fn portable(
                 c[i * ldc + j] += alpha * s;
             }
         }
+    }
+}
+
+/// `x[r][c] += bias[c]`.
+pub(crate) fn bias_add(
+    par: &Par,
+    x: &mut [f32],
+    bias: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let len = rows.saturating_mul(cols);
+    check_len("bias_add x", x.len(), len)?;
+    check_len("bias_add bias", bias.len(), cols)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let bias = &bias[..cols];
+    par.run(
+        rows,
+        ELEMENT_GRAIN / cols,
+        Rows(&mut x[..len], cols),
+        |_, Rows(x, _)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for row in x.chunks_exact_mut(cols) {
+                        for (v, b) in row.iter_mut().zip(bias) {
+                            *v += b;
+                        }
+                    }
+                },
+            )
+        },
+        unit,
+    );
+    Ok(())
+}
+
+/// Columns reduced together by `bias_backward` (one f64 accumulator each, on the stack).
+const BIAS_COLS: usize = 64;
+
+/// `grad_bias[c] += sum_r grad_out[r][c]`, threaded over column blocks, summed in f64.
+pub(crate) fn bias_backward(
+    par: &Par,
+    grad_out: &[f32],
+    grad_bias: &mut [f32],
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let len = rows.saturating_mul(cols);
+    check_len("bias_backward grad_out", grad_out.len(), len)?;
+    check_len("bias_backward grad_bias", grad_bias.len(), cols)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let blocks = cols.div_ceil(BIAS_COLS);
+    par.run(
+        blocks,
+        (ELEMENT_GRAIN / (rows * BIAS_COLS)).max(1),
+        Rows(&mut grad_bias[..cols], BIAS_COLS),
+        |range, Rows(gb, _)| {
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (bi, gb) in range.zip(gb.chunks_mut(BIAS_COLS)) {
+                        let c0 = bi * BIAS_COLS;
+                        let w = gb.len();
+                        let mut acc = [0.0f64; BIAS_COLS];
+                        for r in 0..rows {
+                            let row = &grad_out[r * cols + c0..r * cols + c0 + w];
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v as f64;
+                            }
+                        }
+                        for (g, a) in gb.iter_mut().zip(&acc) {
+                            *g = (*g as f64 + a) as f32;
+                        }
+                    }
+                },
+            )
+        },
+        unit,
+    );
+    Ok(())
+}
+
+impl<'a> DenseOps for CpuBackend<'a> {
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        gemm(&self.par(), desc, a, b, c)
+    }
+
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_add(&self.par(), x, bias, rows, cols)
+    }
+
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_backward(&self.par(), grad_out, grad_bias, rows, cols)
     }
 }
 

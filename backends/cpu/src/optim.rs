@@ -7,6 +7,8 @@ use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
+use crate::CpuBackend;
+use dscl_core::backend::OptimOps;
 
 /// `g = grad + wd * p`; `v = g` (first step) or `momentum * v + (1 - dampening) * g`;
 /// `p -= lr * (nesterov ? g + momentum * v : v)`.
@@ -88,4 +90,27 @@ pub(crate) fn ema(
         unit,
     );
     Ok(())
+}
+
+impl<'a> OptimOps for CpuBackend<'a> {
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        sgd_momentum(&self.par(), params, weights, grads, velocity, len)
+    }
+
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        ema(&self.par(), momentum, source, target, len)
+    }
 }

@@ -8,6 +8,8 @@ use dscl_core::{Fault, FaultKind, Result};
 
 use crate::parallel::{first_fault, unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
+use crate::CpuBackend;
+use dscl_core::backend::PoolOps;
 
 pub(crate) fn max_forward(
     par: &Par,
@@ -255,4 +257,50 @@ pub(crate) fn global_avg_backward(
         unit,
     );
     Ok(())
+}
+
+impl<'a> PoolOps for CpuBackend<'a> {
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        let fault = max_forward(&self.par(), shape, x, y, argmax)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        max_backward(&self.par(), shape, grad_y, argmax, grad_x)
+    }
+
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_forward(&self.par(), x, y, batch, channels, spatial)
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_backward(&self.par(), grad_y, grad_x, batch, channels, spatial)
+    }
 }

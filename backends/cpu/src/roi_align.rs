@@ -15,6 +15,8 @@ use dscl_core::desc::RoiAlignShape;
 use dscl_core::{Fault, FaultKind, Result};
 
 use crate::parallel::{unit, Par, Rows};
+use crate::CpuBackend;
+use dscl_core::backend::RoiAlignOps;
 
 /// Sampling points per bin along one axis are capped here, so that an absurd box cannot make a
 /// kernel loop for hours (torchvision has no cap; no real box comes near it).
@@ -265,4 +267,30 @@ pub(crate) fn backward(
         unit,
     );
     Ok(fault)
+}
+
+impl<'a> RoiAlignOps for CpuBackend<'a> {
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = forward(&self.par(), shape, features, boxes, output)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = backward(&self.par(), shape, grad_output, boxes, grad_features)?;
+        self.record(fault);
+        Ok(())
+    }
 }

@@ -15,6 +15,8 @@ use dscl_core::{Fault, FaultKind, Result};
 
 use crate::parallel::{first_fault, unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd::{self, BLOCK, LANES};
+use crate::CpuBackend;
+use dscl_core::backend::RowOps;
 
 /// Rows per task so that a task covers at least `ELEMENT_GRAIN` elements.
 fn row_grain(cols: usize) -> usize {
@@ -619,4 +621,86 @@ pub(crate) fn softmax_cross_entropy(
         },
         first_fault,
     ))
+}
+
+impl<'a> RowOps for CpuBackend<'a> {
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let fault = l2_normalize_forward(&self.par(), x, y, norms, rows, cols)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_backward(&self.par(), y, norms, grad_y, grad_x, rows, cols)
+    }
+
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        let fault = softmax(&self.par(), desc, x, y)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = logsumexp(&self.par(), desc, x, out)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = contrastive(&self.par(), desc, logits, labels, loss)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = soft_cross_entropy(&self.par(), desc, grad_scale, logits, targets, loss)?;
+        self.record(fault);
+        Ok(())
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        let fault = softmax_cross_entropy(&self.par(), desc, grad_scale, logits, labels, loss)?;
+        self.record(fault);
+        Ok(())
+    }
 }

@@ -4,7 +4,11 @@
 //! shared suite in `tests/`.)
 
 use super::*;
-use dscl_core::desc::{MatrixLayout, PositiveWeighting};
+use dscl_core::backend::prelude::*;
+use dscl_core::desc::{
+    BatchNormShape, ContrastiveRowsDesc, Conv2dShape, GemmDesc, MatrixLayout, PoolShape,
+    PositiveWeighting, RoiAlignShape, RowsDesc, SgdParams,
+};
 use dscl_core::reference::{ReferenceBackend, ReferenceBuffer, ReferenceIndexBuffer};
 use dscl_core::FaultKind;
 use std::vec;

@@ -18,6 +18,7 @@ use crate::device::{CudaDevice, InitError};
 use crate::kernels::{self, KernelImage};
 use crate::ops::bf16::BF16_SLOTS;
 use crate::precision::Precision;
+use dscl_core::backend::MemoryOps;
 
 /// A buffer of `T` (f32 or u32) in device memory.
 pub struct CudaBuffer<T> {
@@ -369,6 +370,60 @@ macro_rules! launch {
     }};
 }
 pub(crate) use launch;
+
+impl MemoryOps for CudaBackend {
+    type Elem = f32;
+
+    type Buffer = CudaBuffer<f32>;
+
+    type IndexBuffer = CudaBuffer<u32>;
+
+    fn device_name(&self) -> &str {
+        self.description()
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buffer> {
+        self.alloc_raw(len)
+    }
+
+    fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
+        self.alloc_raw(len)
+    }
+
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[f32]) -> Result<()> {
+        self.write("upload", dst, offset, src)
+    }
+
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [f32]) -> Result<()> {
+        self.read("download", src, offset, dst)
+    }
+
+    fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
+        self.write("upload_index", dst, offset, src)
+    }
+
+    fn download_index(
+        &self,
+        src: &Self::IndexBuffer,
+        offset: usize,
+        dst: &mut [u32],
+    ) -> Result<()> {
+        self.read("download_index", src, offset, dst)
+    }
+
+    fn take_fault(&self) -> Result<Option<Fault>> {
+        self.take_fault_slot()
+    }
+
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        self.read_with_fault("download", src, offset, dst)
+    }
+}
 
 #[cfg(test)]
 mod tests {

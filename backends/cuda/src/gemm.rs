@@ -13,6 +13,7 @@ use dscl_core::{Error, Result};
 
 use crate::backend::{too_large, CudaBackend, CudaBuffer};
 use crate::precision::Precision;
+use dscl_core::backend::DenseOps;
 
 fn blas_error(what: &'static str) -> impl Fn(cudarc::cublas::result::CublasError) -> Error {
     move |e| Error::Device {
@@ -148,5 +149,37 @@ impl CudaBackend {
             )
         }
         .map_err(blas_error("gemm (bf16)"))
+    }
+}
+
+impl DenseOps for CudaBackend {
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.gemm_cublas(desc, a, b, c)
+    }
+
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        crate::ops::elementwise::bias_add(self, x, bias, rows, cols)
+    }
+
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        crate::ops::elementwise::bias_backward(self, grad_out, grad_bias, rows, cols)
     }
 }

@@ -2,7 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::WgpuBackend;
+use dscl_core::backend::MemoryOps;
+use dscl_core::error::check_range;
 use dscl_core::BufferLen;
+use dscl_core::{Fault, FaultKind, Result};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -93,5 +97,114 @@ impl<'a> Window<'a> {
             },
             start - aligned,
         )
+    }
+}
+
+fn write<T: bytemuck::Pod>(
+    be: &WgpuBackend,
+    what: &'static str,
+    dst: &mut WgpuBuffer<T>,
+    offset: usize,
+    src: &[T],
+) -> Result<()> {
+    check_range(what, dst.len, offset, src.len())?;
+    be.rec
+        .write_bytes(&dst.raw, (offset * 4) as u64, bytemuck::cast_slice(src));
+    Ok(())
+}
+
+fn read<T: bytemuck::Pod>(
+    be: &WgpuBackend,
+    what: &'static str,
+    src: &WgpuBuffer<T>,
+    offset: usize,
+    dst: &mut [T],
+) -> Result<()> {
+    check_range(what, src.len, offset, dst.len())?;
+    let byte_len = (dst.len() * 4) as u64;
+    be.rec.read_bytes(
+        &src.raw,
+        (offset * 4) as u64,
+        byte_len,
+        bytemuck::cast_slice_mut(dst),
+    )
+}
+
+/// The fault slot's (kind, index, value) words as the library's fault.
+fn fault_from_words([kind, index, value]: [u32; 3]) -> Fault {
+    Fault {
+        kind: match kind {
+            2 => FaultKind::ZeroNormRow,
+            3 => FaultKind::LabelOutOfRange,
+            _ => FaultKind::NonFinite,
+        },
+        index: index as usize,
+        value,
+    }
+}
+
+impl MemoryOps for WgpuBackend {
+    type Elem = f32;
+
+    type Buffer = WgpuBuffer<f32>;
+
+    type IndexBuffer = WgpuBuffer<u32>;
+
+    fn device_name(&self) -> &str {
+        self.rec.ctx().name()
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buffer> {
+        self.alloc_raw(len)
+    }
+
+    fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
+        self.alloc_raw(len)
+    }
+
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[f32]) -> Result<()> {
+        write(self, "upload", dst, offset, src)
+    }
+
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [f32]) -> Result<()> {
+        read(self, "download", src, offset, dst)
+    }
+
+    fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
+        write(self, "upload_index", dst, offset, src)
+    }
+
+    fn download_index(
+        &self,
+        src: &Self::IndexBuffer,
+        offset: usize,
+        dst: &mut [u32],
+    ) -> Result<()> {
+        read(self, "download_index", src, offset, dst)
+    }
+
+    fn take_fault(&self) -> Result<Option<Fault>> {
+        let raw = self.rec.take_fault()?;
+        self.rec.check_device("take_fault")?;
+        Ok(raw.map(fault_from_words))
+    }
+
+    /// One map and one wait: the fault slot is copied into the staging buffer right after the
+    /// data (as every download does), and taken from that copy.
+    fn download_with_fault(
+        &self,
+        src: &Self::Buffer,
+        offset: usize,
+        dst: &mut [f32],
+    ) -> Result<Option<Fault>> {
+        check_range("download_with_fault", src.len, offset, dst.len())?;
+        let raw = self.rec.read_bytes_and_take_fault(
+            &src.raw,
+            (offset * 4) as u64,
+            (dst.len() * 4) as u64,
+            bytemuck::cast_slice_mut(dst),
+        )?;
+        self.rec.check_device("download_with_fault")?;
+        Ok(raw.map(fault_from_words))
     }
 }

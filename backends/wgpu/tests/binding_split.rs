@@ -6,8 +6,8 @@
 
 use std::rc::Rc;
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{BatchNormShape, Conv2dShape, PoolShape};
-use dscl_core::Backend;
 use dscl_wgpu::{GpuContext, WgpuBackend, WgpuBuffer};
 
 const CAP_BYTES: u64 = 4096;

@@ -11,8 +11,8 @@
 
 use std::time::Instant;
 
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{BatchNormShape, Conv2dShape, PoolShape};
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 
 type Shape = (&'static str, &'static str, [usize; 8], usize);
@@ -142,7 +142,7 @@ fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-type Buf = <CpuBackend<'static> as Backend>::Buffer;
+type Buf = <CpuBackend<'static> as MemoryOps>::Buffer;
 
 fn buffer(be: &CpuBackend<'static>, len: usize, seed: u64, scale: f32) -> Buf {
     let mut b = be.alloc(len).unwrap();

@@ -33,9 +33,9 @@ use std::time::Instant;
 use dscl_benches::cli::{self, BackendArgs, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::loss::{unit_rows, Rng};
 use dscl_benches::rss::{status_bytes, MIB};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{Encoder, DEFAULT_EMBEDDING_DIM};
 use dscl_core::train::{DsclBatch, DsclConfig, DsclModel, DsclStep, StepLosses, StepShape};
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

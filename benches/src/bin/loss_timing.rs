@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use dscl_benches::cli::{self, BackendArgs, BackendJob};
 use dscl_benches::loss::{LossStep, StepConfig};
-use dscl_core::Backend;
+use dscl_core::backend::prelude::*;
 
 fn main() {
     if let Err(e) = run() {

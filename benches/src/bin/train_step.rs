@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use dscl_benches::cli::{self, BackendArgs, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::rss::{status_bytes, MIB};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{ResNetClassifier, ResNetConfig, Stem, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 

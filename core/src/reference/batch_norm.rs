@@ -1,29 +1,10 @@
 //! Batch normalisation over `[batch, channels, spatial]`: training forward (batch statistics,
 //! running-statistics update), inference forward, and the training backward.
 
+use super::ReferenceBackend;
 use crate::desc::BatchNormShape;
 use crate::element::Element;
-use crate::error::{check_len, Result};
-
-/// Validates every data-sized and channel-sized buffer of one call through the descriptor;
-/// the shortest of each group is the one that can be too short.
-fn check_buffers(
-    shape: &BatchNormShape,
-    data_lens: &[usize],
-    channel_lens: &[usize],
-    saved_lens: &[usize],
-) -> Result<()> {
-    let shortest = |lens: &[usize]| lens.iter().copied().min().unwrap_or(0);
-    shape.check(shortest(data_lens), shortest(channel_lens))?;
-    if saved_lens.is_empty() {
-        return Ok(());
-    }
-    check_len(
-        "batch_norm saved statistics",
-        shortest(saved_lens),
-        shape.saved_len(),
-    )
-}
+use crate::error::Result;
 
 /// Flat indices of channel `c`'s values in statistics group `g`: `batch / groups * spatial`
 /// of them.
@@ -53,16 +34,15 @@ pub fn batch_norm_forward_train<T: Element>(
     running_mean: &mut [T],
     running_var: &mut [T],
 ) -> Result<()> {
-    check_buffers(
-        shape,
-        &[x.len(), y.len()],
-        &[
-            gamma.len(),
-            beta.len(),
-            running_mean.len(),
-            running_var.len(),
-        ],
-        &[save_mean.len(), save_invstd.len()],
+    shape.check_train(
+        x,
+        gamma,
+        beta,
+        &*y,
+        &*save_mean,
+        &*save_invstd,
+        &*running_mean,
+        &*running_var,
     )?;
     let n = shape.batch / shape.groups * shape.spatial;
     for g in 0..shape.groups {
@@ -121,17 +101,7 @@ pub fn batch_norm_forward_inference<T: Element>(
     running_var: &[T],
     y: &mut [T],
 ) -> Result<()> {
-    check_buffers(
-        shape,
-        &[x.len(), y.len()],
-        &[
-            gamma.len(),
-            beta.len(),
-            running_mean.len(),
-            running_var.len(),
-        ],
-        &[],
-    )?;
+    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
     let whole = BatchNormShape {
         groups: 1,
         ..*shape
@@ -162,11 +132,15 @@ pub fn batch_norm_backward<T: Element>(
     grad_gamma: &mut [T],
     grad_beta: &mut [T],
 ) -> Result<()> {
-    check_buffers(
-        shape,
-        &[x.len(), grad_y.len(), grad_x.len()],
-        &[gamma.len(), grad_gamma.len(), grad_beta.len()],
-        &[save_mean.len(), save_invstd.len()],
+    shape.check_backward(
+        x,
+        grad_y,
+        gamma,
+        save_mean,
+        save_invstd,
+        &*grad_x,
+        &*grad_gamma,
+        &*grad_beta,
     )?;
     let count = (shape.batch / shape.groups * shape.spatial) as f64;
     for g in 0..shape.groups {
@@ -194,6 +168,79 @@ pub fn batch_norm_backward<T: Element>(
         }
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::BatchNormOps for ReferenceBackend<T> {
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        batch_norm_forward_train(
+            shape,
+            x.as_slice(),
+            gamma.as_slice(),
+            beta.as_slice(),
+            y.as_mut_slice(),
+            save_mean.as_mut_slice(),
+            save_invstd.as_mut_slice(),
+            running_mean.as_mut_slice(),
+            running_var.as_mut_slice(),
+        )
+    }
+
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        batch_norm_forward_inference(
+            shape,
+            x.as_slice(),
+            gamma.as_slice(),
+            beta.as_slice(),
+            running_mean.as_slice(),
+            running_var.as_slice(),
+            y.as_mut_slice(),
+        )
+    }
+
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        batch_norm_backward(
+            shape,
+            x.as_slice(),
+            grad_y.as_slice(),
+            gamma.as_slice(),
+            save_mean.as_slice(),
+            save_invstd.as_slice(),
+            grad_x.as_mut_slice(),
+            grad_gamma.as_mut_slice(),
+            grad_beta.as_mut_slice(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! 2-D convolution (cross-correlation, as PyTorch) and its two backward passes, written as
 //! direct sums over the definition so each is checkable by eye.
 
+use super::ReferenceBackend;
 use crate::desc::Conv2dShape;
 use crate::element::Element;
 use crate::error::Result;
@@ -177,6 +178,61 @@ pub fn conv2d_backward_filter<T: Element>(
         }
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::ConvOps for ReferenceBackend<T> {
+    fn conv2d_workspace_len(&self, _shape: &Conv2dShape) -> usize {
+        // Direct summation needs no scratch.
+        0
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        conv2d_forward(
+            shape,
+            input.as_slice(),
+            weight.as_slice(),
+            output.as_mut_slice(),
+        )
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        conv2d_backward_data(
+            shape,
+            grad_output.as_slice(),
+            weight.as_slice(),
+            grad_input.as_mut_slice(),
+        )
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        _workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        conv2d_backward_filter(
+            shape,
+            input.as_slice(),
+            grad_output.as_slice(),
+            grad_weight.as_mut_slice(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Elementwise kernels and the ReLU activation.
 
 use super::bounds::span;
+use super::ReferenceBackend;
 use crate::element::Element;
 use crate::error::{check_len, Result};
 
@@ -84,6 +85,91 @@ pub fn relu_backward<T: Element>(
         *gx = if yv > T::zero() { gy } else { T::zero() };
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        fill(x.as_mut_slice(), offset, len, value)
+    }
+
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        super::memory::copy(
+            "copy",
+            src.as_slice(),
+            src_offset,
+            dst.as_mut_slice(),
+            dst_offset,
+            len,
+        )
+    }
+
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        super::memory::copy(
+            "copy_index",
+            src.as_slice(),
+            src_offset,
+            dst.as_mut_slice(),
+            dst_offset,
+            len,
+        )
+    }
+
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        scale(x.as_mut_slice(), len, alpha)
+    }
+
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        axpy(alpha, x.as_slice(), y.as_mut_slice(), len)
+    }
+
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        add(a.as_slice(), b.as_slice(), out.as_mut_slice(), len)
+    }
+
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        sum(x.as_slice(), len, scale, out.as_mut_slice(), offset)
+    }
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        relu_forward(x.as_slice(), y.as_mut_slice(), len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        relu_backward(y.as_slice(), grad_y.as_slice(), grad_x.as_mut_slice(), len)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The dense kernels: strided-batched GEMM and the linear layer's bias, forward and backward.
 
 use super::bounds::product;
+use super::ReferenceBackend;
 use crate::desc::{GemmDesc, MatrixLayout};
 use crate::element::Element;
 use crate::error::{check_len, Result};
@@ -76,6 +77,38 @@ pub fn bias_backward<T: Element>(
         *gb = T::from_f64(gb.widen() + column_sum);
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::DenseOps for ReferenceBackend<T> {
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        gemm(desc, a.as_slice(), b.as_slice(), c.as_mut_slice())
+    }
+
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_add(x.as_mut_slice(), bias.as_slice(), rows, cols)
+    }
+
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_backward(grad_out.as_slice(), grad_bias.as_mut_slice(), rows, cols)
+    }
 }
 
 #[cfg(test)]

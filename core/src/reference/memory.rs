@@ -1,6 +1,10 @@
 //! Allocation and host <-> buffer copies.
 
 use super::bounds::span;
+use super::buffer::{ReferenceBuffer, ReferenceIndexBuffer};
+use super::ReferenceBackend;
+use crate::element::Element;
+use crate::error::Fault;
 use crate::error::{Error, Result};
 use alloc::vec::Vec;
 
@@ -51,6 +55,51 @@ pub fn copy<V: Copy>(
     let to = span(what, dst.len(), dst_offset, len)?;
     dst[to].copy_from_slice(&src[from]);
     Ok(())
+}
+
+impl<T: Element> crate::backend::MemoryOps for ReferenceBackend<T> {
+    type Elem = T;
+
+    type Buffer = ReferenceBuffer<T>;
+
+    type IndexBuffer = ReferenceIndexBuffer;
+
+    fn device_name(&self) -> &str {
+        "reference (scalar, f64 accumulation)"
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buffer> {
+        alloc_zeroed(len).map(ReferenceBuffer::from_vec)
+    }
+
+    fn alloc_index(&self, len: usize) -> Result<Self::IndexBuffer> {
+        alloc_zeroed(len).map(ReferenceIndexBuffer::from_vec)
+    }
+
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[T]) -> Result<()> {
+        upload("upload", dst.as_mut_slice(), offset, src)
+    }
+
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [T]) -> Result<()> {
+        download("download", src.as_slice(), offset, dst)
+    }
+
+    fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
+        upload("upload_index", dst.as_mut_slice(), offset, src)
+    }
+
+    fn download_index(
+        &self,
+        src: &Self::IndexBuffer,
+        offset: usize,
+        dst: &mut [u32],
+    ) -> Result<()> {
+        download("download_index", src.as_slice(), offset, dst)
+    }
+
+    fn take_fault(&self) -> Result<Option<Fault>> {
+        Ok(self.faults.take())
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Parameter updates: SGD with momentum (torch.optim.SGD) and the momentum encoder's EMA.
 
+use super::ReferenceBackend;
 use crate::desc::SgdParams;
 use crate::element::Element;
 use crate::error::{check_len, Result};
@@ -58,6 +59,35 @@ pub fn ema_update<T: Element>(
         *t = T::from_f64(momentum * t.widen() + (1.0 - momentum) * s.widen());
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::OptimOps for ReferenceBackend<T> {
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        sgd_momentum_update(
+            params,
+            weights.as_mut_slice(),
+            grads.as_slice(),
+            velocity.as_mut_slice(),
+            len,
+        )
+    }
+
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        ema_update(momentum, source.as_slice(), target.as_mut_slice(), len)
+    }
 }
 
 #[cfg(test)]

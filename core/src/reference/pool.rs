@@ -4,6 +4,7 @@
 use super::bounds::product;
 use super::fault::FaultSlot;
 use super::memory::alloc_zeroed;
+use super::ReferenceBackend;
 use crate::desc::PoolShape;
 use crate::element::Element;
 use crate::error::{check_len, ensure, Result};
@@ -151,6 +152,67 @@ pub fn global_avg_pool_backward<T: Element>(
         grad_x[p * spatial..(p + 1) * spatial].fill(share);
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::PoolOps for ReferenceBackend<T> {
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        max_pool2d_forward(
+            shape,
+            x.as_slice(),
+            y.as_mut_slice(),
+            argmax.as_mut_slice(),
+            &self.faults,
+        )
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        max_pool2d_backward(
+            shape,
+            grad_y.as_slice(),
+            argmax.as_slice(),
+            grad_x.as_mut_slice(),
+        )
+    }
+
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_pool_forward(x.as_slice(), y.as_mut_slice(), batch, channels, spatial)
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_pool_backward(
+            grad_y.as_slice(),
+            grad_x.as_mut_slice(),
+            batch,
+            channels,
+            spatial,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::fault::FaultSlot;
 use super::memory::alloc_zeroed;
+use super::ReferenceBackend;
 use crate::desc::RoiAlignShape;
 use crate::element::Element;
 use crate::error::Result;
@@ -241,6 +242,40 @@ pub fn roi_align_backward<T: Element>(
         *g = T::from_f64(sum);
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::RoiAlignOps for ReferenceBackend<T> {
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        roi_align_forward(
+            shape,
+            features.as_slice(),
+            boxes.as_slice(),
+            output.as_mut_slice(),
+            &self.faults,
+        )
+    }
+
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        roi_align_backward(
+            shape,
+            grad_output.as_slice(),
+            boxes.as_slice(),
+            grad_features.as_mut_slice(),
+            &self.faults,
+        )
+    }
 }
 
 #[cfg(test)]

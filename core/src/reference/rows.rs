@@ -3,6 +3,7 @@
 
 use super::bounds::product;
 use super::fault::FaultSlot;
+use super::ReferenceBackend;
 use crate::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
 use crate::element::Element;
 use crate::error::{check_len, Result};
@@ -312,6 +313,110 @@ pub fn softmax_cross_entropy<T: Element>(
         row[valid..].fill(T::zero());
     }
     Ok(())
+}
+
+impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_forward(
+            x.as_slice(),
+            y.as_mut_slice(),
+            norms.as_mut_slice(),
+            rows,
+            cols,
+            &self.faults,
+        )
+    }
+
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_backward(
+            y.as_slice(),
+            norms.as_slice(),
+            grad_y.as_slice(),
+            grad_x.as_mut_slice(),
+            rows,
+            cols,
+        )
+    }
+
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        row_softmax(desc, x.as_slice(), y.as_mut_slice(), &self.faults)
+    }
+
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        row_logsumexp(desc, x.as_slice(), out.as_mut_slice(), &self.faults)
+    }
+
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        contrastive_rows(
+            desc,
+            logits.as_mut_slice(),
+            labels.as_slice(),
+            loss.as_mut_slice(),
+            &self.faults,
+        )
+    }
+
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        soft_cross_entropy(
+            desc,
+            grad_scale,
+            logits.as_mut_slice(),
+            targets.as_slice(),
+            loss.as_mut_slice(),
+            &self.faults,
+        )
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        softmax_cross_entropy(
+            desc,
+            grad_scale,
+            logits.as_mut_slice(),
+            labels.as_slice(),
+            loss.as_mut_slice(),
+            &self.faults,
+        )
+    }
 }
 
 #[cfg(test)]

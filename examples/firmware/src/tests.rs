@@ -3,7 +3,7 @@
 
 use dscl_core::nn::{ResNet, ResNetConfig, Scratch, TensorLayout, TensorSet};
 use dscl_core::train::LrSchedule;
-use dscl_core::Backend;
+use dscl_core::backend::prelude::*;
 use dscl_cpu::CpuBackend;
 
 use crate::data::Sampler;

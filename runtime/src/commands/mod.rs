@@ -20,7 +20,7 @@ use crate::cli::Command;
 /// the training code is generic over `Backend`).
 macro_rules! with_backend {
     ($common:expr, |$b:ident| $body:block) => {{
-        use dscl_core::Backend as _;
+        use dscl_core::backend::MemoryOps as _;
         use dscl_runtime::backend_choice::BackendChoice;
         let choice: BackendChoice = $common.backend;
         let precision: dscl_cuda::Precision = $common.precision;

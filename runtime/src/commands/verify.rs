@@ -10,8 +10,8 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::reference::ReferenceBackend;
-use dscl_core::Backend;
 use dscl_cpu::CpuBackend;
 use dscl_cuda::Precision;
 use dscl_runtime::backend_choice::BackendChoice;

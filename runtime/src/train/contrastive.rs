@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::Encoder;
 use dscl_core::train::{DsclBatch, DsclModel, DsclStep, StepShape};
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

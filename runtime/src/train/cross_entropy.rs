@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{ResNetClassifier, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

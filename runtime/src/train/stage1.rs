@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::train::LrSchedule;
-use dscl_core::Backend;
 
 use super::epochs::{Plan, Resumption, Sampling};
 use super::{contrastive, cross_entropy, Position};

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{LinearClassifier, TensorSet};
 use dscl_core::train::{ClassifierStep, LrSchedule, SgdConfig, Stage2Recipe, Trainable};
-use dscl_core::Backend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 

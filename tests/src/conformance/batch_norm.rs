@@ -5,8 +5,8 @@ use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Invalid, Want::S
 use crate::gen::Gen;
 use crate::harness::{fail, Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::BatchNormShape;
-use dscl_core::Backend;
 use proptest::prelude::*;
 use std::cell::RefCell;
 

@@ -4,7 +4,7 @@ use super::shape_errors::{expect, shape_tools, ShapeCase, Want::Shape};
 use crate::gen::Gen;
 use crate::harness::{Config, Ctx, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
-use dscl_core::Backend;
+use dscl_core::backend::prelude::*;
 use proptest::prelude::*;
 use std::cell::RefCell;
 

@@ -5,6 +5,7 @@
 use crate::gen::Gen;
 use crate::harness::{fail, Config, Ctx, Dual, Factory, FamilyReport, OrFail, Res};
 use crate::tol;
+use dscl_core::backend::prelude::*;
 use dscl_core::desc::{ContrastiveRowsDesc, PoolShape, PositiveWeighting, RoiAlignShape, RowsDesc};
 use dscl_core::{Backend, Element, Fault, FaultKind};
 use proptest::prelude::*;

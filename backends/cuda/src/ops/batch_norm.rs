@@ -12,12 +12,12 @@
 //! per thread then a tree, dgamma / dbeta added group after group by one thread.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
+use dscl_core::backend::BatchNormOps;
 
 kernel_args! {
     /// What the batch-norm kernels read (`BatchNormArgs` in `kernels/batch_norm.cu`).
@@ -57,18 +57,15 @@ pub(crate) fn forward_train(
     running_mean: &mut CudaBuffer<f32>,
     running_var: &mut CudaBuffer<f32>,
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[("batch_norm x", x.len), ("batch_norm y", y.len)],
-        &[
-            ("batch_norm gamma", gamma.len),
-            ("batch_norm beta", beta.len),
-            ("batch_norm running_mean", running_mean.len),
-            ("batch_norm running_var", running_var.len),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
-        ],
+    let n = shape.check_train(
+        x,
+        gamma,
+        beta,
+        &*y,
+        &*save_mean,
+        &*save_invstd,
+        &*running_mean,
+        &*running_var,
     )?;
     if shape.channels == 0 {
         return Ok(());
@@ -144,15 +141,7 @@ pub(crate) fn forward_inference(
     running_var: &CudaBuffer<f32>,
     y: &mut CudaBuffer<f32>,
 ) -> Result<()> {
-    shape.check(x.len, gamma.len)?;
-    check_len("batch_norm y", y.len, shape.len())?;
-    for (what, l) in [
-        ("batch_norm beta", beta.len),
-        ("batch_norm running_mean", running_mean.len),
-        ("batch_norm running_var", running_var.len),
-    ] {
-        check_len(what, l, shape.channels)?;
-    }
+    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
     if shape.is_empty() {
         return Ok(());
     }
@@ -197,21 +186,15 @@ pub(crate) fn backward(
     grad_gamma: &mut CudaBuffer<f32>,
     grad_beta: &mut CudaBuffer<f32>,
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[
-            ("batch_norm x", x.len),
-            ("batch_norm grad_y", grad_y.len),
-            ("batch_norm grad_x", grad_x.len),
-        ],
-        &[
-            ("batch_norm gamma", gamma.len),
-            ("batch_norm grad_gamma", grad_gamma.len),
-            ("batch_norm grad_beta", grad_beta.len),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
-        ],
+    let n = shape.check_backward(
+        x,
+        grad_y,
+        gamma,
+        save_mean,
+        save_invstd,
+        &*grad_x,
+        &*grad_gamma,
+        &*grad_beta,
     )?;
     if shape.channels == 0 {
         return Ok(());
@@ -240,4 +223,71 @@ pub(crate) fn backward(
             &args
         ]
     )
+}
+
+impl BatchNormOps for CudaBackend {
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_train(
+            self,
+            shape,
+            x,
+            gamma,
+            beta,
+            y,
+            save_mean,
+            save_invstd,
+            running_mean,
+            running_var,
+        )
+    }
+
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_inference(self, shape, x, gamma, beta, running_mean, running_var, y)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward(
+            self,
+            shape,
+            x,
+            grad_y,
+            gamma,
+            save_mean,
+            save_invstd,
+            grad_x,
+            grad_gamma,
+            grad_beta,
+        )
+    }
 }

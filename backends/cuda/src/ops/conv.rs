@@ -14,6 +14,7 @@ use super::u32_of;
 use crate::backend::{grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::conv_cudnn::ConvPass;
 use crate::kernel_args::kernel_args;
+use dscl_core::backend::ConvOps;
 
 kernel_args! {
     /// The shape, as every conv kernel takes it (`ConvArgs` in `kernels/conv.cu`).
@@ -149,6 +150,45 @@ pub(crate) fn backward_filter(
             &args
         ]
     )
+}
+
+impl ConvOps for CudaBackend {
+    fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
+        self.conv_workspace_len(shape)
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward(self, shape, input, weight, output, workspace)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_data(self, shape, grad_output, weight, grad_input, workspace)
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_filter(self, shape, input, grad_output, grad_weight, workspace)
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use dscl_core::Result;
 
 use crate::backend::{block_per, driver, grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
+use dscl_core::backend::ElementwiseOps;
 
 kernel_args! {
     /// What the elementwise kernels read (`ElementwiseArgs` in `kernels/elementwise.cu`).
@@ -265,4 +266,75 @@ pub(crate) fn relu_backward(
         grid_for(len),
         [&y.slice, &grad_y.slice, &mut grad_x.slice, &args]
     )
+}
+
+impl ElementwiseOps for CudaBackend {
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        fill(self, x, offset, len, value)
+    }
+
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy(self, src, src_offset, dst, dst_offset, len)
+    }
+
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy_index(self, src, src_offset, dst, dst_offset, len)
+    }
+
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        scale(self, x, len, alpha)
+    }
+
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        axpy(self, alpha, x, y, len)
+    }
+
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        add(self, a, b, out, len)
+    }
+
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        sum(self, x, len, scale, out, offset)
+    }
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        relu_forward(self, x, y, len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        relu_backward(self, y, grad_y, grad_x, len)
+    }
 }

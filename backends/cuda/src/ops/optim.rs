@@ -9,6 +9,7 @@ use dscl_core::Result;
 
 use crate::backend::{grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
+use dscl_core::backend::OptimOps;
 
 kernel_args! {
     /// What the optimiser kernels read (`OptimArgs` in `kernels/optim.cu`).
@@ -97,4 +98,27 @@ pub(crate) fn ema_update(
         grid_for(len),
         [&source.slice, &mut target.slice, &args]
     )
+}
+
+impl OptimOps for CudaBackend {
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        sgd_momentum_update(self, params, weights, grads, velocity, len)
+    }
+
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        ema_update(self, momentum, source, target, len)
+    }
 }

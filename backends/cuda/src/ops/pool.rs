@@ -12,6 +12,7 @@ use dscl_core::Result;
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
+use dscl_core::backend::PoolOps;
 
 kernel_args! {
     /// What the pool kernels read (`PoolArgs` in `kernels/pool.cu`).
@@ -158,4 +159,48 @@ pub(crate) fn global_avg_pool_backward(
         grid_for(len),
         [&grad_y.slice, &mut grad_x.slice, &args]
     )
+}
+
+impl PoolOps for CudaBackend {
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        max_pool2d_forward(self, shape, x, y, argmax)
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        max_pool2d_backward(self, shape, grad_y, argmax, grad_x)
+    }
+
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_pool_forward(self, x, y, batch, channels, spatial)
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_pool_backward(self, grad_y, grad_x, batch, channels, spatial)
+    }
 }

@@ -11,6 +11,7 @@ use dscl_core::Result;
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::kernel_args;
+use dscl_core::backend::RoiAlignOps;
 
 /// Sampling points per bin per axis, capped as in the CPU backend.
 const ROI_MAX_GRID: usize = 1 << 16;
@@ -108,4 +109,26 @@ pub(crate) fn backward(
             &args
         ]
     )
+}
+
+impl RoiAlignOps for CudaBackend {
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward(self, shape, features, boxes, output)
+    }
+
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward(self, shape, grad_output, boxes, grad_features)
+    }
 }

@@ -13,6 +13,7 @@ use dscl_core::Result;
 use super::u32_of;
 use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::kernel_args;
+use dscl_core::backend::RowOps;
 
 kernel_args! {
     /// What the row kernels read (`RowsArgs` in `kernels/rows.cu`).
@@ -277,4 +278,74 @@ pub(crate) fn softmax_cross_entropy(
             &args
         ]
     )
+}
+
+impl RowOps for CudaBackend {
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_forward(self, x, y, norms, rows, cols)
+    }
+
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_backward(self, y, norms, grad_y, grad_x, rows, cols)
+    }
+
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        row_softmax(self, desc, x, y)
+    }
+
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        row_logsumexp(self, desc, x, out)
+    }
+
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        contrastive_rows(self, desc, logits, labels, loss)
+    }
+
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        soft_cross_entropy(self, desc, grad_scale, logits, targets, loss)
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        softmax_cross_entropy(self, desc, grad_scale, logits, labels, loss)
+    }
 }

@@ -20,13 +20,13 @@
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
 use dscl_core::desc::BatchNormShape;
-use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::BatchNormOps;
 
 const STATS: &str = concat!(
     include_str!("../shaders/batch_norm_common.wgsl"),
@@ -108,18 +108,15 @@ pub(crate) fn forward_train(
     running_mean: &mut WgpuBuffer<f32>,
     running_var: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[("batch_norm x", x.len), ("batch_norm y", y.len)],
-        &[
-            ("batch_norm gamma", gamma.len),
-            ("batch_norm beta", beta.len),
-            ("batch_norm running_mean", running_mean.len),
-            ("batch_norm running_var", running_var.len),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
-        ],
+    let n = shape.check_train(
+        x,
+        gamma,
+        beta,
+        &*y,
+        &*save_mean,
+        &*save_invstd,
+        &*running_mean,
+        &*running_var,
     )?;
     if shape.channels == 0 {
         return Ok(());
@@ -260,15 +257,7 @@ pub(crate) fn forward_inference(
     running_var: &WgpuBuffer<f32>,
     y: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
-    shape.check(x.len, gamma.len)?;
-    check_len("batch_norm y", y.len, shape.len())?;
-    for (what, l) in [
-        ("batch_norm beta", beta.len),
-        ("batch_norm running_mean", running_mean.len),
-        ("batch_norm running_var", running_var.len),
-    ] {
-        check_len(what, l, shape.channels)?;
-    }
+    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
     if shape.is_empty() {
         return Ok(());
     }
@@ -302,21 +291,15 @@ pub(crate) fn backward(
     grad_gamma: &mut WgpuBuffer<f32>,
     grad_beta: &mut WgpuBuffer<f32>,
 ) -> Result<()> {
-    let n = shape.check_buffers(
-        &[
-            ("batch_norm x", x.len),
-            ("batch_norm grad_y", grad_y.len),
-            ("batch_norm grad_x", grad_x.len),
-        ],
-        &[
-            ("batch_norm gamma", gamma.len),
-            ("batch_norm grad_gamma", grad_gamma.len),
-            ("batch_norm grad_beta", grad_beta.len),
-        ],
-        &[
-            ("batch_norm save_mean", save_mean.len),
-            ("batch_norm save_invstd", save_invstd.len),
-        ],
+    let n = shape.check_backward(
+        x,
+        grad_y,
+        gamma,
+        save_mean,
+        save_invstd,
+        &*grad_x,
+        &*grad_gamma,
+        &*grad_beta,
     )?;
     if shape.channels == 0 {
         return Ok(());
@@ -429,4 +412,71 @@ pub(crate) fn backward(
         }
     }
     Ok(())
+}
+
+impl BatchNormOps for WgpuBackend {
+    fn batch_norm_forward_train(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        y: &mut Self::Buffer,
+        save_mean: &mut Self::Buffer,
+        save_invstd: &mut Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_train(
+            self,
+            shape,
+            x,
+            gamma,
+            beta,
+            y,
+            save_mean,
+            save_invstd,
+            running_mean,
+            running_var,
+        )
+    }
+
+    fn batch_norm_forward_inference(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        gamma: &Self::Buffer,
+        beta: &Self::Buffer,
+        running_mean: &Self::Buffer,
+        running_var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward_inference(self, shape, x, gamma, beta, running_mean, running_var, y)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        shape: &BatchNormShape,
+        x: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        gamma: &Self::Buffer,
+        save_mean: &Self::Buffer,
+        save_invstd: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        grad_gamma: &mut Self::Buffer,
+        grad_beta: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward(
+            self,
+            shape,
+            x,
+            grad_y,
+            gamma,
+            save_mean,
+            save_invstd,
+            grad_x,
+            grad_gamma,
+            grad_beta,
+        )
+    }
 }

@@ -23,6 +23,7 @@ use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::recorder::MAX_GROUPS_PER_DIM;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::ConvOps;
 
 /// Rows and columns of a workgroup's tile (ROWS, COLS in `conv_tile.wgsl`).
 const ROWS: usize = 16;
@@ -521,4 +522,43 @@ fn backward_filter_run(
         &[w(&[weight_len])?, w(&[plan.slices()])?],
         groups(weight_len, FILTER_REDUCE.workgroup)?,
     )
+}
+
+impl ConvOps for WgpuBackend {
+    fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
+        workspace_len(self, shape)
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        weight: &Self::Buffer,
+        output: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward(self, shape, input, weight, output, workspace)
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        shape: &Conv2dShape,
+        grad_output: &Self::Buffer,
+        weight: &Self::Buffer,
+        grad_input: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_data(self, shape, grad_output, weight, grad_input, workspace)
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        shape: &Conv2dShape,
+        input: &Self::Buffer,
+        grad_output: &Self::Buffer,
+        grad_weight: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward_filter(self, shape, input, grad_output, grad_weight, workspace)
+    }
 }

@@ -6,6 +6,7 @@ use dscl_core::Result;
 use super::{binding_align, f32_bits, image_runs, map, word};
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::ElementwiseOps;
 
 const UNARY: &str = include_str!("../shaders/elementwise.wgsl");
 const BINARY: &str = include_str!("../shaders/binary.wgsl");
@@ -163,4 +164,75 @@ pub(crate) fn relu_backward(
         len,
         &[],
     )
+}
+
+impl ElementwiseOps for WgpuBackend {
+    fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
+        fill(self, x, offset, len, value)
+    }
+
+    fn copy(
+        &self,
+        src: &Self::Buffer,
+        src_offset: usize,
+        dst: &mut Self::Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy(self, src, src_offset, dst, dst_offset, len)
+    }
+
+    fn copy_index(
+        &self,
+        src: &Self::IndexBuffer,
+        src_offset: usize,
+        dst: &mut Self::IndexBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        copy(self, src, src_offset, dst, dst_offset, len)
+    }
+
+    fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
+        scale(self, x, len, alpha)
+    }
+
+    fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        axpy(self, alpha, x, y, len)
+    }
+
+    fn add(
+        &self,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        out: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        add(self, a, b, out, len)
+    }
+
+    fn sum(
+        &self,
+        x: &Self::Buffer,
+        len: usize,
+        scale: f64,
+        out: &mut Self::Buffer,
+        offset: usize,
+    ) -> Result<()> {
+        sum(self, x, len, scale, out, offset)
+    }
+
+    fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
+        relu_forward(self, x, y, len)
+    }
+
+    fn relu_backward(
+        &self,
+        y: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        relu_backward(self, y, grad_y, grad_x, len)
+    }
 }

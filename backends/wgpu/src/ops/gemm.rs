@@ -17,6 +17,7 @@ use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::recorder::MAX_GROUPS_PER_DIM;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::DenseOps;
 
 /// A and B bound as vec4 arrays: a quarter of the loads (lavapipe pays per load, per
 /// invocation).
@@ -304,12 +305,44 @@ pub(crate) fn bias_backward(
     )
 }
 
+impl DenseOps for WgpuBackend {
+    fn gemm(
+        &self,
+        desc: &GemmDesc,
+        a: &Self::Buffer,
+        b: &Self::Buffer,
+        c: &mut Self::Buffer,
+    ) -> Result<()> {
+        gemm(self, desc, a, b, c)
+    }
+
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer,
+        bias: &Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_add(self, x, bias, rows, cols)
+    }
+
+    fn bias_backward(
+        &self,
+        grad_out: &Self::Buffer,
+        grad_bias: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_backward(self, grad_out, grad_bias, rows, cols)
+    }
+}
+
 /// What the conformance suite does not reach at its shapes: grids split over several
 /// dispatches, and bias_backward's multi-lane reduction.
 #[cfg(test)]
 mod tests {
+    use dscl_core::backend::prelude::*;
     use dscl_core::desc::{GemmDesc, MatrixLayout};
-    use dscl_core::Backend;
 
     use crate::WgpuBackend;
 

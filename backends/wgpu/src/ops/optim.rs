@@ -8,6 +8,7 @@ use dscl_core::Result;
 use super::{f32_bits, map};
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::OptimOps;
 
 const SGD: &str = include_str!("../shaders/optim_sgd.wgsl");
 const EMA: &str = include_str!("../shaders/optim_ema.wgsl");
@@ -80,4 +81,27 @@ pub(crate) fn ema_update(
         len,
         &[f32_bits(momentum), f32_bits(1.0 - momentum)],
     )
+}
+
+impl OptimOps for WgpuBackend {
+    fn sgd_momentum_update(
+        &self,
+        params: &SgdParams,
+        weights: &mut Self::Buffer,
+        grads: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        sgd_momentum_update(self, params, weights, grads, velocity, len)
+    }
+
+    fn ema_update(
+        &self,
+        momentum: f64,
+        source: &Self::Buffer,
+        target: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<()> {
+        ema_update(self, momentum, source, target, len)
+    }
 }

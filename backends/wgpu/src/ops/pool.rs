@@ -11,6 +11,7 @@ use dscl_core::Result;
 use super::{binding_align, for_image_runs, groups, word};
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::PoolOps;
 
 const MAX: &str = include_str!("../shaders/pool_max.wgsl");
 const MAX_BACKWARD: &str = include_str!("../shaders/pool_max_backward.wgsl");
@@ -234,4 +235,48 @@ pub(crate) fn global_avg_backward(
             groups(elements, GAP_BACKWARD.workgroup)?,
         )
     })
+}
+
+impl PoolOps for WgpuBackend {
+    fn max_pool2d_forward(
+        &self,
+        shape: &PoolShape,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        argmax: &mut Self::IndexBuffer,
+    ) -> Result<()> {
+        max_forward(self, shape, x, y, argmax)
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: &PoolShape,
+        grad_y: &Self::Buffer,
+        argmax: &Self::IndexBuffer,
+        grad_x: &mut Self::Buffer,
+    ) -> Result<()> {
+        max_backward(self, shape, grad_y, argmax, grad_x)
+    }
+
+    fn global_avg_pool_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_forward(self, x, y, batch, channels, spatial)
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+    ) -> Result<()> {
+        global_avg_backward(self, grad_y, grad_x, batch, channels, spatial)
+    }
 }

@@ -16,6 +16,7 @@ use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::RoiAlignOps;
 
 const COMMON: &str = include_str!("../shaders/roi_align_common.wgsl");
 const FORWARD: &str = concat!(
@@ -156,4 +157,26 @@ pub(crate) fn backward(
         boxes,
         grad_features,
     )
+}
+
+impl RoiAlignOps for WgpuBackend {
+    fn roi_align_forward(
+        &self,
+        shape: &RoiAlignShape,
+        features: &Self::Buffer,
+        boxes: &Self::Buffer,
+        output: &mut Self::Buffer,
+    ) -> Result<()> {
+        forward(self, shape, features, boxes, output)
+    }
+
+    fn roi_align_backward(
+        &self,
+        shape: &RoiAlignShape,
+        grad_output: &Self::Buffer,
+        boxes: &Self::Buffer,
+        grad_features: &mut Self::Buffer,
+    ) -> Result<()> {
+        backward(self, shape, grad_output, boxes, grad_features)
+    }
 }

@@ -12,6 +12,7 @@ use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
+use dscl_core::backend::RowOps;
 
 /// A row module: the shared reductions (rows_common.wgsl) followed by the kernel's own file.
 macro_rules! row_module {
@@ -350,4 +351,74 @@ pub(crate) fn softmax_cross_entropy(
         let own = own_words(what, &[word(what, run.count)?, c, v, f32_bits(grad_scale)])?;
         Ok(([lw, labw, sw], matrix_at, row_at, own))
     })
+}
+
+impl RowOps for WgpuBackend {
+    fn l2_normalize_forward(
+        &self,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+        norms: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_forward(self, x, y, norms, rows, cols)
+    }
+
+    fn l2_normalize_backward(
+        &self,
+        y: &Self::Buffer,
+        norms: &Self::Buffer,
+        grad_y: &Self::Buffer,
+        grad_x: &mut Self::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        l2_normalize_backward(self, y, norms, grad_y, grad_x, rows, cols)
+    }
+
+    fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
+        row_softmax(self, desc, x, y)
+    }
+
+    fn row_logsumexp(
+        &self,
+        desc: &RowsDesc,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        row_logsumexp(self, desc, x, out)
+    }
+
+    fn contrastive_rows(
+        &self,
+        desc: &ContrastiveRowsDesc,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        contrastive_rows(self, desc, logits, labels, loss)
+    }
+
+    fn soft_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        targets: &Self::Buffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        soft_cross_entropy(self, desc, grad_scale, logits, targets, loss)
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        desc: &RowsDesc,
+        grad_scale: f64,
+        logits: &mut Self::Buffer,
+        labels: &Self::IndexBuffer,
+        loss: &mut Self::Buffer,
+    ) -> Result<()> {
+        softmax_cross_entropy(self, desc, grad_scale, logits, labels, loss)
+    }
 }

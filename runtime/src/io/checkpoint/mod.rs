@@ -25,8 +25,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{TensorLayout, TensorSet};
-use dscl_core::Backend;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// The format tag every checkpoint carries.

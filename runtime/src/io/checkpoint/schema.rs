@@ -17,9 +17,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{Encoder, LinearClassifier, ResNetClassifier, TensorLayout, TensorSet};
 use dscl_core::train::{DsclModel, Trainable};
-use dscl_core::Backend;
 
 use super::{put_batch_counters, Checkpoint, CheckpointWriter};
 use crate::config::RunConfig;

@@ -1,0 +1,94 @@
+//! The seam: the kernels every device implements, one trait per family, and [`Backend`] as
+//! their sum. One method is one kernel launch.
+//!
+//! Each family is one file here, and each backend implements it in one file of its own
+//! (`memory`, `elementwise`, `dense`, `conv`, `batch_norm`, `pool`, `roi_align`, `rows`,
+//! `optim`). Code generic over a device names `B: Backend`; code calling a concrete backend's
+//! kernels imports the families with `use dscl_core::backend::prelude::*`.
+//!
+//! Conventions shared by every method:
+//! - Buffers belong to the backend. Arguments are checked on the host against the descriptor
+//!   (`desc` module) before anything runs; a buffer may be longer than needed, never shorter.
+//!   Shape errors are returned as `Error::ShapeMismatch` / `Error::InvalidArgument`.
+//! - Errors in *values* (NaN, zero-norm rows, labels out of range) are recorded by the kernel
+//!   in the backend's fault slot and read with [`MemoryOps::take_fault`] (or together with a
+//!   download, [`MemoryOps::download_with_fault`]), so a device needs no host round trip per
+//!   kernel. Each method's doc says which faults it records.
+//! - Outputs are written (`=`) unless the doc says they accumulate (`+=`). Parameter-gradient
+//!   outputs (`conv2d_backward_filter`, `batch_norm_backward`'s dgamma/dbeta, `bias_backward`)
+//!   and `roi_align_backward` accumulate, so one gradient set can collect several passes.
+//! - Scalars are passed as f64 and converted to the element type by the backend.
+//! - Integer buffers hold `u32` (labels, max-pool argmax).
+//! - Output buffers never alias inputs: the borrow checker enforces it.
+
+mod batch_norm;
+mod conv;
+mod dense;
+mod elementwise;
+mod memory;
+mod optim;
+mod pool;
+mod roi_align;
+mod rows;
+
+pub use batch_norm::BatchNormOps;
+pub use conv::ConvOps;
+pub use dense::DenseOps;
+pub use elementwise::ElementwiseOps;
+pub use memory::MemoryOps;
+pub use optim::OptimOps;
+pub use pool::PoolOps;
+pub use roi_align::RoiAlignOps;
+pub use rows::RowOps;
+
+/// Every family trait, for code that calls a concrete backend's kernels.
+pub mod prelude {
+    pub use super::{
+        Backend, BatchNormOps, BufferLen, ConvOps, DenseOps, ElementwiseOps, MemoryOps, OptimOps,
+        PoolOps, RoiAlignOps, RowOps,
+    };
+}
+
+/// A backend buffer reports its length in elements.
+pub trait BufferLen {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A host slice is a buffer too: the reference backend's kernels and the
+/// descriptors' checks take them.
+impl<T> BufferLen for [T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+}
+
+/// A whole device: every kernel family. Implemented for any type that implements them all, so a
+/// backend implements the families and never this trait.
+pub trait Backend:
+    MemoryOps
+    + ElementwiseOps
+    + DenseOps
+    + ConvOps
+    + BatchNormOps
+    + PoolOps
+    + RoiAlignOps
+    + RowOps
+    + OptimOps
+{
+}
+
+impl<T> Backend for T where
+    T: MemoryOps
+        + ElementwiseOps
+        + DenseOps
+        + ConvOps
+        + BatchNormOps
+        + PoolOps
+        + RoiAlignOps
+        + RowOps
+        + OptimOps
+{
+}
