@@ -1,14 +1,15 @@
 //! The seam: the kernels every device implements, one trait per family, and [`Backend`] as
 //! their sum. One method is one kernel launch.
 //!
-//! Each family is one file here, and each backend implements it in one file of its own
-//! (`memory`, `elementwise`, `dense`, `conv`, `batch_norm`, `pool`, `roi_align`, `rows`,
-//! `optim`). Code generic over a device names `B: Backend`; code calling a concrete backend's
+//! Each family is one file here, holding its descriptors (the shapes, and the argument checks
+//! every implementation makes in one call before it launches anything) and its trait; each
+//! backend implements the family in one file of its own (`memory`, `elementwise`, `dense`,
+//! `conv`, `batch_norm`, `pool`, `roi_align`, `rows`, `optim`). Code generic over a device names `B: Backend`; code calling a concrete backend's
 //! kernels imports the families with `use dscl_core::backend::prelude::*`.
 //!
 //! Conventions shared by every method:
 //! - Buffers belong to the backend. Arguments are checked on the host against the descriptor
-//!   (`desc` module) before anything runs; a buffer may be longer than needed, never shorter.
+//!   before anything runs; a buffer may be longer than needed, never shorter.
 //!   Shape errors are returned as `Error::ShapeMismatch` / `Error::InvalidArgument`.
 //! - Errors in *values* (NaN, zero-norm rows, labels out of range) are recorded by the kernel
 //!   in the backend's fault slot and read with [`MemoryOps::take_fault`] (or together with a
@@ -21,15 +22,15 @@
 //! - Integer buffers hold `u32` (labels, max-pool argmax).
 //! - Output buffers never alias inputs: the borrow checker enforces it.
 
-mod batch_norm;
-mod conv;
-mod dense;
-mod elementwise;
-mod memory;
-mod optim;
-mod pool;
-mod roi_align;
-mod rows;
+pub mod batch_norm;
+pub mod conv;
+pub mod dense;
+pub mod elementwise;
+pub mod memory;
+pub mod optim;
+pub mod pool;
+pub mod roi_align;
+pub mod rows;
 
 pub use batch_norm::BatchNormOps;
 pub use conv::ConvOps;
@@ -91,4 +92,19 @@ impl<T> Backend for T where
         + RowOps
         + OptimOps
 {
+}
+
+/// A product of dimensions that saturates instead of overflowing: an absurd shape then needs a
+/// buffer no backend has, and the size check refuses it.
+fn product(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
+}
+
+fn padded(extent: usize, padding: usize) -> usize {
+    extent.saturating_add(padding.saturating_mul(2))
+}
+
+/// Output extent of a sliding window: `(extent + 2 * padding - kernel) / stride + 1`.
+fn out_extent(extent: usize, padding: usize, kernel: usize, stride: usize) -> usize {
+    padded(extent, padding).saturating_sub(kernel) / stride.max(1) + 1
 }

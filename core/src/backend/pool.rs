@@ -1,8 +1,84 @@
 //! Pooling: max pooling with its argmax, and global average pooling.
 
 use super::MemoryOps;
-use crate::desc::PoolShape;
-use crate::error::Result;
+use super::{out_extent, padded, product};
+use crate::error::{check_len, ensure, Result};
+
+/// Checks the buffers of global average pooling over `[batch, channels, spatial]` (`x` that
+/// long, `y` one value per plane); returns (planes, elements of x).
+pub fn check_global_pool(
+    what: &'static str,
+    x_len: usize,
+    y_len: usize,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+) -> Result<(usize, usize)> {
+    let planes = batch.saturating_mul(channels);
+    let len = planes.saturating_mul(spatial);
+    check_len(what, x_len, len)?;
+    check_len(what, y_len, planes)?;
+    ensure(
+        spatial >= 1 || planes == 0,
+        what,
+        "spatial size must be at least 1",
+    )?;
+    Ok((planes, len))
+}
+
+/// Max pooling over NCHW with a square window, the same stride and padding on both axes;
+/// padded positions are never selected (they count as -infinity), as in PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl PoolShape {
+    pub fn out_height(&self) -> usize {
+        out_extent(self.in_height, self.padding, self.kernel, self.stride)
+    }
+    pub fn out_width(&self) -> usize {
+        out_extent(self.in_width, self.padding, self.kernel, self.stride)
+    }
+    pub fn input_len(&self) -> usize {
+        product(&[self.batch, self.channels, self.in_height, self.in_width])
+    }
+    pub fn output_len(&self) -> usize {
+        product(&[
+            self.batch,
+            self.channels,
+            self.out_height(),
+            self.out_width(),
+        ])
+    }
+    pub fn check(&self, input_len: usize, output_len: usize, argmax_len: usize) -> Result<()> {
+        ensure(
+            self.stride >= 1 && self.kernel >= 1,
+            "max_pool2d",
+            "kernel and stride must be at least 1",
+        )?;
+        ensure(
+            self.padding <= self.kernel / 2,
+            "max_pool2d",
+            "padding must be at most half the kernel",
+        )?;
+        ensure(
+            padded(self.in_height, self.padding) >= self.kernel
+                && padded(self.in_width, self.padding) >= self.kernel,
+            "max_pool2d",
+            "kernel larger than the padded input",
+        )?;
+        check_len("max_pool2d input", input_len, self.input_len())?;
+        check_len("max_pool2d output", output_len, self.output_len())?;
+        check_len("max_pool2d argmax", argmax_len, self.output_len())
+    }
+}
 
 pub trait PoolOps: MemoryOps {
     /// Max pooling; `argmax[o]` = index `h * in_width + w` of the chosen input within its

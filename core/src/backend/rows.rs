@@ -2,8 +2,119 @@
 //! loss-and-gradient kernels (supervised contrastive, soft-target and hard-label cross-entropy).
 
 use super::MemoryOps;
-use crate::desc::{ContrastiveRowsDesc, RowsDesc};
-use crate::error::Result;
+use crate::error::{check_len, ensure, Result};
+
+/// Row-wise operation over a `rows x cols` row-major matrix of which only the first
+/// `valid_cols` columns take part (the rest are masked: unfilled queue slots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsDesc {
+    pub rows: usize,
+    /// Row stride (elements per stored row).
+    pub cols: usize,
+    /// Columns `valid_cols..cols` are ignored and, where the kernel writes a full row, set to 0.
+    pub valid_cols: usize,
+}
+
+impl RowsDesc {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        RowsDesc {
+            rows,
+            cols,
+            valid_cols: cols,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.rows.saturating_mul(self.cols)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn check(&self, what: &'static str, matrix_len: usize) -> Result<()> {
+        ensure(
+            self.valid_cols <= self.cols,
+            what,
+            "valid_cols exceeds cols",
+        )?;
+        ensure(
+            self.valid_cols >= 1 || self.rows == 0,
+            what,
+            "a row needs at least one valid column",
+        )?;
+        check_len(what, matrix_len, self.len())
+    }
+}
+
+/// How the positives of an anchor are weighted in the supervised contrastive loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PositiveWeighting {
+    /// SupCon: weight 1 on every positive.
+    SupCon,
+    /// DSCL: weight 1 on the augmented view (column `batch + i`) and `beta / (|P(i)| - 1)` on
+    /// each other positive.
+    Decoupled { beta: f64 },
+}
+
+/// One block of anchors of the supervised contrastive loss (SupCon or DSCL), on logits
+/// already computed as `s_ij = q_i . z_j / tau`, where `z` is the contrast set `[Q; K; U]`.
+/// Anchor `i = row_offset + r` (for block row r) is also column `i` of the contrast set (its
+/// self column, excluded everywhere), and its augmented view is column `batch + i`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContrastiveRowsDesc {
+    /// Anchors in this block, and the rows of the logits block.
+    pub rows: usize,
+    /// Global index of the block's first anchor.
+    pub row_offset: usize,
+    /// B: the number of anchors in the whole batch.
+    pub batch: usize,
+    /// Row stride of the logits block and length of the contrast labels (N = 2B + K).
+    pub cols: usize,
+    /// Columns `valid_cols..cols` are masked (unfilled queue entries): excluded from numerator
+    /// and denominator, and their gradient is 0.
+    pub valid_cols: usize,
+    /// Labels must lie in `0..num_classes`; others are a fault.
+    pub num_classes: u32,
+    pub weighting: PositiveWeighting,
+    /// The gradient written is `grad_scale * dL_i/ds_ij` (1/B for a mean over anchors).
+    pub grad_scale: f64,
+}
+
+impl ContrastiveRowsDesc {
+    pub fn check(&self, logits_len: usize, labels_len: usize, loss_len: usize) -> Result<()> {
+        ensure(
+            self.valid_cols <= self.cols,
+            "contrastive_rows",
+            "valid_cols exceeds cols",
+        )?;
+        ensure(
+            self.row_offset.saturating_add(self.rows) <= self.batch,
+            "contrastive_rows",
+            "anchor block extends past the batch",
+        )?;
+        ensure(
+            self.batch.saturating_mul(2) <= self.valid_cols,
+            "contrastive_rows",
+            "the contrast set must start with the B queries and B keys",
+        )?;
+        if let PositiveWeighting::Decoupled { beta } = self.weighting {
+            ensure(
+                beta >= 0.0 && beta.is_finite(),
+                "contrastive_rows",
+                "beta must be finite and non-negative",
+            )?;
+        }
+        check_len(
+            "contrastive_rows logits",
+            logits_len,
+            self.rows.saturating_mul(self.cols),
+        )?;
+        check_len("contrastive_rows labels", labels_len, self.cols)?;
+        check_len(
+            "contrastive_rows loss",
+            loss_len,
+            self.row_offset.saturating_add(self.rows),
+        )
+    }
+}
 
 pub trait RowOps: MemoryOps {
     /// `norms[r] = ||x_r||`, `y_r = x_r / norms[r]` for a `rows x cols` matrix. Records
