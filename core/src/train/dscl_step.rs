@@ -32,26 +32,25 @@
 //!
 //! [`DsclStep::forward_backward`] is steps 1-6 alone, for gradient checks.
 
+mod plan;
+
 use heapless::Vec;
 
 use crate::backend::Backend;
 use crate::backend::BufferLen;
 use crate::error::{check_len, ensure, Fault, Result};
 use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
-use crate::loss::L2Normalize;
 use crate::loss::{
-    ContrastiveInputs, ContrastiveShape, PatchSelfDistillation, PbsdInputs, QueryGradient,
-    SupervisedContrastive, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT, DEFAULT_TEMPERATURE,
+    ContrastiveInputs, PbsdInputs, QueryGradient, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT,
+    DEFAULT_TEMPERATURE,
 };
-use crate::nn::batch_norm::StatGroups;
 use crate::nn::encoder::{Encoder, EncoderRecord};
-use crate::nn::head::HeadRecord;
-use crate::nn::pool::GlobalAvgPool;
-use crate::nn::roi_align::RoiAlign;
 use crate::nn::scratch::Scratch;
 use crate::train::model::DsclModel;
 use crate::train::optim::SgdConfig;
 use crate::train::queue::KeyQueue;
+
+use plan::{CropPath, GroupRows, ReplicaGroup};
 
 /// The most replica groups one step holds (a node of 8 GPUs times 8 nodes).
 pub const MAX_REPLICAS: usize = 64;
@@ -180,198 +179,7 @@ const fn pbsd_slot(group: usize) -> usize {
     2 * TOTALS_LEN * group + TOTALS_LEN
 }
 
-/// What PBSD adds: the crops' pass and the teachers.
-struct CropPath<B: Backend> {
-    students: EncoderRecord<B>,
-    roi: RoiAlign,
-    roi_out: B::Buffer,
-    roi_pool: GlobalAvgPool,
-    teacher_pooled: B::Buffer,
-    teacher_head: HeadRecord<B>,
-    teacher_norm: L2Normalize<B>,
-    teachers: B::Buffer,
-    d_students: B::Buffer,
-    frozen_teachers: bool,
-}
-
-/// One replica group's losses; with R > 1 also its rows, gathered from the step's buffers
-/// before its losses and its gradients scattered back after.
-struct ReplicaGroup<B: Backend> {
-    contrastive: SupervisedContrastive<B>,
-    pbsd: Option<PatchSelfDistillation<B>>,
-    rows: Option<GroupRows<B>>,
-}
-
-struct GroupRows<B: Backend> {
-    queries: B::Buffer,
-    keys: B::Buffer,
-    labels: B::IndexBuffer,
-    d_queries: B::Buffer,
-    /// `[C * b, d]` crop-major within the group (PBSD only, else empty).
-    teachers: B::Buffer,
-    students: B::Buffer,
-    d_students: B::Buffer,
-}
-
 impl<B: Backend> DsclStep<B> {
-    pub fn new(
-        backend: &B,
-        encoder: &Encoder,
-        config: DsclConfig,
-        shape: StepShape,
-    ) -> Result<Self> {
-        ensure(shape.batch >= 1, "batch", "must be at least 1")?;
-        ensure(
-            config.pbsd_weight.is_finite() && config.pbsd_weight >= 0.0,
-            "pbsd weight",
-            "must be finite and non-negative",
-        )?;
-        ensure(
-            (0.0..=1.0).contains(&config.key_momentum),
-            "key momentum",
-            "must lie in [0, 1]",
-        )?;
-        let replicas = config.replicas;
-        ensure(
-            (1..=MAX_REPLICAS).contains(&replicas),
-            "replicas",
-            "must be between 1 and 64",
-        )?;
-        ensure(
-            shape.batch.is_multiple_of(replicas),
-            "batch",
-            "must be a multiple of the replica count (each replica group takes batch / replicas images)",
-        )?;
-        let big_b = shape.batch;
-        let b = big_b / replicas;
-        let dim = encoder.embedding_dim();
-        let loss_shape = ContrastiveShape {
-            batch: b,
-            dim,
-            queue_len: config.queue_len,
-            num_classes: shape.num_classes,
-        };
-        let replica_groups = StatGroups {
-            groups: replicas,
-            running_every: replicas,
-        };
-        let full_size_pass = || {
-            encoder.plan_grouped(
-                backend,
-                big_b,
-                shape.image_size,
-                shape.image_size,
-                replica_groups,
-            )
-        };
-        let (query, key) = (full_size_pass()?, full_size_pass()?);
-        let mut needs = encoder.needs(backend, &query);
-        let pbsd_on = config.pbsd_weight > 0.0;
-        let crop = if pbsd_on {
-            ensure(
-                config.crops >= 1,
-                "crops",
-                "must be at least 1 when PBSD is on",
-            )?;
-            let crop_groups = match config.crop_norm {
-                CropNorm::PerSet => StatGroups {
-                    groups: config.crops * replicas,
-                    running_every: replicas,
-                },
-                CropNorm::Joint => {
-                    ensure(
-                        replicas == 1,
-                        "crop batch norm",
-                        "the joint crop pass is defined for one replica only; use per-set",
-                    )?;
-                    StatGroups::WHOLE
-                }
-            };
-            let n = config.crops * big_b;
-            let students =
-                encoder.plan_grouped(backend, n, shape.crop_size, shape.crop_size, crop_groups)?;
-            needs = needs.max(encoder.needs(backend, &students));
-            let (channels, h, w) = query.backbone.feature_dims();
-            let roi = RoiAlign::new(big_b, channels, h, w, n, encoder.backbone.config.stride())?;
-            Some(CropPath {
-                students,
-                roi_out: backend.alloc(roi.shape.output_len())?,
-                roi,
-                roi_pool: GlobalAvgPool {
-                    batch: n,
-                    channels,
-                    spatial: 4,
-                },
-                teacher_pooled: backend.alloc(n * channels)?,
-                teacher_head: encoder.head.plan(backend, n)?,
-                teacher_norm: L2Normalize::new(backend, n, dim)?,
-                teachers: backend.alloc(n * dim)?,
-                d_students: backend.alloc(n * dim)?,
-                frozen_teachers: false,
-            })
-        } else {
-            None
-        };
-        let mut groups = Vec::new();
-        for _ in 0..replicas {
-            let contrastive = match config.loss {
-                ContrastiveLoss::Dscl { beta } => {
-                    SupervisedContrastive::dscl(backend, loss_shape, config.temperature, beta)?
-                }
-                ContrastiveLoss::SupCon => {
-                    SupervisedContrastive::supcon(backend, loss_shape, config.temperature)?
-                }
-            };
-            let pbsd = if pbsd_on {
-                Some(PatchSelfDistillation::new(
-                    backend,
-                    loss_shape,
-                    config.crops,
-                    config.temperature,
-                )?)
-            } else {
-                None
-            };
-            let crop_rows = if pbsd_on { config.crops * b * dim } else { 0 };
-            let rows = if replicas > 1 {
-                Some(GroupRows {
-                    queries: backend.alloc(b * dim)?,
-                    keys: backend.alloc(b * dim)?,
-                    labels: backend.alloc_index(b)?,
-                    d_queries: backend.alloc(b * dim)?,
-                    teachers: backend.alloc(crop_rows)?,
-                    students: backend.alloc(crop_rows)?,
-                    d_students: backend.alloc(crop_rows)?,
-                })
-            } else {
-                None
-            };
-            // Capacity is MAX_REPLICAS, checked above.
-            let _ = groups.push(ReplicaGroup {
-                contrastive,
-                pbsd,
-                rows,
-            });
-        }
-        let keys_in_order = if replicas > 1 {
-            Some(backend.alloc(big_b * dim)?)
-        } else {
-            None
-        };
-        Ok(DsclStep {
-            config,
-            shape,
-            query,
-            key,
-            keys_in_order,
-            crop,
-            scratch: Scratch::new(backend, needs)?,
-            groups,
-            d_queries: backend.alloc(big_b * dim)?,
-            totals: backend.alloc(2 * TOTALS_LEN * replicas)?,
-        })
-    }
-
     pub fn config(&self) -> &DsclConfig {
         &self.config
     }
