@@ -15,7 +15,7 @@ use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
+use crate::backend::{block_per, grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
 use dscl_core::backend::BatchNormOps;
 
@@ -44,187 +44,6 @@ kernel_args! {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_train(
-    be: &CudaBackend,
-    shape: &BatchNormShape,
-    x: &CudaBuffer<f32>,
-    gamma: &CudaBuffer<f32>,
-    beta: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    save_mean: &mut CudaBuffer<f32>,
-    save_invstd: &mut CudaBuffer<f32>,
-    running_mean: &mut CudaBuffer<f32>,
-    running_var: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    let n = shape.check_train(
-        x,
-        gamma,
-        beta,
-        &*y,
-        &*save_mean,
-        &*save_invstd,
-        &*running_mean,
-        &*running_var,
-    )?;
-    if shape.channels == 0 {
-        return Ok(());
-    }
-    let what = "batch_norm_forward_train";
-    let nf = n as f64;
-    let len = shape.len();
-    let args = BatchNormArgs {
-        n: size_t(n),
-        groups: size_t(shape.groups),
-        running_every: size_t(shape.running_every),
-        elements: size_t(len),
-        group_len: size_t(shape.group().len()),
-        channels: u32_of(what, shape.channels)?,
-        spatial: u32_of(what, shape.spatial)?,
-        // bn_apply normalises by the saved inverse standard deviations.
-        from_variance: 0,
-        eps: shape.eps as f32,
-        keep: (1.0 - shape.momentum) as f32,
-        momentum: shape.momentum as f32,
-        // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
-        unbias: if n > 1 { (nf / (nf - 1.0)) as f32 } else { 1.0 },
-        unused: 0,
-    };
-    // One block per (group, channel); the saved length is groups * channels (checked above).
-    launch!(
-        be,
-        "bn_stats",
-        block_per(what, shape.saved_len())?,
-        [
-            &x.slice,
-            &mut save_mean.slice,
-            &mut save_invstd.slice,
-            &args
-        ]
-    )?;
-    launch!(
-        be,
-        "bn_finish",
-        grid_for(shape.channels),
-        [
-            &save_mean.slice,
-            &mut save_invstd.slice,
-            &mut running_mean.slice,
-            &mut running_var.slice,
-            &args
-        ]
-    )?;
-    launch!(
-        be,
-        "bn_apply",
-        grid_for(len),
-        [
-            &x.slice,
-            &gamma.slice,
-            &beta.slice,
-            &save_mean.slice,
-            &save_invstd.slice,
-            &mut y.slice,
-            &args
-        ]
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_inference(
-    be: &CudaBackend,
-    shape: &BatchNormShape,
-    x: &CudaBuffer<f32>,
-    gamma: &CudaBuffer<f32>,
-    beta: &CudaBuffer<f32>,
-    running_mean: &CudaBuffer<f32>,
-    running_var: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
-    if shape.is_empty() {
-        return Ok(());
-    }
-    let what = "batch_norm_forward_inference";
-    let len = shape.len();
-    let args = BatchNormArgs {
-        elements: size_t(len),
-        // Inference ignores the statistics groups: the whole batch is one group.
-        group_len: size_t(len),
-        channels: u32_of(what, shape.channels)?,
-        spatial: u32_of(what, shape.spatial)?,
-        from_variance: 1,
-        eps: shape.eps as f32,
-        ..BatchNormArgs::default()
-    };
-    launch!(
-        be,
-        "bn_apply",
-        grid_for(len),
-        [
-            &x.slice,
-            &gamma.slice,
-            &beta.slice,
-            &running_mean.slice,
-            &running_var.slice,
-            &mut y.slice,
-            &args
-        ]
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
-    be: &CudaBackend,
-    shape: &BatchNormShape,
-    x: &CudaBuffer<f32>,
-    grad_y: &CudaBuffer<f32>,
-    gamma: &CudaBuffer<f32>,
-    save_mean: &CudaBuffer<f32>,
-    save_invstd: &CudaBuffer<f32>,
-    grad_x: &mut CudaBuffer<f32>,
-    grad_gamma: &mut CudaBuffer<f32>,
-    grad_beta: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    let n = shape.check_backward(
-        x,
-        grad_y,
-        gamma,
-        save_mean,
-        save_invstd,
-        &*grad_x,
-        &*grad_gamma,
-        &*grad_beta,
-    )?;
-    if shape.channels == 0 {
-        return Ok(());
-    }
-    let what = "batch_norm_backward";
-    let args = BatchNormArgs {
-        n: size_t(n),
-        groups: size_t(shape.groups),
-        channels: u32_of(what, shape.channels)?,
-        spatial: u32_of(what, shape.spatial)?,
-        ..BatchNormArgs::default()
-    };
-    launch!(
-        be,
-        "bn_backward",
-        block_per(what, shape.channels)?,
-        [
-            &x.slice,
-            &grad_y.slice,
-            &gamma.slice,
-            &save_mean.slice,
-            &save_invstd.slice,
-            &mut grad_x.slice,
-            &mut grad_gamma.slice,
-            &mut grad_beta.slice,
-            &args
-        ]
-    )
-}
-
 impl BatchNormOps for CudaBackend {
     fn batch_norm_forward_train(
         &self,
@@ -238,17 +57,76 @@ impl BatchNormOps for CudaBackend {
         running_mean: &mut Self::Buffer,
         running_var: &mut Self::Buffer,
     ) -> Result<()> {
-        forward_train(
-            self,
-            shape,
+        let n = shape.check_train(
             x,
             gamma,
             beta,
-            y,
-            save_mean,
-            save_invstd,
-            running_mean,
-            running_var,
+            &*y,
+            &*save_mean,
+            &*save_invstd,
+            &*running_mean,
+            &*running_var,
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_forward_train";
+        let nf = n as f64;
+        let len = shape.len();
+        let args = BatchNormArgs {
+            n: size_t(n),
+            groups: size_t(shape.groups),
+            running_every: size_t(shape.running_every),
+            elements: size_t(len),
+            group_len: size_t(shape.group().len()),
+            channels: u32_of(what, shape.channels)?,
+            spatial: u32_of(what, shape.spatial)?,
+            // bn_apply normalises by the saved inverse standard deviations.
+            from_variance: 0,
+            eps: shape.eps as f32,
+            keep: (1.0 - shape.momentum) as f32,
+            momentum: shape.momentum as f32,
+            // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
+            unbias: if n > 1 { (nf / (nf - 1.0)) as f32 } else { 1.0 },
+            unused: 0,
+        };
+        // One block per (group, channel); the saved length is groups * channels (checked above).
+        launch!(
+            self,
+            "bn_stats",
+            block_per(what, shape.saved_len())?,
+            [
+                &x.slice,
+                &mut save_mean.slice,
+                &mut save_invstd.slice,
+                &args
+            ]
+        )?;
+        launch!(
+            self,
+            "bn_finish",
+            grid_for(shape.channels),
+            [
+                &save_mean.slice,
+                &mut save_invstd.slice,
+                &mut running_mean.slice,
+                &mut running_var.slice,
+                &args
+            ]
+        )?;
+        launch!(
+            self,
+            "bn_apply",
+            grid_for(len),
+            [
+                &x.slice,
+                &gamma.slice,
+                &beta.slice,
+                &save_mean.slice,
+                &save_invstd.slice,
+                &mut y.slice,
+                &args
+            ]
         )
     }
 
@@ -262,7 +140,36 @@ impl BatchNormOps for CudaBackend {
         running_var: &Self::Buffer,
         y: &mut Self::Buffer,
     ) -> Result<()> {
-        forward_inference(self, shape, x, gamma, beta, running_mean, running_var, y)
+        shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+        if shape.is_empty() {
+            return Ok(());
+        }
+        let what = "batch_norm_forward_inference";
+        let len = shape.len();
+        let args = BatchNormArgs {
+            elements: size_t(len),
+            // Inference ignores the statistics groups: the whole batch is one group.
+            group_len: size_t(len),
+            channels: u32_of(what, shape.channels)?,
+            spatial: u32_of(what, shape.spatial)?,
+            from_variance: 1,
+            eps: shape.eps as f32,
+            ..BatchNormArgs::default()
+        };
+        launch!(
+            self,
+            "bn_apply",
+            grid_for(len),
+            [
+                &x.slice,
+                &gamma.slice,
+                &beta.slice,
+                &running_mean.slice,
+                &running_var.slice,
+                &mut y.slice,
+                &args
+            ]
+        )
     }
 
     fn batch_norm_backward(
@@ -277,17 +184,42 @@ impl BatchNormOps for CudaBackend {
         grad_gamma: &mut Self::Buffer,
         grad_beta: &mut Self::Buffer,
     ) -> Result<()> {
-        backward(
-            self,
-            shape,
+        let n = shape.check_backward(
             x,
             grad_y,
             gamma,
             save_mean,
             save_invstd,
-            grad_x,
-            grad_gamma,
-            grad_beta,
+            &*grad_x,
+            &*grad_gamma,
+            &*grad_beta,
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_backward";
+        let args = BatchNormArgs {
+            n: size_t(n),
+            groups: size_t(shape.groups),
+            channels: u32_of(what, shape.channels)?,
+            spatial: u32_of(what, shape.spatial)?,
+            ..BatchNormArgs::default()
+        };
+        launch!(
+            self,
+            "bn_backward",
+            block_per(what, shape.channels)?,
+            [
+                &x.slice,
+                &grad_y.slice,
+                &gamma.slice,
+                &save_mean.slice,
+                &save_invstd.slice,
+                &mut grad_x.slice,
+                &mut grad_gamma.slice,
+                &mut grad_beta.slice,
+                &args
+            ]
         )
     }
 }

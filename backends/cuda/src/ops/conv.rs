@@ -11,7 +11,7 @@ use dscl_core::desc::Conv2dShape;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use crate::backend::{grid_for, launch, too_large, CudaBackend};
 use crate::conv_cudnn::ConvPass;
 use crate::kernel_args::kernel_args;
 use dscl_core::backend::ConvOps;
@@ -65,93 +65,6 @@ impl ConvArgs {
     }
 }
 
-pub(crate) fn forward(
-    be: &CudaBackend,
-    shape: &Conv2dShape,
-    input: &CudaBuffer<f32>,
-    weight: &CudaBuffer<f32>,
-    output: &mut CudaBuffer<f32>,
-    workspace: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(input.len, weight.len, output.len)?;
-    let args = ConvArgs::of(shape)?;
-    let n = shape.output_len();
-    if n == 0 {
-        return Ok(());
-    }
-    if be.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
-        return Ok(());
-    }
-    launch!(
-        be,
-        "conv2d_forward",
-        grid_for(n),
-        [&input.slice, &weight.slice, &mut output.slice, &args]
-    )
-}
-
-pub(crate) fn backward_data(
-    be: &CudaBackend,
-    shape: &Conv2dShape,
-    grad_output: &CudaBuffer<f32>,
-    weight: &CudaBuffer<f32>,
-    grad_input: &mut CudaBuffer<f32>,
-    workspace: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(grad_input.len, weight.len, grad_output.len)?;
-    let args = ConvArgs::of(shape)?;
-    let n = shape.input_len();
-    if n == 0 {
-        return Ok(());
-    }
-    let pass = ConvPass::BackwardData;
-    if be.cudnn_conv(pass, shape, grad_output, weight, grad_input, workspace)? {
-        return Ok(());
-    }
-    launch!(
-        be,
-        "conv2d_backward_data",
-        grid_for(n),
-        [
-            &grad_output.slice,
-            &weight.slice,
-            &mut grad_input.slice,
-            &args
-        ]
-    )
-}
-
-pub(crate) fn backward_filter(
-    be: &CudaBackend,
-    shape: &Conv2dShape,
-    input: &CudaBuffer<f32>,
-    grad_output: &CudaBuffer<f32>,
-    grad_weight: &mut CudaBuffer<f32>,
-    workspace: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(input.len, grad_weight.len, grad_output.len)?;
-    let args = ConvArgs::of(shape)?;
-    let n = shape.weight_len();
-    if n == 0 {
-        return Ok(());
-    }
-    let pass = ConvPass::BackwardFilter;
-    if be.cudnn_conv(pass, shape, input, grad_output, grad_weight, workspace)? {
-        return Ok(());
-    }
-    launch!(
-        be,
-        "conv2d_backward_filter",
-        grid_for(n),
-        [
-            &input.slice,
-            &grad_output.slice,
-            &mut grad_weight.slice,
-            &args
-        ]
-    )
-}
-
 impl ConvOps for CudaBackend {
     fn conv2d_workspace_len(&self, shape: &Conv2dShape) -> usize {
         self.conv_workspace_len(shape)
@@ -165,7 +78,21 @@ impl ConvOps for CudaBackend {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        forward(self, shape, input, weight, output, workspace)
+        shape.check(input.len, weight.len, output.len)?;
+        let args = ConvArgs::of(shape)?;
+        let n = shape.output_len();
+        if n == 0 {
+            return Ok(());
+        }
+        if self.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_forward",
+            grid_for(n),
+            [&input.slice, &weight.slice, &mut output.slice, &args]
+        )
     }
 
     fn conv2d_backward_data(
@@ -176,7 +103,27 @@ impl ConvOps for CudaBackend {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_data(self, shape, grad_output, weight, grad_input, workspace)
+        shape.check(grad_input.len, weight.len, grad_output.len)?;
+        let args = ConvArgs::of(shape)?;
+        let n = shape.input_len();
+        if n == 0 {
+            return Ok(());
+        }
+        let pass = ConvPass::BackwardData;
+        if self.cudnn_conv(pass, shape, grad_output, weight, grad_input, workspace)? {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_backward_data",
+            grid_for(n),
+            [
+                &grad_output.slice,
+                &weight.slice,
+                &mut grad_input.slice,
+                &args
+            ]
+        )
     }
 
     fn conv2d_backward_filter(
@@ -187,7 +134,27 @@ impl ConvOps for CudaBackend {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_filter(self, shape, input, grad_output, grad_weight, workspace)
+        shape.check(input.len, grad_weight.len, grad_output.len)?;
+        let args = ConvArgs::of(shape)?;
+        let n = shape.weight_len();
+        if n == 0 {
+            return Ok(());
+        }
+        let pass = ConvPass::BackwardFilter;
+        if self.cudnn_conv(pass, shape, input, grad_output, grad_weight, workspace)? {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "conv2d_backward_filter",
+            grid_for(n),
+            [
+                &input.slice,
+                &grad_output.slice,
+                &mut grad_weight.slice,
+                &args
+            ]
+        )
     }
 }
 

@@ -50,138 +50,6 @@ impl ElementwiseArgs {
     }
 }
 
-pub(crate) fn fill(
-    be: &CudaBackend,
-    x: &mut CudaBuffer<f32>,
-    offset: usize,
-    len: usize,
-    value: f64,
-) -> Result<()> {
-    let end = check_range("fill", x.len, offset, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::with_alpha(len, value);
-    let mut view = x.slice.slice_mut(offset..end);
-    launch!(be, "fill_f32", grid_for(len), [&mut view, &args])
-}
-
-pub(crate) fn copy(
-    be: &CudaBackend,
-    src: &CudaBuffer<f32>,
-    src_offset: usize,
-    dst: &mut CudaBuffer<f32>,
-    dst_offset: usize,
-    len: usize,
-) -> Result<()> {
-    let src_end = check_range("copy src", src.len, src_offset, len)?;
-    let dst_end = check_range("copy dst", dst.len, dst_offset, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let from = src.slice.slice(src_offset..src_end);
-    let mut to = dst.slice.slice_mut(dst_offset..dst_end);
-    be.stream
-        .memcpy_dtod(&from, &mut to)
-        .map_err(|e| driver("copy", e))
-}
-
-pub(crate) fn copy_index(
-    be: &CudaBackend,
-    src: &CudaBuffer<u32>,
-    src_offset: usize,
-    dst: &mut CudaBuffer<u32>,
-    dst_offset: usize,
-    len: usize,
-) -> Result<()> {
-    let src_end = check_range("copy_index src", src.len, src_offset, len)?;
-    let dst_end = check_range("copy_index dst", dst.len, dst_offset, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::over(len);
-    let from = src.slice.slice(src_offset..src_end);
-    let mut to = dst.slice.slice_mut(dst_offset..dst_end);
-    launch!(be, "copy_u32", grid_for(len), [&from, &mut to, &args])
-}
-
-pub(crate) fn scale(
-    be: &CudaBackend,
-    x: &mut CudaBuffer<f32>,
-    len: usize,
-    alpha: f64,
-) -> Result<()> {
-    check_len("scale x", x.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::with_alpha(len, alpha);
-    launch!(be, "scale_f32", grid_for(len), [&mut x.slice, &args])
-}
-
-pub(crate) fn axpy(
-    be: &CudaBackend,
-    alpha: f64,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("axpy x", x.len, len)?;
-    check_len("axpy y", y.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::with_alpha(len, alpha);
-    launch!(
-        be,
-        "axpy_f32",
-        grid_for(len),
-        [&x.slice, &mut y.slice, &args]
-    )
-}
-
-pub(crate) fn add(
-    be: &CudaBackend,
-    a: &CudaBuffer<f32>,
-    b: &CudaBuffer<f32>,
-    out: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("add a", a.len, len)?;
-    check_len("add b", b.len, len)?;
-    check_len("add out", out.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::over(len);
-    launch!(
-        be,
-        "add_f32",
-        grid_for(len),
-        [&a.slice, &b.slice, &mut out.slice, &args]
-    )
-}
-
-pub(crate) fn sum(
-    be: &CudaBackend,
-    x: &CudaBuffer<f32>,
-    len: usize,
-    scale: f64,
-    out: &mut CudaBuffer<f32>,
-    offset: usize,
-) -> Result<()> {
-    check_len("sum x", x.len, len)?;
-    let end = check_range("sum out", out.len, offset, 1)?;
-    let args = ElementwiseArgs::with_alpha(len, scale);
-    let mut target = out.slice.slice_mut(offset..end);
-    launch!(
-        be,
-        "sum_f32",
-        block_per("sum", 1)?,
-        [&x.slice, &mut target, &args]
-    )
-}
-
 pub(crate) fn bias_add(
     be: &CudaBackend,
     x: &mut CudaBuffer<f32>,
@@ -226,51 +94,15 @@ pub(crate) fn bias_backward(
     )
 }
 
-pub(crate) fn relu_forward(
-    be: &CudaBackend,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("relu x", x.len, len)?;
-    check_len("relu y", y.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::over(len);
-    launch!(
-        be,
-        "relu_forward",
-        grid_for(len),
-        [&x.slice, &mut y.slice, &args]
-    )
-}
-
-pub(crate) fn relu_backward(
-    be: &CudaBackend,
-    y: &CudaBuffer<f32>,
-    grad_y: &CudaBuffer<f32>,
-    grad_x: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("relu_backward y", y.len, len)?;
-    check_len("relu_backward grad_y", grad_y.len, len)?;
-    check_len("relu_backward grad_x", grad_x.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = ElementwiseArgs::over(len);
-    launch!(
-        be,
-        "relu_backward",
-        grid_for(len),
-        [&y.slice, &grad_y.slice, &mut grad_x.slice, &args]
-    )
-}
-
 impl ElementwiseOps for CudaBackend {
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
-        fill(self, x, offset, len, value)
+        let end = check_range("fill", x.len, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::with_alpha(len, value);
+        let mut view = x.slice.slice_mut(offset..end);
+        launch!(self, "fill_f32", grid_for(len), [&mut view, &args])
     }
 
     fn copy(
@@ -281,7 +113,16 @@ impl ElementwiseOps for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        copy(self, src, src_offset, dst, dst_offset, len)
+        let src_end = check_range("copy src", src.len, src_offset, len)?;
+        let dst_end = check_range("copy dst", dst.len, dst_offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let from = src.slice.slice(src_offset..src_end);
+        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+        self.stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(|e| driver("copy", e))
     }
 
     fn copy_index(
@@ -292,15 +133,39 @@ impl ElementwiseOps for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        copy_index(self, src, src_offset, dst, dst_offset, len)
+        let src_end = check_range("copy_index src", src.len, src_offset, len)?;
+        let dst_end = check_range("copy_index dst", dst.len, dst_offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::over(len);
+        let from = src.slice.slice(src_offset..src_end);
+        let mut to = dst.slice.slice_mut(dst_offset..dst_end);
+        launch!(self, "copy_u32", grid_for(len), [&from, &mut to, &args])
     }
 
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
-        scale(self, x, len, alpha)
+        check_len("scale x", x.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::with_alpha(len, alpha);
+        launch!(self, "scale_f32", grid_for(len), [&mut x.slice, &args])
     }
 
     fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        axpy(self, alpha, x, y, len)
+        check_len("axpy x", x.len, len)?;
+        check_len("axpy y", y.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::with_alpha(len, alpha);
+        launch!(
+            self,
+            "axpy_f32",
+            grid_for(len),
+            [&x.slice, &mut y.slice, &args]
+        )
     }
 
     fn add(
@@ -310,7 +175,19 @@ impl ElementwiseOps for CudaBackend {
         out: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        add(self, a, b, out, len)
+        check_len("add a", a.len, len)?;
+        check_len("add b", b.len, len)?;
+        check_len("add out", out.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::over(len);
+        launch!(
+            self,
+            "add_f32",
+            grid_for(len),
+            [&a.slice, &b.slice, &mut out.slice, &args]
+        )
     }
 
     fn sum(
@@ -321,11 +198,31 @@ impl ElementwiseOps for CudaBackend {
         out: &mut Self::Buffer,
         offset: usize,
     ) -> Result<()> {
-        sum(self, x, len, scale, out, offset)
+        check_len("sum x", x.len, len)?;
+        let end = check_range("sum out", out.len, offset, 1)?;
+        let args = ElementwiseArgs::with_alpha(len, scale);
+        let mut target = out.slice.slice_mut(offset..end);
+        launch!(
+            self,
+            "sum_f32",
+            block_per("sum", 1)?,
+            [&x.slice, &mut target, &args]
+        )
     }
 
     fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        relu_forward(self, x, y, len)
+        check_len("relu x", x.len, len)?;
+        check_len("relu y", y.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::over(len);
+        launch!(
+            self,
+            "relu_forward",
+            grid_for(len),
+            [&x.slice, &mut y.slice, &args]
+        )
     }
 
     fn relu_backward(
@@ -335,6 +232,18 @@ impl ElementwiseOps for CudaBackend {
         grad_x: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        relu_backward(self, y, grad_y, grad_x, len)
+        check_len("relu_backward y", y.len, len)?;
+        check_len("relu_backward grad_y", grad_y.len, len)?;
+        check_len("relu_backward grad_x", grad_x.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = ElementwiseArgs::over(len);
+        launch!(
+            self,
+            "relu_backward",
+            grid_for(len),
+            [&y.slice, &grad_y.slice, &mut grad_x.slice, &args]
+        )
     }
 }

@@ -7,7 +7,7 @@ use dscl_core::desc::SgdParams;
 use dscl_core::error::{check_len, ensure};
 use dscl_core::Result;
 
-use crate::backend::{grid_for, launch, CudaBackend, CudaBuffer};
+use crate::backend::{grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
 use dscl_core::backend::OptimOps;
 
@@ -33,73 +33,6 @@ const USE_MOMENTUM: u32 = 1;
 const FIRST_STEP: u32 = 2;
 const NESTEROV: u32 = 4;
 
-pub(crate) fn sgd_momentum_update(
-    be: &CudaBackend,
-    params: &SgdParams,
-    weights: &mut CudaBuffer<f32>,
-    grads: &CudaBuffer<f32>,
-    velocity: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    params.check()?;
-    check_len("sgd weights", weights.len, len)?;
-    check_len("sgd grads", grads.len, len)?;
-    check_len("sgd velocity", velocity.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let bit = |on: bool, flag: u32| if on { flag } else { 0 };
-    let args = OptimArgs {
-        n: size_t(len),
-        lr: params.lr as f32,
-        momentum: params.momentum as f32,
-        weight_decay: params.weight_decay as f32,
-        one_minus_dampening: (1.0 - params.dampening) as f32,
-        // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
-        flags: bit(params.momentum != 0.0, USE_MOMENTUM)
-            | bit(params.first_step, FIRST_STEP)
-            | bit(params.nesterov, NESTEROV),
-        ..OptimArgs::default()
-    };
-    launch!(
-        be,
-        "sgd_momentum",
-        grid_for(len),
-        [&mut weights.slice, &grads.slice, &mut velocity.slice, &args]
-    )
-}
-
-pub(crate) fn ema_update(
-    be: &CudaBackend,
-    momentum: f64,
-    source: &CudaBuffer<f32>,
-    target: &mut CudaBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    ensure(
-        momentum.is_finite() && (0.0..=1.0).contains(&momentum),
-        "ema_update",
-        "momentum must lie in [0, 1]",
-    )?;
-    check_len("ema source", source.len, len)?;
-    check_len("ema target", target.len, len)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = OptimArgs {
-        n: size_t(len),
-        momentum: momentum as f32,
-        one_minus_momentum: (1.0 - momentum) as f32,
-        ..OptimArgs::default()
-    };
-    launch!(
-        be,
-        "ema_update",
-        grid_for(len),
-        [&source.slice, &mut target.slice, &args]
-    )
-}
-
 impl OptimOps for CudaBackend {
     fn sgd_momentum_update(
         &self,
@@ -109,7 +42,32 @@ impl OptimOps for CudaBackend {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        sgd_momentum_update(self, params, weights, grads, velocity, len)
+        params.check()?;
+        check_len("sgd weights", weights.len, len)?;
+        check_len("sgd grads", grads.len, len)?;
+        check_len("sgd velocity", velocity.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let bit = |on: bool, flag: u32| if on { flag } else { 0 };
+        let args = OptimArgs {
+            n: size_t(len),
+            lr: params.lr as f32,
+            momentum: params.momentum as f32,
+            weight_decay: params.weight_decay as f32,
+            one_minus_dampening: (1.0 - params.dampening) as f32,
+            // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
+            flags: bit(params.momentum != 0.0, USE_MOMENTUM)
+                | bit(params.first_step, FIRST_STEP)
+                | bit(params.nesterov, NESTEROV),
+            ..OptimArgs::default()
+        };
+        launch!(
+            self,
+            "sgd_momentum",
+            grid_for(len),
+            [&mut weights.slice, &grads.slice, &mut velocity.slice, &args]
+        )
     }
 
     fn ema_update(
@@ -119,6 +77,27 @@ impl OptimOps for CudaBackend {
         target: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        ema_update(self, momentum, source, target, len)
+        ensure(
+            momentum.is_finite() && (0.0..=1.0).contains(&momentum),
+            "ema_update",
+            "momentum must lie in [0, 1]",
+        )?;
+        check_len("ema source", source.len, len)?;
+        check_len("ema target", target.len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = OptimArgs {
+            n: size_t(len),
+            momentum: momentum as f32,
+            one_minus_momentum: (1.0 - momentum) as f32,
+            ..OptimArgs::default()
+        };
+        launch!(
+            self,
+            "ema_update",
+            grid_for(len),
+            [&source.slice, &mut target.slice, &args]
+        )
     }
 }

@@ -10,7 +10,7 @@ use dscl_core::error::ensure;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
+use crate::backend::{block_per, grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
 use dscl_core::backend::PoolOps;
 
@@ -64,103 +64,6 @@ impl PoolArgs {
     }
 }
 
-pub(crate) fn max_pool2d_forward(
-    be: &CudaBackend,
-    shape: &PoolShape,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    argmax: &mut CudaBuffer<u32>,
-) -> Result<()> {
-    shape.check(x.len, y.len, argmax.len)?;
-    let outputs = shape.output_len();
-    let args = PoolArgs::max_pool(shape, outputs)?;
-    ensure(
-        shape
-            .in_height
-            .checked_mul(shape.in_width)
-            .is_some_and(|p| u32::try_from(p).is_ok()),
-        "max_pool2d",
-        "an input plane must have fewer than 2^32 elements (u32 argmax)",
-    )?;
-    if outputs == 0 {
-        return Ok(());
-    }
-    u32_of("max_pool2d", outputs)?;
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "max_pool_forward",
-        grid_for(outputs),
-        [&*fault, &x.slice, &mut y.slice, &mut argmax.slice, &args]
-    )
-}
-
-pub(crate) fn max_pool2d_backward(
-    be: &CudaBackend,
-    shape: &PoolShape,
-    grad_y: &CudaBuffer<f32>,
-    argmax: &CudaBuffer<u32>,
-    grad_x: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(grad_x.len, grad_y.len, argmax.len)?;
-    let inputs = shape.input_len();
-    let args = PoolArgs::max_pool(shape, inputs)?;
-    if inputs == 0 {
-        return Ok(());
-    }
-    launch!(
-        be,
-        "max_pool_backward",
-        grid_for(inputs),
-        [&grad_y.slice, &argmax.slice, &mut grad_x.slice, &args]
-    )
-}
-
-pub(crate) fn global_avg_pool_forward(
-    be: &CudaBackend,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<()> {
-    let what = "global_avg_pool";
-    let (planes, _) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
-    if planes == 0 {
-        return Ok(());
-    }
-    let args = PoolArgs::global_avg(planes, u32_of(what, spatial)?);
-    let blocks = planes.min(1 << 16);
-    launch!(
-        be,
-        "gap_forward",
-        block_per(what, blocks)?,
-        [&x.slice, &mut y.slice, &args]
-    )
-}
-
-pub(crate) fn global_avg_pool_backward(
-    be: &CudaBackend,
-    grad_y: &CudaBuffer<f32>,
-    grad_x: &mut CudaBuffer<f32>,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<()> {
-    let what = "global_avg_pool_backward";
-    let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let args = PoolArgs::global_avg(len, u32_of(what, spatial)?);
-    launch!(
-        be,
-        "gap_backward",
-        grid_for(len),
-        [&grad_y.slice, &mut grad_x.slice, &args]
-    )
-}
-
 impl PoolOps for CudaBackend {
     fn max_pool2d_forward(
         &self,
@@ -169,7 +72,28 @@ impl PoolOps for CudaBackend {
         y: &mut Self::Buffer,
         argmax: &mut Self::IndexBuffer,
     ) -> Result<()> {
-        max_pool2d_forward(self, shape, x, y, argmax)
+        shape.check(x.len, y.len, argmax.len)?;
+        let outputs = shape.output_len();
+        let args = PoolArgs::max_pool(shape, outputs)?;
+        ensure(
+            shape
+                .in_height
+                .checked_mul(shape.in_width)
+                .is_some_and(|p| u32::try_from(p).is_ok()),
+            "max_pool2d",
+            "an input plane must have fewer than 2^32 elements (u32 argmax)",
+        )?;
+        if outputs == 0 {
+            return Ok(());
+        }
+        u32_of("max_pool2d", outputs)?;
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "max_pool_forward",
+            grid_for(outputs),
+            [&*fault, &x.slice, &mut y.slice, &mut argmax.slice, &args]
+        )
     }
 
     fn max_pool2d_backward(
@@ -179,7 +103,18 @@ impl PoolOps for CudaBackend {
         argmax: &Self::IndexBuffer,
         grad_x: &mut Self::Buffer,
     ) -> Result<()> {
-        max_pool2d_backward(self, shape, grad_y, argmax, grad_x)
+        shape.check(grad_x.len, grad_y.len, argmax.len)?;
+        let inputs = shape.input_len();
+        let args = PoolArgs::max_pool(shape, inputs)?;
+        if inputs == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "max_pool_backward",
+            grid_for(inputs),
+            [&grad_y.slice, &argmax.slice, &mut grad_x.slice, &args]
+        )
     }
 
     fn global_avg_pool_forward(
@@ -190,7 +125,19 @@ impl PoolOps for CudaBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_pool_forward(self, x, y, batch, channels, spatial)
+        let what = "global_avg_pool";
+        let (planes, _) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
+        if planes == 0 {
+            return Ok(());
+        }
+        let args = PoolArgs::global_avg(planes, u32_of(what, spatial)?);
+        let blocks = planes.min(1 << 16);
+        launch!(
+            self,
+            "gap_forward",
+            block_per(what, blocks)?,
+            [&x.slice, &mut y.slice, &args]
+        )
     }
 
     fn global_avg_pool_backward(
@@ -201,6 +148,17 @@ impl PoolOps for CudaBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_pool_backward(self, grad_y, grad_x, batch, channels, spatial)
+        let what = "global_avg_pool_backward";
+        let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let args = PoolArgs::global_avg(len, u32_of(what, spatial)?);
+        launch!(
+            self,
+            "gap_backward",
+            grid_for(len),
+            [&grad_y.slice, &mut grad_x.slice, &args]
+        )
     }
 }

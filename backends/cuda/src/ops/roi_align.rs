@@ -64,53 +64,6 @@ fn check_boxes(be: &CudaBackend, boxes: &CudaBuffer<f32>, args: &RoiAlignArgs) -
     )
 }
 
-pub(crate) fn forward(
-    be: &CudaBackend,
-    shape: &RoiAlignShape,
-    features: &CudaBuffer<f32>,
-    boxes: &CudaBuffer<f32>,
-    output: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(features.len, boxes.len, output.len)?;
-    if shape.num_rois == 0 {
-        return Ok(());
-    }
-    let args = RoiAlignArgs::of(shape)?;
-    check_boxes(be, boxes, &args)?;
-    launch!(
-        be,
-        "roi_forward",
-        grid_for(shape.output_len()),
-        [&features.slice, &boxes.slice, &mut output.slice, &args]
-    )
-}
-
-pub(crate) fn backward(
-    be: &CudaBackend,
-    shape: &RoiAlignShape,
-    grad_output: &CudaBuffer<f32>,
-    boxes: &CudaBuffer<f32>,
-    grad_features: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    shape.check(grad_features.len, boxes.len, grad_output.len)?;
-    if shape.num_rois == 0 {
-        return Ok(());
-    }
-    let args = RoiAlignArgs::of(shape)?;
-    check_boxes(be, boxes, &args)?;
-    launch!(
-        be,
-        "roi_backward",
-        grid_for(shape.output_len()),
-        [
-            &grad_output.slice,
-            &boxes.slice,
-            &mut grad_features.slice,
-            &args
-        ]
-    )
-}
-
 impl RoiAlignOps for CudaBackend {
     fn roi_align_forward(
         &self,
@@ -119,7 +72,18 @@ impl RoiAlignOps for CudaBackend {
         boxes: &Self::Buffer,
         output: &mut Self::Buffer,
     ) -> Result<()> {
-        forward(self, shape, features, boxes, output)
+        shape.check(features.len, boxes.len, output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let args = RoiAlignArgs::of(shape)?;
+        check_boxes(self, boxes, &args)?;
+        launch!(
+            self,
+            "roi_forward",
+            grid_for(shape.output_len()),
+            [&features.slice, &boxes.slice, &mut output.slice, &args]
+        )
     }
 
     fn roi_align_backward(
@@ -129,6 +93,22 @@ impl RoiAlignOps for CudaBackend {
         boxes: &Self::Buffer,
         grad_features: &mut Self::Buffer,
     ) -> Result<()> {
-        backward(self, shape, grad_output, boxes, grad_features)
+        shape.check(grad_features.len, boxes.len, grad_output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let args = RoiAlignArgs::of(shape)?;
+        check_boxes(self, boxes, &args)?;
+        launch!(
+            self,
+            "roi_backward",
+            grid_for(shape.output_len()),
+            [
+                &grad_output.slice,
+                &boxes.slice,
+                &mut grad_features.slice,
+                &args
+            ]
+        )
     }
 }

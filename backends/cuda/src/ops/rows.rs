@@ -11,7 +11,7 @@ use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
+use crate::backend::{block_per, launch, too_large, CudaBackend};
 use crate::kernel_args::kernel_args;
 use dscl_core::backend::RowOps;
 
@@ -54,232 +54,6 @@ impl RowsArgs {
     }
 }
 
-pub(crate) fn l2_normalize_forward(
-    be: &CudaBackend,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-    norms: &mut CudaBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let what = "l2_normalize";
-    let len = rows.checked_mul(cols).ok_or(too_large(what))?;
-    check_len("l2_normalize x", x.len, len)?;
-    check_len("l2_normalize y", y.len, len)?;
-    check_len("l2_normalize norms", norms.len, rows)?;
-    if rows == 0 {
-        return Ok(());
-    }
-    let args = RowsArgs {
-        rows: u32_of(what, rows)?,
-        cols: u32_of(what, cols)?,
-        ..RowsArgs::default()
-    };
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "l2_normalize_forward",
-        block_per(what, rows)?,
-        [&*fault, &x.slice, &mut y.slice, &mut norms.slice, &args]
-    )
-}
-
-pub(crate) fn l2_normalize_backward(
-    be: &CudaBackend,
-    y: &CudaBuffer<f32>,
-    norms: &CudaBuffer<f32>,
-    grad_y: &CudaBuffer<f32>,
-    grad_x: &mut CudaBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let what = "l2_normalize_backward";
-    let len = rows.checked_mul(cols).ok_or(too_large(what))?;
-    check_len("l2_normalize_backward y", y.len, len)?;
-    check_len("l2_normalize_backward norms", norms.len, rows)?;
-    check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
-    check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
-    if rows == 0 {
-        return Ok(());
-    }
-    let args = RowsArgs {
-        rows: u32_of(what, rows)?,
-        cols: u32_of(what, cols)?,
-        ..RowsArgs::default()
-    };
-    launch!(
-        be,
-        "l2_normalize_backward",
-        block_per(what, rows)?,
-        [
-            &y.slice,
-            &norms.slice,
-            &grad_y.slice,
-            &mut grad_x.slice,
-            &args
-        ]
-    )
-}
-
-pub(crate) fn row_softmax(
-    be: &CudaBackend,
-    desc: &RowsDesc,
-    x: &CudaBuffer<f32>,
-    y: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    desc.check("row_softmax x", x.len)?;
-    check_len("row_softmax y", y.len, desc.len())?;
-    let args = RowsArgs::of("row_softmax", desc)?;
-    if desc.rows == 0 {
-        return Ok(());
-    }
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "row_softmax",
-        block_per("row_softmax", desc.rows)?,
-        [&*fault, &x.slice, &mut y.slice, &args]
-    )
-}
-
-pub(crate) fn row_logsumexp(
-    be: &CudaBackend,
-    desc: &RowsDesc,
-    x: &CudaBuffer<f32>,
-    out: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    desc.check("row_logsumexp x", x.len)?;
-    check_len("row_logsumexp out", out.len, desc.rows)?;
-    let args = RowsArgs::of("row_logsumexp", desc)?;
-    if desc.rows == 0 {
-        return Ok(());
-    }
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "row_logsumexp",
-        block_per("row_logsumexp", desc.rows)?,
-        [&*fault, &x.slice, &mut out.slice, &args]
-    )
-}
-
-pub(crate) fn contrastive_rows(
-    be: &CudaBackend,
-    desc: &ContrastiveRowsDesc,
-    logits: &mut CudaBuffer<f32>,
-    labels: &CudaBuffer<u32>,
-    loss: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    desc.check(logits.len, labels.len, loss.len)?;
-    let what = "contrastive_rows";
-    let (decoupled, beta) = match desc.weighting {
-        PositiveWeighting::SupCon => (0, 0.0),
-        PositiveWeighting::Decoupled { beta } => (1, beta as f32),
-    };
-    // Every failure here is the same error, so the order of the checks does not show.
-    let block = RowsArgs::matrix(what, desc.rows, desc.cols, desc.valid_cols)?;
-    let args = RowsArgs {
-        row_offset: u32_of(what, desc.row_offset)?,
-        batch: u32_of(what, desc.batch)?,
-        classes: desc.num_classes,
-        decoupled,
-        beta,
-        grad_scale: desc.grad_scale as f32,
-        ..block
-    };
-    let fault = be.fault.borrow();
-    // The label scan runs even for an empty block, as the reference checks labels first.
-    if desc.valid_cols > 0 {
-        launch!(
-            be,
-            "contrastive_labels",
-            block_per(what, 1)?,
-            [&*fault, &labels.slice, &args]
-        )?;
-    }
-    if desc.rows == 0 {
-        return Ok(());
-    }
-    launch!(
-        be,
-        "contrastive_rows",
-        block_per(what, desc.rows)?,
-        [
-            &*fault,
-            &mut logits.slice,
-            &labels.slice,
-            &mut loss.slice,
-            &args
-        ]
-    )
-}
-
-pub(crate) fn soft_cross_entropy(
-    be: &CudaBackend,
-    desc: &RowsDesc,
-    grad_scale: f64,
-    logits: &mut CudaBuffer<f32>,
-    targets: &CudaBuffer<f32>,
-    loss: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    desc.check("soft_cross_entropy logits", logits.len)?;
-    check_len("soft_cross_entropy targets", targets.len, desc.len())?;
-    check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
-    let args = RowsArgs {
-        grad_scale: grad_scale as f32,
-        ..RowsArgs::of("soft_cross_entropy", desc)?
-    };
-    if desc.rows == 0 {
-        return Ok(());
-    }
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "soft_cross_entropy",
-        block_per("soft_cross_entropy", desc.rows)?,
-        [
-            &*fault,
-            &mut logits.slice,
-            &targets.slice,
-            &mut loss.slice,
-            &args
-        ]
-    )
-}
-
-pub(crate) fn softmax_cross_entropy(
-    be: &CudaBackend,
-    desc: &RowsDesc,
-    grad_scale: f64,
-    logits: &mut CudaBuffer<f32>,
-    labels: &CudaBuffer<u32>,
-    loss: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    desc.check("softmax_cross_entropy logits", logits.len)?;
-    check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
-    check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
-    let args = RowsArgs {
-        grad_scale: grad_scale as f32,
-        ..RowsArgs::of("softmax_cross_entropy", desc)?
-    };
-    if desc.rows == 0 {
-        return Ok(());
-    }
-    let fault = be.fault.borrow();
-    launch!(
-        be,
-        "softmax_cross_entropy",
-        block_per("softmax_cross_entropy", desc.rows)?,
-        [
-            &*fault,
-            &mut logits.slice,
-            &labels.slice,
-            &mut loss.slice,
-            &args
-        ]
-    )
-}
-
 impl RowOps for CudaBackend {
     fn l2_normalize_forward(
         &self,
@@ -289,7 +63,26 @@ impl RowOps for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_forward(self, x, y, norms, rows, cols)
+        let what = "l2_normalize";
+        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+        check_len("l2_normalize x", x.len, len)?;
+        check_len("l2_normalize y", y.len, len)?;
+        check_len("l2_normalize norms", norms.len, rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let args = RowsArgs {
+            rows: u32_of(what, rows)?,
+            cols: u32_of(what, cols)?,
+            ..RowsArgs::default()
+        };
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "l2_normalize_forward",
+            block_per(what, rows)?,
+            [&*fault, &x.slice, &mut y.slice, &mut norms.slice, &args]
+        )
     }
 
     fn l2_normalize_backward(
@@ -301,11 +94,48 @@ impl RowOps for CudaBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_backward(self, y, norms, grad_y, grad_x, rows, cols)
+        let what = "l2_normalize_backward";
+        let len = rows.checked_mul(cols).ok_or(too_large(what))?;
+        check_len("l2_normalize_backward y", y.len, len)?;
+        check_len("l2_normalize_backward norms", norms.len, rows)?;
+        check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
+        check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let args = RowsArgs {
+            rows: u32_of(what, rows)?,
+            cols: u32_of(what, cols)?,
+            ..RowsArgs::default()
+        };
+        launch!(
+            self,
+            "l2_normalize_backward",
+            block_per(what, rows)?,
+            [
+                &y.slice,
+                &norms.slice,
+                &grad_y.slice,
+                &mut grad_x.slice,
+                &args
+            ]
+        )
     }
 
     fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
-        row_softmax(self, desc, x, y)
+        desc.check("row_softmax x", x.len)?;
+        check_len("row_softmax y", y.len, desc.len())?;
+        let args = RowsArgs::of("row_softmax", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "row_softmax",
+            block_per("row_softmax", desc.rows)?,
+            [&*fault, &x.slice, &mut y.slice, &args]
+        )
     }
 
     fn row_logsumexp(
@@ -314,7 +144,19 @@ impl RowOps for CudaBackend {
         x: &Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<()> {
-        row_logsumexp(self, desc, x, out)
+        desc.check("row_logsumexp x", x.len)?;
+        check_len("row_logsumexp out", out.len, desc.rows)?;
+        let args = RowsArgs::of("row_logsumexp", desc)?;
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "row_logsumexp",
+            block_per("row_logsumexp", desc.rows)?,
+            [&*fault, &x.slice, &mut out.slice, &args]
+        )
     }
 
     fn contrastive_rows(
@@ -324,7 +166,48 @@ impl RowOps for CudaBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        contrastive_rows(self, desc, logits, labels, loss)
+        desc.check(logits.len, labels.len, loss.len)?;
+        let what = "contrastive_rows";
+        let (decoupled, beta) = match desc.weighting {
+            PositiveWeighting::SupCon => (0, 0.0),
+            PositiveWeighting::Decoupled { beta } => (1, beta as f32),
+        };
+        // Every failure here is the same error, so the order of the checks does not show.
+        let block = RowsArgs::matrix(what, desc.rows, desc.cols, desc.valid_cols)?;
+        let args = RowsArgs {
+            row_offset: u32_of(what, desc.row_offset)?,
+            batch: u32_of(what, desc.batch)?,
+            classes: desc.num_classes,
+            decoupled,
+            beta,
+            grad_scale: desc.grad_scale as f32,
+            ..block
+        };
+        let fault = self.fault.borrow();
+        // The label scan runs even for an empty block, as the reference checks labels first.
+        if desc.valid_cols > 0 {
+            launch!(
+                self,
+                "contrastive_labels",
+                block_per(what, 1)?,
+                [&*fault, &labels.slice, &args]
+            )?;
+        }
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        launch!(
+            self,
+            "contrastive_rows",
+            block_per(what, desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &labels.slice,
+                &mut loss.slice,
+                &args
+            ]
+        )
     }
 
     fn soft_cross_entropy(
@@ -335,7 +218,29 @@ impl RowOps for CudaBackend {
         targets: &Self::Buffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        soft_cross_entropy(self, desc, grad_scale, logits, targets, loss)
+        desc.check("soft_cross_entropy logits", logits.len)?;
+        check_len("soft_cross_entropy targets", targets.len, desc.len())?;
+        check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
+        let args = RowsArgs {
+            grad_scale: grad_scale as f32,
+            ..RowsArgs::of("soft_cross_entropy", desc)?
+        };
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "soft_cross_entropy",
+            block_per("soft_cross_entropy", desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &targets.slice,
+                &mut loss.slice,
+                &args
+            ]
+        )
     }
 
     fn softmax_cross_entropy(
@@ -346,6 +251,28 @@ impl RowOps for CudaBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        softmax_cross_entropy(self, desc, grad_scale, logits, labels, loss)
+        desc.check("softmax_cross_entropy logits", logits.len)?;
+        check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
+        check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
+        let args = RowsArgs {
+            grad_scale: grad_scale as f32,
+            ..RowsArgs::of("softmax_cross_entropy", desc)?
+        };
+        if desc.rows == 0 {
+            return Ok(());
+        }
+        let fault = self.fault.borrow();
+        launch!(
+            self,
+            "softmax_cross_entropy",
+            block_per("softmax_cross_entropy", desc.rows)?,
+            [
+                &*fault,
+                &mut logits.slice,
+                &labels.slice,
+                &mut loss.slice,
+                &args
+            ]
+        )
     }
 }

@@ -95,105 +95,6 @@ kernel!(
     256
 );
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_train(
-    be: &WgpuBackend,
-    shape: &BatchNormShape,
-    x: &WgpuBuffer<f32>,
-    gamma: &WgpuBuffer<f32>,
-    beta: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    save_mean: &mut WgpuBuffer<f32>,
-    save_invstd: &mut WgpuBuffer<f32>,
-    running_mean: &mut WgpuBuffer<f32>,
-    running_var: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    let n = shape.check_train(
-        x,
-        gamma,
-        beta,
-        &*y,
-        &*save_mean,
-        &*save_invstd,
-        &*running_mean,
-        &*running_var,
-    )?;
-    if shape.channels == 0 {
-        return Ok(());
-    }
-    let what = "batch_norm_forward_train";
-    word(what, shape.len())?;
-    let nf = n as f64;
-    // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
-    let unbias = if n > 1 { nf / (nf - 1.0) } else { 1.0 };
-    let image = shape.channels * shape.spatial;
-    let per_group = shape.group().batch;
-    let runs = image_runs(be, what, per_group, &[image])?;
-    let last = runs.clone().count();
-    let align = binding_align(be);
-    let statistics = [
-        save_mean.whole(),
-        save_invstd.whole(),
-        running_mean.whole(),
-        running_var.whole(),
-    ];
-    let mut words = [
-        word(what, shape.channels)?,
-        word(what, shape.spatial)?,
-        word(what, n)?,
-        f32_bits(shape.eps),
-        f32_bits(1.0 - shape.momentum),
-        f32_bits(shape.momentum),
-        f32_bits(unbias),
-        u32::from(n > 1),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ];
-    let grid = groups(shape.channels, 1)?;
-    for g in 0..shape.groups {
-        let first_image = g * per_group;
-        words[8] = word(what, g * shape.channels)?;
-        words[9] = u32::from(shape.moves_running(g));
-        let [a, b, c, d] = statistics;
-        if runs.is_whole() {
-            let (xw, x_at) = x.window(first_image * image, per_group * image, align);
-            words[10] = word(what, x_at)?;
-            be.rec()
-                .dispatch(&BN_STATS, &[xw, a, b, c, d], &words[..11], grid)?;
-        } else {
-            for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
-                for (i, (first, count)) in runs.clone().enumerate() {
-                    let (xw, x_at) = x.window((first_image + first) * image, count * image, align);
-                    words[10] = word(what, x_at)?;
-                    words[11] = word(what, count * shape.spatial)?;
-                    words[12] = u32::from(i == 0);
-                    words[13] = u32::from(i + 1 == last);
-                    be.rec().dispatch(kernel, &[xw, a, b, c, d], &words, grid)?;
-                }
-            }
-        }
-        apply(
-            be,
-            shape,
-            x,
-            [
-                gamma.whole(),
-                beta.whole(),
-                save_mean.whole(),
-                save_invstd.whole(),
-            ],
-            y,
-            (first_image, per_group),
-            Spread::InvStd(g * shape.channels),
-        )?;
-    }
-    Ok(())
-}
-
 /// What the spread operand of [`apply`] holds.
 enum Spread {
     /// The inverse standard deviation itself (training), of the group whose first saved index
@@ -246,174 +147,6 @@ fn apply(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_inference(
-    be: &WgpuBackend,
-    shape: &BatchNormShape,
-    x: &WgpuBuffer<f32>,
-    gamma: &WgpuBuffer<f32>,
-    beta: &WgpuBuffer<f32>,
-    running_mean: &WgpuBuffer<f32>,
-    running_var: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
-    if shape.is_empty() {
-        return Ok(());
-    }
-    word("batch_norm_forward_inference", shape.len())?;
-    apply(
-        be,
-        shape,
-        x,
-        [
-            gamma.whole(),
-            beta.whole(),
-            running_mean.whole(),
-            running_var.whole(),
-        ],
-        y,
-        (0, shape.batch),
-        Spread::Variance(shape.eps),
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward(
-    be: &WgpuBackend,
-    shape: &BatchNormShape,
-    x: &WgpuBuffer<f32>,
-    grad_y: &WgpuBuffer<f32>,
-    gamma: &WgpuBuffer<f32>,
-    save_mean: &WgpuBuffer<f32>,
-    save_invstd: &WgpuBuffer<f32>,
-    grad_x: &mut WgpuBuffer<f32>,
-    grad_gamma: &mut WgpuBuffer<f32>,
-    grad_beta: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    let n = shape.check_backward(
-        x,
-        grad_y,
-        gamma,
-        save_mean,
-        save_invstd,
-        &*grad_x,
-        &*grad_gamma,
-        &*grad_beta,
-    )?;
-    if shape.channels == 0 {
-        return Ok(());
-    }
-    let what = "batch_norm_backward";
-    word(what, shape.len())?;
-    let image = shape.channels * shape.spatial;
-    let per_group = shape.group().batch;
-    let runs = image_runs(be, what, per_group, &[image])?;
-    let last = runs.clone().count();
-    let align = binding_align(be);
-    let grid = groups(shape.channels, 1)?;
-    if runs.is_whole() {
-        for g in 0..shape.groups {
-            // x, dy and dx have the same range, so the same offset in their windows.
-            let start = g * per_group * image;
-            let (xw, at) = x.window(start, per_group * image, align);
-            let (dyw, _) = grad_y.window(start, per_group * image, align);
-            let (dxw, _) = grad_x.window(start, per_group * image, align);
-            be.rec().dispatch(
-                &BN_BACKWARD,
-                &[
-                    xw,
-                    dyw,
-                    gamma.whole(),
-                    save_mean.whole(),
-                    save_invstd.whole(),
-                    dxw,
-                    grad_gamma.whole(),
-                    grad_beta.whole(),
-                ],
-                &[
-                    word(what, shape.channels)?,
-                    word(what, shape.spatial)?,
-                    word(what, n)?,
-                    word(what, at)?,
-                    word(what, g * shape.channels)?,
-                ],
-                grid,
-            )?;
-        }
-        return Ok(());
-    }
-    let sums = be.scratch(2 * shape.channels)?;
-    let sums = sums.window(0, 2 * shape.channels, align).0;
-    let mut words = [
-        word(what, shape.channels)?,
-        word(what, shape.spatial)?,
-        word(what, n)?,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ];
-    for g in 0..shape.groups {
-        let first_image = g * per_group;
-        words[7] = word(what, g * shape.channels)?;
-        for (i, (first, count)) in runs.clone().enumerate() {
-            let start = (first_image + first) * image;
-            let (xw, at) = x.window(start, count * image, align);
-            let (dyw, _) = grad_y.window(start, count * image, align);
-            words[3] = word(what, count * shape.spatial)?;
-            words[4] = word(what, at)?;
-            words[5] = u32::from(i == 0);
-            words[6] = u32::from(i + 1 == last);
-            be.rec().dispatch(
-                &BN_BACKWARD_RUN_SUMS,
-                &[
-                    xw,
-                    dyw,
-                    save_mean.whole(),
-                    save_invstd.whole(),
-                    sums,
-                    grad_gamma.whole(),
-                    grad_beta.whole(),
-                ],
-                &words,
-                grid,
-            )?;
-        }
-        for (first, count) in runs.clone() {
-            // x, dy and dx have the same range, so the same offset in their windows.
-            let start = (first_image + first) * image;
-            let (xw, at) = x.window(start, count * image, align);
-            let (dyw, _) = grad_y.window(start, count * image, align);
-            let (dxw, _) = grad_x.window(start, count * image, align);
-            let len = count * image;
-            be.rec().dispatch(
-                &BN_BACKWARD_RUN_DX,
-                &[
-                    xw,
-                    dyw,
-                    gamma.whole(),
-                    save_mean.whole(),
-                    save_invstd.whole(),
-                    sums,
-                    dxw,
-                ],
-                &[
-                    words[0],
-                    words[1],
-                    words[2],
-                    word(what, len)?,
-                    word(what, at)?,
-                    words[7],
-                ],
-                groups(len, BN_BACKWARD_RUN_DX.workgroup)?,
-            )?;
-        }
-    }
-    Ok(())
-}
-
 impl BatchNormOps for WgpuBackend {
     fn batch_norm_forward_train(
         &self,
@@ -427,18 +160,92 @@ impl BatchNormOps for WgpuBackend {
         running_mean: &mut Self::Buffer,
         running_var: &mut Self::Buffer,
     ) -> Result<()> {
-        forward_train(
-            self,
-            shape,
+        let n = shape.check_train(
             x,
             gamma,
             beta,
-            y,
-            save_mean,
-            save_invstd,
-            running_mean,
-            running_var,
-        )
+            &*y,
+            &*save_mean,
+            &*save_invstd,
+            &*running_mean,
+            &*running_var,
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_forward_train";
+        word(what, shape.len())?;
+        let nf = n as f64;
+        // n / (n - 1) in f64: the unbiased correction, unused (and undefined) when n = 1.
+        let unbias = if n > 1 { nf / (nf - 1.0) } else { 1.0 };
+        let image = shape.channels * shape.spatial;
+        let per_group = shape.group().batch;
+        let runs = image_runs(self, what, per_group, &[image])?;
+        let last = runs.clone().count();
+        let align = binding_align(self);
+        let statistics = [
+            save_mean.whole(),
+            save_invstd.whole(),
+            running_mean.whole(),
+            running_var.whole(),
+        ];
+        let mut words = [
+            word(what, shape.channels)?,
+            word(what, shape.spatial)?,
+            word(what, n)?,
+            f32_bits(shape.eps),
+            f32_bits(1.0 - shape.momentum),
+            f32_bits(shape.momentum),
+            f32_bits(unbias),
+            u32::from(n > 1),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let grid = groups(shape.channels, 1)?;
+        for g in 0..shape.groups {
+            let first_image = g * per_group;
+            words[8] = word(what, g * shape.channels)?;
+            words[9] = u32::from(shape.moves_running(g));
+            let [a, b, c, d] = statistics;
+            if runs.is_whole() {
+                let (xw, x_at) = x.window(first_image * image, per_group * image, align);
+                words[10] = word(what, x_at)?;
+                self.rec()
+                    .dispatch(&BN_STATS, &[xw, a, b, c, d], &words[..11], grid)?;
+            } else {
+                for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
+                    for (i, (first, count)) in runs.clone().enumerate() {
+                        let (xw, x_at) =
+                            x.window((first_image + first) * image, count * image, align);
+                        words[10] = word(what, x_at)?;
+                        words[11] = word(what, count * shape.spatial)?;
+                        words[12] = u32::from(i == 0);
+                        words[13] = u32::from(i + 1 == last);
+                        self.rec()
+                            .dispatch(kernel, &[xw, a, b, c, d], &words, grid)?;
+                    }
+                }
+            }
+            apply(
+                self,
+                shape,
+                x,
+                [
+                    gamma.whole(),
+                    beta.whole(),
+                    save_mean.whole(),
+                    save_invstd.whole(),
+                ],
+                y,
+                (first_image, per_group),
+                Spread::InvStd(g * shape.channels),
+            )?;
+        }
+        Ok(())
     }
 
     fn batch_norm_forward_inference(
@@ -451,7 +258,25 @@ impl BatchNormOps for WgpuBackend {
         running_var: &Self::Buffer,
         y: &mut Self::Buffer,
     ) -> Result<()> {
-        forward_inference(self, shape, x, gamma, beta, running_mean, running_var, y)
+        shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+        if shape.is_empty() {
+            return Ok(());
+        }
+        word("batch_norm_forward_inference", shape.len())?;
+        apply(
+            self,
+            shape,
+            x,
+            [
+                gamma.whole(),
+                beta.whole(),
+                running_mean.whole(),
+                running_var.whole(),
+            ],
+            y,
+            (0, shape.batch),
+            Spread::Variance(shape.eps),
+        )
     }
 
     fn batch_norm_backward(
@@ -466,17 +291,126 @@ impl BatchNormOps for WgpuBackend {
         grad_gamma: &mut Self::Buffer,
         grad_beta: &mut Self::Buffer,
     ) -> Result<()> {
-        backward(
-            self,
-            shape,
+        let n = shape.check_backward(
             x,
             grad_y,
             gamma,
             save_mean,
             save_invstd,
-            grad_x,
-            grad_gamma,
-            grad_beta,
-        )
+            &*grad_x,
+            &*grad_gamma,
+            &*grad_beta,
+        )?;
+        if shape.channels == 0 {
+            return Ok(());
+        }
+        let what = "batch_norm_backward";
+        word(what, shape.len())?;
+        let image = shape.channels * shape.spatial;
+        let per_group = shape.group().batch;
+        let runs = image_runs(self, what, per_group, &[image])?;
+        let last = runs.clone().count();
+        let align = binding_align(self);
+        let grid = groups(shape.channels, 1)?;
+        if runs.is_whole() {
+            for g in 0..shape.groups {
+                // x, dy and dx have the same range, so the same offset in their windows.
+                let start = g * per_group * image;
+                let (xw, at) = x.window(start, per_group * image, align);
+                let (dyw, _) = grad_y.window(start, per_group * image, align);
+                let (dxw, _) = grad_x.window(start, per_group * image, align);
+                self.rec().dispatch(
+                    &BN_BACKWARD,
+                    &[
+                        xw,
+                        dyw,
+                        gamma.whole(),
+                        save_mean.whole(),
+                        save_invstd.whole(),
+                        dxw,
+                        grad_gamma.whole(),
+                        grad_beta.whole(),
+                    ],
+                    &[
+                        word(what, shape.channels)?,
+                        word(what, shape.spatial)?,
+                        word(what, n)?,
+                        word(what, at)?,
+                        word(what, g * shape.channels)?,
+                    ],
+                    grid,
+                )?;
+            }
+            return Ok(());
+        }
+        let sums = self.scratch(2 * shape.channels)?;
+        let sums = sums.window(0, 2 * shape.channels, align).0;
+        let mut words = [
+            word(what, shape.channels)?,
+            word(what, shape.spatial)?,
+            word(what, n)?,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        for g in 0..shape.groups {
+            let first_image = g * per_group;
+            words[7] = word(what, g * shape.channels)?;
+            for (i, (first, count)) in runs.clone().enumerate() {
+                let start = (first_image + first) * image;
+                let (xw, at) = x.window(start, count * image, align);
+                let (dyw, _) = grad_y.window(start, count * image, align);
+                words[3] = word(what, count * shape.spatial)?;
+                words[4] = word(what, at)?;
+                words[5] = u32::from(i == 0);
+                words[6] = u32::from(i + 1 == last);
+                self.rec().dispatch(
+                    &BN_BACKWARD_RUN_SUMS,
+                    &[
+                        xw,
+                        dyw,
+                        save_mean.whole(),
+                        save_invstd.whole(),
+                        sums,
+                        grad_gamma.whole(),
+                        grad_beta.whole(),
+                    ],
+                    &words,
+                    grid,
+                )?;
+            }
+            for (first, count) in runs.clone() {
+                // x, dy and dx have the same range, so the same offset in their windows.
+                let start = (first_image + first) * image;
+                let (xw, at) = x.window(start, count * image, align);
+                let (dyw, _) = grad_y.window(start, count * image, align);
+                let (dxw, _) = grad_x.window(start, count * image, align);
+                let len = count * image;
+                self.rec().dispatch(
+                    &BN_BACKWARD_RUN_DX,
+                    &[
+                        xw,
+                        dyw,
+                        gamma.whole(),
+                        save_mean.whole(),
+                        save_invstd.whole(),
+                        sums,
+                        dxw,
+                    ],
+                    &[
+                        words[0],
+                        words[1],
+                        words[2],
+                        word(what, len)?,
+                        word(what, at)?,
+                        words[7],
+                    ],
+                    groups(len, BN_BACKWARD_RUN_DX.workgroup)?,
+                )?;
+            }
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use super::{binding_align, for_image_runs, groups, word};
 use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::recorder::MAX_GROUPS_PER_DIM;
-use crate::{WgpuBackend, WgpuBuffer};
+use crate::WgpuBackend;
 use dscl_core::backend::ConvOps;
 
 /// Rows and columns of a workgroup's tile (ROWS, COLS in `conv_tile.wgsl`).
@@ -208,40 +208,6 @@ fn gemm_grid(m: usize, n: usize) -> Result<([u32; 3], u32)> {
     Ok(([x, y, z], word("conv2d", col_tiles)?))
 }
 
-pub(crate) fn forward(
-    be: &WgpuBackend,
-    shape: &Conv2dShape,
-    input: &WgpuBuffer<f32>,
-    weight: &WgpuBuffer<f32>,
-    output: &mut WgpuBuffer<f32>,
-    workspace: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    check(shape, input.len, weight.len, output.len, workspace.len)?;
-    let (image_in, image_out) = image_lens(shape);
-    let align = binding_align(be);
-    for_image_runs(
-        be,
-        "conv2d_forward",
-        shape.batch,
-        &[image_in, image_out],
-        |first, count| {
-            let (input, input_at) = input.window(first * image_in, count * image_in, align);
-            let (output, output_at) = output.window(first * image_out, count * image_out, align);
-            let run = Conv2dShape {
-                batch: count,
-                ..*shape
-            };
-            forward_run(
-                be,
-                &run,
-                [input, weight.whole(), output],
-                input_at,
-                output_at,
-            )
-        },
-    )
-}
-
 /// Elements of one image of the input and of the output.
 fn image_lens(s: &Conv2dShape) -> (usize, usize) {
     // `check` has shown that the whole tensors' lengths fit.
@@ -287,48 +253,6 @@ fn forward_run(
         w(&[output_at])?,
     ];
     be.rec().dispatch(&FORWARD, &bindings, &params, grid)
-}
-
-pub(crate) fn backward_data(
-    be: &WgpuBackend,
-    shape: &Conv2dShape,
-    grad_output: &WgpuBuffer<f32>,
-    weight: &WgpuBuffer<f32>,
-    grad_input: &mut WgpuBuffer<f32>,
-    workspace: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    check(
-        shape,
-        grad_input.len,
-        weight.len,
-        grad_output.len,
-        workspace.len,
-    )?;
-    let (image_in, image_out) = image_lens(shape);
-    let align = binding_align(be);
-    for_image_runs(
-        be,
-        "conv2d_backward_data",
-        shape.batch,
-        &[image_in, image_out],
-        |first, count| {
-            let (grad_output, grad_output_at) =
-                grad_output.window(first * image_out, count * image_out, align);
-            let (grad_input, grad_input_at) =
-                grad_input.window(first * image_in, count * image_in, align);
-            let run = Conv2dShape {
-                batch: count,
-                ..*shape
-            };
-            backward_data_run(
-                be,
-                &run,
-                [grad_output, weight.whole(), grad_input],
-                grad_output_at,
-                grad_input_at,
-            )
-        },
-    )
 }
 
 /// Backward-data over the images `shape.batch` counts, bound as [grad_output, weight,
@@ -397,61 +321,6 @@ fn backward_data_run(
         }
     }
     Ok(())
-}
-
-pub(crate) fn backward_filter(
-    be: &WgpuBackend,
-    shape: &Conv2dShape,
-    input: &WgpuBuffer<f32>,
-    grad_output: &WgpuBuffer<f32>,
-    grad_weight: &mut WgpuBuffer<f32>,
-    workspace: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    let plan = check(
-        shape,
-        input.len,
-        grad_weight.len,
-        grad_output.len,
-        workspace.len,
-    )?;
-    let (image_in, image_out) = image_lens(shape);
-    let align = binding_align(be);
-    let weight_len = shape.weight_len();
-    // Runs add into grad_weight one after another, so the sum over images is the same split or
-    // whole. A run's plan has at most the whole batch's slices: the workspace holds it.
-    for_image_runs(
-        be,
-        "conv2d_backward_filter",
-        shape.batch,
-        &[image_in, image_out],
-        |first, count| {
-            let run = Conv2dShape {
-                batch: count,
-                ..*shape
-            };
-            let plan = if count == shape.batch {
-                plan
-            } else {
-                FilterPlan::new(&run).ok_or(Error::InvalidArgument {
-                    what: "conv2d",
-                    reason: "shape too large to index",
-                })?
-            };
-            let (input, input_at) = input.window(first * image_in, count * image_in, align);
-            let (grad_output, grad_output_at) =
-                grad_output.window(first * image_out, count * image_out, align);
-            let workspace = workspace.window(0, plan.workspace_len(&run), align).0;
-            let grad_weight = grad_weight.window(0, weight_len, align).0;
-            backward_filter_run(
-                be,
-                &run,
-                &plan,
-                [input, grad_output, grad_weight, workspace],
-                input_at,
-                grad_output_at,
-            )
-        },
-    )
 }
 
 /// Backward-filter over the images `shape.batch` counts, bound as [input, grad_output,
@@ -537,7 +406,31 @@ impl ConvOps for WgpuBackend {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        forward(self, shape, input, weight, output, workspace)
+        check(shape, input.len, weight.len, output.len, workspace.len)?;
+        let (image_in, image_out) = image_lens(shape);
+        let align = binding_align(self);
+        for_image_runs(
+            self,
+            "conv2d_forward",
+            shape.batch,
+            &[image_in, image_out],
+            |first, count| {
+                let (input, input_at) = input.window(first * image_in, count * image_in, align);
+                let (output, output_at) =
+                    output.window(first * image_out, count * image_out, align);
+                let run = Conv2dShape {
+                    batch: count,
+                    ..*shape
+                };
+                forward_run(
+                    self,
+                    &run,
+                    [input, weight.whole(), output],
+                    input_at,
+                    output_at,
+                )
+            },
+        )
     }
 
     fn conv2d_backward_data(
@@ -548,7 +441,38 @@ impl ConvOps for WgpuBackend {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_data(self, shape, grad_output, weight, grad_input, workspace)
+        check(
+            shape,
+            grad_input.len,
+            weight.len,
+            grad_output.len,
+            workspace.len,
+        )?;
+        let (image_in, image_out) = image_lens(shape);
+        let align = binding_align(self);
+        for_image_runs(
+            self,
+            "conv2d_backward_data",
+            shape.batch,
+            &[image_in, image_out],
+            |first, count| {
+                let (grad_output, grad_output_at) =
+                    grad_output.window(first * image_out, count * image_out, align);
+                let (grad_input, grad_input_at) =
+                    grad_input.window(first * image_in, count * image_in, align);
+                let run = Conv2dShape {
+                    batch: count,
+                    ..*shape
+                };
+                backward_data_run(
+                    self,
+                    &run,
+                    [grad_output, weight.whole(), grad_input],
+                    grad_output_at,
+                    grad_input_at,
+                )
+            },
+        )
     }
 
     fn conv2d_backward_filter(
@@ -559,6 +483,50 @@ impl ConvOps for WgpuBackend {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_filter(self, shape, input, grad_output, grad_weight, workspace)
+        let plan = check(
+            shape,
+            input.len,
+            grad_weight.len,
+            grad_output.len,
+            workspace.len,
+        )?;
+        let (image_in, image_out) = image_lens(shape);
+        let align = binding_align(self);
+        let weight_len = shape.weight_len();
+        // Runs add into grad_weight one after another, so the sum over images is the same split or
+        // whole. A run's plan has at most the whole batch's slices: the workspace holds it.
+        for_image_runs(
+            self,
+            "conv2d_backward_filter",
+            shape.batch,
+            &[image_in, image_out],
+            |first, count| {
+                let run = Conv2dShape {
+                    batch: count,
+                    ..*shape
+                };
+                let plan = if count == shape.batch {
+                    plan
+                } else {
+                    FilterPlan::new(&run).ok_or(Error::InvalidArgument {
+                        what: "conv2d",
+                        reason: "shape too large to index",
+                    })?
+                };
+                let (input, input_at) = input.window(first * image_in, count * image_in, align);
+                let (grad_output, grad_output_at) =
+                    grad_output.window(first * image_out, count * image_out, align);
+                let workspace = workspace.window(0, plan.workspace_len(&run), align).0;
+                let grad_weight = grad_weight.window(0, weight_len, align).0;
+                backward_filter_run(
+                    self,
+                    &run,
+                    &plan,
+                    [input, grad_output, grad_weight, workspace],
+                    input_at,
+                    grad_output_at,
+                )
+            },
+        )
     }
 }

@@ -30,17 +30,6 @@ kernel!(
 );
 kernel!(SUM_KERNEL, SUM, "sum", [Read, ReadWrite], 256);
 
-pub(crate) fn fill(
-    be: &WgpuBackend,
-    x: &mut WgpuBuffer<f32>,
-    offset: usize,
-    len: usize,
-    value: f64,
-) -> Result<()> {
-    check_range("fill", x.len, offset, len)?;
-    map(be, &FILL, &[x.span(offset)], len, &[f32_bits(value)])
-}
-
 /// The copy kernel of an element type.
 pub(crate) trait CopyKernel {
     const COPY: &'static crate::kernel::Kernel;
@@ -71,104 +60,10 @@ pub(crate) fn copy<T: CopyKernel>(
     )
 }
 
-pub(crate) fn scale(
-    be: &WgpuBackend,
-    x: &mut WgpuBuffer<f32>,
-    len: usize,
-    alpha: f64,
-) -> Result<()> {
-    check_len("scale", x.len, len)?;
-    map(be, &SCALE, &[x.span(0)], len, &[f32_bits(alpha)])
-}
-
-pub(crate) fn axpy(
-    be: &WgpuBackend,
-    alpha: f64,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("axpy x", x.len, len)?;
-    check_len("axpy y", y.len, len)?;
-    map(be, &AXPY, &[x.span(0), y.span(0)], len, &[f32_bits(alpha)])
-}
-
-pub(crate) fn add(
-    be: &WgpuBackend,
-    a: &WgpuBuffer<f32>,
-    b: &WgpuBuffer<f32>,
-    out: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("add a", a.len, len)?;
-    check_len("add b", b.len, len)?;
-    check_len("add out", out.len, len)?;
-    map(be, &ADD, &[a.span(0), b.span(0), out.span(0)], len, &[])
-}
-
-pub(crate) fn sum(
-    be: &WgpuBackend,
-    x: &WgpuBuffer<f32>,
-    len: usize,
-    scale: f64,
-    out: &mut WgpuBuffer<f32>,
-    offset: usize,
-) -> Result<()> {
-    check_len("sum x", x.len, len)?;
-    check_range("sum out", out.len, offset, 1)?;
-    let align = binding_align(be);
-    let (out, out_at) = out.window(offset, 1, align);
-    for (first, count) in image_runs(be, "sum", len, &[1])? {
-        let (xw, x_at) = x.window(first, count, align);
-        be.rec().dispatch(
-            &SUM_KERNEL,
-            &[xw, out],
-            &[
-                word("sum", count)?,
-                word("sum", out_at)?,
-                f32_bits(scale),
-                word("sum", x_at)?,
-                u32::from(first > 0),
-            ],
-            [1, 1, 1],
-        )?;
-    }
-    Ok(())
-}
-
-pub(crate) fn relu_forward(
-    be: &WgpuBackend,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("relu x", x.len, len)?;
-    check_len("relu y", y.len, len)?;
-    map(be, &RELU_FORWARD, &[x.span(0), y.span(0)], len, &[])
-}
-
-pub(crate) fn relu_backward(
-    be: &WgpuBackend,
-    y: &WgpuBuffer<f32>,
-    grad_y: &WgpuBuffer<f32>,
-    grad_x: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("relu_backward y", y.len, len)?;
-    check_len("relu_backward grad_y", grad_y.len, len)?;
-    check_len("relu_backward grad_x", grad_x.len, len)?;
-    map(
-        be,
-        &RELU_BACKWARD,
-        &[y.span(0), grad_y.span(0), grad_x.span(0)],
-        len,
-        &[],
-    )
-}
-
 impl ElementwiseOps for WgpuBackend {
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
-        fill(self, x, offset, len, value)
+        check_range("fill", x.len, offset, len)?;
+        map(self, &FILL, &[x.span(offset)], len, &[f32_bits(value)])
     }
 
     fn copy(
@@ -194,11 +89,20 @@ impl ElementwiseOps for WgpuBackend {
     }
 
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
-        scale(self, x, len, alpha)
+        check_len("scale", x.len, len)?;
+        map(self, &SCALE, &[x.span(0)], len, &[f32_bits(alpha)])
     }
 
     fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        axpy(self, alpha, x, y, len)
+        check_len("axpy x", x.len, len)?;
+        check_len("axpy y", y.len, len)?;
+        map(
+            self,
+            &AXPY,
+            &[x.span(0), y.span(0)],
+            len,
+            &[f32_bits(alpha)],
+        )
     }
 
     fn add(
@@ -208,7 +112,10 @@ impl ElementwiseOps for WgpuBackend {
         out: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        add(self, a, b, out, len)
+        check_len("add a", a.len, len)?;
+        check_len("add b", b.len, len)?;
+        check_len("add out", out.len, len)?;
+        map(self, &ADD, &[a.span(0), b.span(0), out.span(0)], len, &[])
     }
 
     fn sum(
@@ -219,11 +126,32 @@ impl ElementwiseOps for WgpuBackend {
         out: &mut Self::Buffer,
         offset: usize,
     ) -> Result<()> {
-        sum(self, x, len, scale, out, offset)
+        check_len("sum x", x.len, len)?;
+        check_range("sum out", out.len, offset, 1)?;
+        let align = binding_align(self);
+        let (out, out_at) = out.window(offset, 1, align);
+        for (first, count) in image_runs(self, "sum", len, &[1])? {
+            let (xw, x_at) = x.window(first, count, align);
+            self.rec().dispatch(
+                &SUM_KERNEL,
+                &[xw, out],
+                &[
+                    word("sum", count)?,
+                    word("sum", out_at)?,
+                    f32_bits(scale),
+                    word("sum", x_at)?,
+                    u32::from(first > 0),
+                ],
+                [1, 1, 1],
+            )?;
+        }
+        Ok(())
     }
 
     fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        relu_forward(self, x, y, len)
+        check_len("relu x", x.len, len)?;
+        check_len("relu y", y.len, len)?;
+        map(self, &RELU_FORWARD, &[x.span(0), y.span(0)], len, &[])
     }
 
     fn relu_backward(
@@ -233,6 +161,15 @@ impl ElementwiseOps for WgpuBackend {
         grad_x: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        relu_backward(self, y, grad_y, grad_x, len)
+        check_len("relu_backward y", y.len, len)?;
+        check_len("relu_backward grad_y", grad_y.len, len)?;
+        check_len("relu_backward grad_x", grad_x.len, len)?;
+        map(
+            self,
+            &RELU_BACKWARD,
+            &[y.span(0), grad_y.span(0), grad_x.span(0)],
+            len,
+            &[],
+        )
     }
 }

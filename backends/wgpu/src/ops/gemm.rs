@@ -141,168 +141,10 @@ fn unread(buf: &WgpuBuffer<f32>) -> Bound<'_> {
     }
 }
 
-pub(crate) fn gemm(
-    be: &WgpuBackend,
-    desc: &GemmDesc,
-    a: &WgpuBuffer<f32>,
-    b: &WgpuBuffer<f32>,
-    c: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check(a.len, b.len, c.len)?;
-    let (m, n, batch) = (desc.m, desc.n, desc.batch);
-    if batch == 0 || m == 0 || n == 0 {
-        return Ok(());
-    }
-    // BLAS semantics, as the CPU backend: A and B are not read when alpha = 0 (their offsets
-    // need not even lie inside the buffers when k = 0).
-    let reads_ab = desc.k > 0 && desc.alpha != 0.0;
-    let k = if reads_ab { desc.k } else { 0 };
-    let (ar, ac) = if desc.trans_a { (k, m) } else { (m, k) };
-    let (br, bc) = if desc.trans_b { (n, k) } else { (k, n) };
-    let vec4 = if reads_ab {
-        match (
-            bind_vec4(be, "gemm A", a, &desc.a, batch, ar, ac)?,
-            bind_vec4(be, "gemm B", b, &desc.b, batch, br, bc)?,
-        ) {
-            (Some(x), Some(y)) => Some((x, y)),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    let (kernels, ba, bb) = match vec4 {
-        Some((x, y)) => ([&GEMM4_NN, &GEMM4_NT, &GEMM4_TN, &GEMM4_TT], x, y),
-        None if reads_ab => (
-            [&GEMM1_NN, &GEMM1_NT, &GEMM1_TN, &GEMM1_TT],
-            bind(be, "gemm A", a, &desc.a, batch, ar, ac)?,
-            bind(be, "gemm B", b, &desc.b, batch, br, bc)?,
-        ),
-        None => (
-            [&GEMM1_NN, &GEMM1_NT, &GEMM1_TN, &GEMM1_TT],
-            unread(a),
-            unread(b),
-        ),
-    };
-    let kernel: &'static Kernel =
-        kernels[usize::from(desc.trans_a) * 2 + usize::from(desc.trans_b)];
-    let bc = bind(be, "gemm C", c, &desc.c, batch, m, n)?;
-    let mut words = [
-        word("gemm m", m)?,
-        word("gemm n", n)?,
-        word("gemm k", k)?,
-        ba.ld,
-        bb.ld,
-        bc.ld,
-        ba.offset,
-        bb.offset,
-        bc.offset,
-        ba.stride,
-        bb.stride,
-        bc.stride,
-        f32_bits(desc.alpha),
-        f32_bits(desc.beta),
-        0,
-        0,
-        0,
-    ];
-    let windows = [ba.window, bb.window, bc.window];
-    let max = MAX_GROUPS_PER_DIM as usize;
-    let (row_tiles, col_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
-    for t0 in (0..batch).step_by(max) {
-        for r0 in (0..row_tiles).step_by(max) {
-            for c0 in (0..col_tiles).step_by(max) {
-                words[14] = word("gemm batch", t0)?;
-                words[15] = word("gemm rows", r0)?;
-                words[16] = word("gemm cols", c0)?;
-                let grid = [
-                    (col_tiles - c0).min(max) as u32,
-                    (row_tiles - r0).min(max) as u32,
-                    (batch - t0).min(max) as u32,
-                ];
-                be.rec().dispatch(kernel, &windows, &words, grid)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn bias_add(
-    be: &WgpuBackend,
-    x: &mut WgpuBuffer<f32>,
-    bias: &WgpuBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("bias_add x", x.len, len)?;
-    check_len("bias_add bias", bias.len, cols)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let ctx = be.rec().ctx();
-    let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
-    let max_elems = (ctx.max_binding_bytes() / 4) as usize;
-    // Whole rows per chunk, at most one grid row each, inside the binding limit (the window
-    // may start up to one alignment unit early).
-    let chunk_rows = (max_elems.saturating_sub((align as usize / 4).max(1)) / cols)
-        .min(MAX_GROUPS_PER_DIM as usize);
-    if chunk_rows == 0 {
-        return Err(Error::InvalidArgument {
-            what: "bias_add",
-            reason: "a row is larger than the adapter's storage binding limit",
-        });
-    }
-    let cols_word = word("bias_add cols", cols)?;
-    let col_groups = word("bias_add cols", cols.div_ceil(256))?;
-    let bias_window = bias.window(0, cols, align).0;
-    for r0 in (0..rows).step_by(chunk_rows) {
-        let n = chunk_rows.min(rows - r0);
-        let (xw, xoff) = x.window(r0 * cols, n * cols, align);
-        be.rec().dispatch(
-            &BIAS_ADD,
-            &[bias_window, xw],
-            &[word("bias_add", n)?, word("bias_add", xoff)?, cols_word],
-            [col_groups, n as u32, 1],
-        )?;
-    }
-    Ok(())
-}
-
 /// Row lanes per column in `bias_backward`: enough that each lane sums about 32 rows, at most
 /// the whole workgroup (a power of two, as the shader's pairwise reduction needs).
 fn bias_lanes(rows: usize) -> u32 {
     (rows.div_ceil(32).next_power_of_two()).min(256) as u32
-}
-
-pub(crate) fn bias_backward(
-    be: &WgpuBackend,
-    grad_out: &WgpuBuffer<f32>,
-    grad_bias: &mut WgpuBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("bias_backward grad_out", grad_out.len, len)?;
-    check_len("bias_backward grad_bias", grad_bias.len, cols)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let align = be.rec().ctx().limits.min_storage_buffer_offset_alignment as u64;
-    let lanes = bias_lanes(rows);
-    let width = (256 / lanes) as usize;
-    be.rec().dispatch(
-        &BIAS_BACKWARD,
-        &[
-            grad_out.window(0, len, align).0,
-            grad_bias.window(0, cols, align).0,
-        ],
-        &[
-            word("bias_backward rows", rows)?,
-            word("bias_backward cols", cols)?,
-            lanes,
-        ],
-        groups(cols.div_ceil(width), 1)?,
-    )
 }
 
 impl DenseOps for WgpuBackend {
@@ -313,7 +155,82 @@ impl DenseOps for WgpuBackend {
         b: &Self::Buffer,
         c: &mut Self::Buffer,
     ) -> Result<()> {
-        gemm(self, desc, a, b, c)
+        desc.check(a.len, b.len, c.len)?;
+        let (m, n, batch) = (desc.m, desc.n, desc.batch);
+        if batch == 0 || m == 0 || n == 0 {
+            return Ok(());
+        }
+        // BLAS semantics, as the CPU backend: A and B are not read when alpha = 0 (their offsets
+        // need not even lie inside the buffers when k = 0).
+        let reads_ab = desc.k > 0 && desc.alpha != 0.0;
+        let k = if reads_ab { desc.k } else { 0 };
+        let (ar, ac) = if desc.trans_a { (k, m) } else { (m, k) };
+        let (br, bc) = if desc.trans_b { (n, k) } else { (k, n) };
+        let vec4 = if reads_ab {
+            match (
+                bind_vec4(self, "gemm A", a, &desc.a, batch, ar, ac)?,
+                bind_vec4(self, "gemm B", b, &desc.b, batch, br, bc)?,
+            ) {
+                (Some(x), Some(y)) => Some((x, y)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let (kernels, ba, bb) = match vec4 {
+            Some((x, y)) => ([&GEMM4_NN, &GEMM4_NT, &GEMM4_TN, &GEMM4_TT], x, y),
+            None if reads_ab => (
+                [&GEMM1_NN, &GEMM1_NT, &GEMM1_TN, &GEMM1_TT],
+                bind(self, "gemm A", a, &desc.a, batch, ar, ac)?,
+                bind(self, "gemm B", b, &desc.b, batch, br, bc)?,
+            ),
+            None => (
+                [&GEMM1_NN, &GEMM1_NT, &GEMM1_TN, &GEMM1_TT],
+                unread(a),
+                unread(b),
+            ),
+        };
+        let kernel: &'static Kernel =
+            kernels[usize::from(desc.trans_a) * 2 + usize::from(desc.trans_b)];
+        let bc = bind(self, "gemm C", c, &desc.c, batch, m, n)?;
+        let mut words = [
+            word("gemm m", m)?,
+            word("gemm n", n)?,
+            word("gemm k", k)?,
+            ba.ld,
+            bb.ld,
+            bc.ld,
+            ba.offset,
+            bb.offset,
+            bc.offset,
+            ba.stride,
+            bb.stride,
+            bc.stride,
+            f32_bits(desc.alpha),
+            f32_bits(desc.beta),
+            0,
+            0,
+            0,
+        ];
+        let windows = [ba.window, bb.window, bc.window];
+        let max = MAX_GROUPS_PER_DIM as usize;
+        let (row_tiles, col_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
+        for t0 in (0..batch).step_by(max) {
+            for r0 in (0..row_tiles).step_by(max) {
+                for c0 in (0..col_tiles).step_by(max) {
+                    words[14] = word("gemm batch", t0)?;
+                    words[15] = word("gemm rows", r0)?;
+                    words[16] = word("gemm cols", c0)?;
+                    let grid = [
+                        (col_tiles - c0).min(max) as u32,
+                        (row_tiles - r0).min(max) as u32,
+                        (batch - t0).min(max) as u32,
+                    ];
+                    self.rec().dispatch(kernel, &windows, &words, grid)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn bias_add(
@@ -323,7 +240,39 @@ impl DenseOps for WgpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        bias_add(self, x, bias, rows, cols)
+        let len = rows.saturating_mul(cols);
+        check_len("bias_add x", x.len, len)?;
+        check_len("bias_add bias", bias.len, cols)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let ctx = self.rec().ctx();
+        let align = ctx.limits.min_storage_buffer_offset_alignment as u64;
+        let max_elems = (ctx.max_binding_bytes() / 4) as usize;
+        // Whole rows per chunk, at most one grid row each, inside the binding limit (the window
+        // may start up to one alignment unit early).
+        let chunk_rows = (max_elems.saturating_sub((align as usize / 4).max(1)) / cols)
+            .min(MAX_GROUPS_PER_DIM as usize);
+        if chunk_rows == 0 {
+            return Err(Error::InvalidArgument {
+                what: "bias_add",
+                reason: "a row is larger than the adapter's storage binding limit",
+            });
+        }
+        let cols_word = word("bias_add cols", cols)?;
+        let col_groups = word("bias_add cols", cols.div_ceil(256))?;
+        let bias_window = bias.window(0, cols, align).0;
+        for r0 in (0..rows).step_by(chunk_rows) {
+            let n = chunk_rows.min(rows - r0);
+            let (xw, xoff) = x.window(r0 * cols, n * cols, align);
+            self.rec().dispatch(
+                &BIAS_ADD,
+                &[bias_window, xw],
+                &[word("bias_add", n)?, word("bias_add", xoff)?, cols_word],
+                [col_groups, n as u32, 1],
+            )?;
+        }
+        Ok(())
     }
 
     fn bias_backward(
@@ -333,7 +282,28 @@ impl DenseOps for WgpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        bias_backward(self, grad_out, grad_bias, rows, cols)
+        let len = rows.saturating_mul(cols);
+        check_len("bias_backward grad_out", grad_out.len, len)?;
+        check_len("bias_backward grad_bias", grad_bias.len, cols)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let align = self.rec().ctx().limits.min_storage_buffer_offset_alignment as u64;
+        let lanes = bias_lanes(rows);
+        let width = (256 / lanes) as usize;
+        self.rec().dispatch(
+            &BIAS_BACKWARD,
+            &[
+                grad_out.window(0, len, align).0,
+                grad_bias.window(0, cols, align).0,
+            ],
+            &[
+                word("bias_backward rows", rows)?,
+                word("bias_backward cols", cols)?,
+                lanes,
+            ],
+            groups(cols.div_ceil(width), 1)?,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use dscl_core::Result;
 
 use super::{f32_bits, map};
 use crate::kernel::kernel;
-use crate::{WgpuBackend, WgpuBuffer};
+use crate::WgpuBackend;
 use dscl_core::backend::OptimOps;
 
 const SGD: &str = include_str!("../shaders/optim_sgd.wgsl");
@@ -27,62 +27,6 @@ const USE_MOMENTUM: u32 = 1;
 const FIRST_STEP: u32 = 2;
 const NESTEROV: u32 = 4;
 
-pub(crate) fn sgd_momentum_update(
-    be: &WgpuBackend,
-    params: &SgdParams,
-    weights: &mut WgpuBuffer<f32>,
-    grads: &WgpuBuffer<f32>,
-    velocity: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    params.check()?;
-    check_len("sgd weights", weights.len, len)?;
-    check_len("sgd grads", grads.len, len)?;
-    check_len("sgd velocity", velocity.len, len)?;
-    // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
-    let mut flags = 0;
-    if params.momentum != 0.0 {
-        flags |= USE_MOMENTUM;
-    }
-    if params.first_step {
-        flags |= FIRST_STEP;
-    }
-    if params.nesterov {
-        flags |= NESTEROV;
-    }
-    map(
-        be,
-        &SGD_KERNEL,
-        &[weights.span(0), grads.span(0), velocity.span(0)],
-        len,
-        &[
-            f32_bits(params.lr),
-            f32_bits(params.momentum),
-            f32_bits(params.weight_decay),
-            f32_bits(1.0 - params.dampening),
-            flags,
-        ],
-    )
-}
-
-pub(crate) fn ema_update(
-    be: &WgpuBackend,
-    momentum: f64,
-    source: &WgpuBuffer<f32>,
-    target: &mut WgpuBuffer<f32>,
-    len: usize,
-) -> Result<()> {
-    check_len("ema source", source.len, len)?;
-    check_len("ema target", target.len, len)?;
-    map(
-        be,
-        &EMA_KERNEL,
-        &[source.span(0), target.span(0)],
-        len,
-        &[f32_bits(momentum), f32_bits(1.0 - momentum)],
-    )
-}
-
 impl OptimOps for WgpuBackend {
     fn sgd_momentum_update(
         &self,
@@ -92,7 +36,34 @@ impl OptimOps for WgpuBackend {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        sgd_momentum_update(self, params, weights, grads, velocity, len)
+        params.check()?;
+        check_len("sgd weights", weights.len, len)?;
+        check_len("sgd grads", grads.len, len)?;
+        check_len("sgd velocity", velocity.len, len)?;
+        // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
+        let mut flags = 0;
+        if params.momentum != 0.0 {
+            flags |= USE_MOMENTUM;
+        }
+        if params.first_step {
+            flags |= FIRST_STEP;
+        }
+        if params.nesterov {
+            flags |= NESTEROV;
+        }
+        map(
+            self,
+            &SGD_KERNEL,
+            &[weights.span(0), grads.span(0), velocity.span(0)],
+            len,
+            &[
+                f32_bits(params.lr),
+                f32_bits(params.momentum),
+                f32_bits(params.weight_decay),
+                f32_bits(1.0 - params.dampening),
+                flags,
+            ],
+        )
     }
 
     fn ema_update(
@@ -102,6 +73,14 @@ impl OptimOps for WgpuBackend {
         target: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        ema_update(self, momentum, source, target, len)
+        check_len("ema source", source.len, len)?;
+        check_len("ema target", target.len, len)?;
+        map(
+            self,
+            &EMA_KERNEL,
+            &[source.span(0), target.span(0)],
+            len,
+            &[f32_bits(momentum), f32_bits(1.0 - momentum)],
+        )
     }
 }

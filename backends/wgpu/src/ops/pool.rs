@@ -10,7 +10,7 @@ use dscl_core::Result;
 
 use super::{binding_align, for_image_runs, groups, word};
 use crate::kernel::kernel;
-use crate::{WgpuBackend, WgpuBuffer};
+use crate::WgpuBackend;
 use dscl_core::backend::PoolOps;
 
 const MAX: &str = include_str!("../shaders/pool_max.wgsl");
@@ -58,53 +58,6 @@ fn geometry(what: &'static str, shape: &PoolShape) -> Result<[u32; 7]> {
     ])
 }
 
-pub(crate) fn max_forward(
-    be: &WgpuBackend,
-    shape: &PoolShape,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    argmax: &mut WgpuBuffer<u32>,
-) -> Result<()> {
-    shape.check(x.len, y.len, argmax.len)?;
-    ensure(
-        shape
-            .in_height
-            .checked_mul(shape.in_width)
-            .is_some_and(|p| u32::try_from(p).is_ok()),
-        "max_pool2d",
-        "an input plane must have fewer than 2^32 elements (u32 argmax)",
-    )?;
-    if shape.output_len() == 0 {
-        return Ok(());
-    }
-    let what = "max_pool2d_forward";
-    let geometry = geometry(what, shape)?;
-    let (image_in, image_out) = image_lens(shape);
-    let align = binding_align(be);
-    for_image_runs(
-        be,
-        what,
-        shape.batch,
-        &[image_in, image_out],
-        |first, count| {
-            let (x, x_at) = x.window(first * image_in, count * image_in, align);
-            // y and argmax have 4-byte elements and the same range: the same offset.
-            let (y, out_at) = y.window(first * image_out, count * image_out, align);
-            let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
-            let outputs = count * image_out;
-            // Faults name the output's index in the whole tensor.
-            let words =
-                max_pool_words(what, outputs, geometry, &[x_at, out_at, first * image_out])?;
-            be.rec().dispatch(
-                &MAX_POOL_FORWARD,
-                &[x, y, argmax],
-                &words,
-                groups(outputs, MAX_POOL_FORWARD.workgroup)?,
-            )
-        },
-    )
-}
-
 /// A max-pool kernel's words: its item count, the geometry, then the run's words.
 fn max_pool_words(
     what: &'static str,
@@ -134,109 +87,6 @@ fn image_lens(shape: &PoolShape) -> (usize, usize) {
     )
 }
 
-pub(crate) fn max_backward(
-    be: &WgpuBackend,
-    shape: &PoolShape,
-    grad_y: &WgpuBuffer<f32>,
-    argmax: &WgpuBuffer<u32>,
-    grad_x: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    shape.check(grad_x.len, grad_y.len, argmax.len)?;
-    if shape.input_len() == 0 {
-        return Ok(());
-    }
-    let what = "max_pool2d_backward";
-    let geometry = geometry(what, shape)?;
-    let (image_in, image_out) = image_lens(shape);
-    let align = binding_align(be);
-    for_image_runs(
-        be,
-        what,
-        shape.batch,
-        &[image_in, image_out],
-        |first, count| {
-            let (grad_y, out_at) = grad_y.window(first * image_out, count * image_out, align);
-            let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
-            let (grad_x, in_at) = grad_x.window(first * image_in, count * image_in, align);
-            let inputs = count * image_in;
-            let words = max_pool_words(what, inputs, geometry, &[out_at, in_at])?;
-            be.rec().dispatch(
-                &MAX_POOL_BACKWARD,
-                &[grad_y, argmax, grad_x],
-                &words,
-                groups(inputs, MAX_POOL_BACKWARD.workgroup)?,
-            )
-        },
-    )
-}
-
-pub(crate) fn global_avg_forward(
-    be: &WgpuBackend,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<()> {
-    let what = "global_avg_pool";
-    let (planes, len) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
-    if planes == 0 {
-        return Ok(());
-    }
-    word(what, len)?;
-    let image = channels * spatial;
-    let align = binding_align(be);
-    for_image_runs(be, what, batch, &[image, channels], |first, count| {
-        let (x, x_at) = x.window(first * image, count * image, align);
-        let (y, y_at) = y.window(first * channels, count * channels, align);
-        let planes = count * channels;
-        be.rec().dispatch(
-            &GAP_FORWARD,
-            &[x, y],
-            &[
-                word(what, planes)?,
-                word(what, spatial)?,
-                word(what, x_at)?,
-                word(what, y_at)?,
-            ],
-            groups(planes, 1)?,
-        )
-    })
-}
-
-pub(crate) fn global_avg_backward(
-    be: &WgpuBackend,
-    grad_y: &WgpuBuffer<f32>,
-    grad_x: &mut WgpuBuffer<f32>,
-    batch: usize,
-    channels: usize,
-    spatial: usize,
-) -> Result<()> {
-    let what = "global_avg_pool_backward";
-    let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
-    if len == 0 {
-        return Ok(());
-    }
-    let image = channels * spatial;
-    let align = binding_align(be);
-    for_image_runs(be, what, batch, &[image, channels], |first, count| {
-        let (grad_y, y_at) = grad_y.window(first * channels, count * channels, align);
-        let (grad_x, x_at) = grad_x.window(first * image, count * image, align);
-        let elements = count * image;
-        be.rec().dispatch(
-            &GAP_BACKWARD,
-            &[grad_y, grad_x],
-            &[
-                word(what, elements)?,
-                word(what, spatial)?,
-                word(what, y_at)?,
-                word(what, x_at)?,
-            ],
-            groups(elements, GAP_BACKWARD.workgroup)?,
-        )
-    })
-}
-
 impl PoolOps for WgpuBackend {
     fn max_pool2d_forward(
         &self,
@@ -245,7 +95,44 @@ impl PoolOps for WgpuBackend {
         y: &mut Self::Buffer,
         argmax: &mut Self::IndexBuffer,
     ) -> Result<()> {
-        max_forward(self, shape, x, y, argmax)
+        shape.check(x.len, y.len, argmax.len)?;
+        ensure(
+            shape
+                .in_height
+                .checked_mul(shape.in_width)
+                .is_some_and(|p| u32::try_from(p).is_ok()),
+            "max_pool2d",
+            "an input plane must have fewer than 2^32 elements (u32 argmax)",
+        )?;
+        if shape.output_len() == 0 {
+            return Ok(());
+        }
+        let what = "max_pool2d_forward";
+        let geometry = geometry(what, shape)?;
+        let (image_in, image_out) = image_lens(shape);
+        let align = binding_align(self);
+        for_image_runs(
+            self,
+            what,
+            shape.batch,
+            &[image_in, image_out],
+            |first, count| {
+                let (x, x_at) = x.window(first * image_in, count * image_in, align);
+                // y and argmax have 4-byte elements and the same range: the same offset.
+                let (y, out_at) = y.window(first * image_out, count * image_out, align);
+                let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
+                let outputs = count * image_out;
+                // Faults name the output's index in the whole tensor.
+                let words =
+                    max_pool_words(what, outputs, geometry, &[x_at, out_at, first * image_out])?;
+                self.rec().dispatch(
+                    &MAX_POOL_FORWARD,
+                    &[x, y, argmax],
+                    &words,
+                    groups(outputs, MAX_POOL_FORWARD.workgroup)?,
+                )
+            },
+        )
     }
 
     fn max_pool2d_backward(
@@ -255,7 +142,33 @@ impl PoolOps for WgpuBackend {
         argmax: &Self::IndexBuffer,
         grad_x: &mut Self::Buffer,
     ) -> Result<()> {
-        max_backward(self, shape, grad_y, argmax, grad_x)
+        shape.check(grad_x.len, grad_y.len, argmax.len)?;
+        if shape.input_len() == 0 {
+            return Ok(());
+        }
+        let what = "max_pool2d_backward";
+        let geometry = geometry(what, shape)?;
+        let (image_in, image_out) = image_lens(shape);
+        let align = binding_align(self);
+        for_image_runs(
+            self,
+            what,
+            shape.batch,
+            &[image_in, image_out],
+            |first, count| {
+                let (grad_y, out_at) = grad_y.window(first * image_out, count * image_out, align);
+                let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
+                let (grad_x, in_at) = grad_x.window(first * image_in, count * image_in, align);
+                let inputs = count * image_in;
+                let words = max_pool_words(what, inputs, geometry, &[out_at, in_at])?;
+                self.rec().dispatch(
+                    &MAX_POOL_BACKWARD,
+                    &[grad_y, argmax, grad_x],
+                    &words,
+                    groups(inputs, MAX_POOL_BACKWARD.workgroup)?,
+                )
+            },
+        )
     }
 
     fn global_avg_pool_forward(
@@ -266,7 +179,30 @@ impl PoolOps for WgpuBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_forward(self, x, y, batch, channels, spatial)
+        let what = "global_avg_pool";
+        let (planes, len) = check_global_pool(what, x.len, y.len, batch, channels, spatial)?;
+        if planes == 0 {
+            return Ok(());
+        }
+        word(what, len)?;
+        let image = channels * spatial;
+        let align = binding_align(self);
+        for_image_runs(self, what, batch, &[image, channels], |first, count| {
+            let (x, x_at) = x.window(first * image, count * image, align);
+            let (y, y_at) = y.window(first * channels, count * channels, align);
+            let planes = count * channels;
+            self.rec().dispatch(
+                &GAP_FORWARD,
+                &[x, y],
+                &[
+                    word(what, planes)?,
+                    word(what, spatial)?,
+                    word(what, x_at)?,
+                    word(what, y_at)?,
+                ],
+                groups(planes, 1)?,
+            )
+        })
     }
 
     fn global_avg_pool_backward(
@@ -277,6 +213,28 @@ impl PoolOps for WgpuBackend {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_backward(self, grad_y, grad_x, batch, channels, spatial)
+        let what = "global_avg_pool_backward";
+        let (_, len) = check_global_pool(what, grad_x.len, grad_y.len, batch, channels, spatial)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let image = channels * spatial;
+        let align = binding_align(self);
+        for_image_runs(self, what, batch, &[image, channels], |first, count| {
+            let (grad_y, y_at) = grad_y.window(first * channels, count * channels, align);
+            let (grad_x, x_at) = grad_x.window(first * image, count * image, align);
+            let elements = count * image;
+            self.rec().dispatch(
+                &GAP_BACKWARD,
+                &[grad_y, grad_x],
+                &[
+                    word(what, elements)?,
+                    word(what, spatial)?,
+                    word(what, y_at)?,
+                    word(what, x_at)?,
+                ],
+                groups(elements, GAP_BACKWARD.workgroup)?,
+            )
+        })
     }
 }

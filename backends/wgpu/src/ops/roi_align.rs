@@ -121,44 +121,6 @@ fn dispatch_runs(
     Ok(())
 }
 
-pub(crate) fn forward(
-    be: &WgpuBackend,
-    shape: &RoiAlignShape,
-    features: &WgpuBuffer<f32>,
-    boxes: &WgpuBuffer<f32>,
-    output: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    shape.check(features.len, boxes.len, output.len)?;
-    if shape.num_rois == 0 {
-        return Ok(());
-    }
-    let what = "roi_align_forward";
-    dispatch_runs(be, &ROI_FORWARD, what, shape, output, boxes, features)
-}
-
-pub(crate) fn backward(
-    be: &WgpuBackend,
-    shape: &RoiAlignShape,
-    grad_output: &WgpuBuffer<f32>,
-    boxes: &WgpuBuffer<f32>,
-    grad_features: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    shape.check(grad_features.len, boxes.len, grad_output.len)?;
-    if shape.num_rois == 0 {
-        return Ok(());
-    }
-    let what = "roi_align_backward";
-    dispatch_runs(
-        be,
-        &ROI_BACKWARD,
-        what,
-        shape,
-        grad_output,
-        boxes,
-        grad_features,
-    )
-}
-
 impl RoiAlignOps for WgpuBackend {
     fn roi_align_forward(
         &self,
@@ -167,7 +129,12 @@ impl RoiAlignOps for WgpuBackend {
         boxes: &Self::Buffer,
         output: &mut Self::Buffer,
     ) -> Result<()> {
-        forward(self, shape, features, boxes, output)
+        shape.check(features.len, boxes.len, output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let what = "roi_align_forward";
+        dispatch_runs(self, &ROI_FORWARD, what, shape, output, boxes, features)
     }
 
     fn roi_align_backward(
@@ -177,6 +144,19 @@ impl RoiAlignOps for WgpuBackend {
         boxes: &Self::Buffer,
         grad_features: &mut Self::Buffer,
     ) -> Result<()> {
-        backward(self, shape, grad_output, boxes, grad_features)
+        shape.check(grad_features.len, boxes.len, grad_output.len)?;
+        if shape.num_rois == 0 {
+            return Ok(());
+        }
+        let what = "roi_align_backward";
+        dispatch_runs(
+            self,
+            &ROI_BACKWARD,
+            what,
+            shape,
+            grad_output,
+            boxes,
+            grad_features,
+        )
     }
 }

@@ -164,193 +164,10 @@ fn row_words(what: &'static str, rows: usize, cols: usize) -> Result<[u32; 2]> {
     Ok([word(what, rows)?, word(what, cols)?])
 }
 
-pub(crate) fn l2_normalize_forward(
-    be: &WgpuBackend,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-    norms: &mut WgpuBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("l2_normalize x", x.len, len)?;
-    check_len("l2_normalize y", y.len, len)?;
-    check_len("l2_normalize norms", norms.len, rows)?;
-    let what = "l2_normalize";
-    let [_, c] = row_words(what, rows, cols)?;
-    dispatch_row_runs(be, &L2_FORWARD_KERNEL, what, rows, cols, |run| {
-        // x and y have the same range, so the same offset in their windows.
-        let (xw, matrix_at) = run.matrix(x);
-        let (yw, _) = run.matrix(y);
-        let (nw, row_at) = run.per_row(norms);
-        let own = own_words(what, &[word(what, run.count)?, c])?;
-        Ok(([xw, yw, nw], matrix_at, row_at, own))
-    })
-}
-
-pub(crate) fn l2_normalize_backward(
-    be: &WgpuBackend,
-    y: &WgpuBuffer<f32>,
-    norms: &WgpuBuffer<f32>,
-    grad_y: &WgpuBuffer<f32>,
-    grad_x: &mut WgpuBuffer<f32>,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    let len = rows.saturating_mul(cols);
-    check_len("l2_normalize_backward y", y.len, len)?;
-    check_len("l2_normalize_backward norms", norms.len, rows)?;
-    check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
-    check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
-    let what = "l2_normalize_backward";
-    let [_, c] = row_words(what, rows, cols)?;
-    dispatch_row_runs(be, &L2_BACKWARD_KERNEL, what, rows, cols, |run| {
-        let (yw, matrix_at) = run.matrix(y);
-        let (nw, row_at) = run.per_row(norms);
-        let (gyw, _) = run.matrix(grad_y);
-        let (gxw, _) = run.matrix(grad_x);
-        let own = own_words(what, &[word(what, run.count)?, c])?;
-        Ok(([yw, nw, gyw, gxw], matrix_at, row_at, own))
-    })
-}
-
 /// `[rows, cols, valid_cols]` of a checked [`RowsDesc`].
 fn desc_words(what: &'static str, desc: &RowsDesc) -> Result<[u32; 3]> {
     let [r, c] = row_words(what, desc.rows, desc.cols)?;
     Ok([r, c, word(what, desc.valid_cols)?])
-}
-
-pub(crate) fn row_softmax(
-    be: &WgpuBackend,
-    desc: &RowsDesc,
-    x: &WgpuBuffer<f32>,
-    y: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check("row_softmax x", x.len)?;
-    check_len("row_softmax y", y.len, desc.len())?;
-    let what = "row_softmax";
-    let [_, c, v] = desc_words(what, desc)?;
-    dispatch_row_runs(be, &SOFTMAX_KERNEL, what, desc.rows, desc.cols, |run| {
-        let (xw, matrix_at) = run.matrix(x);
-        let (yw, _) = run.matrix(y);
-        Ok((
-            [xw, yw],
-            matrix_at,
-            0,
-            own_words(what, &[word(what, run.count)?, c, v])?,
-        ))
-    })
-}
-
-pub(crate) fn row_logsumexp(
-    be: &WgpuBackend,
-    desc: &RowsDesc,
-    x: &WgpuBuffer<f32>,
-    out: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check("row_logsumexp x", x.len)?;
-    check_len("row_logsumexp out", out.len, desc.rows)?;
-    let what = "row_logsumexp";
-    let [_, c, v] = desc_words(what, desc)?;
-    dispatch_row_runs(be, &LOGSUMEXP_KERNEL, what, desc.rows, desc.cols, |run| {
-        let (xw, matrix_at) = run.matrix(x);
-        let (ow, row_at) = run.per_row(out);
-        let own = own_words(what, &[word(what, run.count)?, c, v])?;
-        Ok(([xw, ow], matrix_at, row_at, own))
-    })
-}
-
-pub(crate) fn contrastive_rows(
-    be: &WgpuBackend,
-    desc: &ContrastiveRowsDesc,
-    logits: &mut WgpuBuffer<f32>,
-    labels: &WgpuBuffer<u32>,
-    loss: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check(logits.len, labels.len, loss.len)?;
-    let what = "contrastive_rows";
-    let [_, cols] = row_words(what, desc.rows, desc.cols)?;
-    let valid = word(what, desc.valid_cols)?;
-    // The shader forms batch + row_offset + r (< 2 * batch <= valid_cols) and loss indices
-    // below row_offset + rows <= batch: all within 32 bits once valid_cols is.
-    let (decoupled, beta) = match desc.weighting {
-        PositiveWeighting::SupCon => (0, 0.0),
-        PositiveWeighting::Decoupled { beta } => (1, beta),
-    };
-    // The label scan runs even for an empty block, as the reference checks labels first.
-    if desc.valid_cols > 0 {
-        be.rec().dispatch(
-            &CONTRASTIVE_LABELS_KERNEL,
-            &[labels.whole()],
-            &[valid, desc.num_classes],
-            [1, 1, 1],
-        )?;
-    }
-    // Anchors are rows of the whole batch (labels and loss stay whole: one element per anchor
-    // or column): a run's first block row is anchor row_offset + first.
-    let (labels, loss) = (labels.whole(), loss.whole());
-    dispatch_row_runs(be, &CONTRASTIVE_KERNEL, what, desc.rows, desc.cols, |run| {
-        let (lw, matrix_at) = run.matrix(logits);
-        let own = own_words(
-            what,
-            &[
-                word(what, run.count)?,
-                word(what, desc.row_offset + run.first)?,
-                word(what, desc.batch)?,
-                cols,
-                valid,
-                decoupled,
-                f32_bits(beta),
-                f32_bits(desc.grad_scale),
-            ],
-        )?;
-        Ok(([lw, labels, loss], matrix_at, 0, own))
-    })
-}
-
-pub(crate) fn soft_cross_entropy(
-    be: &WgpuBackend,
-    desc: &RowsDesc,
-    grad_scale: f64,
-    logits: &mut WgpuBuffer<f32>,
-    targets: &WgpuBuffer<f32>,
-    loss: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check("soft_cross_entropy logits", logits.len)?;
-    check_len("soft_cross_entropy targets", targets.len, desc.len())?;
-    check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
-    let what = "soft_cross_entropy";
-    let [_, c, v] = desc_words(what, desc)?;
-    dispatch_row_runs(be, &SOFT_CE_KERNEL, what, desc.rows, desc.cols, |run| {
-        let (lw, matrix_at) = run.matrix(logits);
-        let (tw, _) = run.matrix(targets);
-        let (sw, row_at) = run.per_row(loss);
-        let own = own_words(what, &[word(what, run.count)?, c, v, f32_bits(grad_scale)])?;
-        Ok(([lw, tw, sw], matrix_at, row_at, own))
-    })
-}
-
-pub(crate) fn softmax_cross_entropy(
-    be: &WgpuBackend,
-    desc: &RowsDesc,
-    grad_scale: f64,
-    logits: &mut WgpuBuffer<f32>,
-    labels: &WgpuBuffer<u32>,
-    loss: &mut WgpuBuffer<f32>,
-) -> Result<()> {
-    desc.check("softmax_cross_entropy logits", logits.len)?;
-    check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
-    check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
-    let what = "softmax_cross_entropy";
-    let [_, c, v] = desc_words(what, desc)?;
-    dispatch_row_runs(be, &HARD_CE_KERNEL, what, desc.rows, desc.cols, |run| {
-        let (lw, matrix_at) = run.matrix(logits);
-        // labels and loss are both one per row: the same offset in their windows.
-        let (labw, row_at) = run.per_row(labels);
-        let (sw, _) = run.per_row(loss);
-        let own = own_words(what, &[word(what, run.count)?, c, v, f32_bits(grad_scale)])?;
-        Ok(([lw, labw, sw], matrix_at, row_at, own))
-    })
 }
 
 impl RowOps for WgpuBackend {
@@ -362,7 +179,20 @@ impl RowOps for WgpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_forward(self, x, y, norms, rows, cols)
+        let len = rows.saturating_mul(cols);
+        check_len("l2_normalize x", x.len, len)?;
+        check_len("l2_normalize y", y.len, len)?;
+        check_len("l2_normalize norms", norms.len, rows)?;
+        let what = "l2_normalize";
+        let [_, c] = row_words(what, rows, cols)?;
+        dispatch_row_runs(self, &L2_FORWARD_KERNEL, what, rows, cols, |run| {
+            // x and y have the same range, so the same offset in their windows.
+            let (xw, matrix_at) = run.matrix(x);
+            let (yw, _) = run.matrix(y);
+            let (nw, row_at) = run.per_row(norms);
+            let own = own_words(what, &[word(what, run.count)?, c])?;
+            Ok(([xw, yw, nw], matrix_at, row_at, own))
+        })
     }
 
     fn l2_normalize_backward(
@@ -374,11 +204,38 @@ impl RowOps for WgpuBackend {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_backward(self, y, norms, grad_y, grad_x, rows, cols)
+        let len = rows.saturating_mul(cols);
+        check_len("l2_normalize_backward y", y.len, len)?;
+        check_len("l2_normalize_backward norms", norms.len, rows)?;
+        check_len("l2_normalize_backward grad_y", grad_y.len, len)?;
+        check_len("l2_normalize_backward grad_x", grad_x.len, len)?;
+        let what = "l2_normalize_backward";
+        let [_, c] = row_words(what, rows, cols)?;
+        dispatch_row_runs(self, &L2_BACKWARD_KERNEL, what, rows, cols, |run| {
+            let (yw, matrix_at) = run.matrix(y);
+            let (nw, row_at) = run.per_row(norms);
+            let (gyw, _) = run.matrix(grad_y);
+            let (gxw, _) = run.matrix(grad_x);
+            let own = own_words(what, &[word(what, run.count)?, c])?;
+            Ok(([yw, nw, gyw, gxw], matrix_at, row_at, own))
+        })
     }
 
     fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
-        row_softmax(self, desc, x, y)
+        desc.check("row_softmax x", x.len)?;
+        check_len("row_softmax y", y.len, desc.len())?;
+        let what = "row_softmax";
+        let [_, c, v] = desc_words(what, desc)?;
+        dispatch_row_runs(self, &SOFTMAX_KERNEL, what, desc.rows, desc.cols, |run| {
+            let (xw, matrix_at) = run.matrix(x);
+            let (yw, _) = run.matrix(y);
+            Ok((
+                [xw, yw],
+                matrix_at,
+                0,
+                own_words(what, &[word(what, run.count)?, c, v])?,
+            ))
+        })
     }
 
     fn row_logsumexp(
@@ -387,7 +244,16 @@ impl RowOps for WgpuBackend {
         x: &Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<()> {
-        row_logsumexp(self, desc, x, out)
+        desc.check("row_logsumexp x", x.len)?;
+        check_len("row_logsumexp out", out.len, desc.rows)?;
+        let what = "row_logsumexp";
+        let [_, c, v] = desc_words(what, desc)?;
+        dispatch_row_runs(self, &LOGSUMEXP_KERNEL, what, desc.rows, desc.cols, |run| {
+            let (xw, matrix_at) = run.matrix(x);
+            let (ow, row_at) = run.per_row(out);
+            let own = own_words(what, &[word(what, run.count)?, c, v])?;
+            Ok(([xw, ow], matrix_at, row_at, own))
+        })
     }
 
     fn contrastive_rows(
@@ -397,7 +263,52 @@ impl RowOps for WgpuBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        contrastive_rows(self, desc, logits, labels, loss)
+        desc.check(logits.len, labels.len, loss.len)?;
+        let what = "contrastive_rows";
+        let [_, cols] = row_words(what, desc.rows, desc.cols)?;
+        let valid = word(what, desc.valid_cols)?;
+        // The shader forms batch + row_offset + r (< 2 * batch <= valid_cols) and loss indices
+        // below row_offset + rows <= batch: all within 32 bits once valid_cols is.
+        let (decoupled, beta) = match desc.weighting {
+            PositiveWeighting::SupCon => (0, 0.0),
+            PositiveWeighting::Decoupled { beta } => (1, beta),
+        };
+        // The label scan runs even for an empty block, as the reference checks labels first.
+        if desc.valid_cols > 0 {
+            self.rec().dispatch(
+                &CONTRASTIVE_LABELS_KERNEL,
+                &[labels.whole()],
+                &[valid, desc.num_classes],
+                [1, 1, 1],
+            )?;
+        }
+        // Anchors are rows of the whole batch (labels and loss stay whole: one element per anchor
+        // or column): a run's first block row is anchor row_offset + first.
+        let (labels, loss) = (labels.whole(), loss.whole());
+        dispatch_row_runs(
+            self,
+            &CONTRASTIVE_KERNEL,
+            what,
+            desc.rows,
+            desc.cols,
+            |run| {
+                let (lw, matrix_at) = run.matrix(logits);
+                let own = own_words(
+                    what,
+                    &[
+                        word(what, run.count)?,
+                        word(what, desc.row_offset + run.first)?,
+                        word(what, desc.batch)?,
+                        cols,
+                        valid,
+                        decoupled,
+                        f32_bits(beta),
+                        f32_bits(desc.grad_scale),
+                    ],
+                )?;
+                Ok(([lw, labels, loss], matrix_at, 0, own))
+            },
+        )
     }
 
     fn soft_cross_entropy(
@@ -408,7 +319,18 @@ impl RowOps for WgpuBackend {
         targets: &Self::Buffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        soft_cross_entropy(self, desc, grad_scale, logits, targets, loss)
+        desc.check("soft_cross_entropy logits", logits.len)?;
+        check_len("soft_cross_entropy targets", targets.len, desc.len())?;
+        check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
+        let what = "soft_cross_entropy";
+        let [_, c, v] = desc_words(what, desc)?;
+        dispatch_row_runs(self, &SOFT_CE_KERNEL, what, desc.rows, desc.cols, |run| {
+            let (lw, matrix_at) = run.matrix(logits);
+            let (tw, _) = run.matrix(targets);
+            let (sw, row_at) = run.per_row(loss);
+            let own = own_words(what, &[word(what, run.count)?, c, v, f32_bits(grad_scale)])?;
+            Ok(([lw, tw, sw], matrix_at, row_at, own))
+        })
     }
 
     fn softmax_cross_entropy(
@@ -419,6 +341,18 @@ impl RowOps for WgpuBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        softmax_cross_entropy(self, desc, grad_scale, logits, labels, loss)
+        desc.check("softmax_cross_entropy logits", logits.len)?;
+        check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
+        check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
+        let what = "softmax_cross_entropy";
+        let [_, c, v] = desc_words(what, desc)?;
+        dispatch_row_runs(self, &HARD_CE_KERNEL, what, desc.rows, desc.cols, |run| {
+            let (lw, matrix_at) = run.matrix(logits);
+            // labels and loss are both one per row: the same offset in their windows.
+            let (labw, row_at) = run.per_row(labels);
+            let (sw, _) = run.per_row(loss);
+            let own = own_words(what, &[word(what, run.count)?, c, v, f32_bits(grad_scale)])?;
+            Ok(([lw, labw, sw], matrix_at, row_at, own))
+        })
     }
 }
