@@ -1,9 +1,9 @@
 //! Host runs of the firmware's code, with the same arena backend:
 //! `cargo test --lib --target x86_64-unknown-linux-gnu` (in `examples/firmware`).
 
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{ResNet, ResNetConfig, Scratch, TensorLayout, TensorSet};
 use dscl_core::train::LrSchedule;
-use dscl_core::backend::prelude::*;
 use dscl_cpu::CpuBackend;
 
 use crate::data::Sampler;

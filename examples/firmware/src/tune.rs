@@ -26,7 +26,7 @@
 //! `DsclStep`) are separate values; the caller holds each in place (see [`Model::new`]).
 
 use dscl_core::backend::{Backend, BufferLen};
-use dscl_core::error::{ensure, Error, Result};
+use dscl_core::error::{ensure, Result};
 use dscl_core::loss::{
     ContrastiveInputs, ContrastiveShape, L2Normalize, QueryGradient, SupervisedContrastive,
 };
@@ -195,8 +195,8 @@ impl Network {
             TensorSet::zeros(backend, &state)
         })?;
         let mut weights = crate::pretrained::PREFIX;
-        load(backend, &mut model.prefix_params, &mut weights)?;
-        load(backend, &mut model.prefix_state, &mut weights)?;
+        crate::pretrained::load(backend, &mut model.prefix_params, &mut weights)?;
+        crate::pretrained::load(backend, &mut model.prefix_state, &mut weights)?;
         ensure(
             weights.is_empty(),
             "pretrained prefix",
@@ -240,36 +240,6 @@ impl Network {
 #[inline(never)]
 fn replace<T>(slot: &mut T, make: impl FnOnce() -> Result<T>) -> Result<()> {
     *slot = make()?;
-    Ok(())
-}
-
-/// Fills every tensor of `set` in order from little-endian f32 `bytes`, advancing `bytes`.
-fn load<B: Backend<Elem = f32>>(
-    backend: &B,
-    set: &mut TensorSet<B>,
-    bytes: &mut &[u8],
-) -> Result<()> {
-    const CHUNK: usize = 64;
-    let mut staging = [0.0f32; CHUNK];
-    for buf in set.buffers_mut() {
-        let len = buf.len();
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK);
-            let (chunk, rest) = bytes
-                .split_at_checked(n * 4)
-                .ok_or(Error::InvalidArgument {
-                    what: "pretrained prefix",
-                    reason: "shorter than the prefix's tensors",
-                })?;
-            for (v, b) in staging.iter_mut().zip(chunk.chunks_exact(4)) {
-                *v = f32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
-            }
-            backend.upload(buf, done, &staging[..n])?;
-            *bytes = rest;
-            done += n;
-        }
-    }
     Ok(())
 }
 
