@@ -21,12 +21,12 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use dscl_core::backend::prelude::*;
 use dscl_core::nn::{Encoder, ResNetConfig, TensorLayout, TensorSet};
 use dscl_core::train::{
     ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig,
     StepShape,
 };
-use dscl_core::backend::prelude::*;
 use dscl_cpu::CpuBackend;
 
 #[allow(dead_code)] // the build script uses only part of the firmware's modules

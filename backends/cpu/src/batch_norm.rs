@@ -7,13 +7,13 @@
 //! elementwise pass over the block's planes (threaded over planes), computed in f64 so that
 //! outputs match an f64 oracle even when a channel's mean is large next to its spread.
 
+use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
 use crate::CpuBackend;
-use dscl_core::backend::BatchNormOps;
 
 /// Channels whose statistics are held at once (2 x 8 bytes each, on the stack).
 const CHANNEL_BLOCK: usize = 64;

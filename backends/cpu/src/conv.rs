@@ -31,6 +31,7 @@
 
 use core::ops::Range;
 
+use dscl_core::backend::ConvOps;
 use dscl_core::desc::Conv2dShape;
 use dscl_core::error::check_len;
 use dscl_core::Result;
@@ -38,7 +39,6 @@ use dscl_core::Result;
 use crate::gemm::{matmul, Operand};
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::CpuBackend;
-use dscl_core::backend::ConvOps;
 
 mod lowering;
 

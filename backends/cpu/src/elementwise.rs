@@ -1,13 +1,13 @@
 //! Elementwise kernels (fill, copy, scale, axpy, add, sum, ReLU), split into element chunks
 //! across threads.
 
+use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::check_len;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
 use crate::CpuBackend;
-use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::check_range;
 
 pub(crate) fn fill(par: &Par, x: &mut [f32], offset: usize, len: usize, value: f64) -> Result<()> {

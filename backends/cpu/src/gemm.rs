@@ -6,13 +6,13 @@
 //! matrices as threads and the C matrices do not overlap; otherwise one after another, each
 //! product using every thread.
 
+use dscl_core::backend::DenseOps;
 use dscl_core::desc::GemmDesc;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
 use crate::CpuBackend;
-use dscl_core::backend::DenseOps;
 use dscl_core::error::check_len;
 
 /// One operand as seen through `op`: element (i, p) is at `rs * i + cs * p`.

@@ -1,6 +1,7 @@
 //! Parameter updates: SGD with momentum (PyTorch `torch.optim.SGD` semantics) and the
 //! momentum encoder's exponential moving average, split into element chunks across threads.
 
+use dscl_core::backend::OptimOps;
 use dscl_core::desc::SgdParams;
 use dscl_core::error::check_len;
 use dscl_core::Result;
@@ -8,7 +9,6 @@ use dscl_core::Result;
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
 use crate::CpuBackend;
-use dscl_core::backend::OptimOps;
 
 /// `g = grad + wd * p`; `v = g` (first step) or `momentum * v + (1 - dampening) * g`;
 /// `p -= lr * (nesterov ? g + momentum * v : v)`.

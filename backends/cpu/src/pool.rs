@@ -2,6 +2,7 @@
 //! window order wins, a NaN in the window is selected and propagates) and global average
 //! pooling, forward and backward side by side, threaded over (image, channel) planes.
 
+use dscl_core::backend::PoolOps;
 use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
 use dscl_core::{Fault, FaultKind, Result};
@@ -9,7 +10,6 @@ use dscl_core::{Fault, FaultKind, Result};
 use crate::parallel::{first_fault, unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
 use crate::CpuBackend;
-use dscl_core::backend::PoolOps;
 
 pub(crate) fn max_forward(
     par: &Par,

@@ -11,12 +11,12 @@
 //! The forward pass is threaded over boxes; the backward pass over images (each task scatters
 //! the boxes of its own image, so no two tasks write the same gradient).
 
+use dscl_core::backend::RoiAlignOps;
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::{Fault, FaultKind, Result};
 
 use crate::parallel::{unit, Par, Rows};
 use crate::CpuBackend;
-use dscl_core::backend::RoiAlignOps;
 
 /// Sampling points per bin along one axis are capped here, so that an absurd box cannot make a
 /// kernel loop for hours (torchvision has no cap; no real box comes near it).

@@ -10,6 +10,7 @@
 //! Rows are split across threads. The supervised contrastive rows, the largest of the three,
 //! are in the child module `contrastive`.
 
+use dscl_core::backend::RowOps;
 use dscl_core::desc::{ContrastiveRowsDesc, RowsDesc};
 use dscl_core::error::check_len;
 use dscl_core::{Fault, FaultKind, Result};
@@ -20,7 +21,6 @@ use crate::CpuBackend;
 
 mod contrastive;
 use contrastive::contrastive;
-use dscl_core::backend::RowOps;
 
 /// Rows per task so that a task covers at least `ELEMENT_GRAIN` elements.
 fn row_grain(cols: usize) -> usize {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cudarc::cublas::sys::cublasMath_t;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig};
+use dscl_core::backend::MemoryOps;
 use dscl_core::error::check_range;
 use dscl_core::{BufferLen, Error, Fault, FaultKind, Result};
 use half::bf16;
@@ -18,7 +19,6 @@ use crate::device::{CudaDevice, InitError};
 use crate::kernels::{self, KernelImage};
 use crate::ops::bf16::BF16_SLOTS;
 use crate::precision::Precision;
-use dscl_core::backend::MemoryOps;
 
 /// A buffer of `T` (f32 or u32) in device memory.
 pub struct CudaBuffer<T> {

@@ -8,12 +8,12 @@ use std::ffi::{c_int, c_longlong, c_void};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use cudarc::cublas::{result as cublas_result, Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{DevicePtr, DevicePtrMut};
+use dscl_core::backend::DenseOps;
 use dscl_core::desc::GemmDesc;
 use dscl_core::{Error, Result};
 
 use crate::backend::{too_large, CudaBackend, CudaBuffer};
 use crate::precision::Precision;
-use dscl_core::backend::DenseOps;
 
 fn blas_error(what: &'static str) -> impl Fn(cudarc::cublas::result::CublasError) -> Error {
     move |e| Error::Device {

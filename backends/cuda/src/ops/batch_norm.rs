@@ -11,13 +11,13 @@
 //! Backward: one block per channel, its groups in order, the sums of dy and dy * xhat Kahan
 //! per thread then a tree, dgamma / dbeta added group after group by one thread.
 
+use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
-use dscl_core::backend::BatchNormOps;
 
 kernel_args! {
     /// What the batch-norm kernels read (`BatchNormArgs` in `kernels/batch_norm.cu`).

@@ -7,6 +7,7 @@
 //! (channel, kh, kw) order, the filter gradient, a reduction over the whole batch, with Kahan
 //! compensation before its one addition to the existing gradient.
 
+use dscl_core::backend::ConvOps;
 use dscl_core::desc::Conv2dShape;
 use dscl_core::Result;
 
@@ -14,7 +15,6 @@ use super::u32_of;
 use crate::backend::{grid_for, launch, too_large, CudaBackend};
 use crate::conv_cudnn::ConvPass;
 use crate::kernel_args::kernel_args;
-use dscl_core::backend::ConvOps;
 
 kernel_args! {
     /// The shape, as every conv kernel takes it (`ConvArgs` in `kernels/conv.cu`).

@@ -5,12 +5,12 @@
 //! order, added once to the existing gradient). A copy of f32 data is the driver's
 //! device-to-device copy; a copy of indices is a kernel.
 
+use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::{check_len, check_range};
 use dscl_core::Result;
 
 use crate::backend::{block_per, driver, grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
-use dscl_core::backend::ElementwiseOps;
 
 kernel_args! {
     /// What the elementwise kernels read (`ElementwiseArgs` in `kernels/elementwise.cu`).

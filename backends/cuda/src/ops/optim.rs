@@ -3,13 +3,13 @@
 //! per element in a grid-stride loop, each element updated alone in f32 from factors formed in
 //! f64 on the host. Nothing is summed, so nothing accumulates across elements.
 
+use dscl_core::backend::OptimOps;
 use dscl_core::desc::SgdParams;
 use dscl_core::error::{check_len, ensure};
 use dscl_core::Result;
 
 use crate::backend::{grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
-use dscl_core::backend::OptimOps;
 
 kernel_args! {
     /// What the optimiser kernels read (`OptimArgs` in `kernels/optim.cu`).

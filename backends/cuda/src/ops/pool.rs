@@ -5,6 +5,7 @@
 //! plain f32 (no atomics: deterministic). Global average pooling: the forward one block per
 //! plane (Kahan per thread, then a tree in shared memory), the backward one thread per element.
 
+use dscl_core::backend::PoolOps;
 use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
 use dscl_core::Result;
@@ -12,7 +13,6 @@ use dscl_core::Result;
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend};
 use crate::kernel_args::{kernel_args, size_t};
-use dscl_core::backend::PoolOps;
 
 kernel_args! {
     /// What the pool kernels read (`PoolArgs` in `kernels/pool.cu`).

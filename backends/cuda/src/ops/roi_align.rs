@@ -5,13 +5,13 @@
 //! in sampling order; the backward scatters each share onto the features with float atomics,
 //! so the order of the additions onto one element varies between runs.
 
+use dscl_core::backend::RoiAlignOps;
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::Result;
 
 use super::u32_of;
 use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::kernel_args;
-use dscl_core::backend::RoiAlignOps;
 
 /// Sampling points per bin per axis, capped as in the CPU backend.
 const ROI_MAX_GRID: usize = 1 << 16;

@@ -6,6 +6,7 @@
 //! shift), in the wgpu shaders' order. Faults (non-finite rows, zero-norm rows, labels out of
 //! range) go to the backend's fault slot.
 
+use dscl_core::backend::RowOps;
 use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
 use dscl_core::error::check_len;
 use dscl_core::Result;
@@ -13,7 +14,6 @@ use dscl_core::Result;
 use super::u32_of;
 use crate::backend::{block_per, launch, too_large, CudaBackend};
 use crate::kernel_args::kernel_args;
-use dscl_core::backend::RowOps;
 
 kernel_args! {
     /// What the row kernels read (`RowsArgs` in `kernels/rows.cu`).

@@ -19,6 +19,7 @@
 //! the elementwise passes go over the runs; the backward's per-channel totals wait in the
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
+use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
@@ -26,7 +27,6 @@ use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
-use dscl_core::backend::BatchNormOps;
 
 const STATS: &str = concat!(
     include_str!("../shaders/batch_norm_common.wgsl"),

@@ -14,6 +14,7 @@
 //! tensor, and reads the other operand from workgroup memory, where the workgroup stages 64
 //! reduction indices of it at a time (see `shaders/conv_tile.wgsl` for why this split).
 
+use dscl_core::backend::ConvOps;
 use dscl_core::desc::Conv2dShape;
 use dscl_core::error::check_len;
 use dscl_core::{Error, Result};
@@ -23,7 +24,6 @@ use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::recorder::MAX_GROUPS_PER_DIM;
 use crate::WgpuBackend;
-use dscl_core::backend::ConvOps;
 
 /// Rows and columns of a workgroup's tile (ROWS, COLS in `conv_tile.wgsl`).
 const ROWS: usize = 16;

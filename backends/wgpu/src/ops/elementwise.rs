@@ -1,12 +1,12 @@
 //! fill, copy, scale, axpy, add, sum and ReLU: one thread per element, split into windows.
 
+use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::{check_len, check_range};
 use dscl_core::Result;
 
 use super::{binding_align, f32_bits, image_runs, map, word};
 use crate::kernel::kernel;
 use crate::{WgpuBackend, WgpuBuffer};
-use dscl_core::backend::ElementwiseOps;
 
 const UNARY: &str = include_str!("../shaders/elementwise.wgsl");
 const BINARY: &str = include_str!("../shaders/binary.wgsl");

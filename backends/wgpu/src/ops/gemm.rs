@@ -8,6 +8,7 @@
 //! large buffer stays inside the binding limit. Grids beyond the per-dimension workgroup limit
 //! are split over several dispatches.
 
+use dscl_core::backend::DenseOps;
 use dscl_core::desc::{GemmDesc, MatrixLayout};
 use dscl_core::error::check_len;
 use dscl_core::{Error, Result};
@@ -17,7 +18,6 @@ use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::recorder::MAX_GROUPS_PER_DIM;
 use crate::{WgpuBackend, WgpuBuffer};
-use dscl_core::backend::DenseOps;
 
 /// A and B bound as vec4 arrays: a quarter of the loads (lavapipe pays per load, per
 /// invocation).

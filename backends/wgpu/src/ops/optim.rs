@@ -1,6 +1,7 @@
 //! SGD with momentum and the momentum-encoder EMA: one invocation per element, split into
 //! windows by `ops::map` so parameter buffers of any size fit the binding limit.
 
+use dscl_core::backend::OptimOps;
 use dscl_core::desc::SgdParams;
 use dscl_core::error::check_len;
 use dscl_core::Result;
@@ -8,7 +9,6 @@ use dscl_core::Result;
 use super::{f32_bits, map};
 use crate::kernel::kernel;
 use crate::WgpuBackend;
-use dscl_core::backend::OptimOps;
 
 const SGD: &str = include_str!("../shaders/optim_sgd.wgsl");
 const EMA: &str = include_str!("../shaders/optim_ema.wgsl");

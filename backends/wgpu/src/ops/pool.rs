@@ -4,6 +4,7 @@
 //! Max-pool backward is a gather, one invocation per input element over the few outputs whose
 //! windows cover it, so overlapping windows need no float atomics and the sum is deterministic.
 
+use dscl_core::backend::PoolOps;
 use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
 use dscl_core::Result;
@@ -11,7 +12,6 @@ use dscl_core::Result;
 use super::{binding_align, for_image_runs, groups, word};
 use crate::kernel::kernel;
 use crate::WgpuBackend;
-use dscl_core::backend::PoolOps;
 
 const MAX: &str = include_str!("../shaders/pool_max.wgsl");
 const MAX_BACKWARD: &str = include_str!("../shaders/pool_max_backward.wgsl");

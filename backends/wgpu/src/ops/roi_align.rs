@@ -9,6 +9,7 @@
 //! boxes of the output): one dispatch per pair of runs, each box's work done in the dispatch
 //! whose feature run holds its image.
 
+use dscl_core::backend::RoiAlignOps;
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::Result;
 
@@ -16,7 +17,6 @@ use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
-use dscl_core::backend::RoiAlignOps;
 
 const COMMON: &str = include_str!("../shaders/roi_align_common.wgsl");
 const FORWARD: &str = concat!(

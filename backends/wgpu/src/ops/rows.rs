@@ -4,6 +4,7 @@
 //! one dispatch. A tensor larger than one binding is bound in runs of whole rows (words 12 to 14
 //! place the run, see `rows_common.wgsl`).
 
+use dscl_core::backend::RowOps;
 use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
 use dscl_core::error::check_len;
 use dscl_core::Result;
@@ -12,7 +13,6 @@ use super::{binding_align, f32_bits, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
-use dscl_core::backend::RowOps;
 
 /// A row module: the shared reductions (rows_common.wgsl) followed by the kernel's own file.
 macro_rules! row_module {
