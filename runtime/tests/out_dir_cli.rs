@@ -200,19 +200,25 @@ fn stage1_records(out: &Path) -> Vec<(String, u64, f64)> {
 }
 
 /// One owner per output directory: while a run holds it, `train`, `run`, `linear` and `eval`
-/// on it are refused with the holder's process id, before any work.
+/// on it are refused with the holder's process id, before any work. (`linear` reads its
+/// checkpoint and data before it turns to the output directory, so it is given a real one.)
 #[test]
 fn a_directory_in_use_is_refused_with_the_owner_pid() {
     let dir = tempfile::tempdir().unwrap();
+    let trained = dir.path().join("trained");
+    let o = runtime(TRAIN, &trained);
+    assert!(o.status.success(), "{}", text(&o));
+    let stage1 = trained.join("stage1.safetensors");
+    let stage1 = stage1.to_str().unwrap();
     let out = dir.path().join("run");
     let _held = out_dir::lock(&out).unwrap();
     let owner = format!("in use by another run (process {})", std::process::id());
-    let checkpoint = out.join("stage1.safetensors");
+    let checkpoint = out.join("linear.safetensors");
     let checkpoint = checkpoint.to_str().unwrap();
     for args in [
         TRAIN,
         &["run", "--epochs", "1"][..],
-        &["linear", "--checkpoint", checkpoint][..],
+        &["linear", "--checkpoint", stage1][..],
         &["eval", "--checkpoint", checkpoint][..],
     ] {
         let o = runtime(args, &out);

@@ -72,7 +72,8 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
             (stage1, None)
         } else {
             // The training set and stage 2's memory were checked in phases 2 and 3.
-            let s2 = stage2::train(b, choice, Some(train_set), &stage1, &linear, &eval, &out)?;
+            let input = stage2::Stage2Input::prepare(choice, Some(train_set), &stage1, &linear)?;
+            let s2 = stage2::train(b, input, &eval, &out)?;
             (s2.checkpoint, s2.epochs)
         };
         let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;

@@ -81,49 +81,82 @@ fn schedule(cfg: &RunConfig) -> Result<LrSchedule> {
     )?)
 }
 
-/// Trains the classifier on the backbone of `checkpoint` (the stage-1 checkpoint of a
-/// contrastive run, or of a `--loss ce` run for cRT) into `out`.
-///
-/// `checked`: the training set of the checkpoint's configuration when the caller has already
-/// opened it and checked stage 2's memory against it (`run`, before stage 1), so neither is
-/// done again; `None` opens and checks them here (`linear`).
+/// Stage 2's host-side input, read and checked before a device is opened: the stage-1
+/// checkpoint, the configuration it records with the stage-2 flags applied, and the training
+/// set it names, indexed and checked, with the memory stage 2 needs checked against it.
+pub struct Stage2Input {
+    checkpoint: Checkpoint,
+    backbone_stage: Written,
+    cfg: RunConfig,
+    data: Arc<dyn Dataset>,
+    eval_every_epoch: bool,
+}
+
+impl Stage2Input {
+    /// Reads `checkpoint` (the stage-1 checkpoint of a contrastive run, or of a `--loss ce`
+    /// run for cRT) and applies `linear` to its configuration.
+    ///
+    /// `checked`: the training set of the checkpoint's configuration when the caller has
+    /// already opened it and checked stage 2's memory against it (`run`, before stage 1), so
+    /// neither is done again; `None` opens and checks them here (`linear`).
+    pub fn prepare(
+        choice: BackendChoice,
+        checked: Option<Arc<dyn Dataset>>,
+        checkpoint: &Path,
+        linear: &LinearArgs,
+    ) -> Result<Self> {
+        let ckpt = Checkpoint::read(checkpoint)?;
+        let stage = schema::stage_name(&ckpt)?.to_string();
+        let backbone_stage = match Written::named(&stage) {
+            Some(s @ (Written::Contrastive | Written::CrossEntropy)) => s,
+            _ => bail!(
+                "{} is a `{stage}` checkpoint; `runtime linear` needs a stage-1 checkpoint \
+                 (stage1.safetensors of a contrastive run, or of a --loss ce run for classifier \
+                 re-training)",
+                checkpoint.display()
+            ),
+        };
+        let mut cfg = schema::config(&ckpt)?;
+        cfg.linear_epochs = linear.linear_epochs.unwrap_or(cfg.linear_epochs);
+        cfg.linear_batch_size = linear.linear_batch_size.unwrap_or(cfg.linear_batch_size);
+        cfg.linear_lr = linear.linear_lr.unwrap_or(cfg.linear_lr);
+        cfg.linear_frozen_bn |= linear.linear_frozen_bn;
+        cfg.check_linear()?;
+        let data = match checked {
+            Some(data) => data,
+            None => {
+                let data = open_train(&cfg)?;
+                memory::check_on(
+                    &memory::estimate_linear(&cfg, data.num_classes(), data.len())?,
+                    choice,
+                )?;
+                data
+            }
+        };
+        Ok(Stage2Input {
+            checkpoint: ckpt,
+            backbone_stage,
+            cfg,
+            data,
+            eval_every_epoch: linear.eval_every_epoch,
+        })
+    }
+}
+
+/// Trains the classifier on the backbone of `input`'s checkpoint into `out`.
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
-    choice: BackendChoice,
-    checked: Option<Arc<dyn Dataset>>,
-    checkpoint: &Path,
-    linear: &LinearArgs,
+    input: Stage2Input,
     eval: &EvalArgs,
     out: &Path,
 ) -> Result<Stage2> {
-    let ckpt = Checkpoint::read(checkpoint)?;
-    let stage = schema::stage_name(&ckpt)?.to_string();
-    let backbone_stage = match Written::named(&stage) {
-        Some(s @ (Written::Contrastive | Written::CrossEntropy)) => s,
-        _ => bail!(
-            "{} is a `{stage}` checkpoint; `runtime linear` needs a stage-1 checkpoint \
-             (stage1.safetensors of a contrastive run, or of a --loss ce run for classifier \
-             re-training)",
-            checkpoint.display()
-        ),
-    };
-    let mut cfg = schema::config(&ckpt)?;
-    cfg.linear_epochs = linear.linear_epochs.unwrap_or(cfg.linear_epochs);
-    cfg.linear_batch_size = linear.linear_batch_size.unwrap_or(cfg.linear_batch_size);
-    cfg.linear_lr = linear.linear_lr.unwrap_or(cfg.linear_lr);
-    cfg.linear_frozen_bn |= linear.linear_frozen_bn;
-    cfg.check_linear()?;
-    let data = match checked {
-        Some(data) => data,
-        None => {
-            let data = open_train(&cfg)?;
-            memory::check_on(
-                &memory::estimate_linear(&cfg, data.num_classes(), data.len())?,
-                choice,
-            )?;
-            data
-        }
-    };
+    let Stage2Input {
+        checkpoint: ckpt,
+        backbone_stage,
+        cfg,
+        data,
+        eval_every_epoch,
+    } = input;
     let num_classes = data.num_classes();
     let counts = class_counts(data.as_ref());
     let net = model::backbone(&cfg)?;
@@ -139,7 +172,7 @@ pub fn train<B: Backend<Elem = f32>>(
     schema::load_backbone(&ckpt, backend, &net, &mut params, &mut state)?;
     let classifier = fresh_classifier(backend, &probe, cfg.seed)?;
     // Opened before training, so a run without test data stops at once.
-    let test = if linear.eval_every_epoch {
+    let test = if eval_every_epoch {
         Some(TestPass::new(backend, &cfg, &net.net, num_classes, false)?)
     } else {
         None
