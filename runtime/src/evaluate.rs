@@ -25,52 +25,83 @@ use crate::train::augment_config;
 
 const EVAL_BATCH: usize = 64;
 
-/// Evaluates `checkpoint` on the test set named by `data` (or the one recorded in the
-/// checkpoint's config) and writes `out/metrics.json`.
+/// `runtime eval`'s host-side input, read and checked before a device is opened: the
+/// classifier checkpoint, the configuration it records with the data flags applied, its
+/// classes, and the test set, indexed and checked.
+pub struct EvalInput {
+    checkpoint: Checkpoint,
+    cfg: RunConfig,
+    num_classes: usize,
+    counts: Vec<usize>,
+    test: Arc<dyn Dataset>,
+}
+
+impl EvalInput {
+    /// Reads `checkpoint` and opens the test set named by `data` (or the one recorded in the
+    /// checkpoint's config).
+    pub fn prepare(checkpoint: &Path, data: Option<&DataArgs>) -> Result<Self> {
+        let ckpt = Checkpoint::read(checkpoint)?;
+        let stage = schema::stage_name(&ckpt)?;
+        if !matches!(
+            Stage::named(stage),
+            Some(Stage::Linear | Stage::CrossEntropy)
+        ) {
+            bail!(
+                "{} is a `{stage}` checkpoint; evaluate the classifier: linear.safetensors after \
+                 `runtime linear`, or stage1.safetensors of a `--loss ce` run",
+                checkpoint.display()
+            );
+        }
+        let mut cfg = schema::config(&ckpt)?;
+        if let Some(d) = data {
+            let given = d.test_list.is_some()
+                || d.imagenet_lt_test_json.is_some()
+                || d.test_image_folder.is_some();
+            if given {
+                cfg.data.test_list = d.test_list.clone();
+                cfg.data.imagenet_lt_test_json = d.imagenet_lt_test_json.clone();
+                cfg.data.test_image_folder = d.test_image_folder.clone();
+                if d.root.is_some() {
+                    cfg.data.root = d.root.clone();
+                }
+            }
+            cfg.data.skip_bad |= d.skip_bad;
+            if d.workers.is_some() {
+                cfg.data.workers = d.workers;
+            }
+        }
+        let (num_classes, counts) = schema::classes(&ckpt)?;
+        let test = open_test(&cfg, num_classes)?;
+        Ok(EvalInput {
+            checkpoint: ckpt,
+            cfg,
+            num_classes,
+            counts,
+            test,
+        })
+    }
+}
+
+/// Evaluates `input`'s classifier on its test set and writes `out/metrics.json`.
 pub fn evaluate<B: Backend<Elem = f32>>(
     backend: &B,
-    checkpoint: &Path,
-    data: Option<&DataArgs>,
+    input: EvalInput,
     eval: &EvalArgs,
     out: &Path,
 ) -> Result<Metrics> {
-    let ckpt = Checkpoint::read(checkpoint)?;
-    let stage = schema::stage_name(&ckpt)?;
-    if !matches!(
-        Stage::named(stage),
-        Some(Stage::Linear | Stage::CrossEntropy)
-    ) {
-        bail!(
-            "{} is a `{stage}` checkpoint; evaluate the classifier: linear.safetensors after \
-             `runtime linear`, or stage1.safetensors of a `--loss ce` run",
-            checkpoint.display()
-        );
-    }
-    let mut cfg = schema::config(&ckpt)?;
-    if let Some(d) = data {
-        let given = d.test_list.is_some()
-            || d.imagenet_lt_test_json.is_some()
-            || d.test_image_folder.is_some();
-        if given {
-            cfg.data.test_list = d.test_list.clone();
-            cfg.data.imagenet_lt_test_json = d.imagenet_lt_test_json.clone();
-            cfg.data.test_image_folder = d.test_image_folder.clone();
-            if d.root.is_some() {
-                cfg.data.root = d.root.clone();
-            }
-        }
-        cfg.data.skip_bad |= d.skip_bad;
-        if d.workers.is_some() {
-            cfg.data.workers = d.workers;
-        }
-    }
-    let (num_classes, counts) = schema::classes(&ckpt)?;
+    let EvalInput {
+        checkpoint: ckpt,
+        cfg,
+        num_classes,
+        counts,
+        test,
+    } = input;
     let net = model::classifier(&cfg, num_classes)?;
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_classifier(&ckpt, backend, &net, &mut params, &mut state)?;
 
-    let mut pass = TestPass::new(backend, &cfg, &net.backbone, num_classes, true)?;
+    let mut pass = TestPass::on(backend, test, &cfg, &net.backbone, num_classes, true)?;
     let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
     let metrics = tally.finish(&counts, eval.split_thresholds)?;
     write_report(out, METRICS_FILE, &metrics)?;
@@ -108,6 +139,18 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
         show_progress: bool,
     ) -> Result<Self> {
         let test = open_test(cfg, num_classes)?;
+        Self::on(backend, test, cfg, backbone, num_classes, show_progress)
+    }
+
+    /// [`Self::new`] on a test set the caller has opened.
+    pub fn on(
+        backend: &B,
+        test: Arc<dyn Dataset>,
+        cfg: &RunConfig,
+        backbone: &ResNet,
+        num_classes: usize,
+        show_progress: bool,
+    ) -> Result<Self> {
         let s = cfg.image_size;
         let b = EVAL_BATCH.min(test.len());
         let record = backbone.plan(backend, b, s, s)?;

@@ -200,8 +200,9 @@ fn stage1_records(out: &Path) -> Vec<(String, u64, f64)> {
 }
 
 /// One owner per output directory: while a run holds it, `train`, `run`, `linear` and `eval`
-/// on it are refused with the holder's process id, before any work. (`linear` reads its
-/// checkpoint and data before it turns to the output directory, so it is given a real one.)
+/// on it are refused with the holder's process id, before any work. (`linear` and `eval` read
+/// their checkpoint and data before they turn to the output directory, so each is given a
+/// real one: a stage-1 checkpoint, and the classifier of a cross-entropy run.)
 #[test]
 fn a_directory_in_use_is_refused_with_the_owner_pid() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,16 +211,19 @@ fn a_directory_in_use_is_refused_with_the_owner_pid() {
     assert!(o.status.success(), "{}", text(&o));
     let stage1 = trained.join("stage1.safetensors");
     let stage1 = stage1.to_str().unwrap();
+    let baseline = dir.path().join("ce");
+    let o = runtime(&["train", "--loss", "ce", "--epochs", "1"], &baseline);
+    assert!(o.status.success(), "{}", text(&o));
+    let classifier = baseline.join("stage1.safetensors");
+    let classifier = classifier.to_str().unwrap();
     let out = dir.path().join("run");
     let _held = out_dir::lock(&out).unwrap();
     let owner = format!("in use by another run (process {})", std::process::id());
-    let checkpoint = out.join("linear.safetensors");
-    let checkpoint = checkpoint.to_str().unwrap();
     for args in [
         TRAIN,
         &["run", "--epochs", "1"][..],
         &["linear", "--checkpoint", stage1][..],
-        &["eval", "--checkpoint", checkpoint][..],
+        &["eval", "--checkpoint", classifier][..],
     ] {
         let o = runtime(args, &out);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));

@@ -599,32 +599,35 @@ fn every_command_checks_its_flags_before_work() {
     }
 }
 
-/// `linear` reads its checkpoint (and the data and memory it names) before it opens a device
-/// or touches the output directory: the device's line (`backend: ...`, printed once it is open)
-/// never appears when the checkpoint is missing, and no output directory is made.
+/// `linear` and `eval` read their checkpoint (and the data and memory it names) before they
+/// open a device or touch the output directory: the device's line (`backend: ...`, printed
+/// once it is open) never appears when the checkpoint is missing, and no output directory is
+/// made.
 #[test]
-fn linear_reads_its_checkpoint_before_opening_the_device() {
-    let dir = temp("linear-order");
+fn linear_and_eval_read_their_checkpoint_before_opening_the_device() {
+    let dir = temp("read-order");
     let out = dir.join("out");
     let ckpt = dir.join("no-such.safetensors");
-    let o = runtime(&[
-        "linear",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    common::assert_refused(&o, &["no-such.safetensors"]);
-    assert!(
-        !text(&o).contains("backend:"),
-        "the device was opened before the checkpoint was read:\n{}",
-        text(&o)
-    );
-    assert!(
-        !out.exists(),
-        "the output directory was made:\n{}",
-        text(&o)
-    );
+    for command in ["linear", "eval"] {
+        let o = runtime(&[
+            command,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        common::assert_refused(&o, &["no-such.safetensors"]);
+        assert!(
+            !text(&o).contains("backend:"),
+            "{command}: the device was opened before the checkpoint was read:\n{}",
+            text(&o)
+        );
+        assert!(
+            !out.exists(),
+            "{command}: the output directory was made:\n{}",
+            text(&o)
+        );
+    }
 }
 
 /// A flag the command would ignore is refused with the reason, all of them in one message.

@@ -1,11 +1,11 @@
 //! `runtime eval`: a classifier checkpoint on a test set, in phases:
 //!
 //! 1. flags: unused ones refused, `--workers` checked, `--max-index-mib` put in force;
-//! 2. device: the backend opened;
-//! 3. output directory: locked (evaluation replaces only `OUT/metrics.json`, so nothing is
+//! 2. data: the checkpoint read, and the test set it or the flags name indexed and checked;
+//! 3. device: the backend opened;
+//! 4. output directory: locked (evaluation replaces only `OUT/metrics.json`, so nothing is
 //!    claimed);
-//! 4. the work: the checkpoint read, the test set it or the flags name indexed and checked, the
-//!    model evaluated, `OUT/metrics.json` written and the table printed.
+//! 5. the work: the model evaluated, `OUT/metrics.json` written and the table printed.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -27,12 +27,14 @@ pub fn run(cmd: EvalCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
     refuse_unused_flags(CommandName::Eval, None, given)?;
     data.check_workers()?;
     common.apply()?;
-    // 2. Device.
+    // 2. Data.
+    let input = evaluate::EvalInput::prepare(&checkpoint, Some(&data))?;
+    // 3. Device.
     with_backend!(common, |b| {
-        // 3. Output directory.
+        // 4. Output directory.
         let _lock = out_dir::lock(&common.out)?;
-        // 4. The work.
-        let m = evaluate::evaluate(b, &checkpoint, Some(&data), &eval, &common.out)?;
+        // 5. The work.
+        let m = evaluate::evaluate(b, input, &eval, &common.out)?;
         println!("{}", m.table());
         Ok(())
     })

@@ -76,7 +76,8 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
             let s2 = stage2::train(b, input, &eval, &out)?;
             (s2.checkpoint, s2.epochs)
         };
-        let m = evaluate::evaluate(b, &classifier, Some(&data), &eval, &out)?;
+        let input = evaluate::EvalInput::prepare(&classifier, Some(&data))?;
+        let m = evaluate::evaluate(b, input, &eval, &out)?;
         println!("{}", m.table());
         if let Some(epochs) = &epochs {
             println!("{}", epochs.best_table());
