@@ -38,8 +38,13 @@ pub struct EvalInput {
 
 impl EvalInput {
     /// Reads `checkpoint` and opens the test set named by `data` (or the one recorded in the
-    /// checkpoint's config).
-    pub fn prepare(checkpoint: &Path, data: Option<&DataArgs>) -> Result<Self> {
+    /// checkpoint's config), unless the caller has opened it (`opened`: `run`, in its data
+    /// phase).
+    pub fn prepare(
+        checkpoint: &Path,
+        data: Option<&DataArgs>,
+        opened: Option<Arc<dyn Dataset>>,
+    ) -> Result<Self> {
         let ckpt = Checkpoint::read(checkpoint)?;
         let stage = schema::stage_name(&ckpt)?;
         if !matches!(
@@ -71,7 +76,10 @@ impl EvalInput {
             }
         }
         let (num_classes, counts) = schema::classes(&ckpt)?;
-        let test = open_test(&cfg, num_classes)?;
+        let test = match opened {
+            Some(set) => set,
+            None => open_test(&cfg, num_classes)?,
+        };
         Ok(EvalInput {
             checkpoint: ckpt,
             cfg,

@@ -28,7 +28,7 @@ pub fn run(cmd: EvalCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
     data.check_workers()?;
     common.apply()?;
     // 2. Data.
-    let input = evaluate::EvalInput::prepare(&checkpoint, Some(&data))?;
+    let input = evaluate::EvalInput::prepare(&checkpoint, Some(&data), None)?;
     // 3. Device.
     with_backend!(common, |b| {
         // 4. Output directory.

@@ -30,7 +30,7 @@ pub fn run(cmd: LinearCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
     refuse_unused_flags(CommandName::Linear, None, given)?;
     common.apply()?;
     // 2. Data and memory.
-    let input = stage2::Stage2Input::prepare(common.backend, None, &checkpoint, &linear)?;
+    let input = stage2::Stage2Input::prepare(common.backend, None, None, &checkpoint, &linear)?;
     // 3. Device.
     with_backend!(common, |b| {
         // 4. Output directory.

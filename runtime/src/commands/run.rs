@@ -47,7 +47,7 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
     common.apply()?;
     // 2. Data.
     let train_set = open_train(&cfg)?;
-    open_test(&cfg, train_set.num_classes())?;
+    let test_set = open_test(&cfg, train_set.num_classes())?;
     // 3. Memory.
     memory::check_on(
         &memory::estimate(&cfg, train_set.num_classes())?,
@@ -71,12 +71,18 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         let (classifier, epochs) = if cfg.loss == LossKind::Ce {
             (stage1, None)
         } else {
-            // The training set and stage 2's memory were checked in phases 2 and 3.
-            let input = stage2::Stage2Input::prepare(choice, Some(train_set), &stage1, &linear)?;
+            // The data sets and stage 2's memory were checked in phases 2 and 3.
+            let input = stage2::Stage2Input::prepare(
+                choice,
+                Some(train_set),
+                Some(test_set.clone()),
+                &stage1,
+                &linear,
+            )?;
             let s2 = stage2::train(b, input, &eval, &out)?;
             (s2.checkpoint, s2.epochs)
         };
-        let input = evaluate::EvalInput::prepare(&classifier, Some(&data))?;
+        let input = evaluate::EvalInput::prepare(&classifier, Some(&data), Some(test_set))?;
         let m = evaluate::evaluate(b, input, &eval, &out)?;
         println!("{}", m.table());
         if let Some(epochs) = &epochs {

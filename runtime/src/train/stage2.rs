@@ -90,6 +90,7 @@ pub struct Stage2Input {
     cfg: RunConfig,
     data: Arc<dyn Dataset>,
     eval_every_epoch: bool,
+    test: Option<Arc<dyn Dataset>>,
 }
 
 impl Stage2Input {
@@ -98,10 +99,13 @@ impl Stage2Input {
     ///
     /// `checked`: the training set of the checkpoint's configuration when the caller has
     /// already opened it and checked stage 2's memory against it (`run`, before stage 1), so
-    /// neither is done again; `None` opens and checks them here (`linear`).
+    /// neither is done again; `None` opens and checks them here (`linear`). `test`: the test
+    /// set the caller has opened, which `--eval-every-epoch` then evaluates on instead of
+    /// opening it again.
     pub fn prepare(
         choice: BackendChoice,
         checked: Option<Arc<dyn Dataset>>,
+        test: Option<Arc<dyn Dataset>>,
         checkpoint: &Path,
         linear: &LinearArgs,
     ) -> Result<Self> {
@@ -139,6 +143,7 @@ impl Stage2Input {
             cfg,
             data,
             eval_every_epoch: linear.eval_every_epoch,
+            test,
         })
     }
 }
@@ -156,6 +161,7 @@ pub fn train<B: Backend<Elem = f32>>(
         cfg,
         data,
         eval_every_epoch,
+        test,
     } = input;
     let num_classes = data.num_classes();
     let counts = class_counts(data.as_ref());
@@ -173,7 +179,10 @@ pub fn train<B: Backend<Elem = f32>>(
     let classifier = fresh_classifier(backend, &probe, cfg.seed)?;
     // Opened before training, so a run without test data stops at once.
     let test = if eval_every_epoch {
-        Some(TestPass::new(backend, &cfg, &net.net, num_classes, false)?)
+        Some(match test {
+            Some(set) => TestPass::on(backend, set, &cfg, &net.net, num_classes, false)?,
+            None => TestPass::new(backend, &cfg, &net.net, num_classes, false)?,
+        })
     } else {
         None
     };
