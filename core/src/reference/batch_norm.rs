@@ -34,7 +34,7 @@ pub fn batch_norm_forward_train<T: Element>(
     running_mean: &mut [T],
     running_var: &mut [T],
 ) -> Result<()> {
-    shape.check_train(
+    let n = shape.check_train(
         x,
         gamma,
         beta,
@@ -44,17 +44,11 @@ pub fn batch_norm_forward_train<T: Element>(
         &*running_mean,
         &*running_var,
     )?;
-    let n = shape.batch / shape.groups * shape.spatial;
     for g in 0..shape.groups {
         let momentum = shape.momentum;
         let moves = shape.moves_running(g);
         for c in 0..shape.channels {
             let at = g * shape.channels + c;
-            if n == 0 {
-                save_mean[at] = T::zero();
-                save_invstd[at] = T::from_f64(1.0 / libm::sqrt(shape.eps));
-                continue;
-            }
             let count = n as f64;
             let mean = channel_indices(shape, g, c)
                 .map(|e| x[e].widen())
@@ -132,7 +126,7 @@ pub fn batch_norm_backward<T: Element>(
     grad_gamma: &mut [T],
     grad_beta: &mut [T],
 ) -> Result<()> {
-    shape.check_backward(
+    let count = shape.check_backward(
         x,
         grad_y,
         gamma,
@@ -141,8 +135,7 @@ pub fn batch_norm_backward<T: Element>(
         &*grad_x,
         &*grad_gamma,
         &*grad_beta,
-    )?;
-    let count = (shape.batch / shape.groups * shape.spatial) as f64;
+    )? as f64;
     for g in 0..shape.groups {
         for c in 0..shape.channels {
             let at = g * shape.channels + c;
@@ -156,9 +149,6 @@ pub fn batch_norm_backward<T: Element>(
                 .sum();
             grad_gamma[c] = T::from_f64(grad_gamma[c].widen() + sum_dy_xhat);
             grad_beta[c] = T::from_f64(grad_beta[c].widen() + sum_dy);
-            if count == 0.0 {
-                continue;
-            }
             let (mean_dy, mean_dy_xhat) = (sum_dy / count, sum_dy_xhat / count);
             let scale = gamma[c].widen() * invstd;
             for e in channel_indices(shape, g, c) {
