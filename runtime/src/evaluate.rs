@@ -109,7 +109,7 @@ pub fn evaluate<B: Backend<Elem = f32>>(
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_classifier(&ckpt, backend, &net, &mut params, &mut state)?;
 
-    let mut pass = TestPass::on(backend, test, &cfg, &net.backbone, num_classes, true)?;
+    let mut pass = TestPass::new(backend, test, &cfg, &net.backbone, num_classes, true)?;
     let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
     let metrics = tally.finish(&counts, eval.split_thresholds)?;
     write_report(out, METRICS_FILE, &metrics)?;
@@ -137,21 +137,9 @@ pub struct TestPass<B: Backend> {
 }
 
 impl<B: Backend<Elem = f32>> TestPass<B> {
-    /// Opens the test set `cfg` names (or its data kind's built-in one) for a model of
-    /// `num_classes` classes on `backbone`; `show_progress` draws a progress bar per pass.
+    /// A pass over `test` (opened by the caller: `open_test`) for a model of `num_classes`
+    /// classes on `backbone`; `show_progress` draws a progress bar per pass.
     pub fn new(
-        backend: &B,
-        cfg: &RunConfig,
-        backbone: &ResNet,
-        num_classes: usize,
-        show_progress: bool,
-    ) -> Result<Self> {
-        let test = open_test(cfg, num_classes)?;
-        Self::on(backend, test, cfg, backbone, num_classes, show_progress)
-    }
-
-    /// [`Self::new`] on a test set the caller has opened.
-    pub fn on(
         backend: &B,
         test: Arc<dyn Dataset>,
         cfg: &RunConfig,

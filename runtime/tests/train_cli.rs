@@ -630,6 +630,62 @@ fn linear_and_eval_read_their_checkpoint_before_opening_the_device() {
     }
 }
 
+/// `linear --eval-every-epoch` opens the test set the checkpoint names in its data phase too:
+/// when that set is gone, it is refused before the device opens and before any training.
+#[test]
+fn linear_checks_its_test_set_before_opening_the_device() {
+    let dir = temp("linear-test-set");
+    let train = write_image_list(&dir, "train.txt", 3, 4);
+    let test = write_image_list(&dir, "test.txt", 3, 1);
+    let stage1 = dir.join("stage1");
+    // `run` records the test list in its stage-1 checkpoint (`train` takes no test data).
+    let o = runtime(&[
+        "run",
+        "--train-list",
+        train.to_str().unwrap(),
+        "--test-list",
+        test.to_str().unwrap(),
+        "--image-size",
+        "8",
+        "--arch",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--queue",
+        "8",
+        "--epochs",
+        "1",
+        "--linear-epochs",
+        "1",
+        "--linear-batch-size",
+        "4",
+        "--out",
+        stage1.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    fs::remove_file(&test).unwrap();
+    let out = dir.join("out");
+    let o = runtime(&[
+        "linear",
+        "--eval-every-epoch",
+        "--checkpoint",
+        stage1.join("stage1.safetensors").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    common::assert_refused(&o, &["test.txt"]);
+    assert!(
+        !text(&o).contains("backend:"),
+        "the device was opened before the test set was checked:\n{}",
+        text(&o)
+    );
+    assert!(
+        !out.exists(),
+        "the output directory was made:\n{}",
+        text(&o)
+    );
+}
+
 /// A flag the command would ignore is refused with the reason, all of them in one message.
 #[test]
 fn flags_a_command_would_ignore_are_refused() {

@@ -33,7 +33,7 @@ use super::{augment_config, Position};
 use crate::augment::stage2_view;
 use crate::backend_choice::BackendChoice;
 use crate::config::{EvalArgs, LinearArgs, RunConfig};
-use crate::data::{class_counts, open_train, Batch, Dataset, Transform};
+use crate::data::{class_counts, open_test, open_train, Batch, Dataset, Transform};
 use crate::evaluate::TestPass;
 use crate::io::checkpoint::schema::{self, LinearModel, Run, Stage as Written};
 use crate::io::checkpoint::{remove_stale_temporaries, Checkpoint};
@@ -89,7 +89,7 @@ pub struct Stage2Input {
     backbone_stage: Written,
     cfg: RunConfig,
     data: Arc<dyn Dataset>,
-    eval_every_epoch: bool,
+    /// With `--eval-every-epoch`: the test set each epoch is evaluated on.
     test: Option<Arc<dyn Dataset>>,
 }
 
@@ -100,8 +100,8 @@ impl Stage2Input {
     /// `checked`: the training set of the checkpoint's configuration when the caller has
     /// already opened it and checked stage 2's memory against it (`run`, before stage 1), so
     /// neither is done again; `None` opens and checks them here (`linear`). `test`: the test
-    /// set the caller has opened, which `--eval-every-epoch` then evaluates on instead of
-    /// opening it again.
+    /// set the caller has opened, which `--eval-every-epoch` then evaluates on (with that flag
+    /// and `None`, it is opened here; without the flag it is not used).
     pub fn prepare(
         choice: BackendChoice,
         checked: Option<Arc<dyn Dataset>>,
@@ -137,12 +137,17 @@ impl Stage2Input {
                 data
             }
         };
+        // Opened here, before any device, so a run without test data stops before it trains.
+        let test = match (linear.eval_every_epoch, test) {
+            (false, _) => None,
+            (true, Some(set)) => Some(set),
+            (true, None) => Some(open_test(&cfg, data.num_classes())?),
+        };
         Ok(Stage2Input {
             checkpoint: ckpt,
             backbone_stage,
             cfg,
             data,
-            eval_every_epoch: linear.eval_every_epoch,
             test,
         })
     }
@@ -160,7 +165,6 @@ pub fn train<B: Backend<Elem = f32>>(
         backbone_stage,
         cfg,
         data,
-        eval_every_epoch,
         test,
     } = input;
     let num_classes = data.num_classes();
@@ -177,14 +181,17 @@ pub fn train<B: Backend<Elem = f32>>(
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_backbone(&ckpt, backend, &net, &mut params, &mut state)?;
     let classifier = fresh_classifier(backend, &probe, cfg.seed)?;
-    // Opened before training, so a run without test data stops at once.
-    let test = if eval_every_epoch {
-        Some(match test {
-            Some(set) => TestPass::on(backend, set, &cfg, &net.net, num_classes, false)?,
-            None => TestPass::new(backend, &cfg, &net.net, num_classes, false)?,
-        })
-    } else {
-        None
+    // With --eval-every-epoch: the test pass, planned once for every epoch.
+    let test = match test {
+        Some(set) => Some(TestPass::new(
+            backend,
+            set,
+            &cfg,
+            &net.net,
+            num_classes,
+            false,
+        )?),
+        None => None,
     };
 
     let b = cfg.linear_batch_size.min(data.len());
