@@ -228,7 +228,7 @@ fn pretrain(images: &[u8], labels: &[u8], pool: &[usize]) -> (Vec<u8>, f64) {
 
     let mut params = TensorLayout::new();
     let mut state = TensorLayout::new();
-    Prefix::new(&mut params, &mut state).expect("prefix layout");
+    Prefix::new(prefix::prefix_config(), &mut params, &mut state).expect("prefix layout");
     let mut bytes = Vec::new();
     export(&params, &encoder.params, &model.query.params, &mut bytes);
     export(&state, &encoder.state, &model.query_state, &mut bytes);

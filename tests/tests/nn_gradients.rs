@@ -389,7 +389,7 @@ fn check_block(kind: BlockKind, in_channels: usize, width: usize, stride: usize,
             &record,
             &buf(&x),
             &mut dy,
-            &mut dx,
+            Some(&mut dx),
             &mut s2.tmp,
             &mut s2.conv_workspace,
         )

@@ -1,5 +1,5 @@
-//! "A step allocates nothing": once planned, a complete DSCL + PBSD step and a
-//! cross-entropy step make no heap allocation (counted by a global allocator wrapper).
+//! "A step allocates nothing": once planned, a complete DSCL + PBSD step, a cross-entropy
+//! step and a tail fine-tuning step make no heap allocation (counted by a global allocator wrapper).
 //!
 //! The steps run on the f32 reference backend, whose kernels allocate nothing, so the count
 //! is that of the step code itself (layers, losses, optimizer, queue). The CPU backend's GEMM
@@ -10,10 +10,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dscl_core::backend::prelude::*;
-use dscl_core::nn::{Encoder, ResNetClassifier, ResNetConfig, TensorSet};
+use dscl_core::nn::{
+    CutEncoder, Encoder, EncoderTail, ResNet, ResNetClassifier, ResNetConfig, TensorLayout,
+    TensorSet,
+};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::train::{
-    ClassifierStep, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig, StepShape, Trainable,
+    ClassifierStep, ContrastiveLoss, DsclBatch, DsclConfig, DsclModel, DsclStep, SgdConfig,
+    StepShape, TailConfig, TailModel, TailStep, Trainable,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
@@ -54,6 +58,52 @@ fn planned_steps_allocate_nothing() {
     // the shuffle and the per-set crop statistics).
     planned_steps(1, None);
     planned_steps(2, Some(&[5, 0, 7, 2, 1, 6, 3, 4]));
+    // In the same test: the count is global, and tests run on parallel threads.
+    planned_tail_step();
+}
+
+/// The tail step of an encoder cut after `layer2` (the firmware's step).
+fn planned_tail_step() {
+    let be = ReferenceBackend::<f32>::new();
+    let config = ResNetConfig::tiny();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+    let mut model = TailModel::empty(&be, 16, 8).unwrap();
+    let (mut params, mut state) = (TensorLayout::new(), TensorLayout::new());
+    let prefix = ResNet::new(config.cut(2), &mut params, &mut state).unwrap();
+    model.zero_prefix(&be, &params, &state).unwrap();
+    let (mut params, mut state) = (TensorLayout::new(), TensorLayout::new());
+    let tail = EncoderTail::new(config, 2, 8, &mut params, &mut state).unwrap();
+    model.init_tail(&be, &params, &state, &mut rng).unwrap();
+    let encoder: CutEncoder<2, 1> = CutEncoder { prefix, tail };
+    let tail_config = TailConfig {
+        batch: 8,
+        prefix_chunk: 2,
+        loss: ContrastiveLoss::Dscl { beta: 8.0 },
+        temperature: 0.2,
+        key_momentum: 0.99,
+        sgd: SgdConfig::STAGE1,
+    };
+    let mut step = TailStep::new(&be, &encoder, tail_config, (8, 8), 16, 3).unwrap();
+    let views = filled(&be, 2 * 3 * 8 * 8, |i| ((i * 37) % 11) as f32 / 11.0);
+    let labels = [0, 1, 2, 0, 1, 2, 0, 0];
+    let mut run = |model: &mut TailModel<_>| {
+        step.step(
+            &be,
+            &encoder,
+            model,
+            &labels,
+            |_, _, input| be.upload(input, 0, &views),
+            0.01,
+        )
+        .unwrap()
+    };
+    run(&mut model);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        run(&mut model);
+    }
+    let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    assert_eq!(during, 0, "heap allocations during planned tail steps");
 }
 
 fn planned_steps(replicas: usize, key_shuffle: Option<&[u32]>) {

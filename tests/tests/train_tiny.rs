@@ -22,6 +22,9 @@ use dscl_cpu::CpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 
+#[path = "train_tiny/tail.rs"]
+mod tail;
+
 const IMAGES: usize = 64;
 const CLASSES: usize = 4;
 const SIZE: usize = 8;

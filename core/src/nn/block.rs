@@ -6,7 +6,7 @@
 use heapless::{String, Vec};
 
 use crate::backend::{Backend, BufferLen};
-use crate::error::{check_len, Result};
+use crate::error::{check_len, Error, Result};
 use crate::nn::activation::{
     relu_backward, relu_forward, residual_backward_into, residual_forward,
 };
@@ -165,9 +165,24 @@ impl ResidualBlock {
         })
     }
 
+    /// The scratch a forward and backward over `record` need.
     pub fn needs<B: Backend>(&self, backend: &B, record: &BlockRecord<B>) -> ScratchNeeds {
+        self.needs_without_input_grad(backend, record)
+            .max(ScratchNeeds {
+                activation: record.in_len,
+                conv_workspace: 0,
+            })
+    }
+
+    /// The scratch a forward and a backward with no input gradient (`dx` of `None`) need: no
+    /// input-sized temporary, since only the gradient through the shortcut is input-sized.
+    pub fn needs_without_input_grad<B: Backend>(
+        &self,
+        backend: &B,
+        record: &BlockRecord<B>,
+    ) -> ScratchNeeds {
         let mut needs = ScratchNeeds {
-            activation: record.in_len.max(record.out_len),
+            activation: record.out_len,
             conv_workspace: 0,
         };
         for (unit, rec) in self.units.iter().zip(record.units.iter()) {
@@ -214,8 +229,10 @@ impl ResidualBlock {
     }
 
     /// Backward from `dy` (gradient at the block output; overwritten, its storage reused as a
-    /// temporary) to `dx` (written), accumulating the parameter gradients. `x` is the block input the forward saw; `tmp` and `ws` are the
-    /// pass's [`Scratch`](crate::nn::Scratch) temporaries and convolution workspace.
+    /// temporary) to `dx` (written; `None` when nothing upstream learns, as for a block on a
+    /// frozen prefix, which skips both data gradients), accumulating the parameter gradients.
+    /// `x` is the block input the forward saw; `tmp` and `ws` are the pass's
+    /// [`Scratch`](crate::nn::Scratch) temporaries and convolution workspace.
     pub fn backward<B: Backend>(
         &self,
         backend: &B,
@@ -224,11 +241,13 @@ impl ResidualBlock {
         record: &BlockRecord<B>,
         x: &B::Buffer,
         dy: &mut B::Buffer,
-        dx: &mut B::Buffer,
+        mut dx: Option<&mut B::Buffer>,
         tmp: &mut [B::Buffer; 3],
         ws: &mut B::Buffer,
     ) -> Result<()> {
-        check_len("block input gradient", dx.len(), record.in_len)?;
+        if let Some(dx) = &dx {
+            check_len("block input gradient", dx.len(), record.in_len)?;
+        }
         let n = self.units.len();
         // d_join: gradient at the join, needed by the branch and the shortcut; conv_grad: a
         // unit's conv-output gradient; unit_in: gradient at a unit's input (a ReLU output);
@@ -253,7 +272,7 @@ impl ResidualBlock {
                     rec,
                     x,
                     dy_unit,
-                    Some(&mut *dx),
+                    dx.as_deref_mut(),
                     conv_grad,
                     ws,
                 )?;
@@ -271,8 +290,9 @@ impl ResidualBlock {
                 )?;
             }
         }
-        match (&self.downsample, &record.downsample) {
-            (Some(d), Some(rec)) => {
+        match (&self.downsample, &record.downsample, dx) {
+            (Some(d), Some(rec), dx) => {
+                let through_shortcut = dx.is_some().then_some(&mut *unit_in);
                 d.backward(
                     backend,
                     params,
@@ -280,13 +300,71 @@ impl ResidualBlock {
                     rec,
                     x,
                     d_join,
-                    Some(&mut *unit_in),
+                    through_shortcut,
                     conv_grad,
                     ws,
                 )?;
-                residual_backward_into(backend, unit_in, dx, record.in_len)
+                match dx {
+                    Some(dx) => residual_backward_into(backend, unit_in, dx, record.in_len),
+                    None => Ok(()),
+                }
             }
-            _ => residual_backward_into(backend, d_join, dx, record.in_len),
+            (_, _, Some(dx)) => residual_backward_into(backend, d_join, dx, record.in_len),
+            (_, _, None) => Ok(()),
         }
     }
+}
+
+/// Training- or inference-mode forward through a chain of blocks, each reading the output of
+/// the one before; the first reads `input`. Each output stays in its record.
+pub fn chain_forward<B: Backend>(
+    blocks: &[ResidualBlock],
+    records: &mut [BlockRecord<B>],
+    backend: &B,
+    params: &TensorSet<B>,
+    mut mode: BnMode<'_, B>,
+    input: &B::Buffer,
+    tmp: &mut [B::Buffer; 3],
+    ws: &mut B::Buffer,
+) -> Result<()> {
+    for (i, block) in blocks.iter().enumerate() {
+        let (before, rest) = records.split_at_mut(i);
+        let x = before.last().map_or(input, |prev| &prev.out);
+        let record = rest.first_mut().ok_or(Error::InvalidArgument {
+            what: "block records",
+            reason: "fewer than the blocks",
+        })?;
+        block.forward(backend, params, mode.reborrow(), record, x, tmp, ws)?;
+    }
+    Ok(())
+}
+
+/// Backward through a chain of blocks (forwarded by [`chain_forward`] from `input`), last
+/// block first, accumulating every parameter gradient. `grad[0]` holds the gradient at the
+/// last output on entry; the two buffers alternate between blocks. With `input_grad`, the
+/// gradient at `input` is computed and the buffer holding it is returned; without (a chain on
+/// a frozen prefix), the first block skips its data gradients and the returned buffer holds
+/// nothing of use.
+pub fn chain_backward<'g, B: Backend>(
+    blocks: &[ResidualBlock],
+    records: &[BlockRecord<B>],
+    backend: &B,
+    params: &TensorSet<B>,
+    grads: &mut TensorSet<B>,
+    input: &B::Buffer,
+    grad: &'g mut [B::Buffer; 2],
+    input_grad: bool,
+    tmp: &mut [B::Buffer; 3],
+    ws: &mut B::Buffer,
+) -> Result<&'g mut B::Buffer> {
+    check_len("block records", records.len(), blocks.len())?;
+    let [g0, g1] = grad;
+    let (mut dy, mut dx) = (g0, g1);
+    for i in (0..blocks.len()).rev() {
+        let x = if i == 0 { input } else { &records[i - 1].out };
+        let into = (i > 0 || input_grad).then_some(&mut *dx);
+        blocks[i].backward(backend, params, grads, &records[i], x, dy, into, tmp, ws)?;
+        core::mem::swap(&mut dy, &mut dx);
+    }
+    Ok(dy)
 }

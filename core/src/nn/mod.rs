@@ -29,6 +29,7 @@ pub mod pool;
 pub mod resnet;
 pub mod roi_align;
 pub mod scratch;
+pub mod tail;
 pub mod tensors;
 
 pub use crate::loss::L2Normalize;
@@ -44,4 +45,5 @@ pub use pool::{GlobalAvgPool, MaxPool2d};
 pub use resnet::{ResNet, ResNetConfig, ResNetRecord, Stem};
 pub use roi_align::RoiAlign;
 pub use scratch::Scratch;
+pub use tail::{CutEncoder, EncoderTail, TailRecord};
 pub use tensors::{Init, TensorId, TensorLayout, TensorSet, TensorSpec};

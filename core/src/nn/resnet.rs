@@ -5,6 +5,8 @@
 //! from [`ResNet::params`], its batch-norm statistics in one made from [`ResNet::state`], and
 //! each pass keeps its activations in a [`ResNetRecord`] planned once for its input size.
 
+use core::ops::Range;
+
 use heapless::{String, Vec};
 
 use crate::backend::{Backend, BufferLen};
@@ -12,7 +14,7 @@ use crate::desc::PoolShape;
 use crate::error::{check_len, ensure, Error, Result};
 use crate::nn::activation::{relu_backward, relu_forward};
 use crate::nn::batch_norm::{BnMode, StatGroups};
-use crate::nn::block::{BlockRecord, ResidualBlock};
+use crate::nn::block::{chain_backward, chain_forward, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::pool::{GlobalAvgPool, MaxPool2d};
 use crate::nn::scratch::Scratch;
@@ -22,16 +24,20 @@ mod config;
 
 pub use config::{ResNetConfig, Stem, MAX_STAGES};
 
-/// Most residual blocks a network may have (ResNet-34 and ResNet-50 have 16).
+/// Most residual blocks a network may have (ResNet-34 and ResNet-50 have 16): the default
+/// capacity of a [`ResNet`] and its records.
 pub const MAX_BLOCKS: usize = 16;
 
-/// A planned backbone.
+/// A planned backbone of at most `BLOCKS` residual blocks. The capacity is a type parameter
+/// because the network and each record keep fixed-capacity storage for that many blocks (about
+/// 10 KB at 16 on a 32-bit target): a microcontroller that runs the first stages of a tiny
+/// ResNet names a capacity of 2.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ResNet {
+pub struct ResNet<const BLOCKS: usize = MAX_BLOCKS> {
     pub config: ResNetConfig,
     pub stem: ConvBn,
     pub max_pool: Option<MaxPool2d>,
-    pub blocks: Vec<ResidualBlock, MAX_BLOCKS>,
+    pub blocks: Vec<ResidualBlock, BLOCKS>,
 }
 
 /// One pass's activations of the stem.
@@ -56,18 +62,18 @@ impl<B: Backend> StemRecord<B> {
 }
 
 /// One pass's activations of the whole backbone at one input size.
-pub struct ResNetRecord<B: Backend> {
+pub struct ResNetRecord<B: Backend, const BLOCKS: usize = MAX_BLOCKS> {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
     pub stem: StemRecord<B>,
-    pub blocks: Vec<BlockRecord<B>, MAX_BLOCKS>,
+    pub blocks: Vec<BlockRecord<B>, BLOCKS>,
     pub gap: GlobalAvgPool,
     /// Globally pooled features `[batch, feature_channels]`.
     pub pooled: B::Buffer,
 }
 
-impl<B: Backend> ResNetRecord<B> {
+impl<B: Backend, const BLOCKS: usize> ResNetRecord<B, BLOCKS> {
     /// The final feature map `[batch, channels, h, w]` of the last forward.
     pub fn feature_map(&self) -> &B::Buffer {
         match self.blocks.last() {
@@ -98,7 +104,60 @@ fn stage_name(stage: usize, block: usize) -> Result<String<MAX_NAME_LEN>> {
     Ok(name)
 }
 
-impl ResNet {
+/// Registers the blocks of `config`'s stages `stages` (torchvision's names; the first block of
+/// every stage after the first has stride 2), the first taking the channels that the stage
+/// before gives (the stem's, for stage 0). Checks the stages and the block capacity.
+pub(crate) fn stage_blocks<const BLOCKS: usize>(
+    config: &ResNetConfig,
+    stages: Range<usize>,
+    params: &mut TensorLayout,
+    state: &mut TensorLayout,
+) -> Result<Vec<ResidualBlock, BLOCKS>> {
+    ensure(
+        (1..=MAX_STAGES).contains(&config.stages)
+            && stages.start < stages.end
+            && stages.end <= config.stages,
+        "resnet stages",
+        "must be 1 to 4, and a range of them not empty",
+    )?;
+    let counts = &config.blocks[stages.clone()];
+    ensure(
+        counts.iter().all(|&c| c >= 1) && config.widths[stages.clone()].iter().all(|&w| w >= 1),
+        "resnet stages",
+        "every stage needs at least one block and a positive width",
+    )?;
+    let total: usize = counts.iter().sum();
+    ensure(
+        total <= BLOCKS,
+        "resnet blocks",
+        "more than the network's block capacity",
+    )?;
+    let mut channels = match stages.start {
+        0 => config.stem_channels,
+        s => config.widths[s - 1] * config.block.expansion(),
+    };
+    let mut blocks = Vec::new();
+    for (s, &count) in stages.zip(counts) {
+        for b in 0..count {
+            let stride = if s > 0 && b == 0 { 2 } else { 1 };
+            let block = ResidualBlock::new(
+                params,
+                state,
+                &stage_name(s, b)?,
+                config.block,
+                channels,
+                config.widths[s],
+                stride,
+                config.zero_init_residual,
+            )?;
+            channels = block.out_channels;
+            let _ = blocks.push(block); // total <= BLOCKS checked above
+        }
+    }
+    Ok(blocks)
+}
+
+impl<const BLOCKS: usize> ResNet<BLOCKS> {
     /// Registers every tensor of the backbone (torchvision names: `conv1`, `bn1`,
     /// `layerS.B.convU`, `layerS.B.downsample.{0,1}`) in `params` and `state`.
     pub fn new(
@@ -111,15 +170,6 @@ impl ResNet {
             "resnet stages",
             "must be 1 to 4",
         )?;
-        let counts = &config.blocks[..config.stages];
-        ensure(
-            counts.iter().all(|&c| c >= 1)
-                && config.widths[..config.stages].iter().all(|&w| w >= 1),
-            "resnet stages",
-            "every stage needs at least one block and a positive width",
-        )?;
-        let total: usize = counts.iter().sum();
-        ensure(total <= MAX_BLOCKS, "resnet blocks", "more than MAX_BLOCKS")?;
         let (kernel, stride) = match config.stem {
             Stem::ImageNet => (7, 2),
             Stem::Cifar => (3, 1),
@@ -143,25 +193,7 @@ impl ResNet {
             }),
             Stem::Cifar => None,
         };
-        let mut blocks = Vec::new();
-        let mut channels = config.stem_channels;
-        for (s, &count) in counts.iter().enumerate() {
-            for b in 0..count {
-                let stride = if s > 0 && b == 0 { 2 } else { 1 };
-                let block = ResidualBlock::new(
-                    params,
-                    state,
-                    &stage_name(s, b)?,
-                    config.block,
-                    channels,
-                    config.widths[s],
-                    stride,
-                    config.zero_init_residual,
-                )?;
-                channels = block.out_channels;
-                let _ = blocks.push(block); // total <= MAX_BLOCKS checked above
-            }
-        }
+        let blocks = stage_blocks(&config, 0..config.stages, params, state)?;
         Ok(ResNet {
             config,
             stem,
@@ -181,7 +213,7 @@ impl ResNet {
         batch: usize,
         height: usize,
         width: usize,
-    ) -> Result<ResNetRecord<B>> {
+    ) -> Result<ResNetRecord<B, BLOCKS>> {
         self.plan_grouped(backend, batch, height, width, StatGroups::WHOLE)
     }
 
@@ -194,7 +226,7 @@ impl ResNet {
         height: usize,
         width: usize,
         groups: StatGroups,
-    ) -> Result<ResNetRecord<B>> {
+    ) -> Result<ResNetRecord<B, BLOCKS>> {
         ensure(batch >= 1, "resnet batch", "must be at least 1")?;
         ensure(
             height >= 1 && width >= 1,
@@ -245,7 +277,7 @@ impl ResNet {
     }
 
     /// The scratch a pass over `record` needs.
-    pub fn needs<B: Backend>(&self, backend: &B, record: &ResNetRecord<B>) -> ScratchNeeds {
+    pub fn needs<B: Backend>(&self, backend: &B, record: &ResNetRecord<B, BLOCKS>) -> ScratchNeeds {
         let mut needs = self.stem.needs(backend, &record.stem.conv_bn);
         for (block, rec) in self.blocks.iter().zip(record.blocks.iter()) {
             needs = needs.max(block.needs(backend, rec));
@@ -261,7 +293,7 @@ impl ResNet {
         backend: &B,
         params: &TensorSet<B>,
         state: &mut TensorSet<B>,
-        record: &mut ResNetRecord<B>,
+        record: &mut ResNetRecord<B, BLOCKS>,
         images: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
@@ -281,7 +313,7 @@ impl ResNet {
         backend: &B,
         params: &TensorSet<B>,
         state: &TensorSet<B>,
-        record: &mut ResNetRecord<B>,
+        record: &mut ResNetRecord<B, BLOCKS>,
         images: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
@@ -300,7 +332,7 @@ impl ResNet {
         backend: &B,
         params: &TensorSet<B>,
         mut mode: BnMode<'_, B>,
-        record: &mut ResNetRecord<B>,
+        record: &mut ResNetRecord<B, BLOCKS>,
         images: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
@@ -320,22 +352,16 @@ impl ResNet {
         if let (Some(mp), Some((shape, y, arg))) = (&self.max_pool, &mut stem.pool) {
             mp.forward(backend, shape, &stem.act, y, arg)?;
         }
-        for i in 0..self.blocks.len() {
-            let (before, rest) = record.blocks.split_at_mut(i);
-            let input = match before.last() {
-                Some(prev) => &prev.out,
-                None => record.stem.output(),
-            };
-            self.blocks[i].forward(
-                backend,
-                params,
-                mode.reborrow(),
-                &mut rest[0],
-                input,
-                &mut scratch.tmp,
-                &mut scratch.conv_workspace,
-            )?;
-        }
+        chain_forward(
+            &self.blocks,
+            &mut record.blocks,
+            backend,
+            params,
+            mode,
+            record.stem.output(),
+            &mut scratch.tmp,
+            &mut scratch.conv_workspace,
+        )?;
         let map = match record.blocks.last() {
             Some(b) => &b.out,
             None => record.stem.output(),
@@ -350,38 +376,30 @@ impl ResNet {
         backend: &B,
         params: &TensorSet<B>,
         grads: &mut TensorSet<B>,
-        record: &ResNetRecord<B>,
+        record: &ResNetRecord<B, BLOCKS>,
         d_pooled: &B::Buffer,
         images: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
         let Scratch {
             tmp,
-            grad: [g0, g1],
+            grad,
             conv_workspace: ws,
             ..
         } = scratch;
-        let (mut dy, mut dx) = (g0, g1);
-        record.gap.backward(backend, d_pooled, dy)?;
-        for i in (0..self.blocks.len()).rev() {
-            let input = if i == 0 {
-                record.stem.output()
-            } else {
-                &record.blocks[i - 1].out
-            };
-            self.blocks[i].backward(
-                backend,
-                params,
-                grads,
-                &record.blocks[i],
-                input,
-                dy,
-                dx,
-                tmp,
-                ws,
-            )?;
-            core::mem::swap(&mut dy, &mut dx);
-        }
+        record.gap.backward(backend, d_pooled, &mut grad[0])?;
+        let dy = chain_backward(
+            &self.blocks,
+            &record.blocks,
+            backend,
+            params,
+            grads,
+            record.stem.output(),
+            grad,
+            true,
+            tmp,
+            ws,
+        )?;
         // dy: gradient at the stem output.
         let stem = &record.stem;
         let [d_act, d_bn, conv_grad] = tmp;
@@ -424,7 +442,7 @@ pub struct ActivationSizes {
     pub largest_columns: usize,
 }
 
-impl ResNet {
+impl<const BLOCKS: usize> ResNet<BLOCKS> {
     /// What a pass over one `height x width` image keeps for backward and borrows, counted
     /// from the layer shapes alone, so a run can size its memory before allocating any of it.
     /// `None` when a count overflows `usize` or a layer cannot take its input at this size
@@ -465,8 +483,8 @@ impl ResNet {
             // The output and its argmax.
             kept = kept.checked_add(len.checked_mul(2)?)?;
         }
-        let mut block_ins = [0usize; MAX_BLOCKS];
-        let mut block_outs = [0usize; MAX_BLOCKS];
+        let mut block_ins = [0usize; BLOCKS];
+        let mut block_outs = [0usize; BLOCKS];
         for (i, block) in self.blocks.iter().enumerate() {
             let in_len = block.in_channels.checked_mul(h)?.checked_mul(w)?;
             let (mut uh, mut uw) = (h, w);

@@ -9,6 +9,7 @@ pub mod optim;
 pub mod queue;
 pub mod recipe;
 pub mod schedule;
+pub mod tail_step;
 
 pub use classifier_step::ClassifierStep;
 pub use dscl_step::{
@@ -19,3 +20,4 @@ pub use optim::{SgdConfig, Trainable};
 pub use queue::KeyQueue;
 pub use recipe::{Stage1Recipe, Stage2Recipe};
 pub use schedule::LrSchedule;
+pub use tail_step::{TailConfig, TailModel, TailStep, ViewPass};

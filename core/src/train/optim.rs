@@ -60,6 +60,16 @@ impl<B: Backend> Trainable<B> {
     }
 
     /// Optimizer steps taken so far (the velocity is initialised on the first).
+    /// Zero parameters, gradients and velocity (for parameters loaded or made afterwards).
+    pub fn zeros(backend: &B, layout: &TensorLayout) -> Result<Self> {
+        Ok(Trainable {
+            params: TensorSet::zeros(backend, layout)?,
+            grads: TensorSet::zeros(backend, layout)?,
+            velocity: TensorSet::zeros(backend, layout)?,
+            steps: 0,
+        })
+    }
+
     pub fn steps(&self) -> u64 {
         self.steps
     }

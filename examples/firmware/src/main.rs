@@ -18,8 +18,9 @@ use dscl_core::train::LrSchedule;
 use dscl_cpu::CpuBackend;
 use dscl_firmware::data::{self, Sampler};
 use dscl_firmware::rng::SplitMix64;
+use dscl_firmware::tune::{build_network, empty_model, parameter_counts};
 use dscl_firmware::tune::{ARENA_LEN, INDEX_ARENA_LEN};
-use dscl_firmware::{pretrained, FineTuneStep, Model, Network, TuneConfig};
+use dscl_firmware::{pretrained, FineTuneStep, TuneConfig};
 
 /// Optimizer steps: about 16 epochs of the subset, a minute under QEMU.
 const STEPS: usize = 1000;
@@ -67,12 +68,12 @@ fn run(arena: &'static mut [f32], index_arena: &'static mut [u32]) -> dscl_core:
     let config = TuneConfig::default();
     // Model and step are large (the core's fixed-capacity tensor lists): they are used where
     // they were built, inside their `Result`s, so that no second copy lands on the stack.
-    let mut built_model = Model::new(&backend, &config);
+    let mut built_model = empty_model(&backend, &config);
     let model = match &mut built_model {
         Ok(m) => m,
         Err(e) => return Err(*e),
     };
-    let network = Network::new(&backend, &config, model, &mut rng)?;
+    let network = build_network(&backend, &config, model, &mut rng)?;
     let mut built_step = FineTuneStep::new(&backend, &network, config);
     let tune = match &mut built_step {
         Ok(t) => t,
@@ -81,7 +82,7 @@ fn run(arena: &'static mut [f32], index_arena: &'static mut [u32]) -> dscl_core:
     let mut sampler = Sampler::new(&mut rng);
     let planning = memory::report();
     memory::repaint();
-    let (trainable, frozen) = model.parameter_counts();
+    let (trainable, frozen) = parameter_counts(model);
     hprintln!(
         "network: tiny ResNet; frozen stem+layer1+layer2 ({} params, pretrained on the host: {} steps of DSCL, batch {}, on {} other digits, final loss {:.3}); trainable layer3 ({} channels) + head ({} params)",
         frozen,

@@ -86,6 +86,11 @@ impl ResNetConfig {
         self.stem = Stem::Cifar;
         self
     }
+    /// The backbone's first `stages` stages alone (with the stem): the prefix of an encoder
+    /// cut after stage `stages` (see [`crate::nn::tail`]).
+    pub fn cut(self, stages: usize) -> Self {
+        ResNetConfig { stages, ..self }
+    }
     /// Channels of the final feature map.
     pub fn feature_channels(&self) -> usize {
         self.widths[self.stages.max(1) - 1] * self.block.expansion()

@@ -20,7 +20,7 @@ use crate::nn::pool::GlobalAvgPool;
 use crate::nn::roi_align::RoiAlign;
 use crate::nn::scratch::Scratch;
 
-use super::{ContrastiveLoss, CropNorm, DsclConfig, DsclStep, StepShape, MAX_REPLICAS};
+use super::{CropNorm, DsclConfig, DsclStep, StepShape, MAX_REPLICAS};
 
 /// What PBSD adds: the crops' pass and the teachers.
 pub(super) struct CropPath<B: Backend> {
@@ -156,14 +156,7 @@ impl<B: Backend> DsclStep<B> {
         };
         let mut groups = Vec::new();
         for _ in 0..replicas {
-            let contrastive = match config.loss {
-                ContrastiveLoss::Dscl { beta } => {
-                    SupervisedContrastive::dscl(backend, loss_shape, config.temperature, beta)?
-                }
-                ContrastiveLoss::SupCon => {
-                    SupervisedContrastive::supcon(backend, loss_shape, config.temperature)?
-                }
-            };
+            let contrastive = config.loss.plan(backend, loss_shape, config.temperature)?;
             let pbsd = if pbsd_on {
                 Some(PatchSelfDistillation::new(
                     backend,
