@@ -1,5 +1,5 @@
 //! The frozen prefix's weights, pretrained on the host by `build.rs` and compiled into the
-//! image (flash); [`load`] copies them into the arena when [`crate::tune::Network::new`] builds
+//! image (flash); [`load`] copies them into the arena when [`crate::tune::build_network`] builds
 //! the model.
 //!
 //! `build.rs` trains the core's tiny ResNet (`ResNetConfig::tiny`, 32-d head) with the core's
