@@ -137,7 +137,7 @@ fn class_separation<'a>(
         .unwrap();
     let d = encoder.embedding_dim();
     let mut z = vec![0.0f32; IMAGES * d];
-    be.download(&record.embeddings, 0, &mut z).unwrap();
+    be.download(record.embeddings(), 0, &mut z).unwrap();
     let (mut same, mut same_n, mut diff, mut diff_n) = (0.0, 0, 0.0, 0);
     for i in 0..IMAGES {
         for j in i + 1..IMAGES {

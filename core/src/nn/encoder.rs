@@ -3,10 +3,9 @@
 
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::loss::L2Normalize;
 use crate::nn::batch_norm::StatGroups;
 use crate::nn::conv_bn::ScratchNeeds;
-use crate::nn::head::{HeadRecord, ProjectionHead};
+use crate::nn::head::{EmbeddingRecord, ProjectionHead};
 use crate::nn::resnet::{ResNet, ResNetConfig, ResNetRecord};
 use crate::nn::scratch::Scratch;
 use crate::nn::tensors::{TensorLayout, TensorSet};
@@ -20,15 +19,18 @@ pub struct Encoder {
     pub state: TensorLayout,
 }
 
-/// One pass through the encoder: backbone activations, head activations, and the normalised
-/// embeddings `[rows, dim]`.
+/// One pass through the encoder: backbone activations, then the head's, the normalisation's
+/// and the normalised embeddings `[rows, dim]`.
 pub struct EncoderRecord<B: Backend> {
     pub backbone: ResNetRecord<B>,
-    pub head: HeadRecord<B>,
-    pub normalize: L2Normalize<B>,
-    pub embeddings: B::Buffer,
-    d_head_out: B::Buffer,
-    d_pooled: B::Buffer,
+    pub embedding: EmbeddingRecord<B>,
+}
+
+impl<B: Backend> EncoderRecord<B> {
+    /// `[rows, dim]`: the unit embeddings of the last forward.
+    pub fn embeddings(&self) -> &B::Buffer {
+        &self.embedding.embeddings
+    }
 }
 
 impl Encoder {
@@ -71,16 +73,11 @@ impl Encoder {
         width: usize,
         groups: StatGroups,
     ) -> Result<EncoderRecord<B>> {
-        let dim = self.embedding_dim();
         Ok(EncoderRecord {
             backbone: self
                 .backbone
                 .plan_grouped(backend, batch, height, width, groups)?,
-            head: self.head.plan(backend, batch)?,
-            normalize: L2Normalize::new(backend, batch, dim)?,
-            embeddings: backend.alloc(batch * dim)?,
-            d_head_out: backend.alloc(batch * dim)?,
-            d_pooled: backend.alloc(batch * self.backbone.feature_channels())?,
+            embedding: self.head.plan_embedding(backend, batch)?,
         })
     }
 
@@ -88,9 +85,8 @@ impl Encoder {
         self.backbone.needs(backend, &record.backbone)
     }
 
-    /// Training-mode forward: `record.embeddings = normalise(head(pool(backbone(images))))`.
-    /// A zero-norm or non-finite embedding is recorded as a kernel fault that the loss reading
-    /// these embeddings reports, so the pass never waits for the device.
+    /// Training-mode forward: `record.embeddings() = normalise(head(pool(backbone(images))))`
+    /// (see [`ProjectionHead::embed`]).
     pub fn forward<B: Backend>(
         &self,
         backend: &B,
@@ -108,11 +104,12 @@ impl Encoder {
             images,
             scratch,
         )?;
-        self.head
-            .forward(backend, params, &mut record.head, &record.backbone.pooled)?;
-        record
-            .normalize
-            .forward(backend, &record.head.out, &mut record.embeddings)
+        self.head.embed(
+            backend,
+            params,
+            &mut record.embedding,
+            &record.backbone.pooled,
+        )
     }
 
     /// Backward from `d_embeddings` (gradient at the normalised embeddings), accumulating into
@@ -127,27 +124,20 @@ impl Encoder {
         d_embeddings: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
-        record.normalize.backward(
-            backend,
-            &record.embeddings,
-            d_embeddings,
-            &mut record.d_head_out,
-        )?;
-        self.head.backward(
+        self.head.embed_backward(
             backend,
             params,
             grads,
-            &mut record.head,
+            &mut record.embedding,
             &record.backbone.pooled,
-            &record.d_head_out,
-            &mut record.d_pooled,
+            d_embeddings,
         )?;
         self.backbone.backward(
             backend,
             params,
             grads,
             &record.backbone,
-            &record.d_pooled,
+            &record.embedding.d_pooled,
             images,
             scratch,
         )

@@ -2,6 +2,7 @@
 
 use crate::backend::{Backend, BufferLen};
 use crate::error::{check_len, Result};
+use crate::loss::L2Normalize;
 use crate::nn::activation::{relu_backward, relu_forward};
 use crate::nn::linear::Linear;
 use crate::nn::tensors::{TensorLayout, TensorSet};
@@ -24,6 +25,20 @@ pub struct HeadRecord<B: Backend> {
     pub out: B::Buffer,
     d_act: B::Buffer,
     d_hidden: B::Buffer,
+}
+
+/// A pass from pooled features to unit embeddings: the head's activations, the row L2
+/// normalisation and the embeddings, with the backward's temporaries. What an
+/// [`Encoder`](crate::nn::Encoder) and an [`EncoderTail`](crate::nn::EncoderTail) keep after
+/// their pooling.
+pub struct EmbeddingRecord<B: Backend> {
+    pub head: HeadRecord<B>,
+    pub normalize: L2Normalize<B>,
+    /// `[rows, out]`, unit rows.
+    pub embeddings: B::Buffer,
+    d_head_out: B::Buffer,
+    /// The gradient at the pooled features, written by [`ProjectionHead::embed_backward`].
+    pub d_pooled: B::Buffer,
 }
 
 impl ProjectionHead {
@@ -103,5 +118,65 @@ impl ProjectionHead {
         )?;
         self.fc1
             .backward(backend, params, grads, rows, x, &record.d_hidden, Some(dx))
+    }
+
+    /// Plans the head and the normalisation for `rows` pooled features.
+    pub fn plan_embedding<B: Backend>(
+        &self,
+        backend: &B,
+        rows: usize,
+    ) -> Result<EmbeddingRecord<B>> {
+        let dim = self.out_dim();
+        Ok(EmbeddingRecord {
+            head: self.plan(backend, rows)?,
+            normalize: L2Normalize::new(backend, rows, dim)?,
+            embeddings: backend.alloc(rows * dim)?,
+            d_head_out: backend.alloc(rows * dim)?,
+            d_pooled: backend.alloc(rows * self.fc1.in_features)?,
+        })
+    }
+
+    /// `record.embeddings = normalise(fc2(relu(fc1(pooled))))`. A zero-norm or non-finite
+    /// embedding is recorded as a kernel fault that the loss reading these embeddings
+    /// reports, so the pass never waits for the device.
+    pub fn embed<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        record: &mut EmbeddingRecord<B>,
+        pooled: &B::Buffer,
+    ) -> Result<()> {
+        self.forward(backend, params, &mut record.head, pooled)?;
+        record
+            .normalize
+            .forward(backend, &record.head.out, &mut record.embeddings)
+    }
+
+    /// Backward from `d_embeddings` through the normalisation and the head into
+    /// `record.d_pooled`, accumulating the head's parameter gradients.
+    pub fn embed_backward<B: Backend>(
+        &self,
+        backend: &B,
+        params: &TensorSet<B>,
+        grads: &mut TensorSet<B>,
+        record: &mut EmbeddingRecord<B>,
+        pooled: &B::Buffer,
+        d_embeddings: &B::Buffer,
+    ) -> Result<()> {
+        record.normalize.backward(
+            backend,
+            &record.embeddings,
+            d_embeddings,
+            &mut record.d_head_out,
+        )?;
+        self.backward(
+            backend,
+            params,
+            grads,
+            &mut record.head,
+            pooled,
+            &record.d_head_out,
+            &mut record.d_pooled,
+        )
     }
 }

@@ -39,7 +39,7 @@ pub use classifier::{LinearClassifier, ResNetClassifier};
 pub use conv::Conv2d;
 pub use conv_bn::{ConvBn, ScratchNeeds};
 pub use encoder::{Encoder, EncoderRecord};
-pub use head::{HeadRecord, ProjectionHead, DEFAULT_EMBEDDING_DIM};
+pub use head::{EmbeddingRecord, HeadRecord, ProjectionHead, DEFAULT_EMBEDDING_DIM};
 pub use linear::Linear;
 pub use pool::{GlobalAvgPool, MaxPool2d};
 pub use resnet::{ResNet, ResNetConfig, ResNetRecord, Stem};

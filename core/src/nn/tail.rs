@@ -21,11 +21,10 @@ use heapless::Vec;
 
 use crate::backend::Backend;
 use crate::error::{ensure, Result};
-use crate::loss::L2Normalize;
 use crate::nn::batch_norm::{BnMode, StatGroups};
 use crate::nn::block::{chain_backward, chain_forward, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::ScratchNeeds;
-use crate::nn::head::{HeadRecord, ProjectionHead};
+use crate::nn::head::{EmbeddingRecord, ProjectionHead};
 use crate::nn::pool::GlobalAvgPool;
 use crate::nn::resnet::{stage_blocks, ResNet, ResNetConfig, MAX_BLOCKS};
 use crate::nn::scratch::Scratch;
@@ -50,17 +49,20 @@ pub struct EncoderTail<const BLOCKS: usize = MAX_BLOCKS> {
     pub in_channels: usize,
 }
 
-/// One pass through the tail: every block's activations, the pooled features, the head's
-/// activations and the normalised embeddings `[batch, dim]`.
+/// One pass through the tail: every block's activations, the pooled features, then the
+/// head's, the normalisation's and the normalised embeddings `[batch, dim]`.
 pub struct TailRecord<B: Backend, const BLOCKS: usize = MAX_BLOCKS> {
     pub blocks: Vec<BlockRecord<B>, BLOCKS>,
     pub gap: GlobalAvgPool,
     pub pooled: B::Buffer,
-    pub head: HeadRecord<B>,
-    pub normalize: L2Normalize<B>,
-    pub embeddings: B::Buffer,
-    d_head_out: B::Buffer,
-    d_pooled: B::Buffer,
+    pub embedding: EmbeddingRecord<B>,
+}
+
+impl<B: Backend, const BLOCKS: usize> TailRecord<B, BLOCKS> {
+    /// `[batch, dim]`: the unit embeddings of the last forward.
+    pub fn embeddings(&self) -> &B::Buffer {
+        &self.embedding.embeddings
+    }
 }
 
 impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
@@ -110,7 +112,6 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
             // Both capacities are BLOCKS: one record per block always fits.
             let _ = blocks.push(record);
         }
-        let dim = self.embedding_dim();
         Ok(TailRecord {
             blocks,
             gap: GlobalAvgPool {
@@ -119,11 +120,7 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
                 spatial: h * w,
             },
             pooled: backend.alloc(batch * channels)?,
-            head: self.head.plan(backend, batch)?,
-            normalize: L2Normalize::new(backend, batch, dim)?,
-            embeddings: backend.alloc(batch * dim)?,
-            d_head_out: backend.alloc(batch * dim)?,
-            d_pooled: backend.alloc(batch * channels)?,
+            embedding: self.head.plan_embedding(backend, batch)?,
         })
     }
 
@@ -144,7 +141,7 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
     }
 
     /// Training-mode forward of the prefix's feature maps `x` (batch statistics; the running
-    /// statistics in `state` advance): `record.embeddings = normalise(head(pool(blocks(x))))`,
+    /// statistics in `state` advance): `record.embeddings() = normalise(head(pool(blocks(x))))`,
     /// as `Encoder::forward` after the prefix.
     pub fn forward<B: Backend>(
         &self,
@@ -171,10 +168,7 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
         };
         record.gap.forward(backend, map, &mut record.pooled)?;
         self.head
-            .forward(backend, params, &mut record.head, &record.pooled)?;
-        record
-            .normalize
-            .forward(backend, &record.head.out, &mut record.embeddings)
+            .embed(backend, params, &mut record.embedding, &record.pooled)
     }
 
     /// Backward from `d_embeddings` down to the first block's parameters, accumulating into
@@ -189,20 +183,13 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
         d_embeddings: &B::Buffer,
         scratch: &mut Scratch<B>,
     ) -> Result<()> {
-        record.normalize.backward(
-            backend,
-            &record.embeddings,
-            d_embeddings,
-            &mut record.d_head_out,
-        )?;
-        self.head.backward(
+        self.head.embed_backward(
             backend,
             params,
             grads,
-            &mut record.head,
+            &mut record.embedding,
             &record.pooled,
-            &record.d_head_out,
-            &mut record.d_pooled,
+            d_embeddings,
         )?;
         let Scratch {
             tmp,
@@ -212,7 +199,7 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
         } = scratch;
         record
             .gap
-            .backward(backend, &record.d_pooled, &mut grad[0])?;
+            .backward(backend, &record.embedding.d_pooled, &mut grad[0])?;
         chain_backward(
             &self.blocks,
             &record.blocks,

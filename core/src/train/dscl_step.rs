@@ -215,11 +215,11 @@ impl<B: Backend> DsclStep<B> {
 
     /// The query embeddings of the last step (`[B, d]`).
     pub fn queries(&self) -> &B::Buffer {
-        &self.query.embeddings
+        self.query.embeddings()
     }
     /// The key embeddings of the last step (`[B, d]`, in image order).
     pub fn keys(&self) -> &B::Buffer {
-        self.keys_in_order.as_ref().unwrap_or(&self.key.embeddings)
+        self.keys_in_order.as_ref().unwrap_or(self.key.embeddings())
     }
 
     fn check_batch(&self, batch: &DsclBatch<'_, B>) -> Result<()> {
@@ -359,13 +359,19 @@ impl<B: Backend> DsclStep<B> {
                 Some(order) => {
                     for (slot, &image) in order.iter().enumerate() {
                         let row = image as usize;
-                        backend.copy(&self.key.embeddings, slot * dim, in_order, row * dim, dim)?;
+                        backend.copy(
+                            self.key.embeddings(),
+                            slot * dim,
+                            in_order,
+                            row * dim,
+                            dim,
+                        )?;
                     }
                 }
-                None => backend.copy(&self.key.embeddings, 0, in_order, 0, big_b * dim)?,
+                None => backend.copy(self.key.embeddings(), 0, in_order, 0, big_b * dim)?,
             }
         }
-        let keys = self.keys_in_order.as_ref().unwrap_or(&self.key.embeddings);
+        let keys = self.keys_in_order.as_ref().unwrap_or(self.key.embeddings());
 
         // Step 5: each group's losses queued into the step's totals buffer (nothing is read
         // back yet), its gradients scaled by 1 / R into the step's gradient buffers.
@@ -375,7 +381,7 @@ impl<B: Backend> DsclStep<B> {
         for (g, group) in self.groups.iter_mut().enumerate() {
             if let Some(rows) = &mut group.rows {
                 backend.copy(
-                    &self.query.embeddings,
+                    self.query.embeddings(),
                     g * b * dim,
                     &mut rows.queries,
                     0,
@@ -388,7 +394,7 @@ impl<B: Backend> DsclStep<B> {
                         let (from, to) = (((set * big_b) + g * b) * dim, set * b * dim);
                         backend.copy(&c.teachers, from, &mut rows.teachers, to, b * dim)?;
                         backend.copy(
-                            &c.students.embeddings,
+                            c.students.embeddings(),
                             from,
                             &mut rows.students,
                             to,
@@ -415,12 +421,12 @@ impl<B: Backend> DsclStep<B> {
                         (&*queries, &*group_keys, &*labels, d_queries, crop_io)
                     }
                     (None, crop) => (
-                        &self.query.embeddings,
+                        self.query.embeddings(),
                         keys,
                         batch.labels,
                         &mut self.d_queries,
                         crop.as_mut()
-                            .map(|c| (&c.teachers, &c.students.embeddings, &mut c.d_students)),
+                            .map(|c| (&c.teachers, c.students.embeddings(), &mut c.d_students)),
                     ),
                 };
             group.contrastive.record(
@@ -545,7 +551,7 @@ impl<B: Backend> DsclStep<B> {
         let first = &self.groups[0];
         let contrastive_named = first.contrastive.named_inputs(
             &ContrastiveInputs {
-                queries: &self.query.embeddings,
+                queries: self.query.embeddings(),
                 keys,
                 queue: &queue.keys,
                 labels,
@@ -562,7 +568,7 @@ impl<B: Backend> DsclStep<B> {
                 let pbsd_named = pbsd.named_inputs(
                     &PbsdInputs {
                         teachers: &c.teachers,
-                        students: &c.students.embeddings,
+                        students: c.students.embeddings(),
                         keys,
                         queue: &queue.keys,
                         queue_filled: queue.filled(),

@@ -263,7 +263,7 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
             &mut self.scratch,
         )?;
         backend.copy(
-            &self.tail.embeddings,
+            self.tail.embeddings(),
             0,
             &mut self.keys,
             0,
@@ -284,7 +284,7 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
         let loss = self.contrastive.forward_backward(
             backend,
             &ContrastiveInputs {
-                queries: &self.tail.embeddings,
+                queries: self.tail.embeddings(),
                 keys: &self.keys,
                 queue: &model.queue.keys,
                 labels: &self.labels,

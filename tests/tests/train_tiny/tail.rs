@@ -223,8 +223,8 @@ fn the_tail_computes_what_the_encoder_computes_after_the_cut() {
     .unwrap();
 
     assert_eq!(
-        values(&be, &tail_record.embeddings),
-        values(&be, &record.embeddings)
+        values(&be, tail_record.embeddings()),
+        values(&be, record.embeddings())
     );
     let by_name = |set: &TensorSet<_>, layout: &TensorLayout, name: &str| {
         values(&be, set.get(layout.find(name).unwrap()))
