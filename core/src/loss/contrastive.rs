@@ -260,10 +260,6 @@ impl<B: Backend> SupervisedContrastive<B> {
             row0 += rows;
         }
 
-        let (totals, slot) = match totals {
-            Totals::Own => (&mut self.totals, 0),
-            Totals::At(buffer, slot) => (buffer, slot),
-        };
         write_totals(
             backend,
             &self.per_anchor,
@@ -272,7 +268,7 @@ impl<B: Backend> SupervisedContrastive<B> {
             grad_queries,
             b * d,
             totals,
-            slot,
+            &mut self.totals,
         )
     }
 
@@ -302,24 +298,9 @@ impl<B: Backend> SupervisedContrastive<B> {
     ) -> [NamedRows<'a, B>; 3] {
         let (b, d) = (batch, self.shape.dim);
         [
-            NamedRows {
-                name: "queries",
-                buf: inputs.queries,
-                rows: b,
-                cols: d,
-            },
-            NamedRows {
-                name: "keys",
-                buf: inputs.keys,
-                rows: b,
-                cols: d,
-            },
-            NamedRows {
-                name: "queue",
-                buf: inputs.queue,
-                rows: inputs.queue_filled,
-                cols: d,
-            },
+            NamedRows::new("queries", inputs.queries, b, d),
+            NamedRows::new("keys", inputs.keys, b, d),
+            NamedRows::new("queue", inputs.queue, inputs.queue_filled, d),
         ]
     }
 
@@ -349,18 +330,8 @@ impl<B: Backend> SupervisedContrastive<B> {
         grad_queries: &B::Buffer,
     ) -> Result<()> {
         let (b, d) = (self.shape.batch, self.shape.dim);
-        let per_anchor = NamedRows {
-            name: self.loss_name(),
-            buf: &self.per_anchor,
-            rows: b,
-            cols: 1,
-        };
-        let gradient = NamedRows {
-            name: "query gradient",
-            buf: grad_queries,
-            rows: b,
-            cols: d,
-        };
+        let per_anchor = NamedRows::new(self.loss_name(), &self.per_anchor, b, 1);
+        let gradient = NamedRows::new("query gradient", grad_queries, b, d);
         check_outputs(backend, readout, &per_anchor, &gradient)
     }
 

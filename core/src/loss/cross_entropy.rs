@@ -3,7 +3,7 @@
 
 use super::diagnose::{
     check_outputs, explain_fault, read_own_totals, write_totals, LabelSource, NamedRows, Suspect,
-    TOTALS_LEN,
+    Totals, TOTALS_LEN,
 };
 use crate::backend::{Backend, BufferLen};
 use crate::desc::RowsDesc;
@@ -69,8 +69,8 @@ impl<B: Backend> CrossEntropy<B> {
             scale,
             logits,
             len,
+            Totals::Own,
             &mut self.totals,
-            0,
         )
     }
 
@@ -80,12 +80,7 @@ impl<B: Backend> CrossEntropy<B> {
     pub(crate) fn read_and_finish(&self, backend: &B, logits: &B::Buffer) -> Result<f64> {
         let (readout, fault) = read_own_totals(backend, &self.totals)?;
         // The logits now hold gradients: a non-finite logit shows up in its row's gradient.
-        let named = [NamedRows {
-            name: "logits",
-            buf: logits,
-            rows: self.rows,
-            cols: self.classes,
-        }];
+        let named = [NamedRows::new("logits", logits, self.rows, self.classes)];
         let suspect = Suspect {
             what: "cross-entropy loss",
             inputs: &named,
@@ -94,18 +89,8 @@ impl<B: Backend> CrossEntropy<B> {
             readout,
         };
         explain_fault(backend, fault, &[suspect])?;
-        let per_row = NamedRows {
-            name: "cross-entropy loss",
-            buf: &self.per_row,
-            rows: self.rows,
-            cols: 1,
-        };
-        let gradient = NamedRows {
-            name: "logits gradient",
-            buf: logits,
-            rows: self.rows,
-            cols: self.classes,
-        };
+        let per_row = NamedRows::new("cross-entropy loss", &self.per_row, self.rows, 1);
+        let gradient = NamedRows::new("logits gradient", logits, self.rows, self.classes);
         check_outputs(backend, readout, &per_row, &gradient)?;
         Ok(readout.loss)
     }

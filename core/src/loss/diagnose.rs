@@ -45,6 +45,18 @@ pub(crate) struct NamedRows<'a, B: Backend> {
     pub cols: usize,
 }
 
+impl<'a, B: Backend> NamedRows<'a, B> {
+    /// `rows x cols` values of `buf`, named `name`.
+    pub(crate) fn new(name: &'static str, buf: &'a B::Buffer, rows: usize, cols: usize) -> Self {
+        NamedRows {
+            name,
+            buf,
+            rows,
+            cols,
+        }
+    }
+}
+
 /// How a loss maps a kernel's label index to (input, index) for `LabelOutOfRange`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum LabelSource {
@@ -144,10 +156,10 @@ pub(crate) enum Totals<'t, B: Backend> {
     At(&'t mut B::Buffer, usize),
 }
 
-/// Writes `scale * sum(per_row[..rows])` into `totals[slot + LOSS_SLOT]` and `0 *
-/// sum(gradient)` into `totals[slot + GRADIENT_PROBE_SLOT]`. The probe is NaN exactly when a
-/// gradient element is NaN or infinite (or their sum overflows), so one reduction checks the
-/// whole gradient without reading it back.
+/// Writes `scale * sum(per_row[..rows])` into the totals' `LOSS_SLOT` and `0 *
+/// sum(gradient)` into their `GRADIENT_PROBE_SLOT`, in `own` or where `totals` says. The probe
+/// is NaN exactly when a gradient element is NaN or infinite (or their sum overflows), so one
+/// reduction checks the whole gradient without reading it back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_totals<B: Backend>(
     backend: &B,
@@ -156,9 +168,13 @@ pub(crate) fn write_totals<B: Backend>(
     scale: f64,
     gradient: &B::Buffer,
     gradient_len: usize,
-    totals: &mut B::Buffer,
-    slot: usize,
+    totals: Totals<'_, B>,
+    own: &mut B::Buffer,
 ) -> Result<()> {
+    let (totals, slot) = match totals {
+        Totals::Own => (own, 0),
+        Totals::At(buffer, slot) => (buffer, slot),
+    };
     backend.sum(per_row, rows, scale, totals, slot + LOSS_SLOT)?;
     backend.sum(
         gradient,

@@ -241,10 +241,6 @@ impl<B: Backend> PatchSelfDistillation<B> {
             }
         }
 
-        let (totals, slot) = match totals {
-            Totals::Own => (&mut self.totals, 0),
-            Totals::At(buffer, slot) => (buffer, slot),
-        };
         write_totals(
             backend,
             &self.per_anchor,
@@ -253,7 +249,7 @@ impl<B: Backend> PatchSelfDistillation<B> {
             grad_students,
             crop_len,
             totals,
-            slot,
+            &mut self.totals,
         )
     }
 
@@ -283,30 +279,10 @@ impl<B: Backend> PatchSelfDistillation<B> {
     ) -> [NamedRows<'a, B>; 4] {
         let (rows, b, d) = (self.crops * batch, batch, self.shape.dim);
         [
-            NamedRows {
-                name: "teachers",
-                buf: inputs.teachers,
-                rows,
-                cols: d,
-            },
-            NamedRows {
-                name: "students",
-                buf: inputs.students,
-                rows,
-                cols: d,
-            },
-            NamedRows {
-                name: "keys",
-                buf: inputs.keys,
-                rows: b,
-                cols: d,
-            },
-            NamedRows {
-                name: "queue",
-                buf: inputs.queue,
-                rows: inputs.queue_filled,
-                cols: d,
-            },
+            NamedRows::new("teachers", inputs.teachers, rows, d),
+            NamedRows::new("students", inputs.students, rows, d),
+            NamedRows::new("keys", inputs.keys, b, d),
+            NamedRows::new("queue", inputs.queue, inputs.queue_filled, d),
         ]
     }
 
@@ -334,18 +310,8 @@ impl<B: Backend> PatchSelfDistillation<B> {
         grad_students: &B::Buffer,
     ) -> Result<()> {
         let rows = self.crops * self.shape.batch;
-        let per_anchor = NamedRows {
-            name: "pbsd loss",
-            buf: &self.per_anchor,
-            rows,
-            cols: 1,
-        };
-        let gradient = NamedRows {
-            name: "student gradient",
-            buf: grad_students,
-            rows,
-            cols: self.shape.dim,
-        };
+        let per_anchor = NamedRows::new("pbsd loss", &self.per_anchor, rows, 1);
+        let gradient = NamedRows::new("student gradient", grad_students, rows, self.shape.dim);
         check_outputs(backend, readout, &per_anchor, &gradient)
     }
 }
