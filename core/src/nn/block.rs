@@ -290,27 +290,18 @@ impl ResidualBlock {
                 )?;
             }
         }
-        match (&self.downsample, &record.downsample, dx) {
-            (Some(d), Some(rec), dx) => {
-                let through_shortcut = dx.is_some().then_some(&mut *unit_in);
-                d.backward(
-                    backend,
-                    params,
-                    grads,
-                    rec,
-                    x,
-                    d_join,
-                    through_shortcut,
-                    conv_grad,
-                    ws,
-                )?;
-                match dx {
-                    Some(dx) => residual_backward_into(backend, unit_in, dx, record.in_len),
-                    None => Ok(()),
-                }
+        // The gradient through the shortcut: the projection's input gradient, or the join's.
+        let shortcut_grad: &B::Buffer = match (&self.downsample, &record.downsample) {
+            (Some(d), Some(rec)) => {
+                let into = dx.is_some().then_some(&mut *unit_in);
+                d.backward(backend, params, grads, rec, x, d_join, into, conv_grad, ws)?;
+                unit_in
             }
-            (_, _, Some(dx)) => residual_backward_into(backend, d_join, dx, record.in_len),
-            (_, _, None) => Ok(()),
+            _ => d_join,
+        };
+        match dx {
+            Some(dx) => residual_backward_into(backend, shortcut_grad, dx, record.in_len),
+            None => Ok(()),
         }
     }
 }
