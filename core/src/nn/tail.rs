@@ -4,9 +4,9 @@
 //! them exactly the tensors of one [`Encoder`](crate::nn::Encoder), under the same names and
 //! in the same order:
 //!
-//! - the **prefix**, a [`ResNet`] of `config.cut(k)` (the stem and stages
-//!   1..=k), run in inference mode by a caller that keeps it frozen: its own layouts, its own
-//!   tensor sets, no gradient, no record kept for a backward;
+//! - the **prefix**, a [`ResNet`] of `config.cut(k)` (the stem and stages 1..=k, torchvision's
+//!   `layer1` to `layer{k}`), run in inference mode by a caller that keeps it frozen: its own
+//!   layouts, its own tensor sets, no gradient, no record kept for a backward;
 //! - the **tail**, an [`EncoderTail`]: stages k+1.., global average pooling, the projection
 //!   head and L2 normalisation, trained on the prefix's feature maps.
 //!
@@ -39,8 +39,9 @@ pub struct CutEncoder<const PREFIX: usize = MAX_BLOCKS, const TAIL: usize = MAX_
     pub tail: EncoderTail<TAIL>,
 }
 
-/// Stages `from_stage..` of a backbone with the projection head: the trainable part of an
-/// encoder cut after stage `from_stage` (counted from 1, as torchvision names `layer1`..).
+/// The stages of a backbone after stage `from_stage` (counted from 1, as torchvision names
+/// `layer1`..: the tail starts at `layer{from_stage + 1}`) with the projection head: the
+/// trainable part of an encoder cut there.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncoderTail<const BLOCKS: usize = MAX_BLOCKS> {
     pub blocks: Vec<ResidualBlock, BLOCKS>,
