@@ -7,7 +7,7 @@
 //! Each descriptor is declared in its kernel family's file of [`crate::backend`], beside the
 //! family's trait; this module gathers them under one path.
 
-pub use crate::backend::batch_norm::{BatchNormShape, GroupSpan};
+pub use crate::backend::batch_norm::{BatchNormShape, BnBackward, BnInference, BnTrain, GroupSpan};
 pub use crate::backend::conv::Conv2dShape;
 pub use crate::backend::dense::{GemmDesc, MatrixLayout};
 pub use crate::backend::optim::SgdParams;

@@ -282,54 +282,32 @@ impl BatchNormOps for Mutant {
     fn batch_norm_forward_train(
         &self,
         s: &BatchNormShape,
-        x: &Buf,
-        g: &Buf,
-        b: &Buf,
-        y: &mut Buf,
-        sm: &mut Buf,
-        si: &mut Buf,
-        rm: &mut Buf,
-        rv: &mut Buf,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
         let mut s = *s;
         if self.is(M::BnMomentumFlipped) {
             s.momentum = 1.0 - s.momentum;
         }
-        self.inner
-            .batch_norm_forward_train(&s, x, g, b, y, sm, si, rm, rv)
+        self.inner.batch_norm_forward_train(&s, io)
     }
 
     fn batch_norm_forward_inference(
         &self,
         s: &BatchNormShape,
-        x: &Buf,
-        g: &Buf,
-        b: &Buf,
-        rm: &Buf,
-        rv: &Buf,
-        y: &mut Buf,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
-        self.inner
-            .batch_norm_forward_inference(s, x, g, b, rm, rv, y)
+        self.inner.batch_norm_forward_inference(s, io)
     }
 
     fn batch_norm_backward(
         &self,
         s: &BatchNormShape,
-        x: &Buf,
-        gy: &Buf,
-        g: &Buf,
-        sm: &Buf,
-        si: &Buf,
-        gx: &mut Buf,
-        gg: &mut Buf,
-        gb: &mut Buf,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
-        if self.is(M::BnBackwardOverwritesDgamma) && gg.len() >= s.channels {
-            gg.as_mut_slice()[..s.channels].fill(0.0);
+        if self.is(M::BnBackwardOverwritesDgamma) && io.grad_gamma.len() >= s.channels {
+            io.grad_gamma.as_mut_slice()[..s.channels].fill(0.0);
         }
-        self.inner
-            .batch_norm_backward(s, x, gy, g, sm, si, gx, gg, gb)
+        self.inner.batch_norm_backward(s, io)
     }
 }
 

@@ -236,14 +236,16 @@ fn batch_norm_train_forward_backward_and_inference_match_torch() {
         backend
             .batch_norm_forward_train(
                 &shape,
-                &x,
-                &gamma,
-                &beta,
-                &mut y,
-                &mut save_mean,
-                &mut save_invstd,
-                &mut running_mean,
-                &mut running_var,
+                BnTrain {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    y: &mut y,
+                    save_mean: &mut save_mean,
+                    save_invstd: &mut save_invstd,
+                    running_mean: &mut running_mean,
+                    running_var: &mut running_var,
+                },
             )
             .unwrap();
         assert_close(&format!("batch_norm {name}: y"), y.as_slice(), &case.y);
@@ -274,14 +276,16 @@ fn batch_norm_train_forward_backward_and_inference_match_torch() {
         backend
             .batch_norm_backward(
                 &shape,
-                &x,
-                &buffer(&case.grad_y),
-                &gamma,
-                &save_mean,
-                &save_invstd,
-                &mut grad_x,
-                &mut grad_gamma,
-                &mut grad_beta,
+                BnBackward {
+                    x: &x,
+                    grad_y: &buffer(&case.grad_y),
+                    gamma: &gamma,
+                    save_mean: &save_mean,
+                    save_invstd: &save_invstd,
+                    grad_x: &mut grad_x,
+                    grad_gamma: &mut grad_gamma,
+                    grad_beta: &mut grad_beta,
+                },
             )
             .unwrap();
         assert_close(
@@ -304,12 +308,14 @@ fn batch_norm_train_forward_backward_and_inference_match_torch() {
         backend
             .batch_norm_forward_inference(
                 &shape,
-                &x,
-                &gamma,
-                &beta,
-                &running_mean,
-                &running_var,
-                &mut y_inference,
+                BnInference {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    running_mean: &running_mean,
+                    running_var: &running_var,
+                    y: &mut y_inference,
+                },
             )
             .unwrap();
         assert_close(

@@ -587,65 +587,25 @@ impl BatchNormOps for CountingReads {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
-        self.inner.batch_norm_forward_train(
-            shape,
-            x,
-            gamma,
-            beta,
-            y,
-            save_mean,
-            save_invstd,
-            running_mean,
-            running_var,
-        )
+        self.inner.batch_norm_forward_train(shape, io)
     }
 
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
-        self.inner
-            .batch_norm_forward_inference(shape, x, gamma, beta, running_mean, running_var, y)
+        self.inner.batch_norm_forward_inference(shape, io)
     }
 
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
-        self.inner.batch_norm_backward(
-            shape,
-            x,
-            grad_y,
-            gamma,
-            save_mean,
-            save_invstd,
-            grad_x,
-            grad_gamma,
-            grad_beta,
-        )
+        self.inner.batch_norm_backward(shape, io)
     }
 }
 

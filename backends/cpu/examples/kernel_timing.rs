@@ -170,13 +170,35 @@ fn main() {
             let mut gb = be.alloc(o).unwrap();
             time("batch_norm forward_train", bn.len(), || {
                 be.batch_norm_forward_train(
-                    &bn, &y, &g, &g, &mut gx, &mut st1, &mut st2, &mut st3, &mut st4,
+                    &bn,
+                    BnTrain {
+                        x: &y,
+                        gamma: &g,
+                        beta: &g,
+                        y: &mut gx,
+                        save_mean: &mut st1,
+                        save_invstd: &mut st2,
+                        running_mean: &mut st3,
+                        running_var: &mut st4,
+                    },
                 )
                 .unwrap()
             });
             time("batch_norm backward", bn.len(), || {
-                be.batch_norm_backward(&bn, &y, &y, &g, &st1, &st2, &mut gx, &mut gg, &mut gb)
-                    .unwrap()
+                be.batch_norm_backward(
+                    &bn,
+                    BnBackward {
+                        x: &y,
+                        grad_y: &y,
+                        gamma: &g,
+                        save_mean: &st1,
+                        save_invstd: &st2,
+                        grad_x: &mut gx,
+                        grad_gamma: &mut gg,
+                        grad_beta: &mut gb,
+                    },
+                )
+                .unwrap()
             });
             time("relu forward", bn.len(), || {
                 be.relu_forward(&y, &mut gx, bn.len()).unwrap()

@@ -7,13 +7,16 @@
 //! elementwise pass over the block's planes (threaded over planes), computed in f64 so that
 //! outputs match an f64 oracle even when a channel's mean is large next to its spread.
 
+use dscl_core::backend::batch_norm::{
+    BnBackward, BnBackwardBuffers, BnInference, BnInferenceBuffers, BnTrain, BnTrainBuffers,
+};
 use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
 use crate::parallel::{unit, Par, Rows, ELEMENT_GRAIN};
 use crate::simd;
-use crate::CpuBackend;
+use crate::{CpuBackend, CpuBuffer};
 
 /// Channels whose statistics are held at once (2 x 8 bytes each, on the stack).
 const CHANNEL_BLOCK: usize = 64;
@@ -101,29 +104,22 @@ fn for_block_planes<F>(
     );
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_train(
     par: &Par,
     shape: &BatchNormShape,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    save_mean: &mut [f32],
-    save_invstd: &mut [f32],
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
+    io: BnTrain<&[f32], &mut [f32]>,
 ) -> Result<()> {
-    let n = shape.check_train(
+    let n = shape.check_train(&io)?;
+    let BnTrain {
         x,
         gamma,
         beta,
-        &*y,
-        &*save_mean,
-        &*save_invstd,
-        &*running_mean,
-        &*running_var,
-    )?;
+        y,
+        save_mean,
+        save_invstd,
+        running_mean,
+        running_var,
+    } = io;
     let group = shape.group();
     for span in shape.group_spans() {
         forward_train_group(
@@ -220,18 +216,20 @@ fn forward_train_group(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_inference(
     par: &Par,
     shape: &BatchNormShape,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    running_mean: &[f32],
-    running_var: &[f32],
-    y: &mut [f32],
+    io: BnInference<&[f32], &mut [f32]>,
 ) -> Result<()> {
-    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+    shape.check_inference(&io)?;
+    let BnInference {
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        y,
+    } = io;
     let (c, s, eps) = (shape.channels, shape.spatial, shape.eps);
     if c == 0 {
         return Ok(());
@@ -253,29 +251,22 @@ pub(crate) fn forward_inference(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     par: &Par,
     shape: &BatchNormShape,
-    x: &[f32],
-    grad_y: &[f32],
-    gamma: &[f32],
-    save_mean: &[f32],
-    save_invstd: &[f32],
-    grad_x: &mut [f32],
-    grad_gamma: &mut [f32],
-    grad_beta: &mut [f32],
+    io: BnBackward<&[f32], &mut [f32]>,
 ) -> Result<()> {
-    let n = shape.check_backward(
+    let n = shape.check_backward(&io)?;
+    let BnBackward {
         x,
         grad_y,
         gamma,
         save_mean,
         save_invstd,
-        &*grad_x,
-        &*grad_gamma,
-        &*grad_beta,
-    )?;
+        grad_x,
+        grad_gamma,
+        grad_beta,
+    } = io;
     let group = shape.group();
     for span in shape.group_spans() {
         backward_group(
@@ -371,74 +362,36 @@ impl<'a> BatchNormOps for CpuBackend<'a> {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
         forward_train(
             &self.par(),
             shape,
-            x,
-            gamma,
-            beta,
-            y,
-            save_mean,
-            save_invstd,
-            running_mean,
-            running_var,
+            io.map(CpuBuffer::as_slice, CpuBuffer::as_mut_slice),
         )
     }
 
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
         forward_inference(
             &self.par(),
             shape,
-            x,
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            y,
+            io.map(CpuBuffer::as_slice, CpuBuffer::as_mut_slice),
         )
     }
 
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
         backward(
             &self.par(),
             shape,
-            x,
-            grad_y,
-            gamma,
-            save_mean,
-            save_invstd,
-            grad_x,
-            grad_gamma,
-            grad_beta,
+            io.map(CpuBuffer::as_slice, CpuBuffer::as_mut_slice),
         )
     }
 }

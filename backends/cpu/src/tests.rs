@@ -473,18 +473,52 @@ fn norm_pool_roi_and_updates_do_not_depend_on_threads() {
         let [m, s, rm, rv] = &mut stats[..] else {
             unreachable!()
         };
-        be.batch_norm_forward_train(&bn, &xb, &gb, &gb, &mut y, m, s, rm, rv)
-            .unwrap();
+        be.batch_norm_forward_train(
+            &bn,
+            BnTrain {
+                x: &xb,
+                gamma: &gb,
+                beta: &gb,
+                y: &mut y,
+                save_mean: m,
+                save_invstd: s,
+                running_mean: rm,
+                running_var: rv,
+            },
+        )
+        .unwrap();
         let mut out = [&y[..], m, s, rm, rv].concat();
         let (mut gx, mut gg, mut gbeta) = (
             be.alloc(bn.len()).unwrap(),
             be.alloc(70).unwrap(),
             be.alloc(70).unwrap(),
         );
-        be.batch_norm_backward(&bn, &xb, &dyb, &gb, m, s, &mut gx, &mut gg, &mut gbeta)
-            .unwrap();
-        be.batch_norm_forward_inference(&bn, &xb, &gb, &gb, rm, rv, &mut y)
-            .unwrap();
+        be.batch_norm_backward(
+            &bn,
+            BnBackward {
+                x: &xb,
+                grad_y: &dyb,
+                gamma: &gb,
+                save_mean: m,
+                save_invstd: s,
+                grad_x: &mut gx,
+                grad_gamma: &mut gg,
+                grad_beta: &mut gbeta,
+            },
+        )
+        .unwrap();
+        be.batch_norm_forward_inference(
+            &bn,
+            BnInference {
+                x: &xb,
+                gamma: &gb,
+                beta: &gb,
+                running_mean: rm,
+                running_var: rv,
+                y: &mut y,
+            },
+        )
+        .unwrap();
         out.extend([&gx[..], &gg, &gbeta, &y].concat());
 
         let px = buf(be, &rand_vec(pool.input_len(), 64, 1.0));

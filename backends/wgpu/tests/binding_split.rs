@@ -273,22 +273,44 @@ fn batch_norm_whole_and_split(ctx: &Rc<GpuContext>, shape: &BatchNormShape) {
         let mut invstd = be.alloc(saved).unwrap();
         be.batch_norm_forward_train(
             shape,
-            &x,
-            &gamma,
-            &beta,
-            &mut y,
-            &mut mean,
-            &mut invstd,
-            &mut rm,
-            &mut rv,
+            BnTrain {
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                y: &mut y,
+                save_mean: &mut mean,
+                save_invstd: &mut invstd,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+            },
         )
         .unwrap();
         be.batch_norm_backward(
-            shape, &x, &gy, &gamma, &mean, &invstd, &mut gx, &mut gg, &mut gb,
+            shape,
+            BnBackward {
+                x: &x,
+                grad_y: &gy,
+                gamma: &gamma,
+                save_mean: &mean,
+                save_invstd: &invstd,
+                grad_x: &mut gx,
+                grad_gamma: &mut gg,
+                grad_beta: &mut gb,
+            },
         )
         .unwrap();
-        be.batch_norm_forward_inference(shape, &x, &gamma, &beta, &rm, &rv, &mut y_inference)
-            .unwrap();
+        be.batch_norm_forward_inference(
+            shape,
+            BnInference {
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &rm,
+                running_var: &rv,
+                y: &mut y_inference,
+            },
+        )
+        .unwrap();
         [
             download(be, &y, len),
             download(be, &mean, saved),

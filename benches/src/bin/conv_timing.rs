@@ -215,14 +215,38 @@ fn op_row(
             };
             let fwd =
                 |y: &mut Buf, mean: &mut Buf, invstd: &mut Buf, rm: &mut Buf, rv: &mut Buf| {
-                    be.batch_norm_forward_train(&shape, &x, &gamma, &beta, y, mean, invstd, rm, rv)
-                        .unwrap()
+                    be.batch_norm_forward_train(
+                        &shape,
+                        BnTrain {
+                            x: &x,
+                            gamma: &gamma,
+                            beta: &beta,
+                            y,
+                            save_mean: mean,
+                            save_invstd: invstd,
+                            running_mean: rm,
+                            running_var: rv,
+                        },
+                    )
+                    .unwrap()
                 };
             let f = median_ms(reps, || fwd(&mut y, mean, invstd, rm, rv));
             let fb = median_ms(reps, || {
                 fwd(&mut y, mean, invstd, rm, rv);
-                be.batch_norm_backward(&shape, &x, &dy, &gamma, mean, invstd, &mut gx, gg, gb)
-                    .unwrap()
+                be.batch_norm_backward(
+                    &shape,
+                    BnBackward {
+                        x: &x,
+                        grad_y: &dy,
+                        gamma: &gamma,
+                        save_mean: mean,
+                        save_invstd: invstd,
+                        grad_x: &mut gx,
+                        grad_gamma: gg,
+                        grad_beta: gb,
+                    },
+                )
+                .unwrap()
             });
             vec![("fwd", f), ("fwd+bwd", fb)]
         }

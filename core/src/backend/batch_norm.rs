@@ -5,6 +5,31 @@ use super::product;
 use super::{BufferLen, MemoryOps};
 use crate::error::{check_len, ensure, Result};
 
+named_buffers! {
+    /// The buffers of [`BatchNormOps::batch_norm_forward_train`] by name: named fields where
+    /// eight positional buffers of one type could be swapped unnoticed.
+    BnTrain, BnTrainBuffers {
+        read: [x, gamma, beta],
+        write: [y, save_mean, save_invstd, running_mean, running_var],
+    }
+}
+
+named_buffers! {
+    /// The buffers of [`BatchNormOps::batch_norm_forward_inference`] by name.
+    BnInference, BnInferenceBuffers {
+        read: [x, gamma, beta, running_mean, running_var],
+        write: [y],
+    }
+}
+
+named_buffers! {
+    /// The buffers of [`BatchNormOps::batch_norm_backward`] by name.
+    BnBackward, BnBackwardBuffers {
+        read: [x, grad_y, gamma, save_mean, save_invstd],
+        write: [grad_x, grad_gamma, grad_beta],
+    }
+}
+
 /// Batch normalisation over `[batch, channels, spatial]` (spatial = H*W), per channel and per
 /// statistics group.
 ///
@@ -103,87 +128,62 @@ impl BatchNormShape {
         check_len("batch_norm per-channel", channel_len, self.channels)
     }
 
-    /// Checks the descriptor and the buffers of a training-mode forward, in the trait's
-    /// argument order; returns n = batch / groups * spatial, the values per channel and group.
-    #[allow(clippy::too_many_arguments)]
-    pub fn check_train<B: BufferLen + ?Sized>(
-        &self,
-        x: &B,
-        gamma: &B,
-        beta: &B,
-        y: &B,
-        save_mean: &B,
-        save_invstd: &B,
-        running_mean: &B,
-        running_var: &B,
-    ) -> Result<usize> {
+    /// Checks the descriptor and the buffers of a training-mode forward; returns n = batch /
+    /// groups * spatial, the values per channel and group.
+    pub fn check_train<R: BufferLen, W: BufferLen>(&self, io: &BnTrain<R, W>) -> Result<usize> {
         self.check_buffers(
-            &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
+            &[("batch_norm x", io.x.len()), ("batch_norm y", io.y.len())],
             &[
-                ("batch_norm gamma", gamma.len()),
-                ("batch_norm beta", beta.len()),
-                ("batch_norm running_mean", running_mean.len()),
-                ("batch_norm running_var", running_var.len()),
+                ("batch_norm gamma", io.gamma.len()),
+                ("batch_norm beta", io.beta.len()),
+                ("batch_norm running_mean", io.running_mean.len()),
+                ("batch_norm running_var", io.running_var.len()),
             ],
             &[
-                ("batch_norm save_mean", save_mean.len()),
-                ("batch_norm save_invstd", save_invstd.len()),
+                ("batch_norm save_mean", io.save_mean.len()),
+                ("batch_norm save_invstd", io.save_invstd.len()),
             ],
         )?;
         self.values_per_group()
     }
 
-    /// Checks the descriptor and the buffers of an inference-mode forward, in the trait's
-    /// argument order.
-    pub fn check_inference<B: BufferLen + ?Sized>(
+    /// Checks the descriptor and the buffers of an inference-mode forward.
+    pub fn check_inference<R: BufferLen, W: BufferLen>(
         &self,
-        x: &B,
-        gamma: &B,
-        beta: &B,
-        running_mean: &B,
-        running_var: &B,
-        y: &B,
+        io: &BnInference<R, W>,
     ) -> Result<()> {
         self.check_buffers(
-            &[("batch_norm x", x.len()), ("batch_norm y", y.len())],
+            &[("batch_norm x", io.x.len()), ("batch_norm y", io.y.len())],
             &[
-                ("batch_norm gamma", gamma.len()),
-                ("batch_norm beta", beta.len()),
-                ("batch_norm running_mean", running_mean.len()),
-                ("batch_norm running_var", running_var.len()),
+                ("batch_norm gamma", io.gamma.len()),
+                ("batch_norm beta", io.beta.len()),
+                ("batch_norm running_mean", io.running_mean.len()),
+                ("batch_norm running_var", io.running_var.len()),
             ],
             &[],
         )
     }
 
-    /// Checks the descriptor and the buffers of the backward, in the trait's argument order;
-    /// returns n as [`Self::check_train`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn check_backward<B: BufferLen + ?Sized>(
+    /// Checks the descriptor and the buffers of the backward; returns n as
+    /// [`Self::check_train`].
+    pub fn check_backward<R: BufferLen, W: BufferLen>(
         &self,
-        x: &B,
-        grad_y: &B,
-        gamma: &B,
-        save_mean: &B,
-        save_invstd: &B,
-        grad_x: &B,
-        grad_gamma: &B,
-        grad_beta: &B,
+        io: &BnBackward<R, W>,
     ) -> Result<usize> {
         self.check_buffers(
             &[
-                ("batch_norm x", x.len()),
-                ("batch_norm grad_y", grad_y.len()),
-                ("batch_norm grad_x", grad_x.len()),
+                ("batch_norm x", io.x.len()),
+                ("batch_norm grad_y", io.grad_y.len()),
+                ("batch_norm grad_x", io.grad_x.len()),
             ],
             &[
-                ("batch_norm gamma", gamma.len()),
-                ("batch_norm grad_gamma", grad_gamma.len()),
-                ("batch_norm grad_beta", grad_beta.len()),
+                ("batch_norm gamma", io.gamma.len()),
+                ("batch_norm grad_gamma", io.grad_gamma.len()),
+                ("batch_norm grad_beta", io.grad_beta.len()),
             ],
             &[
-                ("batch_norm save_mean", save_mean.len()),
-                ("batch_norm save_invstd", save_invstd.len()),
+                ("batch_norm save_mean", io.save_mean.len()),
+                ("batch_norm save_invstd", io.save_invstd.len()),
             ],
         )?;
         self.values_per_group()
@@ -235,32 +235,18 @@ pub trait BatchNormOps: MemoryOps {
     /// `running_mean = (1 - momentum) * running_mean + momentum * mean_c`;
     /// `running_var = (1 - momentum) * running_var + momentum * var_c * n / (n - 1)`
     /// (unbiased; when n = 1 the running variance is left unchanged).
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()>;
 
     /// Inference-mode batch norm:
     /// `y = (x - running_mean_c) / sqrt(running_var_c + eps) * gamma_c + beta_c`.
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()>;
 
     /// Backward of the training-mode forward (batch statistics depend on x), per statistics
@@ -268,17 +254,9 @@ pub trait BatchNormOps: MemoryOps {
     /// `dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))` (means over the
     /// channel's n values in the group), written; `dgamma += sum(dy * xhat)`, `dbeta +=
     /// sum(dy)`, accumulated group by group in group order.
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()>;
 }

@@ -22,6 +22,48 @@
 //! - Integer buffers hold `u32` (labels, max-pool argmax).
 //! - Output buffers never alias inputs: the borrow checker enforces it.
 
+/// Declares a kernel's buffers as a struct with one named field each, `$read` ones of type
+/// `R` and `$write` ones of type `W`, and `$alias<'a, B>`, the struct over backend `B`'s
+/// buffers (`&B::Buffer`, `&mut B::Buffer`) that the family's trait method takes. `map` sees
+/// the same buffers through two functions, as a backend's host kernels take them as slices.
+macro_rules! named_buffers {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $alias:ident {
+            read: [$($read:ident),* $(,)?],
+            write: [$($write:ident),* $(,)?] $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        ///
+        /// `R` is the type of the buffers the kernel reads, `W` of those it writes.
+        pub struct $name<R, W> {
+            $(pub $read: R,)*
+            $(pub $write: W,)*
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] over a backend's buffers.")]
+        pub type $alias<'a, B> = $name<
+            &'a <B as $crate::backend::MemoryOps>::Buffer,
+            &'a mut <B as $crate::backend::MemoryOps>::Buffer,
+        >;
+
+        impl<R, W> $name<R, W> {
+            /// The same buffers seen through `read` and `write` (a backend's buffers as slices).
+            pub fn map<R2, W2>(
+                self,
+                read: impl Fn(R) -> R2,
+                write: impl Fn(W) -> W2,
+            ) -> $name<R2, W2> {
+                $name {
+                    $($read: read(self.$read),)*
+                    $($write: write(self.$write),)*
+                }
+            }
+        }
+    };
+}
+
 pub mod batch_norm;
 pub mod conv;
 pub mod dense;
@@ -44,6 +86,9 @@ pub use rows::RowOps;
 
 /// Every family trait, for code that calls a concrete backend's kernels.
 pub mod prelude {
+    pub use super::batch_norm::{
+        BnBackward, BnBackwardBuffers, BnInference, BnInferenceBuffers, BnTrain, BnTrainBuffers,
+    };
     pub use super::{
         Backend, BatchNormOps, BufferLen, ConvOps, DenseOps, ElementwiseOps, MemoryOps, OptimOps,
         PoolOps, RoiAlignOps, RowOps,
@@ -63,6 +108,19 @@ pub trait BufferLen {
 impl<T> BufferLen for [T] {
     fn len(&self) -> usize {
         <[T]>::len(self)
+    }
+}
+
+/// A borrowed buffer, as the descriptors' checks see a kernel's named buffers.
+impl<T: BufferLen + ?Sized> BufferLen for &T {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+}
+
+impl<T: BufferLen + ?Sized> BufferLen for &mut T {
+    fn len(&self) -> usize {
+        (**self).len()
     }
 }
 

@@ -2,7 +2,7 @@
 //! running statistics (momentum 0.1, unbiased variance in the running estimate).
 
 use crate::backend::Backend;
-use crate::desc::BatchNormShape;
+use crate::desc::{BatchNormShape, BnBackward, BnInference, BnTrain};
 use crate::error::Result;
 use crate::nn::tensors::{Init, TensorId, TensorLayout, TensorSet};
 
@@ -123,14 +123,16 @@ impl BatchNorm2d {
             })?;
         backend.batch_norm_forward_train(
             shape,
-            x,
-            params.get(self.gamma),
-            params.get(self.beta),
-            y,
-            &mut saved.mean,
-            &mut saved.invstd,
-            mean,
-            var,
+            BnTrain {
+                x,
+                gamma: params.get(self.gamma),
+                beta: params.get(self.beta),
+                y,
+                save_mean: &mut saved.mean,
+                save_invstd: &mut saved.invstd,
+                running_mean: mean,
+                running_var: var,
+            },
         )
     }
 
@@ -146,12 +148,14 @@ impl BatchNorm2d {
     ) -> Result<()> {
         backend.batch_norm_forward_inference(
             shape,
-            x,
-            params.get(self.gamma),
-            params.get(self.beta),
-            state.get(self.running_mean),
-            state.get(self.running_var),
-            y,
+            BnInference {
+                x,
+                gamma: params.get(self.gamma),
+                beta: params.get(self.beta),
+                running_mean: state.get(self.running_mean),
+                running_var: state.get(self.running_var),
+                y,
+            },
         )
     }
 
@@ -175,14 +179,16 @@ impl BatchNorm2d {
         )?;
         backend.batch_norm_backward(
             shape,
-            x,
-            dy,
-            params.get(self.gamma),
-            &saved.mean,
-            &saved.invstd,
-            dx,
-            dgamma,
-            dbeta,
+            BnBackward {
+                x,
+                grad_y: dy,
+                gamma: params.get(self.gamma),
+                save_mean: &saved.mean,
+                save_invstd: &saved.invstd,
+                grad_x: dx,
+                grad_gamma: dgamma,
+                grad_beta: dbeta,
+            },
         )
     }
 }

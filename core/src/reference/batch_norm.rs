@@ -1,7 +1,10 @@
 //! Batch normalisation over `[batch, channels, spatial]`: training forward (batch statistics,
 //! running-statistics update), inference forward, and the training backward.
 
-use super::ReferenceBackend;
+use super::{ReferenceBackend, ReferenceBuffer};
+use crate::backend::batch_norm::{
+    BnBackward, BnBackwardBuffers, BnInference, BnInferenceBuffers, BnTrain, BnTrainBuffers,
+};
 use crate::desc::BatchNormShape;
 use crate::element::Element;
 use crate::error::Result;
@@ -22,28 +25,21 @@ fn channel_indices(shape: &BatchNormShape, g: usize, c: usize) -> impl Iterator<
 /// running statistics moved by `momentum` towards the mean and the *unbiased* variance
 /// (left unchanged when n = 1, where it is undefined). A channel with no values (batch or
 /// spatial 0) saves mean 0 and variance 0 and leaves the running statistics alone.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train<T: Element>(
     shape: &BatchNormShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    y: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
+    io: BnTrain<&[T], &mut [T]>,
 ) -> Result<()> {
-    let n = shape.check_train(
+    let n = shape.check_train(&io)?;
+    let BnTrain {
         x,
         gamma,
         beta,
-        &*y,
-        &*save_mean,
-        &*save_invstd,
-        &*running_mean,
-        &*running_var,
-    )?;
+        y,
+        save_mean,
+        save_invstd,
+        running_mean,
+        running_var,
+    } = io;
     for g in 0..shape.groups {
         let momentum = shape.momentum;
         let moves = shape.moves_running(g);
@@ -85,17 +81,19 @@ pub fn batch_norm_forward_train<T: Element>(
 
 /// Inference-mode forward with the running statistics:
 /// `y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta`.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_inference<T: Element>(
     shape: &BatchNormShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
-    y: &mut [T],
+    io: BnInference<&[T], &mut [T]>,
 ) -> Result<()> {
-    shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+    shape.check_inference(&io)?;
+    let BnInference {
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        y,
+    } = io;
     let whole = BatchNormShape {
         groups: 1,
         ..*shape
@@ -114,28 +112,21 @@ pub fn batch_norm_forward_inference<T: Element>(
 /// Backward of the training forward, with `xhat = (x - save_mean) * save_invstd`:
 /// `dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))` (written),
 /// `dgamma += sum(dy * xhat)`, `dbeta += sum(dy)`.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward<T: Element>(
     shape: &BatchNormShape,
-    x: &[T],
-    grad_y: &[T],
-    gamma: &[T],
-    save_mean: &[T],
-    save_invstd: &[T],
-    grad_x: &mut [T],
-    grad_gamma: &mut [T],
-    grad_beta: &mut [T],
+    io: BnBackward<&[T], &mut [T]>,
 ) -> Result<()> {
-    let count = shape.check_backward(
+    let count = shape.check_backward(&io)? as f64;
+    let BnBackward {
         x,
         grad_y,
         gamma,
         save_mean,
         save_invstd,
-        &*grad_x,
-        &*grad_gamma,
-        &*grad_beta,
-    )? as f64;
+        grad_x,
+        grad_gamma,
+        grad_beta,
+    } = io;
     for g in 0..shape.groups {
         for c in 0..shape.channels {
             let at = g * shape.channels + c;
@@ -164,71 +155,33 @@ impl<T: Element> crate::backend::BatchNormOps for ReferenceBackend<T> {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
         batch_norm_forward_train(
             shape,
-            x.as_slice(),
-            gamma.as_slice(),
-            beta.as_slice(),
-            y.as_mut_slice(),
-            save_mean.as_mut_slice(),
-            save_invstd.as_mut_slice(),
-            running_mean.as_mut_slice(),
-            running_var.as_mut_slice(),
+            io.map(ReferenceBuffer::as_slice, ReferenceBuffer::as_mut_slice),
         )
     }
 
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
         batch_norm_forward_inference(
             shape,
-            x.as_slice(),
-            gamma.as_slice(),
-            beta.as_slice(),
-            running_mean.as_slice(),
-            running_var.as_slice(),
-            y.as_mut_slice(),
+            io.map(ReferenceBuffer::as_slice, ReferenceBuffer::as_mut_slice),
         )
     }
 
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
         batch_norm_backward(
             shape,
-            x.as_slice(),
-            grad_y.as_slice(),
-            gamma.as_slice(),
-            save_mean.as_slice(),
-            save_invstd.as_slice(),
-            grad_x.as_mut_slice(),
-            grad_gamma.as_mut_slice(),
-            grad_beta.as_mut_slice(),
+            io.map(ReferenceBuffer::as_slice, ReferenceBuffer::as_mut_slice),
         )
     }
 }
@@ -260,14 +213,16 @@ mod tests {
         let (mut running_mean, mut running_var) = ([1.0], [1.0]);
         batch_norm_forward_train(
             &s,
-            &x,
-            &[2.0],
-            &[0.5],
-            &mut y,
-            &mut mean,
-            &mut invstd,
-            &mut running_mean,
-            &mut running_var,
+            BnTrain {
+                x: &x,
+                gamma: &[2.0],
+                beta: &[0.5],
+                y: &mut y,
+                save_mean: &mut mean,
+                save_invstd: &mut invstd,
+                running_mean: &mut running_mean,
+                running_var: &mut running_var,
+            },
         )
         .unwrap();
         let expected_invstd = 1.0 / (1.25f64 + 1e-5).sqrt();
@@ -286,14 +241,16 @@ mod tests {
         let (mut running_mean, mut running_var) = ([0.0], [3.0]);
         batch_norm_forward_train(
             &s,
-            &[4.0],
-            &[1.0],
-            &[0.0],
-            &mut y,
-            &mut mean,
-            &mut invstd,
-            &mut running_mean,
-            &mut running_var,
+            BnTrain {
+                x: &[4.0],
+                gamma: &[1.0],
+                beta: &[0.0],
+                y: &mut y,
+                save_mean: &mut mean,
+                save_invstd: &mut invstd,
+                running_mean: &mut running_mean,
+                running_var: &mut running_var,
+            },
         )
         .unwrap();
         assert_eq!(y, [0.0]);
@@ -310,14 +267,16 @@ mod tests {
         let (mut dgamma, mut dbeta) = ([1.0], [1.0]);
         batch_norm_backward(
             &s,
-            &x,
-            &[0.5; 3],
-            &[3.0],
-            &[7.0 / 3.0],
-            &[0.8],
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
+            BnBackward {
+                x: &x,
+                grad_y: &[0.5; 3],
+                gamma: &[3.0],
+                save_mean: &[7.0 / 3.0],
+                save_invstd: &[0.8],
+                grad_x: &mut dx,
+                grad_gamma: &mut dgamma,
+                grad_beta: &mut dbeta,
+            },
         )
         .unwrap();
         assert!(dx.iter().all(|v| v.abs() < 1e-15));
@@ -325,14 +284,16 @@ mod tests {
         assert!((dgamma[0] - 1.0).abs() < 1e-15);
         assert!(batch_norm_backward(
             &s,
-            &x,
-            &[0.5; 2],
-            &[3.0],
-            &[0.0],
-            &[1.0],
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
+            BnBackward {
+                x: &x,
+                grad_y: &[0.5; 2],
+                gamma: &[3.0],
+                save_mean: &[0.0],
+                save_invstd: &[1.0],
+                grad_x: &mut dx,
+                grad_gamma: &mut dgamma,
+                grad_beta: &mut dbeta
+            }
         )
         .is_err());
     }
@@ -343,12 +304,14 @@ mod tests {
         let mut y = [0.0f64; 2];
         batch_norm_forward_inference(
             &s,
-            &[3.0, 3.0],
-            &[1.0, 2.0],
-            &[0.0, 1.0],
-            &[1.0, 3.0],
-            &[4.0 - 1e-5, 1.0],
-            &mut y,
+            BnInference {
+                x: &[3.0, 3.0],
+                gamma: &[1.0, 2.0],
+                beta: &[0.0, 1.0],
+                running_mean: &[1.0, 3.0],
+                running_var: &[4.0 - 1e-5, 1.0],
+                y: &mut y,
+            },
         )
         .unwrap();
         assert!((y[0] - 1.0).abs() < 1e-12);

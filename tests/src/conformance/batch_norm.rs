@@ -136,27 +136,31 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.be
         .batch_norm_forward_train(
             s,
-            &x.be,
-            &gamma.be,
-            &beta.be,
-            &mut y.be,
-            &mut smean.be,
-            &mut sinv.be,
-            &mut rmean.be,
-            &mut rvar.be,
+            BnTrain {
+                x: &x.be,
+                gamma: &gamma.be,
+                beta: &beta.be,
+                y: &mut y.be,
+                save_mean: &mut smean.be,
+                save_invstd: &mut sinv.be,
+                running_mean: &mut rmean.be,
+                running_var: &mut rvar.be,
+            },
         )
         .or_fail("batch_norm_forward_train")?;
     ctx.rf
         .batch_norm_forward_train(
             s,
-            &x.rf,
-            &gamma.rf,
-            &beta.rf,
-            &mut y.rf,
-            &mut smean.rf,
-            &mut sinv.rf,
-            &mut rmean.rf,
-            &mut rvar.rf,
+            BnTrain {
+                x: &x.rf,
+                gamma: &gamma.rf,
+                beta: &beta.rf,
+                y: &mut y.rf,
+                save_mean: &mut smean.rf,
+                save_invstd: &mut sinv.rf,
+                running_mean: &mut rmean.rf,
+                running_var: &mut rvar.rf,
+            },
         )
         .or_fail("oracle batch_norm_forward_train")?;
 
@@ -233,10 +237,30 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     let rv = ctx.buf(&rv_init)?;
     let mut yi = ctx.buf(&g.poison(yn))?;
     ctx.be
-        .batch_norm_forward_inference(s, &x.be, &gamma.be, &beta.be, &rm.be, &rv.be, &mut yi.be)
+        .batch_norm_forward_inference(
+            s,
+            BnInference {
+                x: &x.be,
+                gamma: &gamma.be,
+                beta: &beta.be,
+                running_mean: &rm.be,
+                running_var: &rv.be,
+                y: &mut yi.be,
+            },
+        )
         .or_fail("batch_norm_forward_inference")?;
     ctx.rf
-        .batch_norm_forward_inference(s, &x.rf, &gamma.rf, &beta.rf, &rm.rf, &rv.rf, &mut yi.rf)
+        .batch_norm_forward_inference(
+            s,
+            BnInference {
+                x: &x.rf,
+                gamma: &gamma.rf,
+                beta: &beta.rf,
+                running_mean: &rm.rf,
+                running_var: &rv.rf,
+                y: &mut yi.rf,
+            },
+        )
         .or_fail("oracle batch_norm_forward_inference")?;
     let mut t = vec![0.0; yn];
     for b in 0..s.batch {
@@ -271,27 +295,31 @@ fn run_case<B: Backend>(ctx: &Ctx<'_, B>, case: &Case) -> Res<()> {
     ctx.be
         .batch_norm_backward(
             s,
-            &x.be,
-            &dy.be,
-            &gamma.be,
-            &save_mean.be,
-            &save_inv.be,
-            &mut dx.be,
-            &mut dgamma.be,
-            &mut dbeta.be,
+            BnBackward {
+                x: &x.be,
+                grad_y: &dy.be,
+                gamma: &gamma.be,
+                save_mean: &save_mean.be,
+                save_invstd: &save_inv.be,
+                grad_x: &mut dx.be,
+                grad_gamma: &mut dgamma.be,
+                grad_beta: &mut dbeta.be,
+            },
         )
         .or_fail("batch_norm_backward")?;
     ctx.rf
         .batch_norm_backward(
             s,
-            &x.rf,
-            &dy.rf,
-            &gamma.rf,
-            &save_mean.rf,
-            &save_inv.rf,
-            &mut dx.rf,
-            &mut dgamma.rf,
-            &mut dbeta.rf,
+            BnBackward {
+                x: &x.rf,
+                grad_y: &dy.rf,
+                gamma: &gamma.rf,
+                save_mean: &save_mean.rf,
+                save_invstd: &save_inv.rf,
+                grad_x: &mut dx.rf,
+                grad_gamma: &mut dgamma.rf,
+                grad_beta: &mut dbeta.rf,
+            },
         )
         .or_fail("oracle batch_norm_backward")?;
     let mut t_dx = vec![0.0; yn];
@@ -394,7 +422,17 @@ fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> 
     let (mut rmean, mut rvar) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
     ctx.be
         .batch_norm_forward_train(
-            &s, &x, &gamma, &beta, &mut y, &mut smean, &mut sinv, &mut rmean, &mut rvar,
+            &s,
+            BnTrain {
+                x: &x,
+                gamma: &gamma,
+                beta: &beta,
+                y: &mut y,
+                save_mean: &mut smean,
+                save_invstd: &mut sinv,
+                running_mean: &mut rmean,
+                running_var: &mut rvar,
+            },
         )
         .or_fail("batch_norm_forward_train with statistics groups")?;
     let mut dx = ctx.be_buf(&g.poison(len))?;
@@ -402,14 +440,16 @@ fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> 
     ctx.be
         .batch_norm_backward(
             &s,
-            &x,
-            &dy,
-            &gamma,
-            &smean,
-            &sinv,
-            &mut dx,
-            &mut dgamma,
-            &mut dbeta,
+            BnBackward {
+                x: &x,
+                grad_y: &dy,
+                gamma: &gamma,
+                save_mean: &smean,
+                save_invstd: &sinv,
+                grad_x: &mut dx,
+                grad_gamma: &mut dgamma,
+                grad_beta: &mut dbeta,
+            },
         )
         .or_fail("batch_norm_backward with statistics groups")?;
 
@@ -432,13 +472,33 @@ fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> 
         };
         ctx.be
             .batch_norm_forward_train(
-                &one, &xk, &gamma, &beta, &mut yk, &mut mk, &mut ik, run_mean, run_var,
+                &one,
+                BnTrain {
+                    x: &xk,
+                    gamma: &gamma,
+                    beta: &beta,
+                    y: &mut yk,
+                    save_mean: &mut mk,
+                    save_invstd: &mut ik,
+                    running_mean: run_mean,
+                    running_var: run_var,
+                },
             )
             .or_fail("batch_norm_forward_train on one group")?;
         let mut dxk = ctx.be_buf(&g.poison(block))?;
         ctx.be
             .batch_norm_backward(
-                &one, &xk, &dyk, &gamma, &mk, &ik, &mut dxk, &mut dg, &mut db,
+                &one,
+                BnBackward {
+                    x: &xk,
+                    grad_y: &dyk,
+                    gamma: &gamma,
+                    save_mean: &mk,
+                    save_invstd: &ik,
+                    grad_x: &mut dxk,
+                    grad_gamma: &mut dg,
+                    grad_beta: &mut db,
+                },
             )
             .or_fail("batch_norm_backward on one group")?;
         want.y.extend(ctx.read_be(&yk)?);
@@ -481,7 +541,17 @@ fn statistics_groups<B: Backend>(ctx: &Ctx<'_, B>, case: &Case, g: &mut Gen) -> 
         let (mut rmean, mut rvar) = (ctx.be_buf(&rm_init)?, ctx.be_buf(&rv_init)?);
         ctx.be
             .batch_norm_forward_train(
-                &s, &x, &gamma, &beta, &mut y, &mut smean, &mut sinv, &mut rmean, &mut rvar,
+                &s,
+                BnTrain {
+                    x: &x,
+                    gamma: &gamma,
+                    beta: &beta,
+                    y: &mut y,
+                    save_mean: &mut smean,
+                    save_invstd: &mut sinv,
+                    running_mean: &mut rmean,
+                    running_var: &mut rvar,
+                },
             )
             .or_fail("batch_norm_forward_train with a NaN in a group")?;
         let (got_mean, got_var) = (ctx.read_be(&rmean)?, ctx.read_be(&rvar)?);
@@ -529,7 +599,19 @@ pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> R
     macro_rules! train {
         ($what:expr, $x:expr, $g:expr, $b:expr, $y:expr, $sm:expr, $si:expr, $rm:expr, $rv:expr) => {
             expect($what, Shape, || {
-                be.batch_norm_forward_train(&bs, $x, $g, $b, $y, $sm, $si, $rm, $rv)
+                be.batch_norm_forward_train(
+                    &bs,
+                    BnTrain {
+                        x: $x,
+                        gamma: $g,
+                        beta: $b,
+                        y: $y,
+                        save_mean: $sm,
+                        save_invstd: $si,
+                        running_mean: $rm,
+                        running_var: $rv,
+                    },
+                )
             })?
         };
     }
@@ -624,13 +706,33 @@ pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> R
     let zero_eps = BatchNormShape { eps: 0.0, ..bs };
     expect("bn train: eps 0", Invalid, || {
         be.batch_norm_forward_train(
-            &zero_eps, &bx, &bc, &bc, &mut my, &mut c1, &mut c2, &mut c3, &mut c4,
+            &zero_eps,
+            BnTrain {
+                x: &bx,
+                gamma: &bc,
+                beta: &bc,
+                y: &mut my,
+                save_mean: &mut c1,
+                save_invstd: &mut c2,
+                running_mean: &mut c3,
+                running_var: &mut c4,
+            },
         )
     })?;
     macro_rules! infer {
         ($what:expr, $x:expr, $g:expr, $b:expr, $rm:expr, $rv:expr, $y:expr) => {
             expect($what, Shape, || {
-                be.batch_norm_forward_inference(&bs, $x, $g, $b, $rm, $rv, $y)
+                be.batch_norm_forward_inference(
+                    &bs,
+                    BnInference {
+                        x: $x,
+                        gamma: $g,
+                        beta: $b,
+                        running_mean: $rm,
+                        running_var: $rv,
+                        y: $y,
+                    },
+                )
             })?
         };
     }
@@ -691,7 +793,19 @@ pub(crate) fn shape_errors<B: Backend>(ctx: &Ctx<'_, B>, _case: &ShapeCase) -> R
     macro_rules! bnback {
         ($what:expr, $x:expr, $dy:expr, $g:expr, $sm:expr, $si:expr, $dx:expr, $dg:expr, $db:expr) => {
             expect($what, Shape, || {
-                be.batch_norm_backward(&bs, $x, $dy, $g, $sm, $si, $dx, $dg, $db)
+                be.batch_norm_backward(
+                    &bs,
+                    BnBackward {
+                        x: $x,
+                        grad_y: $dy,
+                        gamma: $g,
+                        save_mean: $sm,
+                        save_invstd: $si,
+                        grad_x: $dx,
+                        grad_gamma: $dg,
+                        grad_beta: $db,
+                    },
+                )
             })?
         };
     }

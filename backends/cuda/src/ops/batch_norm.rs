@@ -11,6 +11,7 @@
 //! Backward: one block per channel, its groups in order, the sums of dy and dy * xhat Kahan
 //! per thread then a tree, dgamma / dbeta added group after group by one thread.
 
+use dscl_core::backend::batch_norm::{BnBackwardBuffers, BnInferenceBuffers, BnTrainBuffers};
 use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
@@ -48,25 +49,9 @@ impl BatchNormOps for CudaBackend {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
-        let n = shape.check_train(
-            x,
-            gamma,
-            beta,
-            &*y,
-            &*save_mean,
-            &*save_invstd,
-            &*running_mean,
-            &*running_var,
-        )?;
+        let n = shape.check_train(&io)?;
         if shape.channels == 0 {
             return Ok(());
         }
@@ -96,9 +81,9 @@ impl BatchNormOps for CudaBackend {
             "bn_stats",
             block_per(what, shape.saved_len())?,
             [
-                &x.slice,
-                &mut save_mean.slice,
-                &mut save_invstd.slice,
+                &io.x.slice,
+                &mut io.save_mean.slice,
+                &mut io.save_invstd.slice,
                 &args
             ]
         )?;
@@ -107,10 +92,10 @@ impl BatchNormOps for CudaBackend {
             "bn_finish",
             grid_for(shape.channels),
             [
-                &save_mean.slice,
-                &mut save_invstd.slice,
-                &mut running_mean.slice,
-                &mut running_var.slice,
+                &io.save_mean.slice,
+                &mut io.save_invstd.slice,
+                &mut io.running_mean.slice,
+                &mut io.running_var.slice,
                 &args
             ]
         )?;
@@ -119,12 +104,12 @@ impl BatchNormOps for CudaBackend {
             "bn_apply",
             grid_for(len),
             [
-                &x.slice,
-                &gamma.slice,
-                &beta.slice,
-                &save_mean.slice,
-                &save_invstd.slice,
-                &mut y.slice,
+                &io.x.slice,
+                &io.gamma.slice,
+                &io.beta.slice,
+                &io.save_mean.slice,
+                &io.save_invstd.slice,
+                &mut io.y.slice,
                 &args
             ]
         )
@@ -133,14 +118,9 @@ impl BatchNormOps for CudaBackend {
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
-        shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+        shape.check_inference(&io)?;
         if shape.is_empty() {
             return Ok(());
         }
@@ -161,12 +141,12 @@ impl BatchNormOps for CudaBackend {
             "bn_apply",
             grid_for(len),
             [
-                &x.slice,
-                &gamma.slice,
-                &beta.slice,
-                &running_mean.slice,
-                &running_var.slice,
-                &mut y.slice,
+                &io.x.slice,
+                &io.gamma.slice,
+                &io.beta.slice,
+                &io.running_mean.slice,
+                &io.running_var.slice,
+                &mut io.y.slice,
                 &args
             ]
         )
@@ -175,25 +155,9 @@ impl BatchNormOps for CudaBackend {
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
-        let n = shape.check_backward(
-            x,
-            grad_y,
-            gamma,
-            save_mean,
-            save_invstd,
-            &*grad_x,
-            &*grad_gamma,
-            &*grad_beta,
-        )?;
+        let n = shape.check_backward(&io)?;
         if shape.channels == 0 {
             return Ok(());
         }
@@ -210,14 +174,14 @@ impl BatchNormOps for CudaBackend {
             "bn_backward",
             block_per(what, shape.channels)?,
             [
-                &x.slice,
-                &grad_y.slice,
-                &gamma.slice,
-                &save_mean.slice,
-                &save_invstd.slice,
-                &mut grad_x.slice,
-                &mut grad_gamma.slice,
-                &mut grad_beta.slice,
+                &io.x.slice,
+                &io.grad_y.slice,
+                &io.gamma.slice,
+                &io.save_mean.slice,
+                &io.save_invstd.slice,
+                &mut io.grad_x.slice,
+                &mut io.grad_gamma.slice,
+                &mut io.grad_beta.slice,
                 &args
             ]
         )

@@ -19,6 +19,7 @@
 //! the elementwise passes go over the runs; the backward's per-channel totals wait in the
 //! backend's scratch buffer, since dgamma / dbeta already hold the caller's earlier values.
 
+use dscl_core::backend::batch_norm::{BnBackwardBuffers, BnInferenceBuffers, BnTrainBuffers};
 use dscl_core::backend::BatchNormOps;
 use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
@@ -151,25 +152,9 @@ impl BatchNormOps for WgpuBackend {
     fn batch_norm_forward_train(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        y: &mut Self::Buffer,
-        save_mean: &mut Self::Buffer,
-        save_invstd: &mut Self::Buffer,
-        running_mean: &mut Self::Buffer,
-        running_var: &mut Self::Buffer,
+        io: BnTrainBuffers<'_, Self>,
     ) -> Result<()> {
-        let n = shape.check_train(
-            x,
-            gamma,
-            beta,
-            &*y,
-            &*save_mean,
-            &*save_invstd,
-            &*running_mean,
-            &*running_var,
-        )?;
+        let n = shape.check_train(&io)?;
         if shape.channels == 0 {
             return Ok(());
         }
@@ -184,10 +169,10 @@ impl BatchNormOps for WgpuBackend {
         let last = runs.clone().count();
         let align = binding_align(self);
         let statistics = [
-            save_mean.whole(),
-            save_invstd.whole(),
-            running_mean.whole(),
-            running_var.whole(),
+            io.save_mean.whole(),
+            io.save_invstd.whole(),
+            io.running_mean.whole(),
+            io.running_var.whole(),
         ];
         let mut words = [
             word(what, shape.channels)?,
@@ -212,7 +197,7 @@ impl BatchNormOps for WgpuBackend {
             words[9] = u32::from(shape.moves_running(g));
             let [a, b, c, d] = statistics;
             if runs.is_whole() {
-                let (xw, x_at) = x.window(first_image * image, per_group * image, align);
+                let (xw, x_at) = io.x.window(first_image * image, per_group * image, align);
                 words[10] = word(what, x_at)?;
                 self.rec()
                     .dispatch(&BN_STATS, &[xw, a, b, c, d], &words[..11], grid)?;
@@ -220,7 +205,7 @@ impl BatchNormOps for WgpuBackend {
                 for kernel in [&BN_RUN_SUM, &BN_RUN_SQDEV] {
                     for (i, (first, count)) in runs.clone().enumerate() {
                         let (xw, x_at) =
-                            x.window((first_image + first) * image, count * image, align);
+                            io.x.window((first_image + first) * image, count * image, align);
                         words[10] = word(what, x_at)?;
                         words[11] = word(what, count * shape.spatial)?;
                         words[12] = u32::from(i == 0);
@@ -233,14 +218,14 @@ impl BatchNormOps for WgpuBackend {
             apply(
                 self,
                 shape,
-                x,
+                io.x,
                 [
-                    gamma.whole(),
-                    beta.whole(),
-                    save_mean.whole(),
-                    save_invstd.whole(),
+                    io.gamma.whole(),
+                    io.beta.whole(),
+                    io.save_mean.whole(),
+                    io.save_invstd.whole(),
                 ],
-                y,
+                io.y,
                 (first_image, per_group),
                 Spread::InvStd(g * shape.channels),
             )?;
@@ -251,14 +236,9 @@ impl BatchNormOps for WgpuBackend {
     fn batch_norm_forward_inference(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        gamma: &Self::Buffer,
-        beta: &Self::Buffer,
-        running_mean: &Self::Buffer,
-        running_var: &Self::Buffer,
-        y: &mut Self::Buffer,
+        io: BnInferenceBuffers<'_, Self>,
     ) -> Result<()> {
-        shape.check_inference(x, gamma, beta, running_mean, running_var, &*y)?;
+        shape.check_inference(&io)?;
         if shape.is_empty() {
             return Ok(());
         }
@@ -266,14 +246,14 @@ impl BatchNormOps for WgpuBackend {
         apply(
             self,
             shape,
-            x,
+            io.x,
             [
-                gamma.whole(),
-                beta.whole(),
-                running_mean.whole(),
-                running_var.whole(),
+                io.gamma.whole(),
+                io.beta.whole(),
+                io.running_mean.whole(),
+                io.running_var.whole(),
             ],
-            y,
+            io.y,
             (0, shape.batch),
             Spread::Variance(shape.eps),
         )
@@ -282,25 +262,9 @@ impl BatchNormOps for WgpuBackend {
     fn batch_norm_backward(
         &self,
         shape: &BatchNormShape,
-        x: &Self::Buffer,
-        grad_y: &Self::Buffer,
-        gamma: &Self::Buffer,
-        save_mean: &Self::Buffer,
-        save_invstd: &Self::Buffer,
-        grad_x: &mut Self::Buffer,
-        grad_gamma: &mut Self::Buffer,
-        grad_beta: &mut Self::Buffer,
+        io: BnBackwardBuffers<'_, Self>,
     ) -> Result<()> {
-        let n = shape.check_backward(
-            x,
-            grad_y,
-            gamma,
-            save_mean,
-            save_invstd,
-            &*grad_x,
-            &*grad_gamma,
-            &*grad_beta,
-        )?;
+        let n = shape.check_backward(&io)?;
         if shape.channels == 0 {
             return Ok(());
         }
@@ -314,22 +278,22 @@ impl BatchNormOps for WgpuBackend {
         let grid = groups(shape.channels, 1)?;
         if runs.is_whole() {
             for g in 0..shape.groups {
-                // x, dy and dx have the same range, so the same offset in their windows.
+                // io.x, dy and dx have the same range, so the same offset in their windows.
                 let start = g * per_group * image;
-                let (xw, at) = x.window(start, per_group * image, align);
-                let (dyw, _) = grad_y.window(start, per_group * image, align);
-                let (dxw, _) = grad_x.window(start, per_group * image, align);
+                let (xw, at) = io.x.window(start, per_group * image, align);
+                let (dyw, _) = io.grad_y.window(start, per_group * image, align);
+                let (dxw, _) = io.grad_x.window(start, per_group * image, align);
                 self.rec().dispatch(
                     &BN_BACKWARD,
                     &[
                         xw,
                         dyw,
-                        gamma.whole(),
-                        save_mean.whole(),
-                        save_invstd.whole(),
+                        io.gamma.whole(),
+                        io.save_mean.whole(),
+                        io.save_invstd.whole(),
                         dxw,
-                        grad_gamma.whole(),
-                        grad_beta.whole(),
+                        io.grad_gamma.whole(),
+                        io.grad_beta.whole(),
                     ],
                     &[
                         word(what, shape.channels)?,
@@ -360,8 +324,8 @@ impl BatchNormOps for WgpuBackend {
             words[7] = word(what, g * shape.channels)?;
             for (i, (first, count)) in runs.clone().enumerate() {
                 let start = (first_image + first) * image;
-                let (xw, at) = x.window(start, count * image, align);
-                let (dyw, _) = grad_y.window(start, count * image, align);
+                let (xw, at) = io.x.window(start, count * image, align);
+                let (dyw, _) = io.grad_y.window(start, count * image, align);
                 words[3] = word(what, count * shape.spatial)?;
                 words[4] = word(what, at)?;
                 words[5] = u32::from(i == 0);
@@ -371,31 +335,31 @@ impl BatchNormOps for WgpuBackend {
                     &[
                         xw,
                         dyw,
-                        save_mean.whole(),
-                        save_invstd.whole(),
+                        io.save_mean.whole(),
+                        io.save_invstd.whole(),
                         sums,
-                        grad_gamma.whole(),
-                        grad_beta.whole(),
+                        io.grad_gamma.whole(),
+                        io.grad_beta.whole(),
                     ],
                     &words,
                     grid,
                 )?;
             }
             for (first, count) in runs.clone() {
-                // x, dy and dx have the same range, so the same offset in their windows.
+                // io.x, dy and dx have the same range, so the same offset in their windows.
                 let start = (first_image + first) * image;
-                let (xw, at) = x.window(start, count * image, align);
-                let (dyw, _) = grad_y.window(start, count * image, align);
-                let (dxw, _) = grad_x.window(start, count * image, align);
+                let (xw, at) = io.x.window(start, count * image, align);
+                let (dyw, _) = io.grad_y.window(start, count * image, align);
+                let (dxw, _) = io.grad_x.window(start, count * image, align);
                 let len = count * image;
                 self.rec().dispatch(
                     &BN_BACKWARD_RUN_DX,
                     &[
                         xw,
                         dyw,
-                        gamma.whole(),
-                        save_mean.whole(),
-                        save_invstd.whole(),
+                        io.gamma.whole(),
+                        io.save_mean.whole(),
+                        io.save_invstd.whole(),
                         sums,
                         dxw,
                     ],
