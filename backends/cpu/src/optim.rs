@@ -20,10 +20,7 @@ pub(crate) fn sgd_momentum(
     velocity: &mut [f32],
     len: usize,
 ) -> Result<()> {
-    p.check()?;
-    check_len("sgd weights", weights.len(), len)?;
-    check_len("sgd grads", grads.len(), len)?;
-    check_len("sgd velocity", velocity.len(), len)?;
+    p.check_update(&*weights, grads, &*velocity, len)?;
     let lr = p.lr as f32;
     let mom = p.momentum as f32;
     let wd = p.weight_decay as f32;

@@ -1,7 +1,7 @@
 //! Optimisation: the SGD step and the momentum-encoder update.
 
-use super::MemoryOps;
-use crate::error::{ensure, Result};
+use super::{BufferLen, MemoryOps};
+use crate::error::{check_len, ensure, Result};
 
 /// SGD with momentum and weight decay, PyTorch semantics (`torch.optim.SGD`):
 /// `g = grad + weight_decay * p`; on the first step `v = g`, afterwards
@@ -46,6 +46,23 @@ impl SgdParams {
             "sgd",
             "Nesterov momentum requires a momentum and zero dampening",
         )
+    }
+}
+
+impl SgdParams {
+    /// Checks the hyperparameters ([`Self::check`]) and the three buffers of an update of
+    /// `len` parameters.
+    pub fn check_update<B: BufferLen + ?Sized>(
+        &self,
+        weights: &B,
+        grads: &B,
+        velocity: &B,
+        len: usize,
+    ) -> Result<()> {
+        self.check()?;
+        check_len("sgd weights", weights.len(), len)?;
+        check_len("sgd grads", grads.len(), len)?;
+        check_len("sgd velocity", velocity.len(), len)
     }
 }
 

@@ -19,10 +19,7 @@ pub fn sgd_momentum_update<T: Element>(
     velocity: &mut [T],
     len: usize,
 ) -> Result<()> {
-    params.check()?;
-    check_len("sgd weights", weights.len(), len)?;
-    check_len("sgd grads", grads.len(), len)?;
-    check_len("sgd velocity", velocity.len(), len)?;
+    params.check_update(&*weights, grads, &*velocity, len)?;
     for e in 0..len {
         let p = weights[e].widen();
         let g = grads[e].widen() + params.weight_decay * p;

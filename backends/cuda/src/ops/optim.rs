@@ -42,10 +42,7 @@ impl OptimOps for CudaBackend {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        params.check()?;
-        check_len("sgd weights", weights.len, len)?;
-        check_len("sgd grads", grads.len, len)?;
-        check_len("sgd velocity", velocity.len, len)?;
+        params.check_update(&*weights, grads, &*velocity, len)?;
         if len == 0 {
             return Ok(());
         }

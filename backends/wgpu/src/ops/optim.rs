@@ -36,10 +36,7 @@ impl OptimOps for WgpuBackend {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        params.check()?;
-        check_len("sgd weights", weights.len, len)?;
-        check_len("sgd grads", grads.len, len)?;
-        check_len("sgd velocity", velocity.len, len)?;
+        params.check_update(&*weights, grads, &*velocity, len)?;
         // Momentum 0 means no velocity at all (PyTorch), decided here on the exact f64 value.
         let mut flags = 0;
         if params.momentum != 0.0 {
