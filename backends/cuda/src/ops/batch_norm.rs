@@ -17,7 +17,7 @@ use dscl_core::desc::BatchNormShape;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{block_per, grid_for, launch, CudaBackend};
+use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
 
 kernel_args! {
@@ -43,6 +43,34 @@ kernel_args! {
         unbias: f32,
         unused: u32,
     }
+}
+
+/// `y = (x - centre_c) * scale_c * gamma_c + beta_c` over `len` values (`bn_apply`),
+/// `inputs` being x, gamma, beta, the centres and the spreads: the saved means and inverse
+/// standard deviations (training), or the running means and variances (inference,
+/// `args.from_variance`).
+fn apply(
+    backend: &CudaBackend,
+    inputs: [&CudaBuffer<f32>; 5],
+    y: &mut CudaBuffer<f32>,
+    args: &BatchNormArgs,
+    len: usize,
+) -> Result<()> {
+    let [x, gamma, beta, centre, spread] = inputs;
+    launch!(
+        backend,
+        "bn_apply",
+        grid_for(len),
+        [
+            &x.slice,
+            &gamma.slice,
+            &beta.slice,
+            &centre.slice,
+            &spread.slice,
+            &mut y.slice,
+            args
+        ]
+    )
 }
 
 impl BatchNormOps for CudaBackend {
@@ -99,19 +127,12 @@ impl BatchNormOps for CudaBackend {
                 &args
             ]
         )?;
-        launch!(
+        apply(
             self,
-            "bn_apply",
-            grid_for(len),
-            [
-                &io.x.slice,
-                &io.gamma.slice,
-                &io.beta.slice,
-                &io.save_mean.slice,
-                &io.save_invstd.slice,
-                &mut io.y.slice,
-                &args
-            ]
+            [io.x, io.gamma, io.beta, io.save_mean, io.save_invstd],
+            io.y,
+            &args,
+            len,
         )
     }
 
@@ -136,19 +157,12 @@ impl BatchNormOps for CudaBackend {
             eps: shape.eps as f32,
             ..BatchNormArgs::default()
         };
-        launch!(
+        apply(
             self,
-            "bn_apply",
-            grid_for(len),
-            [
-                &io.x.slice,
-                &io.gamma.slice,
-                &io.beta.slice,
-                &io.running_mean.slice,
-                &io.running_var.slice,
-                &mut io.y.slice,
-                &args
-            ]
+            [io.x, io.gamma, io.beta, io.running_mean, io.running_var],
+            io.y,
+            &args,
+            len,
         )
     }
 
