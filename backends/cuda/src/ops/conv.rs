@@ -12,7 +12,7 @@ use dscl_core::desc::Conv2dShape;
 use dscl_core::Result;
 
 use super::u32_of;
-use crate::backend::{grid_for, launch, too_large, CudaBackend};
+use crate::backend::{grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::conv_cudnn::ConvPass;
 use crate::kernel_args::kernel_args;
 
@@ -79,20 +79,8 @@ impl ConvOps for CudaBackend {
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(input.len, weight.len, output.len)?;
-        let args = ConvArgs::of(shape)?;
-        let n = shape.output_len();
-        if n == 0 {
-            return Ok(());
-        }
-        if self.cudnn_conv(ConvPass::Forward, shape, input, weight, output, workspace)? {
-            return Ok(());
-        }
-        launch!(
-            self,
-            "conv2d_forward",
-            grid_for(n),
-            [&input.slice, &weight.slice, &mut output.slice, &args]
-        )
+        let pass = ConvPass::Forward;
+        run_pass(self, pass, shape, [input, weight], output, workspace)
     }
 
     fn conv2d_backward_data(
@@ -104,25 +92,14 @@ impl ConvOps for CudaBackend {
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(grad_input.len, weight.len, grad_output.len)?;
-        let args = ConvArgs::of(shape)?;
-        let n = shape.input_len();
-        if n == 0 {
-            return Ok(());
-        }
         let pass = ConvPass::BackwardData;
-        if self.cudnn_conv(pass, shape, grad_output, weight, grad_input, workspace)? {
-            return Ok(());
-        }
-        launch!(
+        run_pass(
             self,
-            "conv2d_backward_data",
-            grid_for(n),
-            [
-                &grad_output.slice,
-                &weight.slice,
-                &mut grad_input.slice,
-                &args
-            ]
+            pass,
+            shape,
+            [grad_output, weight],
+            grad_input,
+            workspace,
         )
     }
 
@@ -135,56 +112,61 @@ impl ConvOps for CudaBackend {
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
         shape.check(input.len, grad_weight.len, grad_output.len)?;
-        let args = ConvArgs::of(shape)?;
-        let n = shape.weight_len();
-        if n == 0 {
-            return Ok(());
-        }
         let pass = ConvPass::BackwardFilter;
-        if self.cudnn_conv(pass, shape, input, grad_output, grad_weight, workspace)? {
-            return Ok(());
-        }
-        launch!(
+        run_pass(
             self,
-            "conv2d_backward_filter",
-            grid_for(n),
-            [
-                &input.slice,
-                &grad_output.slice,
-                &mut grad_weight.slice,
-                &args
-            ]
+            pass,
+            shape,
+            [input, grad_output],
+            grad_weight,
+            workspace,
         )
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shape(side: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dShape {
-        Conv2dShape {
-            batch: 1,
-            in_channels: 1,
-            in_height: side,
-            in_width: side,
-            out_channels: 1,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride,
-            padding,
-        }
+/// One pass, its buffers checked: cuDNN where it takes the shape, else the direct kernel.
+/// `inputs` and `output` are in the kernel's order: (input, weight) -> output forward,
+/// (grad_output, weight) -> grad_input, (input, grad_output) -> grad_weight.
+fn run_pass(
+    backend: &CudaBackend,
+    pass: ConvPass,
+    shape: &Conv2dShape,
+    inputs: [&CudaBuffer<f32>; 2],
+    output: &mut CudaBuffer<f32>,
+    workspace: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    let args = ConvArgs::of(shape)?;
+    let n = match pass {
+        ConvPass::Forward => shape.output_len(),
+        ConvPass::BackwardData => shape.input_len(),
+        ConvPass::BackwardFilter => shape.weight_len(),
+    };
+    if n == 0 {
+        return Ok(());
     }
-
-    /// A plane of 2^32 or more elements, or a coordinate that overflows while stepping through
-    /// the padding, is refused on the host, where the kernels' 32-bit arithmetic would wrap.
-    #[test]
-    fn conv_planes_must_fit_the_kernels_32_bit_indexing() {
-        assert!(ConvArgs::of(&shape(224, 7, 2, 3)).is_ok());
-        // 65,536^2 = 2^32: one element past u32.
-        assert!(ConvArgs::of(&shape(65_536, 3, 1, 1)).is_err());
-        assert!(ConvArgs::of(&shape(65_535, 3, 1, 1)).is_ok());
-        // Each side fits, the padded extent does not.
-        assert!(ConvArgs::of(&shape(16, 3, 1, 1 << 31)).is_err());
+    let [a, b] = inputs;
+    if backend.cudnn_conv(pass, shape, a, b, output, workspace)? {
+        return Ok(());
+    }
+    // launch! names its kernel with a literal: one arm per pass.
+    match pass {
+        ConvPass::Forward => launch!(
+            backend,
+            "conv2d_forward",
+            grid_for(n),
+            [&a.slice, &b.slice, &mut output.slice, &args]
+        ),
+        ConvPass::BackwardData => launch!(
+            backend,
+            "conv2d_backward_data",
+            grid_for(n),
+            [&a.slice, &b.slice, &mut output.slice, &args]
+        ),
+        ConvPass::BackwardFilter => launch!(
+            backend,
+            "conv2d_backward_filter",
+            grid_for(n),
+            [&a.slice, &b.slice, &mut output.slice, &args]
+        ),
     }
 }
