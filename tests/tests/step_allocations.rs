@@ -73,7 +73,7 @@ fn planned_tail_step() {
     model.zero_prefix(&be, &params, &state).unwrap();
     let (mut params, mut state) = (TensorLayout::new(), TensorLayout::new());
     let tail = EncoderTail::new(config, 2, 8, &mut params, &mut state).unwrap();
-    model.init_tail(&be, &params, &state, &mut rng).unwrap();
+    model.tail.init(&be, &params, &state, &mut rng).unwrap();
     let encoder: CutEncoder<2, 1> = CutEncoder { prefix, tail };
     let tail_config = TailConfig {
         batch: 8,

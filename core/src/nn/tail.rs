@@ -46,8 +46,6 @@ pub struct CutEncoder<const PREFIX: usize = MAX_BLOCKS, const TAIL: usize = MAX_
 pub struct EncoderTail<const BLOCKS: usize = MAX_BLOCKS> {
     pub blocks: Vec<ResidualBlock, BLOCKS>,
     pub head: ProjectionHead,
-    /// Channels of the prefix's feature map, which the tail reads.
-    pub in_channels: usize,
 }
 
 /// One pass through the tail: every block's activations, the pooled features, then the
@@ -85,11 +83,14 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
         )?;
         let blocks = stage_blocks(&config, from_stage..config.stages, params, state)?;
         let head = ProjectionHead::new(params, config.feature_channels(), embedding_dim)?;
-        Ok(EncoderTail {
-            blocks,
-            head,
-            in_channels: config.cut(from_stage).feature_channels(),
-        })
+        Ok(EncoderTail { blocks, head })
+    }
+
+    /// Channels of the prefix's feature map, which the tail reads.
+    pub fn in_channels(&self) -> usize {
+        self.blocks
+            .first()
+            .map_or(self.head.fc1.in_features, |b| b.in_channels)
     }
 
     pub fn embedding_dim(&self) -> usize {
@@ -106,7 +107,7 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
     ) -> Result<TailRecord<B, BLOCKS>> {
         ensure(batch >= 1, "tail batch", "must be at least 1")?;
         let mut blocks = Vec::new();
-        let (mut channels, mut h, mut w) = (self.in_channels, height, width);
+        let (mut channels, mut h, mut w) = (self.in_channels(), height, width);
         for block in &self.blocks {
             let record = block.plan(backend, batch, h, w, StatGroups::WHOLE)?;
             (channels, h, w) = record.out_dims;

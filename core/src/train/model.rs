@@ -7,7 +7,7 @@ use rand_core::Rng;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::nn::encoder::Encoder;
-use crate::nn::tensors::TensorSet;
+use crate::nn::tensors::{TensorLayout, TensorSet};
 use crate::train::optim::Trainable;
 use crate::train::queue::KeyQueue;
 
@@ -28,17 +28,59 @@ impl<B: Backend> DsclModel<B> {
         queue_len: usize,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let query = Trainable::initialised(backend, &encoder.params, rng)?;
-        let mut key_params = TensorSet::zeros(backend, &encoder.params)?;
-        key_params.copy_from(backend, &query.params)?;
-        let query_state = TensorSet::initialised(backend, &encoder.state, rng)?;
-        let key_state = TensorSet::initialised(backend, &encoder.state, rng)?;
+        let mut model = Self::empty(backend, queue_len, encoder.embedding_dim())?;
+        model.init(backend, &encoder.params, &encoder.state, rng)?;
+        Ok(model)
+    }
+
+    /// An empty queue of `queue_len` keys of `embedding_dim` and no tensors yet: [`Self::init`]
+    /// makes them in place.
+    ///
+    /// In two phases for a microcontroller: each tensor set keeps fixed-capacity room for its
+    /// tensors (about 1.5 KB on a 32-bit target) and each layout for its specs (about 17 KB).
+    /// Filled in place, a model is never moved, so its caller's stack never holds a second
+    /// copy of it beside the layouts.
+    #[inline(never)]
+    pub fn empty(backend: &B, queue_len: usize, embedding_dim: usize) -> Result<Self> {
+        let none = TensorLayout::new();
         Ok(DsclModel {
-            query,
-            query_state,
-            key_params,
-            key_state,
-            queue: KeyQueue::new(backend, queue_len, encoder.embedding_dim())?,
+            query: Trainable::zeros(backend, &none)?,
+            query_state: TensorSet::zeros(backend, &none)?,
+            key_params: TensorSet::zeros(backend, &none)?,
+            key_state: TensorSet::zeros(backend, &none)?,
+            queue: KeyQueue::new(backend, queue_len, embedding_dim)?,
         })
     }
+
+    /// The query encoder's tensors of `params` and `state` initialised from `rng`
+    /// (torchvision's scheme; parameters, then the query's statistics, then the key's), and
+    /// the parameters copied into the key encoder, as MoCo starts.
+    #[inline(never)]
+    pub fn init(
+        &mut self,
+        backend: &B,
+        params: &TensorLayout,
+        state: &TensorLayout,
+        rng: &mut impl Rng,
+    ) -> Result<()> {
+        replace(&mut self.query, || {
+            Trainable::initialised(backend, params, rng)
+        })?;
+        replace(&mut self.query_state, || {
+            TensorSet::initialised(backend, state, rng)
+        })?;
+        replace(&mut self.key_params, || TensorSet::zeros(backend, params))?;
+        self.key_params.copy_from(backend, &self.query.params)?;
+        replace(&mut self.key_state, || {
+            TensorSet::initialised(backend, state, rng)
+        })
+    }
+}
+
+/// `*slot = make()?` in a frame of its own, so that the new value's temporary is not kept on
+/// the stack beside the caller's (the compiler does not overlap those temporaries).
+#[inline(never)]
+pub(crate) fn replace<T>(slot: &mut T, make: impl FnOnce() -> Result<T>) -> Result<()> {
+    *slot = make()?;
+    Ok(())
 }

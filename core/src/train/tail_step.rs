@@ -23,8 +23,6 @@
 //! augmentation, on the host or the device) through a callback, so a batch never has to be
 //! held as images.
 
-use rand_core::Rng;
-
 use crate::backend::Backend;
 use crate::error::{check_len, ensure, Result};
 use crate::loss::{ContrastiveInputs, ContrastiveShape, QueryGradient, SupervisedContrastive};
@@ -33,8 +31,8 @@ use crate::nn::scratch::Scratch;
 use crate::nn::tail::{CutEncoder, TailRecord};
 use crate::nn::tensors::{TensorLayout, TensorSet};
 use crate::train::dscl_step::ContrastiveLoss;
-use crate::train::optim::{SgdConfig, Trainable};
-use crate::train::queue::KeyQueue;
+use crate::train::model::{replace, DsclModel};
+use crate::train::optim::SgdConfig;
 
 /// The hyperparameters of a tail step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -75,38 +73,25 @@ pub enum ViewPass {
 }
 
 /// Everything a tail fine-tuning run keeps between steps: the frozen prefix's weights and
-/// statistics, the tail's parameters with gradients and velocity, the key tail, both tails'
-/// batch-norm statistics, and the key queue.
+/// statistics, and the tail's as a stage-1 model (its parameters with gradients and velocity,
+/// the key tail, both tails' batch-norm statistics, the key queue).
 pub struct TailModel<B: Backend> {
     pub prefix_params: TensorSet<B>,
     pub prefix_state: TensorSet<B>,
-    pub query: Trainable<B>,
-    pub query_state: TensorSet<B>,
-    pub key_params: TensorSet<B>,
-    pub key_state: TensorSet<B>,
-    pub queue: KeyQueue<B>,
+    pub tail: DsclModel<B>,
 }
 
 impl<B: Backend> TailModel<B> {
-    /// An empty queue of `queue_len` keys of `embedding_dim` and no tensors yet:
-    /// [`Self::zero_prefix`] and [`Self::init_tail`] make them in place.
-    ///
-    /// In phases because each tensor set keeps fixed-capacity room for its tensors (about
-    /// 1.5 KB on a 32-bit target) and each layout for its specs (about 17 KB): built in place,
-    /// one pair of layouts at a time, the model is never moved, and a microcontroller's stack
-    /// holds neither a second copy of it nor four layouts at once.
+    /// No tensors yet and an empty queue of `queue_len` keys of `embedding_dim`:
+    /// [`Self::zero_prefix`] and the tail's [`DsclModel::init`] make them in place (see
+    /// [`DsclModel::empty`]).
     #[inline(never)]
     pub fn empty(backend: &B, queue_len: usize, embedding_dim: usize) -> Result<Self> {
         let none = TensorLayout::new();
-        let empty = || TensorSet::zeros(backend, &none);
         Ok(TailModel {
-            prefix_params: empty()?,
-            prefix_state: empty()?,
-            query: Trainable::zeros(backend, &none)?,
-            query_state: empty()?,
-            key_params: empty()?,
-            key_state: empty()?,
-            queue: KeyQueue::new(backend, queue_len, embedding_dim)?,
+            prefix_params: TensorSet::zeros(backend, &none)?,
+            prefix_state: TensorSet::zeros(backend, &none)?,
+            tail: DsclModel::empty(backend, queue_len, embedding_dim)?,
         })
     }
 
@@ -124,37 +109,6 @@ impl<B: Backend> TailModel<B> {
         })?;
         replace(&mut self.prefix_state, || TensorSet::zeros(backend, state))
     }
-
-    /// The tail's tensors initialised from `rng` (torchvision's scheme), and their copy in the
-    /// key tail, as MoCo starts; the running statistics of both tails initialised too.
-    #[inline(never)]
-    pub fn init_tail(
-        &mut self,
-        backend: &B,
-        params: &TensorLayout,
-        state: &TensorLayout,
-        rng: &mut impl Rng,
-    ) -> Result<()> {
-        replace(&mut self.query, || {
-            Trainable::initialised(backend, params, rng)
-        })?;
-        replace(&mut self.query_state, || {
-            TensorSet::initialised(backend, state, rng)
-        })?;
-        replace(&mut self.key_params, || TensorSet::zeros(backend, params))?;
-        self.key_params.copy_from(backend, &self.query.params)?;
-        replace(&mut self.key_state, || {
-            TensorSet::initialised(backend, state, rng)
-        })
-    }
-}
-
-/// `*slot = make()?` in a frame of its own, so that the new value's temporary is not kept on
-/// the stack beside the caller's (the compiler does not overlap those temporaries).
-#[inline(never)]
-fn replace<T>(slot: &mut T, make: impl FnOnce() -> Result<T>) -> Result<()> {
-    *slot = make()?;
-    Ok(())
 }
 
 /// A planned tail step: every record, loss and temporary allocated once from the backend; a
@@ -194,7 +148,7 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
         let CutEncoder { prefix, tail } = encoder;
         let (height, width) = image_size;
         ensure(
-            prefix.feature_channels() == tail.in_channels,
+            prefix.feature_channels() == tail.in_channels(),
             "encoder cut",
             "the tail does not read the prefix's channels",
         )?;
@@ -249,15 +203,17 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
         backend.upload_index(&mut self.labels, 0, labels)?;
 
         // 1. Momentum update (MoCo order: before the key tail encodes this step's keys).
-        model
-            .key_params
-            .ema_from(backend, self.config.key_momentum, &model.query.params)?;
+        model.tail.key_params.ema_from(
+            backend,
+            self.config.key_momentum,
+            &model.tail.query.params,
+        )?;
         // 2-3. Keys.
         self.encode_prefix(backend, prefix, model, ViewPass::Key, &mut views)?;
         tail.forward(
             backend,
-            &model.key_params,
-            &mut model.key_state,
+            &model.tail.key_params,
+            &mut model.tail.key_state,
             &mut self.tail,
             &self.features,
             &mut self.scratch,
@@ -271,11 +227,11 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
         )?;
         // 4-5. Queries.
         self.encode_prefix(backend, prefix, model, ViewPass::Query, &mut views)?;
-        model.query.zero_grads(backend)?;
+        model.tail.query.zero_grads(backend)?;
         tail.forward(
             backend,
-            &model.query.params,
-            &mut model.query_state,
+            &model.tail.query.params,
+            &mut model.tail.query_state,
             &mut self.tail,
             &self.features,
             &mut self.scratch,
@@ -286,10 +242,10 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
             &ContrastiveInputs {
                 queries: self.tail.embeddings(),
                 keys: &self.keys,
-                queue: &model.queue.keys,
+                queue: &model.tail.queue.keys,
                 labels: &self.labels,
-                queue_labels: &model.queue.labels,
-                queue_filled: model.queue.filled(),
+                queue_labels: &model.tail.queue.labels,
+                queue_filled: model.tail.queue.filled(),
             },
             QueryGradient::ThroughContrastSet,
             &mut self.d_queries,
@@ -297,16 +253,19 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
         // 7. Backward through the query tail.
         tail.backward(
             backend,
-            &model.query.params,
-            &mut model.query.grads,
+            &model.tail.query.params,
+            &mut model.tail.query.grads,
             &mut self.tail,
             &self.features,
             &self.d_queries,
             &mut self.scratch,
         )?;
         // 8-9. SGD, enqueue.
-        model.query.sgd_step(backend, &self.config.sgd, lr)?;
-        model.queue.enqueue(backend, &self.keys, &self.labels, b)?;
+        model.tail.query.sgd_step(backend, &self.config.sgd, lr)?;
+        model
+            .tail
+            .queue
+            .enqueue(backend, &self.keys, &self.labels, b)?;
         Ok(loss)
     }
 
@@ -321,8 +280,8 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
     ) -> Result<()> {
         let chunk = self.config.prefix_chunk;
         let (c, h, w) = self.prefix.feature_dims();
-        let per_chunk = chunk * c * h * w;
-        for (k, first) in (0..self.config.batch).step_by(chunk).enumerate() {
+        let per_image = c * h * w;
+        for first in (0..self.config.batch).step_by(chunk) {
             views(pass, first, &mut self.prefix_input)?;
             prefix.forward_inference(
                 backend,
@@ -336,8 +295,8 @@ impl<B: Backend, const PREFIX: usize, const TAIL: usize> TailStep<B, PREFIX, TAI
                 self.prefix.feature_map(),
                 0,
                 &mut self.features,
-                k * per_chunk,
-                per_chunk,
+                first * per_image,
+                chunk * per_image,
             )?;
         }
         Ok(())

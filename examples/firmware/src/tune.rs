@@ -123,7 +123,7 @@ pub fn empty_model<B: Backend>(backend: &B, config: &TuneConfig) -> Result<Model
 /// Trainable parameters (the tail) and frozen ones (the prefix).
 pub fn parameter_counts<B: Backend>(model: &Model<B>) -> (usize, usize) {
     let count = |set: &TensorSet<B>| set.buffers().iter().map(BufferLen::len).sum();
-    (count(&model.query.params), count(&model.prefix_params))
+    (count(&model.tail.query.params), count(&model.prefix_params))
 }
 
 /// Builds the layers and their tensors into `model` (made by [`empty_model`] with the same
@@ -161,7 +161,7 @@ pub fn build_network<B: Backend<Elem = f32>>(
         &mut params,
         &mut state,
     )?;
-    model.init_tail(backend, &params, &state, rng)?;
+    model.tail.init(backend, &params, &state, rng)?;
     Ok(CutEncoder { prefix, tail })
 }
 

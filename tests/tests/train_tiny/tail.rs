@@ -28,7 +28,7 @@ fn cut(config: ResNetConfig, stage: usize, dim: usize) -> [TensorLayout; 4] {
     let (mut pp, mut ps, mut tp, mut ts) = Default::default();
     let prefix = ResNet::<16>::new(config.cut(stage), &mut pp, &mut ps).unwrap();
     let tail = EncoderTail::<16>::new(config, stage, dim, &mut tp, &mut ts).unwrap();
-    assert_eq!(prefix.feature_channels(), tail.in_channels);
+    assert_eq!(prefix.feature_channels(), tail.in_channels());
     [pp, ps, tp, ts]
 }
 
@@ -272,13 +272,13 @@ fn the_tail_step_learns_and_never_touches_the_prefix() {
     model.prefix_state = TensorSet::initialised(&be, &state, &mut rng).unwrap();
     let (mut params, mut state) = (TensorLayout::new(), TensorLayout::new());
     let tail = EncoderTail::new(config, 2, dim, &mut params, &mut state).unwrap();
-    model.init_tail(&be, &params, &state, &mut rng).unwrap();
+    model.tail.init(&be, &params, &state, &mut rng).unwrap();
     let encoder: CutEncoder<2, 1> = CutEncoder { prefix, tail };
     let prefix_before = (
         snapshot(&be, &model.prefix_params),
         snapshot(&be, &model.prefix_state),
     );
-    let tail_before = snapshot(&be, &model.query.params);
+    let tail_before = snapshot(&be, &model.tail.query.params);
 
     let batch = 16;
     let tail_config = TailConfig {
@@ -325,17 +325,17 @@ fn the_tail_step_learns_and_never_touches_the_prefix() {
 
     assert_eq!(snapshot(&be, &model.prefix_params), prefix_before.0);
     assert_eq!(snapshot(&be, &model.prefix_state), prefix_before.1);
-    assert_ne!(snapshot(&be, &model.query.params), tail_before);
-    assert_ne!(snapshot(&be, &model.key_params), tail_before);
-    assert_eq!(model.queue.filled(), 32);
+    assert_ne!(snapshot(&be, &model.tail.query.params), tail_before);
+    assert_ne!(snapshot(&be, &model.tail.key_params), tail_before);
+    assert_eq!(model.tail.queue.filled(), 32);
     let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
     let (start, end) = (mean(&losses[2..12]), mean(&losses[STEPS - 10..]));
     eprintln!("tail step: loss {start:.3} -> {end:.3}");
     assert!(end < 0.93 * start, "loss {start} -> {end}");
 
     // A label batch of the wrong length is refused before anything moves.
-    let queue_before = values(&be, &model.queue.keys);
+    let queue_before = values(&be, &model.tail.queue.keys);
     let refused = step.step(&be, &encoder, &mut model, &[0; 3], |_, _, _| Ok(()), LR);
     assert!(refused.is_err());
-    assert_eq!(values(&be, &model.queue.keys), queue_before);
+    assert_eq!(values(&be, &model.tail.queue.keys), queue_before);
 }
