@@ -306,6 +306,27 @@ impl ResidualBlock {
     }
 }
 
+/// Plans a chain of blocks over `[batch, c, height, width]` inputs (each block reading the
+/// one before, the first `height x width`), its batch norms per `groups`.
+pub fn chain_plan<B: Backend, const N: usize>(
+    blocks: &[ResidualBlock],
+    backend: &B,
+    batch: usize,
+    (height, width): (usize, usize),
+    groups: StatGroups,
+) -> Result<Vec<BlockRecord<B>, N>> {
+    let mut records: Vec<BlockRecord<B>, N> = Vec::new();
+    for block in blocks {
+        let (_, h, w) = records.last().map_or((0, height, width), |r| r.out_dims);
+        let record = block.plan(backend, batch, h, w, groups)?;
+        records.push(record).map_err(|_| Error::InvalidArgument {
+            what: "block records",
+            reason: "more blocks than the record's capacity",
+        })?;
+    }
+    Ok(records)
+}
+
 /// Training- or inference-mode forward through a chain of blocks, each reading the output of
 /// the one before; the first reads `input`. Each output stays in its record.
 pub fn chain_forward<B: Backend>(

@@ -14,7 +14,7 @@ use crate::desc::PoolShape;
 use crate::error::{check_len, ensure, Error, Result};
 use crate::nn::activation::{relu_backward, relu_forward};
 use crate::nn::batch_norm::{BnMode, StatGroups};
-use crate::nn::block::{chain_backward, chain_forward, BlockRecord, ResidualBlock};
+use crate::nn::block::{chain_backward, chain_forward, chain_plan, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::{ConvBn, ConvBnRecord, ScratchNeeds};
 use crate::nn::pool::{GlobalAvgPool, MaxPool2d};
 use crate::nn::scratch::Scratch;
@@ -253,14 +253,14 @@ impl<const BLOCKS: usize> ResNet<BLOCKS> {
             out_len: batch * out_dims.0 * out_dims.1 * out_dims.2,
             out_dims,
         };
-        let mut blocks = Vec::new();
-        let (_, mut h, mut w) = out_dims;
-        for block in &self.blocks {
-            let rec = block.plan(backend, batch, h, w, groups)?;
-            (_, h, w) = rec.out_dims;
-            let _ = blocks.push(rec);
-        }
-        let channels = self.feature_channels();
+        let blocks = chain_plan(
+            &self.blocks,
+            backend,
+            batch,
+            (out_dims.1, out_dims.2),
+            groups,
+        )?;
+        let (channels, h, w) = blocks.last().map_or(out_dims, |b| b.out_dims);
         Ok(ResNetRecord {
             batch,
             height,

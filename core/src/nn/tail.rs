@@ -22,7 +22,7 @@ use heapless::Vec;
 use crate::backend::Backend;
 use crate::error::{ensure, Result};
 use crate::nn::batch_norm::{BnMode, StatGroups};
-use crate::nn::block::{chain_backward, chain_forward, BlockRecord, ResidualBlock};
+use crate::nn::block::{chain_backward, chain_forward, chain_plan, BlockRecord, ResidualBlock};
 use crate::nn::conv_bn::ScratchNeeds;
 use crate::nn::head::{EmbeddingRecord, ProjectionHead};
 use crate::nn::pool::GlobalAvgPool;
@@ -106,14 +106,15 @@ impl<const BLOCKS: usize> EncoderTail<BLOCKS> {
         width: usize,
     ) -> Result<TailRecord<B, BLOCKS>> {
         ensure(batch >= 1, "tail batch", "must be at least 1")?;
-        let mut blocks = Vec::new();
-        let (mut channels, mut h, mut w) = (self.in_channels(), height, width);
-        for block in &self.blocks {
-            let record = block.plan(backend, batch, h, w, StatGroups::WHOLE)?;
-            (channels, h, w) = record.out_dims;
-            // Both capacities are BLOCKS: one record per block always fits.
-            let _ = blocks.push(record);
-        }
+        let blocks = chain_plan(
+            &self.blocks,
+            backend,
+            batch,
+            (height, width),
+            StatGroups::WHOLE,
+        )?;
+        let input = (self.in_channels(), height, width);
+        let (channels, h, w) = blocks.last().map_or(input, |b| b.out_dims);
         Ok(TailRecord {
             blocks,
             gap: GlobalAvgPool {
