@@ -41,8 +41,8 @@ use crate::backend::BufferLen;
 use crate::error::{check_len, ensure, Fault, Result};
 use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
 use crate::loss::{
-    ContrastiveInputs, ContrastiveShape, PbsdInputs, QueryGradient, SupervisedContrastive,
-    DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT, DEFAULT_TEMPERATURE,
+    ContrastiveInputs, PbsdInputs, QueryGradient, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT,
+    DEFAULT_TEMPERATURE,
 };
 use crate::nn::encoder::{Encoder, EncoderRecord};
 use crate::nn::scratch::Scratch;
@@ -62,23 +62,6 @@ pub enum ContrastiveLoss {
     Dscl { beta: f64 },
     /// The SupCon baseline.
     SupCon,
-}
-
-impl ContrastiveLoss {
-    /// The loss planned for `shape` at `temperature`.
-    pub fn plan<B: Backend>(
-        self,
-        backend: &B,
-        shape: ContrastiveShape,
-        temperature: f64,
-    ) -> Result<SupervisedContrastive<B>> {
-        match self {
-            ContrastiveLoss::Dscl { beta } => {
-                SupervisedContrastive::dscl(backend, shape, temperature, beta)
-            }
-            ContrastiveLoss::SupCon => SupervisedContrastive::supcon(backend, shape, temperature),
-        }
-    }
 }
 
 /// How the crop pass's batch norm takes its statistics.

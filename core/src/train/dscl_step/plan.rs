@@ -20,7 +20,7 @@ use crate::nn::pool::GlobalAvgPool;
 use crate::nn::roi_align::RoiAlign;
 use crate::nn::scratch::Scratch;
 
-use super::{CropNorm, DsclConfig, DsclStep, StepShape, MAX_REPLICAS};
+use super::{ContrastiveLoss, CropNorm, DsclConfig, DsclStep, StepShape, MAX_REPLICAS};
 
 /// What PBSD adds: the crops' pass and the teachers.
 pub(super) struct CropPath<B: Backend> {
@@ -53,6 +53,23 @@ pub(super) struct GroupRows<B: Backend> {
     pub(super) teachers: B::Buffer,
     pub(super) students: B::Buffer,
     pub(super) d_students: B::Buffer,
+}
+
+impl ContrastiveLoss {
+    /// The loss planned for `shape` at `temperature`.
+    pub fn plan<B: Backend>(
+        self,
+        backend: &B,
+        shape: ContrastiveShape,
+        temperature: f64,
+    ) -> Result<SupervisedContrastive<B>> {
+        match self {
+            ContrastiveLoss::Dscl { beta } => {
+                SupervisedContrastive::dscl(backend, shape, temperature, beta)
+            }
+            ContrastiveLoss::SupCon => SupervisedContrastive::supcon(backend, shape, temperature),
+        }
+    }
 }
 
 impl<B: Backend> DsclStep<B> {
