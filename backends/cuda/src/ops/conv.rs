@@ -11,8 +11,8 @@ use dscl_core::backend::ConvOps;
 use dscl_core::desc::Conv2dShape;
 use dscl_core::Result;
 
-use super::u32_of;
-use crate::backend::{grid_for, launch, too_large, CudaBackend, CudaBuffer};
+use super::{launch_match, u32_of};
+use crate::backend::{grid_for, too_large, CudaBackend, CudaBuffer};
 use crate::conv_cudnn::ConvPass;
 use crate::kernel_args::kernel_args;
 
@@ -78,9 +78,8 @@ impl ConvOps for CudaBackend {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(input.len, weight.len, output.len)?;
         let pass = ConvPass::Forward;
-        run_pass(self, pass, shape, [input, weight], output, workspace)
+        self.conv_pass(pass, shape, [input, weight], output, workspace)
     }
 
     fn conv2d_backward_data(
@@ -91,16 +90,8 @@ impl ConvOps for CudaBackend {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(grad_input.len, weight.len, grad_output.len)?;
         let pass = ConvPass::BackwardData;
-        run_pass(
-            self,
-            pass,
-            shape,
-            [grad_output, weight],
-            grad_input,
-            workspace,
-        )
+        self.conv_pass(pass, shape, [grad_output, weight], grad_input, workspace)
     }
 
     fn conv2d_backward_filter(
@@ -111,62 +102,52 @@ impl ConvOps for CudaBackend {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(input.len, grad_weight.len, grad_output.len)?;
         let pass = ConvPass::BackwardFilter;
-        run_pass(
-            self,
-            pass,
-            shape,
-            [input, grad_output],
-            grad_weight,
-            workspace,
-        )
+        self.conv_pass(pass, shape, [input, grad_output], grad_weight, workspace)
     }
 }
 
-/// One pass, its buffers checked: cuDNN where it takes the shape, else the direct kernel.
-/// `inputs` and `output` are in the kernel's order: (input, weight) -> output forward,
-/// (grad_output, weight) -> grad_input, (input, grad_output) -> grad_weight.
-fn run_pass(
-    backend: &CudaBackend,
-    pass: ConvPass,
-    shape: &Conv2dShape,
-    inputs: [&CudaBuffer<f32>; 2],
-    output: &mut CudaBuffer<f32>,
-    workspace: &mut CudaBuffer<f32>,
-) -> Result<()> {
-    let args = ConvArgs::of(shape)?;
-    let n = match pass {
-        ConvPass::Forward => shape.output_len(),
-        ConvPass::BackwardData => shape.input_len(),
-        ConvPass::BackwardFilter => shape.weight_len(),
-    };
-    if n == 0 {
-        return Ok(());
-    }
-    let [a, b] = inputs;
-    if backend.cudnn_conv(pass, shape, a, b, output, workspace)? {
-        return Ok(());
-    }
-    // launch! names its kernel with a literal: one arm per pass.
-    match pass {
-        ConvPass::Forward => launch!(
-            backend,
-            "conv2d_forward",
+impl CudaBackend {
+    /// One pass: its buffers checked, then cuDNN where it takes the shape, else the direct
+    /// kernel. `inputs` and `output` are in the kernel's order: (input, weight) -> output
+    /// forward, (grad_output, weight) -> grad_input, (input, grad_output) -> grad_weight.
+    fn conv_pass(
+        &self,
+        pass: ConvPass,
+        shape: &Conv2dShape,
+        inputs: [&CudaBuffer<f32>; 2],
+        output: &mut CudaBuffer<f32>,
+        workspace: &mut CudaBuffer<f32>,
+    ) -> Result<()> {
+        let [a, b] = inputs;
+        // The shape checks the buffers by their role in the forward pass: input, weight, output.
+        let (input_len, weight_len, output_len) = match pass {
+            ConvPass::Forward => (a.len, b.len, output.len),
+            ConvPass::BackwardData => (output.len, b.len, a.len),
+            ConvPass::BackwardFilter => (a.len, output.len, b.len),
+        };
+        shape.check(input_len, weight_len, output_len)?;
+        let args = ConvArgs::of(shape)?;
+        let n = match pass {
+            ConvPass::Forward => shape.output_len(),
+            ConvPass::BackwardData => shape.input_len(),
+            ConvPass::BackwardFilter => shape.weight_len(),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if self.cudnn_conv(pass, shape, a, b, output, workspace)? {
+            return Ok(());
+        }
+        launch_match!(
+            self,
+            match pass {
+                ConvPass::Forward => "conv2d_forward",
+                ConvPass::BackwardData => "conv2d_backward_data",
+                ConvPass::BackwardFilter => "conv2d_backward_filter",
+            },
             grid_for(n),
             [&a.slice, &b.slice, &mut output.slice, &args]
-        ),
-        ConvPass::BackwardData => launch!(
-            backend,
-            "conv2d_backward_data",
-            grid_for(n),
-            [&a.slice, &b.slice, &mut output.slice, &args]
-        ),
-        ConvPass::BackwardFilter => launch!(
-            backend,
-            "conv2d_backward_filter",
-            grid_for(n),
-            [&a.slice, &b.slice, &mut output.slice, &args]
-        ),
+        )
     }
 }

@@ -9,6 +9,7 @@ use dscl_core::backend::ElementwiseOps;
 use dscl_core::error::{check_len, check_range};
 use dscl_core::Result;
 
+use super::launch_match;
 use crate::backend::{block_per, driver, grid_for, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::{kernel_args, size_t};
 
@@ -94,6 +95,55 @@ pub(crate) fn bias_backward(
     )
 }
 
+/// The maps of two inputs onto one output, all `len` long, one thread per element.
+#[derive(Clone, Copy)]
+enum BinaryMap {
+    Add,
+    ReluBackward,
+}
+
+impl BinaryMap {
+    /// The buffers' names for the length errors, in the kernel's order.
+    fn operands(self) -> [&'static str; 3] {
+        match self {
+            BinaryMap::Add => ["add a", "add b", "add out"],
+            BinaryMap::ReluBackward => [
+                "relu_backward y",
+                "relu_backward grad_y",
+                "relu_backward grad_x",
+            ],
+        }
+    }
+}
+
+/// `map` of `inputs` into `out`, each checked to hold `len` elements.
+fn binary_map(
+    be: &CudaBackend,
+    map: BinaryMap,
+    inputs: [&CudaBuffer<f32>; 2],
+    out: &mut CudaBuffer<f32>,
+    len: usize,
+) -> Result<()> {
+    let [a, b] = inputs;
+    let [a_name, b_name, out_name] = map.operands();
+    check_len(a_name, a.len, len)?;
+    check_len(b_name, b.len, len)?;
+    check_len(out_name, out.len, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let args = ElementwiseArgs::over(len);
+    launch_match!(
+        be,
+        match map {
+            BinaryMap::Add => "add_f32",
+            BinaryMap::ReluBackward => "relu_backward",
+        },
+        grid_for(len),
+        [&a.slice, &b.slice, &mut out.slice, &args]
+    )
+}
+
 impl ElementwiseOps for CudaBackend {
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
         let end = check_range("fill", x.len, offset, len)?;
@@ -175,19 +225,7 @@ impl ElementwiseOps for CudaBackend {
         out: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        check_len("add a", a.len, len)?;
-        check_len("add b", b.len, len)?;
-        check_len("add out", out.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let args = ElementwiseArgs::over(len);
-        launch!(
-            self,
-            "add_f32",
-            grid_for(len),
-            [&a.slice, &b.slice, &mut out.slice, &args]
-        )
+        binary_map(self, BinaryMap::Add, [a, b], out, len)
     }
 
     fn sum(
@@ -232,18 +270,6 @@ impl ElementwiseOps for CudaBackend {
         grad_x: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        check_len("relu_backward y", y.len, len)?;
-        check_len("relu_backward grad_y", grad_y.len, len)?;
-        check_len("relu_backward grad_x", grad_x.len, len)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let args = ElementwiseArgs::over(len);
-        launch!(
-            self,
-            "relu_backward",
-            grid_for(len),
-            [&y.slice, &grad_y.slice, &mut grad_x.slice, &args]
-        )
+        binary_map(self, BinaryMap::ReluBackward, [y, grad_y], grad_x, len)
     }
 }

@@ -29,6 +29,26 @@ pub(crate) const ARGS: &[Layout] = &[
     rows::RowsArgs::LAYOUT,
 ];
 
+/// Launches the kernel that a `match` picks, with one launch configuration and one argument list
+/// for every arm: `launch_match!(be, match pass { P::A => "a", P::B => "b" }, cfg, [args])`.
+/// [`launch!`](crate::backend::launch) takes its kernel's name as a literal, so a choice among
+/// kernels of one signature is a `match` with one launch per arm; written once here, the arms
+/// cannot drift apart. A binding of an arm's pattern may appear in the arguments: each arm is
+/// typed on its own, so the bound buffer may have another element type in each.
+macro_rules! launch_match {
+    (
+        $be:expr,
+        match $selector:ident { $($pattern:pat => $kernel:literal),+ $(,)? },
+        $cfg:expr,
+        $args:tt $(,)?
+    ) => {
+        match $selector {
+            $( $pattern => $crate::backend::launch!($be, $kernel, $cfg, $args), )+
+        }
+    };
+}
+use launch_match;
+
 /// A size as a kernel's `u32` parameter.
 fn u32_of(what: &'static str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| too_large(what))

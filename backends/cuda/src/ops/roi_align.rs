@@ -9,7 +9,7 @@ use dscl_core::backend::RoiAlignOps;
 use dscl_core::desc::RoiAlignShape;
 use dscl_core::Result;
 
-use super::u32_of;
+use super::{launch_match, u32_of};
 use crate::backend::{block_per, grid_for, launch, CudaBackend, CudaBuffer};
 use crate::kernel_args::kernel_args;
 
@@ -64,6 +64,13 @@ fn check_boxes(be: &CudaBackend, boxes: &CudaBuffer<f32>, args: &RoiAlignArgs) -
     )
 }
 
+/// The two passes: the same buffers around the boxes, in other roles, and another kernel.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
 impl RoiAlignOps for CudaBackend {
     fn roi_align_forward(
         &self,
@@ -72,18 +79,7 @@ impl RoiAlignOps for CudaBackend {
         boxes: &Self::Buffer,
         output: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(features.len, boxes.len, output.len)?;
-        if shape.num_rois == 0 {
-            return Ok(());
-        }
-        let args = RoiAlignArgs::of(shape)?;
-        check_boxes(self, boxes, &args)?;
-        launch!(
-            self,
-            "roi_forward",
-            grid_for(shape.output_len()),
-            [&features.slice, &boxes.slice, &mut output.slice, &args]
-        )
+        run_pass(self, Pass::Forward, shape, features, boxes, output)
     }
 
     fn roi_align_backward(
@@ -93,22 +89,46 @@ impl RoiAlignOps for CudaBackend {
         boxes: &Self::Buffer,
         grad_features: &mut Self::Buffer,
     ) -> Result<()> {
-        shape.check(grad_features.len, boxes.len, grad_output.len)?;
-        if shape.num_rois == 0 {
-            return Ok(());
-        }
-        let args = RoiAlignArgs::of(shape)?;
-        check_boxes(self, boxes, &args)?;
-        launch!(
+        run_pass(
             self,
-            "roi_backward",
-            grid_for(shape.output_len()),
-            [
-                &grad_output.slice,
-                &boxes.slice,
-                &mut grad_features.slice,
-                &args
-            ]
+            Pass::Backward,
+            shape,
+            grad_output,
+            boxes,
+            grad_features,
         )
     }
+}
+
+/// One pass: its buffers checked, then its boxes, then its kernel. `input`, `boxes` and `output`
+/// are in the kernel's order: (features, boxes) -> output forward, (grad_output, boxes) ->
+/// grad_features backward; either way one thread per element of the forward's output.
+fn run_pass(
+    be: &CudaBackend,
+    pass: Pass,
+    shape: &RoiAlignShape,
+    input: &CudaBuffer<f32>,
+    boxes: &CudaBuffer<f32>,
+    output: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    // The shape checks the buffers by their role in the forward pass: features, boxes, output.
+    let (features_len, output_len) = match pass {
+        Pass::Forward => (input.len, output.len),
+        Pass::Backward => (output.len, input.len),
+    };
+    shape.check(features_len, boxes.len, output_len)?;
+    if shape.num_rois == 0 {
+        return Ok(());
+    }
+    let args = RoiAlignArgs::of(shape)?;
+    check_boxes(be, boxes, &args)?;
+    launch_match!(
+        be,
+        match pass {
+            Pass::Forward => "roi_forward",
+            Pass::Backward => "roi_backward",
+        },
+        grid_for(shape.output_len()),
+        [&input.slice, &boxes.slice, &mut output.slice, &args]
+    )
 }

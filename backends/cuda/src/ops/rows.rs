@@ -11,8 +11,8 @@ use dscl_core::desc::{ContrastiveRowsDesc, PositiveWeighting, RowsDesc};
 use dscl_core::error::check_len;
 use dscl_core::Result;
 
-use super::u32_of;
-use crate::backend::{block_per, launch, too_large, CudaBackend};
+use super::{launch_match, u32_of};
+use crate::backend::{block_per, launch, too_large, CudaBackend, CudaBuffer};
 use crate::kernel_args::kernel_args;
 
 kernel_args! {
@@ -218,29 +218,8 @@ impl RowOps for CudaBackend {
         targets: &Self::Buffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check("soft_cross_entropy logits", logits.len)?;
-        check_len("soft_cross_entropy targets", targets.len, desc.len())?;
-        check_len("soft_cross_entropy loss", loss.len, desc.rows)?;
-        let args = RowsArgs {
-            grad_scale: grad_scale as f32,
-            ..RowsArgs::of("soft_cross_entropy", desc)?
-        };
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "soft_cross_entropy",
-            block_per("soft_cross_entropy", desc.rows)?,
-            [
-                &*fault,
-                &mut logits.slice,
-                &targets.slice,
-                &mut loss.slice,
-                &args
-            ]
-        )
+        let targets = Targets::Soft(targets);
+        cross_entropy(self, desc, grad_scale, logits, targets, loss)
     }
 
     fn softmax_cross_entropy(
@@ -251,28 +230,69 @@ impl RowOps for CudaBackend {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        desc.check("softmax_cross_entropy logits", logits.len)?;
-        check_len("softmax_cross_entropy labels", labels.len, desc.rows)?;
-        check_len("softmax_cross_entropy loss", loss.len, desc.rows)?;
-        let args = RowsArgs {
-            grad_scale: grad_scale as f32,
-            ..RowsArgs::of("softmax_cross_entropy", desc)?
-        };
-        if desc.rows == 0 {
-            return Ok(());
-        }
-        let fault = self.fault.borrow();
-        launch!(
-            self,
-            "softmax_cross_entropy",
-            block_per("softmax_cross_entropy", desc.rows)?,
-            [
-                &*fault,
-                &mut logits.slice,
-                &labels.slice,
-                &mut loss.slice,
-                &args
-            ]
-        )
+        let targets = Targets::Labels(labels);
+        cross_entropy(self, desc, grad_scale, logits, targets, loss)
     }
+}
+
+/// What a cross-entropy scores its logits against: a distribution per row, or a class per row.
+#[derive(Clone, Copy)]
+enum Targets<'a> {
+    Soft(&'a CudaBuffer<f32>),
+    Labels(&'a CudaBuffer<u32>),
+}
+
+/// The fused cross-entropy and its gradient over `desc`'s rows, in place on `logits`.
+fn cross_entropy(
+    be: &CudaBackend,
+    desc: &RowsDesc,
+    grad_scale: f64,
+    logits: &mut CudaBuffer<f32>,
+    targets: Targets<'_>,
+    loss: &mut CudaBuffer<f32>,
+) -> Result<()> {
+    // The kernel's name, and its buffers' names for the length errors.
+    let (what, [logits_name, targets_name, loss_name]) = match targets {
+        Targets::Soft(_) => (
+            "soft_cross_entropy",
+            [
+                "soft_cross_entropy logits",
+                "soft_cross_entropy targets",
+                "soft_cross_entropy loss",
+            ],
+        ),
+        Targets::Labels(_) => (
+            "softmax_cross_entropy",
+            [
+                "softmax_cross_entropy logits",
+                "softmax_cross_entropy labels",
+                "softmax_cross_entropy loss",
+            ],
+        ),
+    };
+    desc.check(logits_name, logits.len)?;
+    let (targets_len, expected) = match targets {
+        Targets::Soft(t) => (t.len, desc.len()),
+        Targets::Labels(t) => (t.len, desc.rows),
+    };
+    check_len(targets_name, targets_len, expected)?;
+    check_len(loss_name, loss.len, desc.rows)?;
+    let args = RowsArgs {
+        grad_scale: grad_scale as f32,
+        ..RowsArgs::of(what, desc)?
+    };
+    if desc.rows == 0 {
+        return Ok(());
+    }
+    let fault = be.fault.borrow();
+    // Each arm's `t` is its own buffer type: f32 distributions, u32 classes.
+    launch_match!(
+        be,
+        match targets {
+            Targets::Soft(t) => "soft_cross_entropy",
+            Targets::Labels(t) => "softmax_cross_entropy",
+        },
+        block_per(what, desc.rows)?,
+        [&*fault, &mut logits.slice, &t.slice, &mut loss.slice, &args]
+    )
 }
