@@ -3,6 +3,7 @@
 
 use crate::backend::BufferLen;
 use alloc::vec::Vec;
+use core::ops::{Deref, DerefMut};
 
 /// A buffer of elements in host memory.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -63,5 +64,33 @@ impl<T> BufferLen for ReferenceBuffer<T> {
 impl BufferLen for ReferenceIndexBuffer {
     fn len(&self) -> usize {
         self.0.len()
+    }
+}
+
+// A buffer is its slice: the kernels take `&[T]`, and a buffer passed where a slice is
+// expected coerces, so each family's trait impl hands its buffers straight to its kernels.
+impl<T> Deref for ReferenceBuffer<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for ReferenceBuffer<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl Deref for ReferenceIndexBuffer {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+impl DerefMut for ReferenceIndexBuffer {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        &mut self.0
     }
 }

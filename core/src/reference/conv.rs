@@ -20,6 +20,45 @@ fn input_coordinate(
         .filter(|&coordinate| coordinate < size)
 }
 
+/// Position of `index` in a row-major tensor of extents `dims`.
+fn at(dims: [usize; 4], index: [usize; 4]) -> usize {
+    ((index[0] * dims[1] + index[1]) * dims[2] + index[2]) * dims[3] + index[3]
+}
+
+/// Visits every element of the row-major tensor `out` of extents `dims` in order and stores
+/// `sum(index)`, a sum accumulated in f64, with one rounding: written, or added to the value
+/// already there when `accumulate`. Each pass below is one such gather over its output, so
+/// each output element is one sum over the definition.
+fn gather<T: Element>(
+    out: &mut [T],
+    dims: [usize; 4],
+    accumulate: bool,
+    mut sum: impl FnMut([usize; 4]) -> f64,
+) {
+    let mut out_index = 0;
+    for a in 0..dims[0] {
+        for b in 0..dims[1] {
+            for c in 0..dims[2] {
+                for d in 0..dims[3] {
+                    let value = &mut out[out_index];
+                    let acc = sum([a, b, c, d]);
+                    *value = T::from_f64(if accumulate { value.widen() + acc } else { acc });
+                    out_index += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The extents of a pass's three tensors: input, weight, output.
+fn extents(s: &Conv2dShape) -> ([usize; 4], [usize; 4], [usize; 4]) {
+    (
+        [s.batch, s.in_channels, s.in_height, s.in_width],
+        [s.out_channels, s.in_channels, s.kernel_h, s.kernel_w],
+        [s.batch, s.out_channels, s.out_height(), s.out_width()],
+    )
+}
+
 /// `output[n][o][oh][ow] = sum_{c, kh, kw} input[n][c][oh*s - p + kh][ow*s - p + kw] *
 /// weight[o][c][kh][kw]`, written.
 pub fn conv2d_forward<T: Element>(
@@ -30,41 +69,26 @@ pub fn conv2d_forward<T: Element>(
 ) -> Result<()> {
     shape.check(input.len(), weight.len(), output.len())?;
     let s = shape;
-    let (out_h, out_w) = (s.out_height(), s.out_width());
-    let mut out_index = 0;
-    for n in 0..s.batch {
-        for o in 0..s.out_channels {
-            for oh in 0..out_h {
-                for ow in 0..out_w {
-                    let mut acc = 0.0f64;
-                    for c in 0..s.in_channels {
-                        for kh in 0..s.kernel_h {
-                            let Some(ih) =
-                                input_coordinate(oh, kh, s.stride, s.padding, s.in_height)
-                            else {
-                                continue;
-                            };
-                            for kw in 0..s.kernel_w {
-                                let Some(iw) =
-                                    input_coordinate(ow, kw, s.stride, s.padding, s.in_width)
-                                else {
-                                    continue;
-                                };
-                                let x = input[((n * s.in_channels + c) * s.in_height + ih)
-                                    * s.in_width
-                                    + iw];
-                                let w = weight
-                                    [((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += x.widen() * w.widen();
-                            }
-                        }
-                    }
-                    output[out_index] = T::from_f64(acc);
-                    out_index += 1;
+    let (x_dims, w_dims, y_dims) = extents(s);
+    gather(output, y_dims, false, |[n, o, oh, ow]| {
+        let mut acc = 0.0f64;
+        for c in 0..s.in_channels {
+            for kh in 0..s.kernel_h {
+                let Some(ih) = input_coordinate(oh, kh, s.stride, s.padding, s.in_height) else {
+                    continue;
+                };
+                for kw in 0..s.kernel_w {
+                    let Some(iw) = input_coordinate(ow, kw, s.stride, s.padding, s.in_width) else {
+                        continue;
+                    };
+                    let x = input[at(x_dims, [n, c, ih, iw])];
+                    let w = weight[at(w_dims, [o, c, kh, kw])];
+                    acc += x.widen() * w.widen();
                 }
             }
         }
-    }
+        acc
+    });
     Ok(())
 }
 
@@ -95,39 +119,27 @@ pub fn conv2d_backward_data<T: Element>(
 ) -> Result<()> {
     shape.check(grad_input.len(), weight.len(), grad_output.len())?;
     let s = shape;
-    let (out_h, out_w) = (s.out_height(), s.out_width());
-    let mut in_index = 0;
-    for n in 0..s.batch {
-        for c in 0..s.in_channels {
-            for ih in 0..s.in_height {
-                for iw in 0..s.in_width {
-                    let mut acc = 0.0f64;
-                    for o in 0..s.out_channels {
-                        for kh in 0..s.kernel_h {
-                            let Some(oh) = output_coordinate(ih, kh, s.stride, s.padding, out_h)
-                            else {
-                                continue;
-                            };
-                            for kw in 0..s.kernel_w {
-                                let Some(ow) =
-                                    output_coordinate(iw, kw, s.stride, s.padding, out_w)
-                                else {
-                                    continue;
-                                };
-                                let g = grad_output
-                                    [((n * s.out_channels + o) * out_h + oh) * out_w + ow];
-                                let w = weight
-                                    [((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += g.widen() * w.widen();
-                            }
-                        }
-                    }
-                    grad_input[in_index] = T::from_f64(acc);
-                    in_index += 1;
+    let (x_dims, w_dims, y_dims) = extents(s);
+    let (out_h, out_w) = (y_dims[2], y_dims[3]);
+    gather(grad_input, x_dims, false, |[n, c, ih, iw]| {
+        let mut acc = 0.0f64;
+        for o in 0..s.out_channels {
+            for kh in 0..s.kernel_h {
+                let Some(oh) = output_coordinate(ih, kh, s.stride, s.padding, out_h) else {
+                    continue;
+                };
+                for kw in 0..s.kernel_w {
+                    let Some(ow) = output_coordinate(iw, kw, s.stride, s.padding, out_w) else {
+                        continue;
+                    };
+                    let g = grad_output[at(y_dims, [n, o, oh, ow])];
+                    let w = weight[at(w_dims, [o, c, kh, kw])];
+                    acc += g.widen() * w.widen();
                 }
             }
         }
-    }
+        acc
+    });
     Ok(())
 }
 
@@ -141,42 +153,26 @@ pub fn conv2d_backward_filter<T: Element>(
 ) -> Result<()> {
     shape.check(input.len(), grad_weight.len(), grad_output.len())?;
     let s = shape;
-    let (out_h, out_w) = (s.out_height(), s.out_width());
-    let mut weight_index = 0;
-    for o in 0..s.out_channels {
-        for c in 0..s.in_channels {
-            for kh in 0..s.kernel_h {
-                for kw in 0..s.kernel_w {
-                    let mut acc = 0.0f64;
-                    for n in 0..s.batch {
-                        for oh in 0..out_h {
-                            let Some(ih) =
-                                input_coordinate(oh, kh, s.stride, s.padding, s.in_height)
-                            else {
-                                continue;
-                            };
-                            for ow in 0..out_w {
-                                let Some(iw) =
-                                    input_coordinate(ow, kw, s.stride, s.padding, s.in_width)
-                                else {
-                                    continue;
-                                };
-                                let g = grad_output
-                                    [((n * s.out_channels + o) * out_h + oh) * out_w + ow];
-                                let x = input[((n * s.in_channels + c) * s.in_height + ih)
-                                    * s.in_width
-                                    + iw];
-                                acc += g.widen() * x.widen();
-                            }
-                        }
-                    }
-                    let gw = &mut grad_weight[weight_index];
-                    *gw = T::from_f64(gw.widen() + acc);
-                    weight_index += 1;
+    let (x_dims, w_dims, y_dims) = extents(s);
+    gather(grad_weight, w_dims, true, |[o, c, kh, kw]| {
+        let mut acc = 0.0f64;
+        for n in 0..s.batch {
+            for oh in 0..y_dims[2] {
+                let Some(ih) = input_coordinate(oh, kh, s.stride, s.padding, s.in_height) else {
+                    continue;
+                };
+                for ow in 0..y_dims[3] {
+                    let Some(iw) = input_coordinate(ow, kw, s.stride, s.padding, s.in_width) else {
+                        continue;
+                    };
+                    let g = grad_output[at(y_dims, [n, o, oh, ow])];
+                    let x = input[at(x_dims, [n, c, ih, iw])];
+                    acc += g.widen() * x.widen();
                 }
             }
         }
-    }
+        acc
+    });
     Ok(())
 }
 
@@ -194,12 +190,7 @@ impl<T: Element> crate::backend::ConvOps for ReferenceBackend<T> {
         output: &mut Self::Buffer,
         _workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        conv2d_forward(
-            shape,
-            input.as_slice(),
-            weight.as_slice(),
-            output.as_mut_slice(),
-        )
+        conv2d_forward(shape, input, weight, output)
     }
 
     fn conv2d_backward_data(
@@ -210,12 +201,7 @@ impl<T: Element> crate::backend::ConvOps for ReferenceBackend<T> {
         grad_input: &mut Self::Buffer,
         _workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        conv2d_backward_data(
-            shape,
-            grad_output.as_slice(),
-            weight.as_slice(),
-            grad_input.as_mut_slice(),
-        )
+        conv2d_backward_data(shape, grad_output, weight, grad_input)
     }
 
     fn conv2d_backward_filter(
@@ -226,12 +212,7 @@ impl<T: Element> crate::backend::ConvOps for ReferenceBackend<T> {
         grad_weight: &mut Self::Buffer,
         _workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        conv2d_backward_filter(
-            shape,
-            input.as_slice(),
-            grad_output.as_slice(),
-            grad_weight.as_mut_slice(),
-        )
+        conv2d_backward_filter(shape, input, grad_output, grad_weight)
     }
 }
 

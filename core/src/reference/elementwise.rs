@@ -89,7 +89,7 @@ pub fn relu_backward<T: Element>(
 
 impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
     fn fill(&self, x: &mut Self::Buffer, offset: usize, len: usize, value: f64) -> Result<()> {
-        fill(x.as_mut_slice(), offset, len, value)
+        fill(x, offset, len, value)
     }
 
     fn copy(
@@ -100,14 +100,7 @@ impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        super::memory::copy(
-            "copy",
-            src.as_slice(),
-            src_offset,
-            dst.as_mut_slice(),
-            dst_offset,
-            len,
-        )
+        super::memory::copy("copy", src, src_offset, dst, dst_offset, len)
     }
 
     fn copy_index(
@@ -118,22 +111,15 @@ impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        super::memory::copy(
-            "copy_index",
-            src.as_slice(),
-            src_offset,
-            dst.as_mut_slice(),
-            dst_offset,
-            len,
-        )
+        super::memory::copy("copy_index", src, src_offset, dst, dst_offset, len)
     }
 
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {
-        scale(x.as_mut_slice(), len, alpha)
+        scale(x, len, alpha)
     }
 
     fn axpy(&self, alpha: f64, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        axpy(alpha, x.as_slice(), y.as_mut_slice(), len)
+        axpy(alpha, x, y, len)
     }
 
     fn add(
@@ -143,7 +129,7 @@ impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
         out: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        add(a.as_slice(), b.as_slice(), out.as_mut_slice(), len)
+        add(a, b, out, len)
     }
 
     fn sum(
@@ -154,11 +140,11 @@ impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
         out: &mut Self::Buffer,
         offset: usize,
     ) -> Result<()> {
-        sum(x.as_slice(), len, scale, out.as_mut_slice(), offset)
+        sum(x, len, scale, out, offset)
     }
 
     fn relu_forward(&self, x: &Self::Buffer, y: &mut Self::Buffer, len: usize) -> Result<()> {
-        relu_forward(x.as_slice(), y.as_mut_slice(), len)
+        relu_forward(x, y, len)
     }
 
     fn relu_backward(
@@ -168,7 +154,7 @@ impl<T: Element> crate::backend::ElementwiseOps for ReferenceBackend<T> {
         grad_x: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        relu_backward(y.as_slice(), grad_y.as_slice(), grad_x.as_mut_slice(), len)
+        relu_backward(y, grad_y, grad_x, len)
     }
 }
 

@@ -87,7 +87,7 @@ impl<T: Element> crate::backend::DenseOps for ReferenceBackend<T> {
         b: &Self::Buffer,
         c: &mut Self::Buffer,
     ) -> Result<()> {
-        gemm(desc, a.as_slice(), b.as_slice(), c.as_mut_slice())
+        gemm(desc, a, b, c)
     }
 
     fn bias_add(
@@ -97,7 +97,7 @@ impl<T: Element> crate::backend::DenseOps for ReferenceBackend<T> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        bias_add(x.as_mut_slice(), bias.as_slice(), rows, cols)
+        bias_add(x, bias, rows, cols)
     }
 
     fn bias_backward(
@@ -107,7 +107,7 @@ impl<T: Element> crate::backend::DenseOps for ReferenceBackend<T> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        bias_backward(grad_out.as_slice(), grad_bias.as_mut_slice(), rows, cols)
+        bias_backward(grad_out, grad_bias, rows, cols)
     }
 }
 

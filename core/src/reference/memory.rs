@@ -77,15 +77,15 @@ impl<T: Element> crate::backend::MemoryOps for ReferenceBackend<T> {
     }
 
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[T]) -> Result<()> {
-        upload("upload", dst.as_mut_slice(), offset, src)
+        upload("upload", dst, offset, src)
     }
 
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [T]) -> Result<()> {
-        download("download", src.as_slice(), offset, dst)
+        download("download", src, offset, dst)
     }
 
     fn upload_index(&self, dst: &mut Self::IndexBuffer, offset: usize, src: &[u32]) -> Result<()> {
-        upload("upload_index", dst.as_mut_slice(), offset, src)
+        upload("upload_index", dst, offset, src)
     }
 
     fn download_index(
@@ -94,7 +94,7 @@ impl<T: Element> crate::backend::MemoryOps for ReferenceBackend<T> {
         offset: usize,
         dst: &mut [u32],
     ) -> Result<()> {
-        download("download_index", src.as_slice(), offset, dst)
+        download("download_index", src, offset, dst)
     }
 
     fn take_fault(&self) -> Result<Option<Fault>> {

@@ -4,8 +4,9 @@
 //! Every other backend is tested against it, so it favours being obviously right over being
 //! fast: one free function per kernel, forward and backward side by side, no tiling, no
 //! threads. Each family file ends with its family's implementation for [`ReferenceBackend`],
-//! which hands the buffers' slices to those functions. `ReferenceBackend<f64>` is also what finite-difference checks and the comparison
-//! with PyTorch float64 values (tests/tests/reference_vs_pytorch.rs) run on.
+//! which hands its buffers to those functions (a buffer derefs to its slice).
+//! `ReferenceBackend<f64>` is also what finite-difference checks and the comparison with
+//! PyTorch float64 values (tests/tests/reference_vs_pytorch.rs) run on.
 //!
 //! Each kernel validates every buffer through the `desc` checks before touching it, so indexing
 //! afterwards cannot go out of bounds; value errors (NaN, zero-norm rows, bad labels) go to the

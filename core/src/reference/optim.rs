@@ -67,13 +67,7 @@ impl<T: Element> crate::backend::OptimOps for ReferenceBackend<T> {
         velocity: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        sgd_momentum_update(
-            params,
-            weights.as_mut_slice(),
-            grads.as_slice(),
-            velocity.as_mut_slice(),
-            len,
-        )
+        sgd_momentum_update(params, weights, grads, velocity, len)
     }
 
     fn ema_update(
@@ -83,7 +77,7 @@ impl<T: Element> crate::backend::OptimOps for ReferenceBackend<T> {
         target: &mut Self::Buffer,
         len: usize,
     ) -> Result<()> {
-        ema_update(momentum, source.as_slice(), target.as_mut_slice(), len)
+        ema_update(momentum, source, target, len)
     }
 }
 

@@ -162,13 +162,7 @@ impl<T: Element> crate::backend::PoolOps for ReferenceBackend<T> {
         y: &mut Self::Buffer,
         argmax: &mut Self::IndexBuffer,
     ) -> Result<()> {
-        max_pool2d_forward(
-            shape,
-            x.as_slice(),
-            y.as_mut_slice(),
-            argmax.as_mut_slice(),
-            &self.faults,
-        )
+        max_pool2d_forward(shape, x, y, argmax, &self.faults)
     }
 
     fn max_pool2d_backward(
@@ -178,12 +172,7 @@ impl<T: Element> crate::backend::PoolOps for ReferenceBackend<T> {
         argmax: &Self::IndexBuffer,
         grad_x: &mut Self::Buffer,
     ) -> Result<()> {
-        max_pool2d_backward(
-            shape,
-            grad_y.as_slice(),
-            argmax.as_slice(),
-            grad_x.as_mut_slice(),
-        )
+        max_pool2d_backward(shape, grad_y, argmax, grad_x)
     }
 
     fn global_avg_pool_forward(
@@ -194,7 +183,7 @@ impl<T: Element> crate::backend::PoolOps for ReferenceBackend<T> {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_pool_forward(x.as_slice(), y.as_mut_slice(), batch, channels, spatial)
+        global_avg_pool_forward(x, y, batch, channels, spatial)
     }
 
     fn global_avg_pool_backward(
@@ -205,13 +194,7 @@ impl<T: Element> crate::backend::PoolOps for ReferenceBackend<T> {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_pool_backward(
-            grad_y.as_slice(),
-            grad_x.as_mut_slice(),
-            batch,
-            channels,
-            spatial,
-        )
+        global_avg_pool_backward(grad_y, grad_x, batch, channels, spatial)
     }
 }
 

@@ -252,13 +252,7 @@ impl<T: Element> crate::backend::RoiAlignOps for ReferenceBackend<T> {
         boxes: &Self::Buffer,
         output: &mut Self::Buffer,
     ) -> Result<()> {
-        roi_align_forward(
-            shape,
-            features.as_slice(),
-            boxes.as_slice(),
-            output.as_mut_slice(),
-            &self.faults,
-        )
+        roi_align_forward(shape, features, boxes, output, &self.faults)
     }
 
     fn roi_align_backward(
@@ -268,13 +262,7 @@ impl<T: Element> crate::backend::RoiAlignOps for ReferenceBackend<T> {
         boxes: &Self::Buffer,
         grad_features: &mut Self::Buffer,
     ) -> Result<()> {
-        roi_align_backward(
-            shape,
-            grad_output.as_slice(),
-            boxes.as_slice(),
-            grad_features.as_mut_slice(),
-            &self.faults,
-        )
+        roi_align_backward(shape, grad_output, boxes, grad_features, &self.faults)
     }
 }
 

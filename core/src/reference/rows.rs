@@ -324,14 +324,7 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_forward(
-            x.as_slice(),
-            y.as_mut_slice(),
-            norms.as_mut_slice(),
-            rows,
-            cols,
-            &self.faults,
-        )
+        l2_normalize_forward(x, y, norms, rows, cols, &self.faults)
     }
 
     fn l2_normalize_backward(
@@ -343,18 +336,11 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         rows: usize,
         cols: usize,
     ) -> Result<()> {
-        l2_normalize_backward(
-            y.as_slice(),
-            norms.as_slice(),
-            grad_y.as_slice(),
-            grad_x.as_mut_slice(),
-            rows,
-            cols,
-        )
+        l2_normalize_backward(y, norms, grad_y, grad_x, rows, cols)
     }
 
     fn row_softmax(&self, desc: &RowsDesc, x: &Self::Buffer, y: &mut Self::Buffer) -> Result<()> {
-        row_softmax(desc, x.as_slice(), y.as_mut_slice(), &self.faults)
+        row_softmax(desc, x, y, &self.faults)
     }
 
     fn row_logsumexp(
@@ -363,7 +349,7 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         x: &Self::Buffer,
         out: &mut Self::Buffer,
     ) -> Result<()> {
-        row_logsumexp(desc, x.as_slice(), out.as_mut_slice(), &self.faults)
+        row_logsumexp(desc, x, out, &self.faults)
     }
 
     fn contrastive_rows(
@@ -373,13 +359,7 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        contrastive_rows(
-            desc,
-            logits.as_mut_slice(),
-            labels.as_slice(),
-            loss.as_mut_slice(),
-            &self.faults,
-        )
+        contrastive_rows(desc, logits, labels, loss, &self.faults)
     }
 
     fn soft_cross_entropy(
@@ -390,14 +370,7 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         targets: &Self::Buffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        soft_cross_entropy(
-            desc,
-            grad_scale,
-            logits.as_mut_slice(),
-            targets.as_slice(),
-            loss.as_mut_slice(),
-            &self.faults,
-        )
+        soft_cross_entropy(desc, grad_scale, logits, targets, loss, &self.faults)
     }
 
     fn softmax_cross_entropy(
@@ -408,14 +381,7 @@ impl<T: Element> crate::backend::RowOps for ReferenceBackend<T> {
         labels: &Self::IndexBuffer,
         loss: &mut Self::Buffer,
     ) -> Result<()> {
-        softmax_cross_entropy(
-            desc,
-            grad_scale,
-            logits.as_mut_slice(),
-            labels.as_slice(),
-            loss.as_mut_slice(),
-            &self.faults,
-        )
+        softmax_cross_entropy(desc, grad_scale, logits, labels, loss, &self.faults)
     }
 }
 
