@@ -1,7 +1,8 @@
 //! Pooling: max pooling with its argmax, and global average pooling.
 
+use super::conv::Conv2dShape;
+use super::padded;
 use super::MemoryOps;
-use super::{out_extent, padded, product};
 use crate::error::{check_len, ensure, Result};
 
 /// Checks the buffers of global average pooling over `[batch, channels, spatial]` (`x` that
@@ -40,22 +41,32 @@ pub struct PoolShape {
 }
 
 impl PoolShape {
+    /// The convolution with this window and one output channel per input channel: pooling's
+    /// output grid and tensor sizes are exactly its.
+    fn window(&self) -> Conv2dShape {
+        Conv2dShape {
+            batch: self.batch,
+            in_channels: self.channels,
+            in_height: self.in_height,
+            in_width: self.in_width,
+            out_channels: self.channels,
+            kernel_h: self.kernel,
+            kernel_w: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
     pub fn out_height(&self) -> usize {
-        out_extent(self.in_height, self.padding, self.kernel, self.stride)
+        self.window().out_height()
     }
     pub fn out_width(&self) -> usize {
-        out_extent(self.in_width, self.padding, self.kernel, self.stride)
+        self.window().out_width()
     }
     pub fn input_len(&self) -> usize {
-        product(&[self.batch, self.channels, self.in_height, self.in_width])
+        self.window().input_len()
     }
     pub fn output_len(&self) -> usize {
-        product(&[
-            self.batch,
-            self.channels,
-            self.out_height(),
-            self.out_width(),
-        ])
+        self.window().output_len()
     }
     pub fn check(&self, input_len: usize, output_len: usize, argmax_len: usize) -> Result<()> {
         ensure(
