@@ -12,7 +12,7 @@ use super::diagnose::{
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{ContrastiveRowsDesc, GemmDesc, MatrixLayout, PositiveWeighting};
-use crate::error::{check_len, ensure, Fault, Result};
+use crate::error::{check_len, ensure, Result};
 
 /// The inputs of one step. Every feature row must already be L2-normalised (see
 /// [`super::L2Normalize`]); the loss itself does not normalise.
@@ -161,12 +161,15 @@ impl<B: Backend> SupervisedContrastive<B> {
     ) -> Result<f64> {
         self.record(backend, inputs, mode, grad_queries, Totals::Own)?;
         let (readout, fault) = read_own_totals(backend, &self.totals)?;
-        self.finish(backend, inputs, grad_queries, readout, fault)
+        let named = self.named_inputs(inputs, self.shape.batch);
+        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
+        self.check_outputs(backend, readout, grad_queries)?;
+        Ok(readout.loss)
     }
 
     /// The first half of [`Self::forward_backward`]: queues every kernel, the mean loss and the
     /// gradient probe into `totals` included, and reads nothing back. The values read back
-    /// then go to [`Self::finish`] (or [`Self::suspect`] and [`Self::check_outputs`]), with
+    /// then go to [`Self::suspect`] and [`Self::check_outputs`], with
     /// the inputs and the gradient unchanged in between.
     pub(crate) fn record(
         &mut self,
@@ -270,23 +273,6 @@ impl<B: Backend> SupervisedContrastive<B> {
             totals,
             &mut self.totals,
         )
-    }
-
-    /// The second half of [`Self::forward_backward`]: given the values [`Self::record`] queued
-    /// and the fault slot, read back, returns the loss or the error that explains the fault or
-    /// the overflow.
-    pub(crate) fn finish(
-        &self,
-        backend: &B,
-        inputs: &ContrastiveInputs<'_, B>,
-        grad_queries: &B::Buffer,
-        readout: LossReadout,
-        fault: Option<Fault>,
-    ) -> Result<f64> {
-        let named = self.named_inputs(inputs, self.shape.batch);
-        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
-        self.check_outputs(backend, readout, grad_queries)?;
-        Ok(readout.loss)
     }
 
     /// The inputs a non-finite fault is traced to, in order, holding `batch` queries and keys

@@ -7,8 +7,9 @@
 //! reads back only the scalar loss (with a probe of its gradient and the fault slot, in one
 //! read), and turns any value fault recorded by the kernels into an [`Error`](crate::Error)
 //! that names the input and row. Inside the crate each loss also runs in two halves, `record`
-//! (queue everything, read nothing) and `finish` (explain what was read), so a training step
-//! reads all of its losses at once, after its backward is queued.
+//! (queue everything, read nothing) and the explanation of what was read (`suspect` and
+//! `check_outputs`; `read_and_finish` for cross-entropy), so a training step reads all of its
+//! losses at once, after its backward is queued.
 
 mod contrastive;
 mod cross_entropy;

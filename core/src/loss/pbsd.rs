@@ -12,7 +12,7 @@ use super::diagnose::{
 use super::{check_temperature, rows_per_block, ContrastiveShape, DEFAULT_MAX_BLOCK_ELEMS};
 use crate::backend::{Backend, BufferLen};
 use crate::desc::{GemmDesc, MatrixLayout, RowsDesc};
-use crate::error::{check_len, ensure, Fault, Result};
+use crate::error::{check_len, ensure, Result};
 
 /// The inputs of one step; every row L2-normalised.
 pub struct PbsdInputs<'a, B: Backend> {
@@ -140,12 +140,15 @@ impl<B: Backend> PatchSelfDistillation<B> {
     ) -> Result<f64> {
         self.record(backend, inputs, grad_students, Totals::Own)?;
         let (readout, fault) = read_own_totals(backend, &self.totals)?;
-        self.finish(backend, inputs, grad_students, readout, fault)
+        let named = self.named_inputs(inputs, self.shape.batch);
+        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
+        self.check_outputs(backend, readout, grad_students)?;
+        Ok(readout.loss)
     }
 
     /// The first half of [`Self::forward_backward`]: queues every kernel, the mean loss and the
     /// gradient probe into `totals` included, and reads nothing back. The values read back
-    /// then go to [`Self::finish`] (or [`Self::suspect`] and [`Self::check_outputs`]).
+    /// then go to [`Self::suspect`] and [`Self::check_outputs`].
     pub(crate) fn record(
         &mut self,
         backend: &B,
@@ -251,23 +254,6 @@ impl<B: Backend> PatchSelfDistillation<B> {
             totals,
             &mut self.totals,
         )
-    }
-
-    /// The second half of [`Self::forward_backward`]: given the values [`Self::record`] queued
-    /// and the fault slot, read back, returns the loss or the error that explains the fault or
-    /// the overflow.
-    pub(crate) fn finish(
-        &self,
-        backend: &B,
-        inputs: &PbsdInputs<'_, B>,
-        grad_students: &B::Buffer,
-        readout: LossReadout,
-        fault: Option<Fault>,
-    ) -> Result<f64> {
-        let named = self.named_inputs(inputs, self.shape.batch);
-        explain_fault(backend, fault, &[self.suspect(&named, readout)])?;
-        self.check_outputs(backend, readout, grad_students)?;
-        Ok(readout.loss)
     }
 
     /// The inputs a non-finite fault is traced to, in order, for `batch` images (this loss's
