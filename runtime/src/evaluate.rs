@@ -97,21 +97,15 @@ pub fn evaluate<B: Backend<Elem = f32>>(
     eval: &EvalArgs,
     out: &Path,
 ) -> Result<Metrics> {
-    let EvalInput {
-        checkpoint: ckpt,
-        cfg,
-        num_classes,
-        counts,
-        test,
-    } = input;
-    let net = model::classifier(&cfg, num_classes)?;
+    let (cfg, num_classes) = (&input.cfg, input.num_classes);
+    let net = model::classifier(cfg, num_classes)?;
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
-    schema::load_classifier(&ckpt, backend, &net, &mut params, &mut state)?;
+    schema::load_classifier(&input.checkpoint, backend, &net, &mut params, &mut state)?;
 
-    let mut pass = TestPass::new(backend, test, &cfg, &net.backbone, num_classes, true)?;
+    let mut pass = TestPass::new(backend, input.test, cfg, &net.backbone, num_classes, true)?;
     let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
-    let metrics = tally.finish(&counts, eval.split_thresholds)?;
+    let metrics = tally.finish(&input.counts, eval.split_thresholds)?;
     write_report(out, METRICS_FILE, &metrics)?;
     Ok(metrics)
 }

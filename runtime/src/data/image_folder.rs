@@ -115,7 +115,7 @@ impl ImageFolder {
             collect_images(root, class, 0, &mut images)?;
             images.sort();
             for image in &images {
-                table.push(image, label);
+                table.push(image, label, ());
             }
         }
         if table.len() == 0 {

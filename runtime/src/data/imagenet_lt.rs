@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::decode::decode_image_file;
 use super::list_file::BOM;
-use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::path_table::{shown, shown_path, PathTable};
 use super::Image;
 use super::{label_range, Dataset, MAX_CLASSES};
 
@@ -31,10 +31,8 @@ struct Annotation {
 #[derive(Clone, Debug)]
 pub struct ImageNetLtJson {
     json: PathBuf,
-    table: PathTable,
-    /// The index of each sample's annotation in the file, for error messages (samples dropped
-    /// by [`ImageNetLtJson::without`] leave gaps).
-    annotations: Vec<u32>,
+    /// Each sample's origin is the index of its annotation in the file.
+    table: PathTable<u32>,
     num_classes: usize,
 }
 
@@ -83,7 +81,7 @@ impl ImageNetLtJson {
         let mut table = PathTable::new(root);
         let text_bytes = file.annotations.iter().map(|a| a.fpath.len()).sum();
         table.reserve(file.annotations.len(), text_bytes);
-        for (i, a) in file.annotations.iter().enumerate() {
+        for (i, a) in (0..count).zip(&file.annotations) {
             // num_classes is at most MAX_CLASSES, so this bounds every category_id by it too.
             if a.category_id as usize >= file.num_classes {
                 bail!(
@@ -96,12 +94,11 @@ impl ImageNetLtJson {
                     label_range(file.num_classes)
                 );
             }
-            table.push(&a.fpath, a.category_id);
+            table.push(&a.fpath, a.category_id, i);
         }
         Ok(ImageNetLtJson {
             json: json.to_path_buf(),
             table,
-            annotations: (0..count).collect(),
             num_classes: file.num_classes,
         })
     }
@@ -117,38 +114,27 @@ impl ImageNetLtJson {
         self.table.missing()
     }
 
-    /// The data set without the samples at `drop` (ascending, as
-    /// [`ImageNetLtJson::missing_files`] returns them); the rest keep their annotation
-    /// indices and the class count stays.
-    pub fn without(&self, drop: &[usize]) -> Self {
-        ImageNetLtJson {
-            json: self.json.clone(),
-            table: self.table.without(drop),
-            annotations: kept(self.annotations.len(), drop)
-                .map(|i| self.annotations[i])
-                .collect(),
-            num_classes: self.num_classes,
-        }
-    }
-
     /// Checks that every annotated image exists, so a missing one is reported before training
     /// rather than mid-epoch. Without `skip_bad` any missing image is an error naming how
     /// many and the first few with their annotation indices; with it they are dropped with a
     /// one-line report on stderr, and it is an error only when none is left.
-    pub fn check_files(self, skip_bad: bool) -> anyhow::Result<Self> {
-        let missing = self.missing_files();
-        if missing.is_empty() {
-            return Ok(self);
-        }
-        missing_policy(
-            &missing,
-            self.len(),
-            skip_bad,
-            |i| self.describe(i),
-            |i| self.path(i),
-        )?;
-        Ok(self.without(&missing))
+    pub fn check_files(mut self, skip_bad: bool) -> anyhow::Result<Self> {
+        let json = &self.json;
+        self.table = self
+            .table
+            .check_files(skip_bad, |table, i| describe(json, table, i))?;
+        Ok(self)
     }
+}
+
+/// Sample `i` of `table` with its annotation in `json`.
+fn describe(json: &Path, table: &PathTable<u32>, i: usize) -> String {
+    format!(
+        "{} (annotation {} of {})",
+        shown_path(&table.path(i)),
+        table.origin(i),
+        json.display()
+    )
 }
 
 impl Dataset for ImageNetLtJson {
@@ -169,12 +155,7 @@ impl Dataset for ImageNetLtJson {
     }
 
     fn describe(&self, i: usize) -> String {
-        format!(
-            "{} (annotation {} of {})",
-            shown_path(&self.table.path(i)),
-            self.annotations[i],
-            self.json.display()
-        )
+        describe(&self.json, &self.table, i)
     }
 }
 
@@ -269,7 +250,10 @@ mod tests {
              {\"fpath\": \"b\", \"category_id\": 2}, {\"fpath\": \"c\", \"category_id\": 1}]}",
         )
         .unwrap();
-        let d = d.without(&[1]);
+        let d = ImageNetLtJson {
+            table: d.table.without(&[1]),
+            ..d
+        };
         assert_eq!(d.labels(), &[0, 1]);
         assert_eq!(
             d.describe(1),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use super::decode::decode_image_file;
-use super::path_table::{kept, missing_policy, shown, shown_path, PathTable};
+use super::path_table::{shown, shown_path, PathTable};
 use super::Image;
 use super::{label_range, Dataset, MAX_CLASSES};
 
@@ -24,9 +24,8 @@ pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 #[derive(Clone, Debug)]
 pub struct ListFile {
     list: PathBuf,
-    table: PathTable,
-    /// The 1-based line of each entry in the list, for error messages.
-    lines: Vec<u32>,
+    /// Each entry's origin is its 1-based line in the list.
+    table: PathTable<u32>,
     num_classes: usize,
 }
 
@@ -70,7 +69,6 @@ impl ListFile {
         let mut table = PathTable::new(root);
         // A typical line is ~40 bytes; reserving from that avoids most regrowth.
         table.reserve(bytes.len() / 40 + 1, bytes.len());
-        let mut lines = Vec::with_capacity(bytes.len() / 40 + 1);
         for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let line_no = n + 1;
             let at = || format!("{}:{line_no}", list.display());
@@ -99,8 +97,7 @@ impl ListFile {
             }
             let line_no =
                 u32::try_from(line_no).map_err(|_| anyhow::anyhow!("{}: too many lines", at()))?;
-            table.push(path.trim_end(), label);
-            lines.push(line_no);
+            table.push(path.trim_end(), label, line_no);
         }
         if table.len() == 0 {
             bail!("list file {} has no entries", list.display());
@@ -110,7 +107,6 @@ impl ListFile {
         Ok(ListFile {
             list: list.to_path_buf(),
             table,
-            lines,
             num_classes,
         })
     }
@@ -122,7 +118,7 @@ impl ListFile {
 
     /// The 1-based line of sample `i` in the list file.
     pub fn line(&self, i: usize) -> usize {
-        self.lines[i] as usize
+        self.table.origin(i) as usize
     }
 
     /// The samples, ascending, whose image is not a regular file (missing, a directory, a
@@ -131,37 +127,27 @@ impl ListFile {
         self.table.missing()
     }
 
-    /// The list without the samples at `drop` (ascending, as [`ListFile::missing_files`]
-    /// returns them); the rest keep their list lines and the class count stays.
-    pub fn without(&self, drop: &[usize]) -> Self {
-        ListFile {
-            list: self.list.clone(),
-            table: self.table.without(drop),
-            lines: kept(self.lines.len(), drop)
-                .map(|i| self.lines[i])
-                .collect(),
-            num_classes: self.num_classes,
-        }
-    }
-
     /// Checks that every listed image exists, so a missing one is reported before training
     /// rather than mid-epoch. Without `skip_bad` any missing image is an error naming how
     /// many and the first few with their list lines; with it they are dropped with a one-line
     /// report on stderr, and it is an error only when none is left.
-    pub fn check_files(self, skip_bad: bool) -> anyhow::Result<Self> {
-        let missing = self.missing_files();
-        if missing.is_empty() {
-            return Ok(self);
-        }
-        missing_policy(
-            &missing,
-            self.len(),
-            skip_bad,
-            |i| self.describe(i),
-            |i| self.path(i),
-        )?;
-        Ok(self.without(&missing))
+    pub fn check_files(mut self, skip_bad: bool) -> anyhow::Result<Self> {
+        let list = &self.list;
+        self.table = self
+            .table
+            .check_files(skip_bad, |table, i| describe(list, table, i))?;
+        Ok(self)
     }
+}
+
+/// Entry `i` of `table` with its line in `list`.
+fn describe(list: &Path, table: &PathTable<u32>, i: usize) -> String {
+    format!(
+        "{} (listed at {}:{})",
+        shown_path(&table.path(i)),
+        list.display(),
+        table.origin(i)
+    )
 }
 
 /// A label field: a non-negative integer below [`MAX_CLASSES`].
@@ -197,12 +183,7 @@ impl Dataset for ListFile {
     }
 
     fn describe(&self, i: usize) -> String {
-        format!(
-            "{} (listed at {}:{})",
-            shown_path(&self.table.path(i)),
-            self.list.display(),
-            self.lines[i]
-        )
+        describe(&self.list, &self.table, i)
     }
 }
 

@@ -11,33 +11,42 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use rayon::prelude::*;
 
-/// Relative paths (resolved against `root` on demand) and their labels.
+/// Relative paths (resolved against `root` on demand), their labels, and where each entry
+/// stands in its index (`O`: an annotation's index, a list's line; `()` where there is no
+/// index file) for messages. Entries dropped by [`PathTable::without`] leave gaps in the
+/// origins, so a message still points at the right place in the index.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PathTable {
+pub(crate) struct PathTable<O = ()> {
     root: PathBuf,
     text: String,
     ends: Vec<usize>,
     labels: Vec<u32>,
+    origins: Vec<O>,
 }
 
-impl PathTable {
+impl<O: Copy + Sync> PathTable<O> {
     pub(crate) fn new(root: &Path) -> Self {
         PathTable {
             root: root.to_path_buf(),
-            ..Default::default()
+            text: String::new(),
+            ends: Vec::new(),
+            labels: Vec::new(),
+            origins: Vec::new(),
         }
     }
 
     pub(crate) fn reserve(&mut self, entries: usize, text_bytes: usize) {
         self.ends.reserve(entries);
         self.labels.reserve(entries);
+        self.origins.reserve(entries);
         self.text.reserve(text_bytes);
     }
 
-    pub(crate) fn push(&mut self, relative: &str, label: u32) {
+    pub(crate) fn push(&mut self, relative: &str, label: u32, origin: O) {
         self.text.push_str(relative);
         self.ends.push(self.text.len());
         self.labels.push(label);
+        self.origins.push(origin);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -46,6 +55,11 @@ impl PathTable {
 
     pub(crate) fn labels(&self) -> &[u32] {
         &self.labels
+    }
+
+    /// Where entry `i` stands in its index, as pushed.
+    pub(crate) fn origin(&self, i: usize) -> O {
+        self.origins[i]
     }
 
     /// The path of entry `i` as written in the index (relative to the root).
@@ -75,13 +89,35 @@ impl PathTable {
     }
 
     /// The table without the entries at `drop` (ascending).
-    pub(crate) fn without(&self, drop: &[usize]) -> PathTable {
+    pub(crate) fn without(&self, drop: &[usize]) -> Self {
         let mut t = PathTable::new(&self.root);
         t.reserve(self.len() - drop.len(), self.text.len());
         for i in kept(self.len(), drop) {
-            t.push(self.relative(i), self.labels[i]);
+            t.push(self.relative(i), self.labels[i], self.origins[i]);
         }
         t
+    }
+
+    /// Checks that every entry's file exists, so a missing one is reported before training
+    /// rather than mid-epoch: the table itself when all do; under [`missing_policy`] otherwise
+    /// (`describe` names entry `i` of this table with where it is listed).
+    pub(crate) fn check_files(
+        self,
+        skip_bad: bool,
+        describe: impl Fn(&Self, usize) -> String,
+    ) -> anyhow::Result<Self> {
+        let missing = self.missing();
+        if missing.is_empty() {
+            return Ok(self);
+        }
+        missing_policy(
+            &missing,
+            self.len(),
+            skip_bad,
+            |i| describe(&self, i),
+            |i| self.path(i),
+        )?;
+        Ok(self.without(&missing))
     }
 }
 
@@ -208,8 +244,8 @@ mod tests {
     #[test]
     fn stores_and_resolves_entries() {
         let mut t = PathTable::new(Path::new("/data"));
-        t.push("a/b.png", 3);
-        t.push("c.jpg", 0);
+        t.push("a/b.png", 3, 1);
+        t.push("c.jpg", 0, 2);
         assert_eq!(t.len(), 2);
         assert_eq!(t.relative(0), "a/b.png");
         assert_eq!(t.relative(1), "c.jpg");
@@ -222,11 +258,12 @@ mod tests {
     fn dropping_entries_keeps_the_rest_in_order() {
         let mut t = PathTable::new(Path::new("/data"));
         for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            t.push(name, i as u32);
+            t.push(name, i as u32, 10 + i as u32);
         }
         let t = t.without(&[0, 2, 4]);
         assert_eq!((t.relative(0), t.relative(1)), ("b", "d"));
         assert_eq!(t.labels(), &[1, 3]);
+        assert_eq!((t.origin(0), t.origin(1)), (11, 13));
         assert_eq!(kept(4, &[]).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(kept(4, &[3]).collect::<Vec<_>>(), [0, 1, 2]);
     }
@@ -244,7 +281,7 @@ mod tests {
             "here.png",
             "also-gone.jpg",
         ] {
-            t.push(name, 0);
+            t.push(name, 0, 0);
         }
         assert_eq!(t.missing(), [0, 2, 4]);
         assert_eq!(why_missing(&t.path(0)), "no such file");
