@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod collective;
 pub mod desc;
 pub mod element;
 pub mod error;
@@ -21,5 +22,6 @@ pub mod reference;
 pub mod train;
 
 pub use backend::{Backend, BufferLen};
+pub use collective::{Collective, Placement, Solo};
 pub use element::Element;
 pub use error::{Error, Fault, FaultKind, Result};

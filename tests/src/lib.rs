@@ -42,4 +42,5 @@ pub mod compare;
 pub mod conformance;
 pub mod gen;
 pub mod harness;
+pub mod threads;
 pub mod tol;

@@ -22,19 +22,26 @@
 //! root-mean-square magnitude (see `max_rel`). The f64 step differs from the fixture by about
 //! 2e-12, all of it the official losses' 1e-12 constants, which dscl's losses leave out (see
 //! the script's `--no-eps`). `variants_are_caught` shows that the fixture tells the official
-//! step from one replica, one joint crop pass, or keys normalised unshuffled. Run with
+//! step from one replica, one joint crop pass, or keys normalised unshuffled.
+//!
+//! The same run as two processes of one replica group each (threads joined by a host
+//! collective, `DsclStep::step_across`) matches the fixture to the same tolerances on every
+//! rank, the ranks bit-identical; `two_ranks_need_each_exchange` shows that leaving out the
+//! gradients' all-reduce or the running statistics' broadcast fails it. Run with
 //! `--nocapture` for every worst difference.
 
 use std::collections::BTreeMap;
 
+use dscl_core::collective::{Collective, Reducible, Staged};
 use dscl_core::nn::{BlockKind, Encoder, ResNetConfig, Stem};
 use dscl_core::reference::ReferenceBackend;
 use dscl_core::train::{
     ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, DsclModel, DsclStep, LrSchedule, SgdConfig,
     StepShape,
 };
-use dscl_core::{Backend, Element};
+use dscl_core::{Backend, Element, Solo};
 use dscl_cpu::CpuBackend;
+use dscl_tests::threads::Threads;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 use safetensors::{Dtype, SafeTensors};
@@ -209,8 +216,15 @@ fn upload_index<B: Backend>(be: &B, values: &[u32]) -> B::IndexBuffer {
     buf
 }
 
-/// Builds the model from the fixture's initial weights and queue, runs the three steps.
-fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
+/// Builds the model from the fixture's initial weights and queue, runs the three steps as the
+/// rank of the run `collective` connects: with more than one rank, this rank's replica group
+/// of every step's images (its key images those of its slots of the shuffle).
+fn replay<B: Backend>(
+    be: &B,
+    fx: &Fixture,
+    variant: Variant,
+    collective: &impl Collective<B>,
+) -> Outcome {
     let Setup {
         encoder,
         mut config,
@@ -276,8 +290,20 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
         .unwrap();
     model.queue.set_position(k, 0).unwrap();
 
-    let mut step = DsclStep::new(be, &encoder, config, shape).unwrap();
+    let placement = collective.placement();
+    let mut step = DsclStep::placed(be, &encoder, config, shape, placement).unwrap();
     let (b, c) = (shape.batch, config.crops);
+    // This rank's images of each step's batch: `mine` of the batch's `b`, from `first`.
+    let mine = b / placement.world;
+    let first = placement.rank * mine;
+    let rows_of = |values: &[f64], width: usize| -> Vec<f64> {
+        (0..values.len() / (b * width))
+            .flat_map(|set| {
+                let start = (set * b + first) * width;
+                values[start..start + mine * width].to_vec()
+            })
+            .collect()
+    };
     let image = 3 * shape.image_size * shape.image_size;
     let crop = 3 * shape.crop_size * shape.crop_size;
     let (queries, keys, crops, boxes) = (
@@ -290,10 +316,21 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
     let lrs = official_learning_rates(fx);
     let mut losses: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for t in 0..steps {
-        let q = upload(be, &queries[t * b * image..(t + 1) * b * image]);
-        let cr = upload(be, &crops[t * c * b * crop..(t + 1) * c * b * crop]);
-        let bx = upload(be, &boxes[t * c * b * 5..(t + 1) * c * b * 5]);
-        let lb = upload_index(be, &labels[t * b..(t + 1) * b]);
+        let q = upload(
+            be,
+            &rows_of(&queries[t * b * image..(t + 1) * b * image], image),
+        );
+        let cr = upload(
+            be,
+            &rows_of(&crops[t * c * b * crop..(t + 1) * c * b * crop], crop),
+        );
+        // A box names its image by its index in the batch this rank holds.
+        let mut step_boxes = rows_of(&boxes[t * c * b * 5..(t + 1) * c * b * 5], 5);
+        for row in step_boxes.chunks_exact_mut(5) {
+            row[0] -= first as f64;
+        }
+        let bx = upload(be, &step_boxes);
+        let lb = upload_index(be, &labels[t * b + first..t * b + first + mine]);
         let order = &shuffles[t * b..(t + 1) * b];
         // One replica normalises its keys in any order alike, and the step takes no shuffle.
         let shuffled = variant != Variant::UnshuffledKeys && step.config().replicas > 1;
@@ -302,12 +339,12 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
         // writes them; in image order without the shuffle.
         let step_keys = &keys[t * b * image..(t + 1) * b * image];
         let slots: Vec<f64> = match shuffle {
-            Some(order) => order
+            Some(order) => order[first..first + mine]
                 .iter()
                 .flat_map(|&i| &step_keys[i as usize * image..(i as usize + 1) * image])
                 .copied()
                 .collect(),
-            None => step_keys.to_vec(),
+            None => rows_of(step_keys, image),
         };
         let kk = upload(be, &slots);
         let batch = DsclBatch {
@@ -318,7 +355,9 @@ fn replay<B: Backend>(be: &B, fx: &Fixture, variant: Variant) -> Outcome {
             labels: &lb,
             key_shuffle: shuffle,
         };
-        let l = step.step(be, &encoder, &mut model, &batch, lrs[t]).unwrap();
+        let l = step
+            .step_across(be, collective, &encoder, &mut model, &batch, lrs[t])
+            .unwrap();
         losses.entry("dscl").or_default().push(l.contrastive);
         losses.entry("pbsd").or_default().push(l.pbsd);
         losses.entry("total").or_default().push(l.total);
@@ -433,8 +472,11 @@ fn print_rows(what: &str, rows: &[(String, f64, String)]) {
 
 fn check<B: Backend>(be: &B, what: &str, tol: f64) {
     let fx = Fixture::load();
-    let out = replay(be, &fx, Variant::Official);
-    let rows = compare(&fx, &out);
+    check_outcome(&fx, &replay(be, &fx, Variant::Official, &Solo), what, tol);
+}
+
+fn check_outcome(fx: &Fixture, out: &Outcome, what: &str, tol: f64) {
+    let rows = compare(fx, out);
     print_rows(what, &rows);
     assert_eq!(
         out.queue_labels,
@@ -469,7 +511,7 @@ fn variants_are_caught() {
         Variant::OneReplicaJointCrops,
         Variant::UnshuffledKeys,
     ] {
-        let rows = compare(&fx, &replay(&be, &fx, variant));
+        let rows = compare(&fx, &replay(&be, &fx, variant, &Solo));
         print_rows(&format!("{variant:?} against the fixture"), &rows);
         let worst = rows.iter().fold(0.0f64, |m, r| m.max(r.1));
         assert!(
@@ -477,6 +519,145 @@ fn variants_are_caught() {
             "{variant:?} passes for the official step (worst difference {worst:e})"
         );
     }
+}
+
+/// The fixture's run as it was made, two processes of one replica group each (threads here,
+/// joined by a host collective): every rank's losses and final tensors match the fixture as
+/// the one-process replay's do, and the two ranks hold the same bits.
+fn check_two_ranks<B: Backend>(new_backend: impl Fn() -> B + Sync, what: &str, tol: f64)
+where
+    B::Elem: Reducible,
+{
+    let fx = Fixture::load();
+    let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+        let ranks: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|host| {
+                let (fx, new_backend) = (&fx, &new_backend);
+                s.spawn(move || {
+                    let collective = Staged::<_, B::Elem>::new(host);
+                    replay(&new_backend(), fx, Variant::Official, &collective)
+                })
+            })
+            .collect();
+        ranks.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (rank, out) in outcomes.iter().enumerate() {
+        check_outcome(&fx, out, &format!("{what}, rank {rank} of 2"), tol);
+    }
+    let (a, b) = (&outcomes[0], &outcomes[1]);
+    assert_eq!(a.losses, b.losses, "{what}: the ranks' losses");
+    for (name, values) in &a.tensors {
+        let same = values
+            .iter()
+            .zip(&b.tensors[name])
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what}: {name} differs between the ranks");
+    }
+    assert_eq!(a.queue_labels, b.queue_labels, "{what}: the ranks' queues");
+}
+
+/// A collective that leaves one of its operations out.
+struct Without<C> {
+    inner: C,
+    skipped: Skipped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Skipped {
+    GradientSum,
+    StateBroadcast,
+}
+
+impl<B: Backend, C: Collective<B>> Collective<B> for Without<C> {
+    fn placement(&self) -> dscl_core::Placement {
+        self.inner.placement()
+    }
+    fn all_reduce_sum(&self, backend: &B, buffers: &mut [B::Buffer]) -> dscl_core::Result<()> {
+        match self.skipped {
+            Skipped::GradientSum => Ok(()),
+            Skipped::StateBroadcast => self.inner.all_reduce_sum(backend, buffers),
+        }
+    }
+    fn all_reduce_sum_host(&self, values: &mut [f64]) -> dscl_core::Result<()> {
+        self.inner.all_reduce_sum_host(values)
+    }
+    fn all_gather(
+        &self,
+        backend: &B,
+        local: &B::Buffer,
+        len: usize,
+        gathered: &mut B::Buffer,
+    ) -> dscl_core::Result<()> {
+        self.inner.all_gather(backend, local, len, gathered)
+    }
+    fn all_gather_index(
+        &self,
+        backend: &B,
+        local: &B::IndexBuffer,
+        len: usize,
+        gathered: &mut B::IndexBuffer,
+    ) -> dscl_core::Result<()> {
+        self.inner.all_gather_index(backend, local, len, gathered)
+    }
+    fn broadcast(
+        &self,
+        backend: &B,
+        buffers: &mut [B::Buffer],
+        root: usize,
+    ) -> dscl_core::Result<()> {
+        match self.skipped {
+            Skipped::StateBroadcast => self.inner.barrier(),
+            Skipped::GradientSum => self.inner.broadcast(backend, buffers, root),
+        }
+    }
+    fn barrier(&self) -> dscl_core::Result<()> {
+        self.inner.barrier()
+    }
+}
+
+/// Two ranks without the gradients' all-reduce, or without rank 0's running statistics
+/// broadcast, end away from the fixture on rank 1 (whose group is not group 0): each
+/// exchange is needed for the ranks to be the official run.
+#[test]
+fn two_ranks_need_each_exchange() {
+    let fx = Fixture::load();
+    for skipped in [Skipped::GradientSum, Skipped::StateBroadcast] {
+        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+            let ranks: Vec<_> = Threads::group(2)
+                .into_iter()
+                .map(|host| {
+                    let fx = &fx;
+                    s.spawn(move || {
+                        let collective = Without {
+                            inner: Staged::<_, f64>::new(host),
+                            skipped,
+                        };
+                        let be = ReferenceBackend::<f64>::new();
+                        replay(&be, fx, Variant::Official, &collective)
+                    })
+                })
+                .collect();
+            ranks.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let rows = compare(&fx, &outcomes[1]);
+        print_rows(&format!("rank 1 without {skipped:?}"), &rows);
+        let worst = rows.iter().fold(0.0f64, |m, r| m.max(r.1));
+        assert!(
+            worst > 1e-3,
+            "without {skipped:?}, rank 1 still matches (worst difference {worst:e})"
+        );
+    }
+}
+
+#[test]
+fn reference_f64_two_ranks_match_official() {
+    check_two_ranks(ReferenceBackend::<f64>::new, "reference f64", 1e-9);
+}
+
+#[test]
+fn cpu_f32_two_ranks_match_official() {
+    check_two_ranks(CpuBackend::new, "cpu f32", 1e-4);
 }
 
 /// Each step's learning rate from dscl's own stage-1 schedule (`LrSchedule::WarmupCosine`) at

@@ -26,132 +26,39 @@
 //! each its own contrast set. The running statistics are the ones replica 0 leaves, as DDP
 //! broadcasts rank 0's buffers to every replica at each forward: replica 0's query pass, its C
 //! crop sets in order, and its shuffled key group move them; the other groups never do. With
-//! R = 1 the step is the plain single-device step. The per-group work reads each group's rows
-//! of the step's buffers, so R processes can later run one group each with a collective
-//! (all-reduce of the gradients, all-gather of the keys) in place of the in-memory groups.
+//! R = 1 the step is the plain single-device step.
+//!
+//! R processes can run one group each ([`DsclStep::placed`], [`DsclStep::step_across`]): rank
+//! r holds group r's images (its key images those of slot group r of the shuffle), and a
+//! [`Collective`] stands where the groups shared memory: the keys and labels are all-gathered
+//! after step 4 (each rank then holds the whole batch's keys in image order, and the queue
+//! takes them all), the gradients are all-reduced after step 6, the losses summed over ranks,
+//! and rank 0's running statistics (group 0's) broadcast after step 8. In exact arithmetic
+//! this is the one-process step with R groups; in floating point the gradient sums group in
+//! another order.
 //!
 //! [`DsclStep::forward_backward`] is steps 1-6 alone, for gradient checks.
 
+mod checks;
+mod config;
 mod plan;
 
 use heapless::Vec;
 
 use crate::backend::Backend;
 use crate::backend::BufferLen;
-use crate::error::{check_len, ensure, Fault, Result};
-use crate::loss::diagnose::{explain_fault, LossReadout, Totals, TOTALS_LEN};
-use crate::loss::{
-    ContrastiveInputs, PbsdInputs, QueryGradient, DEFAULT_BETA, DEFAULT_CROPS, DEFAULT_PBSD_WEIGHT,
-    DEFAULT_TEMPERATURE,
-};
+use crate::collective::{Collective, Solo};
+use crate::error::Result;
+use crate::loss::diagnose::{LossReadout, Totals, TOTALS_LEN};
+use crate::loss::{ContrastiveInputs, PbsdInputs, QueryGradient};
 use crate::nn::encoder::{Encoder, EncoderRecord};
 use crate::nn::scratch::Scratch;
 use crate::train::model::DsclModel;
-use crate::train::optim::SgdConfig;
-use crate::train::queue::KeyQueue;
 
-use plan::{CropPath, GroupRows, ReplicaGroup};
-
-/// The most replica groups one step holds (a node of 8 GPUs times 8 nodes).
-pub const MAX_REPLICAS: usize = 64;
-
-/// Which supervised contrastive loss stage 1 uses.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ContrastiveLoss {
-    /// DSCL with the augmented view's weight 1 and the other positives' total weight `beta`.
-    Dscl { beta: f64 },
-    /// The SupCon baseline.
-    SupCon,
-}
-
-/// How the crop pass's batch norm takes its statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CropNorm {
-    /// The official code: each crop set (crop c of every image) its own pass, so statistics
-    /// per set and replica group, and the running statistics moved once per set.
-    PerSet,
-    /// One set of statistics over all C x B crops and one running-statistics move: cheaper to
-    /// reason about, but not the official method (a set's statistics mix with the others'),
-    /// and defined for one replica only.
-    Joint,
-}
-
-/// The hyperparameters of a stage-1 step, with the published defaults.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DsclConfig {
-    pub loss: ContrastiveLoss,
-    pub temperature: f64,
-    /// lambda: weight of PBSD in the total loss (0 turns PBSD off and skips the crop path).
-    pub pbsd_weight: f64,
-    /// C: small crops per image.
-    pub crops: usize,
-    /// K: queue length.
-    pub queue_len: usize,
-    /// m: key-encoder momentum.
-    pub key_momentum: f64,
-    pub sgd: SgdConfig,
-    /// R: replica groups of the batch (the official ImageNet-LT run: 2 GPUs).
-    pub replicas: usize,
-    pub crop_norm: CropNorm,
-}
-
-impl Default for DsclConfig {
-    fn default() -> Self {
-        DsclConfig {
-            loss: ContrastiveLoss::Dscl { beta: DEFAULT_BETA },
-            temperature: DEFAULT_TEMPERATURE,
-            pbsd_weight: DEFAULT_PBSD_WEIGHT,
-            crops: DEFAULT_CROPS,
-            queue_len: 65536,
-            key_momentum: 0.999,
-            sgd: SgdConfig::STAGE1,
-            replicas: 1,
-            crop_norm: CropNorm::PerSet,
-        }
-    }
-}
-
-/// Sizes of one step's inputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StepShape {
-    /// B: images per step, all replica groups together.
-    pub batch: usize,
-    /// Query and key images are `image_size x image_size`.
-    pub image_size: usize,
-    /// Crops are `crop_size x crop_size`.
-    pub crop_size: usize,
-    pub num_classes: u32,
-}
-
-/// One step's inputs, on the device.
-pub struct DsclBatch<'a, B: Backend> {
-    /// `[B, 3, S, S]`
-    pub queries: &'a B::Buffer,
-    /// `[B, 3, S, S]`, the second view of the same images: in image order, or, with
-    /// `key_shuffle`, in its order (the host writes each key image at its shuffled slot as it
-    /// assembles the batch, so the device moves no image).
-    pub keys: &'a B::Buffer,
-    /// `[C * B, 3, s, s]`, crop-major: crop c of image i is item `c * B + i`.
-    pub crops: &'a B::Buffer,
-    /// `C * B` rows `(i, x1, y1, x2, y2)` in query-image pixels, in the crops' order.
-    pub crop_boxes: &'a B::Buffer,
-    /// `[B]` labels.
-    pub labels: &'a B::IndexBuffer,
-    /// Shuffled key batch norm with R > 1 replica groups: slot j of `keys` holds key image
-    /// `key_shuffle[j]` (a permutation of `0..B`, drawn anew each step), so group g normalises
-    /// key images `key_shuffle[g * B / R..(g + 1) * B / R]`; the step restores the keys to
-    /// image order after the key encoder. `None`: `keys` are in image order. With one group
-    /// `keys` must be in image order (no order changes its statistics, so none is restored).
-    pub key_shuffle: Option<&'a [u32]>,
-}
-
-/// The losses of one step (means over the batch).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct StepLosses {
-    pub total: f64,
-    pub contrastive: f64,
-    pub pbsd: f64,
-}
+pub use config::{
+    ContrastiveLoss, CropNorm, DsclBatch, DsclConfig, StepLosses, StepShape, MAX_REPLICAS,
+};
+use plan::{Across, CropPath, GroupRows, ReplicaGroup};
 
 /// A planned stage-1 step: every record, loss and temporary, allocated once.
 pub struct DsclStep<B: Backend> {
@@ -159,8 +66,11 @@ pub struct DsclStep<B: Backend> {
     shape: StepShape,
     query: EncoderRecord<B>,
     key: EncoderRecord<B>,
-    /// With R > 1: the keys in image order (the key encoder's output is in the shuffle's).
+    /// With R > 1: the whole batch's keys in image order (the key encoder's output is in the
+    /// shuffle's, and across processes holds only this rank's slots).
     keys_in_order: Option<B::Buffer>,
+    /// With more than one process: what the ranks gather.
+    across: Option<Across<B>>,
     crop: Option<CropPath<B>>,
     scratch: Scratch<B>,
     /// One per replica group: its losses and (R > 1) its rows of the step's buffers.
@@ -196,50 +106,26 @@ impl<B: Backend> DsclStep<B> {
         }
     }
 
-    /// The query embeddings of the last step (`[B, d]`).
+    /// The images this process holds: B, or B / R on each of R processes.
+    pub fn local_batch(&self) -> usize {
+        let world = self.across.as_ref().map_or(1, |a| a.placement.world);
+        self.shape.batch / world
+    }
+
+    /// The query embeddings of the last step (`[B, d]`; this rank's `[B / R, d]` across
+    /// processes).
     pub fn queries(&self) -> &B::Buffer {
         self.query.embeddings()
     }
-    /// The key embeddings of the last step (`[B, d]`, in image order).
+    /// The key embeddings of the last step (`[B, d]`, in image order; the whole batch's, on
+    /// every rank, across processes).
     pub fn keys(&self) -> &B::Buffer {
         self.keys_in_order.as_ref().unwrap_or(self.key.embeddings())
     }
-
-    fn check_batch(&self, batch: &DsclBatch<'_, B>) -> Result<()> {
-        let s = self.shape;
-        let image = s.batch * 3 * s.image_size * s.image_size;
-        check_len("query images", batch.queries.len(), image)?;
-        check_len("key images", batch.keys.len(), image)?;
-        check_len("labels", batch.labels.len(), s.batch)?;
-        if self.crop.is_some() {
-            let n = self.config.crops * s.batch;
-            check_len(
-                "crops",
-                batch.crops.len(),
-                n * 3 * s.crop_size * s.crop_size,
-            )?;
-            check_len("crop boxes", batch.crop_boxes.len(), n * 5)?;
-        }
-        if let Some(order) = batch.key_shuffle {
-            // One group's statistics do not depend on the order, and its keys are never
-            // restored: a shuffle there would pair queries with other images' keys.
-            ensure(
-                self.config.replicas > 1,
-                "key shuffle",
-                "needs more than one replica group",
-            )?;
-            check_len("key shuffle", order.len(), s.batch)?;
-            // A permutation: every slot names a distinct image. Quadratic, allocation-free,
-            // and small next to a step (B^2 / 2 comparisons).
-            for (j, &image) in order.iter().enumerate() {
-                ensure(
-                    (image as usize) < s.batch && !order[..j].contains(&image),
-                    "key shuffle",
-                    "must be a permutation of the batch's images",
-                )?;
-            }
-        }
-        Ok(())
+    /// The keys this process's losses contrast its queries with: its own images' rows of
+    /// [`Self::keys`].
+    fn own_keys(&self) -> &B::Buffer {
+        own_keys(&self.across, &self.keys_in_order, &self.key)
     }
 
     /// One complete step: forward, loss, backward, SGD at rate `lr`, momentum update, enqueue.
@@ -251,17 +137,36 @@ impl<B: Backend> DsclStep<B> {
         batch: &DsclBatch<'_, B>,
         lr: f64,
     ) -> Result<StepLosses> {
+        self.step_across(backend, &Solo, encoder, model, batch, lr)
+    }
+
+    /// [`Self::step`] as one rank of the run `collective` connects (the placement this step was
+    /// planned for): `batch` holds this rank's images, and the losses are the whole batch's.
+    pub fn step_across(
+        &mut self,
+        backend: &B,
+        collective: &impl Collective<B>,
+        encoder: &Encoder,
+        model: &mut DsclModel<B>,
+        batch: &DsclBatch<'_, B>,
+        lr: f64,
+    ) -> Result<StepLosses> {
         self.check_batch(batch)?;
+        self.check_collective(collective)?;
         // MoCo order: the key encoder moves before it encodes this step's keys.
         model
             .key_params
             .ema_from(backend, self.config.key_momentum, &model.query.params)?;
-        let losses = self.losses_and_gradients(backend, encoder, model, batch)?;
+        let losses = self.losses_and_gradients(backend, collective, encoder, model, batch)?;
         model.query.sgd_step(backend, &self.config.sgd, lr)?;
         // Every group's keys in group order: the official concat_all_gather.
+        let labels = self.across.as_ref().map_or(batch.labels, |a| &a.labels);
         model
             .queue
-            .enqueue(backend, self.keys(), batch.labels, self.shape.batch)?;
+            .enqueue(backend, self.keys(), labels, self.shape.batch)?;
+        // Group 0's running statistics are the run's (DDP's broadcast_buffers).
+        collective.broadcast(backend, model.query_state.buffers_mut(), 0)?;
+        collective.broadcast(backend, model.key_state.buffers_mut(), 0)?;
         Ok(losses)
     }
 
@@ -275,14 +180,29 @@ impl<B: Backend> DsclStep<B> {
         model: &mut DsclModel<B>,
         batch: &DsclBatch<'_, B>,
     ) -> Result<StepLosses> {
+        self.forward_backward_across(backend, &Solo, encoder, model, batch)
+    }
+
+    /// [`Self::forward_backward`] as one rank of the run `collective` connects: the gradients
+    /// and losses are the whole batch's.
+    pub fn forward_backward_across(
+        &mut self,
+        backend: &B,
+        collective: &impl Collective<B>,
+        encoder: &Encoder,
+        model: &mut DsclModel<B>,
+        batch: &DsclBatch<'_, B>,
+    ) -> Result<StepLosses> {
         self.check_batch(batch)?;
-        self.losses_and_gradients(backend, encoder, model, batch)
+        self.check_collective(collective)?;
+        self.losses_and_gradients(backend, collective, encoder, model, batch)
     }
 
     /// [`Self::forward_backward`] on a batch already checked.
     fn losses_and_gradients(
         &mut self,
         backend: &B,
+        collective: &impl Collective<B>,
         encoder: &Encoder,
         model: &mut DsclModel<B>,
         batch: &DsclBatch<'_, B>,
@@ -290,7 +210,8 @@ impl<B: Backend> DsclStep<B> {
         let params = &model.query.params;
         model.query.grads.zero(backend)?;
         let (big_b, replicas) = (self.shape.batch, self.config.replicas);
-        let b = big_b / replicas;
+        // `local` of the batch's images are on this process, in its groups of `b`.
+        let (local, b) = (self.local_batch(), big_b / replicas);
         let dim = encoder.embedding_dim();
 
         // Step 1: queries.
@@ -328,7 +249,8 @@ impl<B: Backend> DsclStep<B> {
                 &mut self.scratch,
             )?;
         }
-        // Step 4: keys (in the shuffle's order when there is one), restored to image order.
+        // Step 4: keys (in the shuffle's order when there is one), gathered from every rank
+        // across processes, restored to image order.
         encoder.forward(
             backend,
             &model.key_params,
@@ -337,24 +259,22 @@ impl<B: Backend> DsclStep<B> {
             batch.keys,
             &mut self.scratch,
         )?;
-        if let Some(in_order) = &mut self.keys_in_order {
-            match batch.key_shuffle {
-                Some(order) => {
-                    for (slot, &image) in order.iter().enumerate() {
-                        let row = image as usize;
-                        backend.copy(
-                            self.key.embeddings(),
-                            slot * dim,
-                            in_order,
-                            row * dim,
-                            dim,
-                        )?;
-                    }
-                }
-                None => backend.copy(self.key.embeddings(), 0, in_order, 0, big_b * dim)?,
+        match (&mut self.across, &mut self.keys_in_order) {
+            (Some(a), Some(in_order)) => {
+                collective.all_gather(backend, self.key.embeddings(), local * dim, &mut a.slots)?;
+                collective.all_gather_index(backend, batch.labels, local, &mut a.labels)?;
+                restore_image_order(backend, &a.slots, batch.key_shuffle, in_order, big_b, dim)?;
+                let first = a.placement.rank * local * dim;
+                backend.copy(in_order, first, &mut a.own_keys, 0, local * dim)?;
             }
+            (None, Some(in_order)) => {
+                let slots = self.key.embeddings();
+                restore_image_order(backend, slots, batch.key_shuffle, in_order, big_b, dim)?;
+            }
+            // One group: the keys are already in image order.
+            (_, None) => {}
         }
-        let keys = self.keys_in_order.as_ref().unwrap_or(self.key.embeddings());
+        let keys = own_keys(&self.across, &self.keys_in_order, &self.key);
 
         // Step 5: each group's losses queued into the step's totals buffer (nothing is read
         // back yet), its gradients scaled by 1 / R into the step's gradient buffers.
@@ -374,7 +294,7 @@ impl<B: Backend> DsclStep<B> {
                 backend.copy_index(batch.labels, g * b, &mut rows.labels, 0, b)?;
                 if let Some(c) = &self.crop {
                     for set in 0..crops {
-                        let (from, to) = (((set * big_b) + g * b) * dim, set * b * dim);
+                        let (from, to) = (((set * local) + g * b) * dim, set * b * dim);
                         backend.copy(&c.teachers, from, &mut rows.teachers, to, b * dim)?;
                         backend.copy(
                             c.students.embeddings(),
@@ -454,10 +374,13 @@ impl<B: Backend> DsclStep<B> {
                 )?;
                 if let Some(c) = &mut self.crop {
                     for set in 0..crops {
-                        let (from, to) = (set * b * dim, ((set * big_b) + g * b) * dim);
+                        let (from, to) = (set * b * dim, ((set * local) + g * b) * dim);
                         backend.copy(&rows.d_students, from, &mut c.d_students, to, b * dim)?;
                     }
                 }
+            } else if replicas > 1 {
+                // This process's one group of R, its gradient in the step's own buffer.
+                backend.scale(&mut self.d_queries, b * dim, inv_r)?;
             }
         }
 
@@ -482,104 +405,67 @@ impl<B: Backend> DsclStep<B> {
             &self.d_queries,
             &mut self.scratch,
         )?;
+        // Every rank's gradients summed: each group's already carry its 1 / R.
+        collective.all_reduce_sum(backend, model.query.grads.buffers_mut())?;
 
         // The step's one read: every group's losses and gradient probes and the fault slot.
         let mut values = [B::Elem::default(); 2 * TOTALS_LEN * MAX_REPLICAS];
+        let last = self.groups.len() - 1;
         let read = if self.crop.is_some() {
-            pbsd_slot(replicas - 1) + TOTALS_LEN
+            pbsd_slot(last) + TOTALS_LEN
         } else {
-            contrastive_slot(replicas - 1) + TOTALS_LEN
+            contrastive_slot(last) + TOTALS_LEN
         };
         let fault = backend.download_with_fault(&self.totals, 0, &mut values[..read])?;
         self.check_readouts(backend, &model.queue, batch.labels, &values, fault)?;
-        let (mut contrastive, mut pbsd) = (0.0, 0.0);
-        for g in 0..replicas {
-            contrastive += LossReadout::at(&values, contrastive_slot(g)).loss * inv_r;
+        let mut means = [0.0; 2];
+        for g in 0..self.groups.len() {
+            means[0] += LossReadout::at(&values, contrastive_slot(g)).loss * inv_r;
             if self.crop.is_some() {
-                pbsd += LossReadout::at(&values, pbsd_slot(g)).loss * inv_r;
+                means[1] += LossReadout::at(&values, pbsd_slot(g)).loss * inv_r;
             }
         }
+        collective.all_reduce_sum_host(&mut means)?;
+        let [contrastive, pbsd] = means;
         Ok(StepLosses {
             total: contrastive + self.config.pbsd_weight * pbsd,
             contrastive,
             pbsd,
         })
     }
+}
 
-    /// Turns a fault or a non-finite loss or gradient into the error each loss names alone: the
-    /// fault is traced to DSCL's inputs, then PBSD's, over the whole batch (a row index is the
-    /// image's, whichever group it fell in); then every group's DSCL outputs are checked, then
-    /// every group's PBSD outputs (its gradient as scaled by lambda / R, which keeps a
-    /// non-finite value non-finite).
-    fn check_readouts(
-        &self,
-        backend: &B,
-        queue: &KeyQueue<B>,
-        labels: &B::IndexBuffer,
-        values: &[B::Elem],
-        fault: Option<Fault>,
-    ) -> Result<()> {
-        let big_b = self.shape.batch;
-        let keys = self.keys();
-        let readouts = |slot: fn(usize) -> usize| {
-            (0..self.groups.len()).map(move |g| LossReadout::at(values, slot(g)))
-        };
-        // The readout a fault is blamed on when no input is non-finite: the first group's
-        // that overflowed, else group 0's.
-        let blamed = |slot: fn(usize) -> usize| {
-            readouts(slot)
-                .find(|r| !(r.loss.is_finite() && r.gradient_probe.is_finite()))
-                .unwrap_or(LossReadout::at(values, slot(0)))
-        };
-        let first = &self.groups[0];
-        let contrastive_named = first.contrastive.named_inputs(
-            &ContrastiveInputs {
-                queries: self.query.embeddings(),
-                keys,
-                queue: &queue.keys,
-                labels,
-                queue_labels: &queue.labels,
-                queue_filled: queue.filled(),
-            },
-            big_b,
-        );
-        let contrastive_suspect = first
-            .contrastive
-            .suspect(&contrastive_named, blamed(contrastive_slot));
-        match (&first.pbsd, &self.crop) {
-            (Some(pbsd), Some(c)) => {
-                let pbsd_named = pbsd.named_inputs(
-                    &PbsdInputs {
-                        teachers: &c.teachers,
-                        students: c.students.embeddings(),
-                        keys,
-                        queue: &queue.keys,
-                        queue_filled: queue.filled(),
-                    },
-                    big_b,
-                );
-                let pbsd_suspect = pbsd.suspect(&pbsd_named, blamed(pbsd_slot));
-                explain_fault(backend, fault, &[contrastive_suspect, pbsd_suspect])?;
+/// Writes the keys `slots` (`[B, d]` in slot order) to `in_order` in image order: slot j holds
+/// image `shuffle[j]`, or image j without a shuffle.
+fn restore_image_order<B: Backend>(
+    backend: &B,
+    slots: &B::Buffer,
+    shuffle: Option<&[u32]>,
+    in_order: &mut B::Buffer,
+    batch: usize,
+    dim: usize,
+) -> Result<()> {
+    match shuffle {
+        Some(order) => {
+            for (slot, &image) in order.iter().enumerate() {
+                let row = image as usize;
+                backend.copy(slots, slot * dim, in_order, row * dim, dim)?;
             }
-            _ => explain_fault(backend, fault, &[contrastive_suspect])?,
+            Ok(())
         }
-        for (group, readout) in self.groups.iter().zip(readouts(contrastive_slot)) {
-            let gradient = group
-                .rows
-                .as_ref()
-                .map_or(&self.d_queries, |r| &r.d_queries);
-            group
-                .contrastive
-                .check_outputs(backend, readout, gradient)?;
-        }
-        if let Some(c) = &self.crop {
-            for (group, readout) in self.groups.iter().zip(readouts(pbsd_slot)) {
-                let gradient = group.rows.as_ref().map_or(&c.d_students, |r| &r.d_students);
-                if let Some(pbsd) = &group.pbsd {
-                    pbsd.check_outputs(backend, readout, gradient)?;
-                }
-            }
-        }
-        Ok(())
+        None => backend.copy(slots, 0, in_order, 0, batch * dim),
+    }
+}
+
+/// [`DsclStep::own_keys`] over the step's fields, so the step can borrow its others meanwhile.
+fn own_keys<'a, B: Backend>(
+    across: &'a Option<Across<B>>,
+    keys_in_order: &'a Option<B::Buffer>,
+    key: &'a EncoderRecord<B>,
+) -> &'a B::Buffer {
+    match (across, keys_in_order) {
+        (Some(a), _) => &a.own_keys,
+        (None, Some(in_order)) => in_order,
+        (None, None) => key.embeddings(),
     }
 }

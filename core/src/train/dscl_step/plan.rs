@@ -9,6 +9,7 @@
 use heapless::Vec;
 
 use crate::backend::Backend;
+use crate::collective::Placement;
 use crate::error::{ensure, Result};
 use crate::loss::diagnose::TOTALS_LEN;
 use crate::loss::L2Normalize;
@@ -55,6 +56,18 @@ pub(super) struct GroupRows<B: Backend> {
     pub(super) d_students: B::Buffer,
 }
 
+/// What a rank of a run of several processes adds: the whole batch's keys and labels, gathered
+/// from every rank, and its own group's keys among them.
+pub(super) struct Across<B: Backend> {
+    pub(super) placement: Placement,
+    /// `[B, d]`: every rank's keys in slot order (the key shuffle's, when there is one).
+    pub(super) slots: B::Buffer,
+    /// `[B]`: every rank's labels, in image order.
+    pub(super) labels: B::IndexBuffer,
+    /// `[B / R, d]`: this rank's images' keys, in image order (its losses' positives).
+    pub(super) own_keys: B::Buffer,
+}
+
 impl ContrastiveLoss {
     /// The loss planned for `shape` at `temperature`.
     pub fn plan<B: Backend>(
@@ -73,12 +86,28 @@ impl ContrastiveLoss {
 }
 
 impl<B: Backend> DsclStep<B> {
+    /// The step of a one-process run: every replica group on this device.
     pub fn new(
         backend: &B,
         encoder: &Encoder,
         config: DsclConfig,
         shape: StepShape,
     ) -> Result<Self> {
+        Self::placed(backend, encoder, config, shape, Placement::SOLO)
+    }
+
+    /// The step of rank `placement.rank` of a run of `placement.world` processes: with more
+    /// than one, each process runs one replica group (`config.replicas` must equal the world
+    /// size) on its `shape.batch / world` images, and [`DsclStep::step_across`] exchanges the
+    /// rest through a [`crate::Collective`] of that placement.
+    pub fn placed(
+        backend: &B,
+        encoder: &Encoder,
+        config: DsclConfig,
+        shape: StepShape,
+        placement: Placement,
+    ) -> Result<Self> {
+        placement.check()?;
         ensure(shape.batch >= 1, "batch", "must be at least 1")?;
         ensure(
             config.pbsd_weight.is_finite() && config.pbsd_weight >= 0.0,
@@ -101,7 +130,15 @@ impl<B: Backend> DsclStep<B> {
             "batch",
             "must be a multiple of the replica count (each replica group takes batch / replicas images)",
         )?;
+        let world = placement.world;
+        ensure(
+            world == 1 || replicas == world,
+            "replicas",
+            "must equal the number of processes: each process runs one replica group",
+        )?;
         let big_b = shape.batch;
+        // This process's images and replica groups.
+        let (rows, groups_here) = (big_b / world, replicas / world);
         let b = big_b / replicas;
         let dim = encoder.embedding_dim();
         let loss_shape = ContrastiveShape {
@@ -111,13 +148,13 @@ impl<B: Backend> DsclStep<B> {
             num_classes: shape.num_classes,
         };
         let replica_groups = StatGroups {
-            groups: replicas,
-            running_every: replicas,
+            groups: groups_here,
+            running_every: groups_here,
         };
         let full_size_pass = || {
             encoder.plan_grouped(
                 backend,
-                big_b,
+                rows,
                 shape.image_size,
                 shape.image_size,
                 replica_groups,
@@ -134,8 +171,8 @@ impl<B: Backend> DsclStep<B> {
             )?;
             let crop_groups = match config.crop_norm {
                 CropNorm::PerSet => StatGroups {
-                    groups: config.crops * replicas,
-                    running_every: replicas,
+                    groups: config.crops * groups_here,
+                    running_every: groups_here,
                 },
                 CropNorm::Joint => {
                     ensure(
@@ -146,12 +183,12 @@ impl<B: Backend> DsclStep<B> {
                     StatGroups::WHOLE
                 }
             };
-            let n = config.crops * big_b;
+            let n = config.crops * rows;
             let students =
                 encoder.plan_grouped(backend, n, shape.crop_size, shape.crop_size, crop_groups)?;
             needs = needs.max(encoder.needs(backend, &students));
             let (channels, h, w) = query.backbone.feature_dims();
-            let roi = RoiAlign::new(big_b, channels, h, w, n, encoder.backbone.config.stride())?;
+            let roi = RoiAlign::new(rows, channels, h, w, n, encoder.backbone.config.stride())?;
             Some(CropPath {
                 students,
                 roi_out: backend.alloc(roi.shape.output_len())?,
@@ -172,7 +209,7 @@ impl<B: Backend> DsclStep<B> {
             None
         };
         let mut groups = Vec::new();
-        for _ in 0..replicas {
+        for _ in 0..groups_here {
             let contrastive = config.loss.plan(backend, loss_shape, config.temperature)?;
             let pbsd = if pbsd_on {
                 Some(PatchSelfDistillation::new(
@@ -185,7 +222,7 @@ impl<B: Backend> DsclStep<B> {
                 None
             };
             let crop_rows = if pbsd_on { config.crops * b * dim } else { 0 };
-            let rows = if replicas > 1 {
+            let rows = if groups_here > 1 {
                 Some(GroupRows {
                     queries: backend.alloc(b * dim)?,
                     keys: backend.alloc(b * dim)?,
@@ -210,17 +247,28 @@ impl<B: Backend> DsclStep<B> {
         } else {
             None
         };
+        let across = if world > 1 {
+            Some(Across {
+                placement,
+                slots: backend.alloc(big_b * dim)?,
+                labels: backend.alloc_index(big_b)?,
+                own_keys: backend.alloc(rows * dim)?,
+            })
+        } else {
+            None
+        };
         Ok(DsclStep {
             config,
             shape,
             query,
             key,
             keys_in_order,
+            across,
             crop,
             scratch: Scratch::new(backend, needs)?,
             groups,
-            d_queries: backend.alloc(big_b * dim)?,
-            totals: backend.alloc(2 * TOTALS_LEN * replicas)?,
+            d_queries: backend.alloc(rows * dim)?,
+            totals: backend.alloc(2 * TOTALS_LEN * groups_here)?,
         })
     }
 }

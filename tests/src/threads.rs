@@ -1,0 +1,115 @@
+//! A [`HostCollective`] between threads of one process: the ranks of a data-parallel run
+//! without MPI, for tests that compare R ranks with one process holding R replica groups.
+//!
+//! Each operation deposits this rank's values, waits for every rank, reads all of them, and
+//! waits again before the slots are reused. A reduction adds the ranks' values in rank order
+//! on every rank, so every rank gets the same bits.
+
+use std::any::Any;
+use std::sync::{Arc, Barrier, Mutex};
+
+use dscl_core::collective::HostCollective;
+use dscl_core::{Placement, Result};
+
+struct Shared {
+    barrier: Barrier,
+    slots: Mutex<Vec<Option<Box<dyn Any + Send>>>>,
+}
+
+/// One rank's end of a group of threads.
+pub struct Threads {
+    placement: Placement,
+    shared: Arc<Shared>,
+}
+
+impl Threads {
+    /// The `world` ranks of one group, rank r at index r: move each into its own thread.
+    pub fn group(world: usize) -> Vec<Threads> {
+        let shared = Arc::new(Shared {
+            barrier: Barrier::new(world),
+            slots: Mutex::new((0..world).map(|_| None).collect()),
+        });
+        (0..world)
+            .map(|rank| Threads {
+                placement: Placement { rank, world },
+                shared: Arc::clone(&shared),
+            })
+            .collect()
+    }
+
+    /// Every rank's `mine`, rank by rank.
+    fn exchange<T: Clone + Send + 'static>(&self, mine: &[T]) -> Vec<Vec<T>> {
+        self.shared.slots.lock().unwrap()[self.placement.rank] = Some(Box::new(mine.to_vec()));
+        self.shared.barrier.wait();
+        let all = self
+            .shared
+            .slots
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|slot| {
+                let values = slot.as_ref().expect("every rank deposited");
+                values.downcast_ref::<Vec<T>>().expect("one type").clone()
+            })
+            .collect();
+        self.shared.barrier.wait();
+        all
+    }
+
+    fn sum<T: Copy + Send + std::ops::Add<Output = T> + 'static>(&self, values: &mut [T]) {
+        let parts = self.exchange(values);
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = parts[1..].iter().fold(parts[0][i], |acc, p| acc + p[i]);
+        }
+    }
+
+    fn gather<T: Copy + Send + 'static>(&self, local: &[T], gathered: &mut [T]) {
+        let parts = self.exchange(local);
+        for (r, part) in parts.iter().enumerate() {
+            gathered[r * local.len()..(r + 1) * local.len()].copy_from_slice(part);
+        }
+    }
+
+    fn bcast<T: Copy + Send + 'static>(&self, values: &mut [T], root: usize) {
+        let parts = self.exchange(values);
+        values.copy_from_slice(&parts[root]);
+    }
+}
+
+impl HostCollective for Threads {
+    fn placement(&self) -> Placement {
+        self.placement
+    }
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        self.sum(values);
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        self.sum(values);
+        Ok(())
+    }
+    fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> Result<()> {
+        self.gather(local, gathered);
+        Ok(())
+    }
+    fn all_gather_f64(&self, local: &[f64], gathered: &mut [f64]) -> Result<()> {
+        self.gather(local, gathered);
+        Ok(())
+    }
+    fn all_gather_u32(&self, local: &[u32], gathered: &mut [u32]) -> Result<()> {
+        self.gather(local, gathered);
+        Ok(())
+    }
+    fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<()> {
+        self.bcast(values, root);
+        Ok(())
+    }
+    fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<()> {
+        self.bcast(values, root);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.shared.barrier.wait();
+        Ok(())
+    }
+}
