@@ -19,11 +19,11 @@ use dscl_core::desc::Conv2dShape;
 use dscl_core::error::check_len;
 use dscl_core::{Error, Result};
 
-use super::{binding_align, for_image_runs, groups, word};
+use super::{binding_align, groups, image_runs, word};
 use crate::buffer::Window;
 use crate::kernel::kernel;
 use crate::recorder::MAX_GROUPS_PER_DIM;
-use crate::WgpuBackend;
+use crate::{WgpuBackend, WgpuBuffer};
 
 /// Rows and columns of a workgroup's tile (ROWS, COLS in `conv_tile.wgsl`).
 const ROWS: usize = 16;
@@ -147,21 +147,22 @@ pub(crate) fn workspace_len(_be: &WgpuBackend, shape: &Conv2dShape) -> usize {
     FilterPlan::new(shape).map_or(0, |p| p.workspace_len(shape))
 }
 
-/// Shape and buffer checks shared by the three passes (as the CPU backend: the workspace must
-/// hold what `workspace_len` reports, whichever pass it serves).
+/// Shape and buffer checks shared by the three passes, given the input-, weight- and
+/// output-shaped buffers (as the CPU backend: the workspace must hold what `workspace_len`
+/// reports, whichever pass it serves).
 fn check(
     shape: &Conv2dShape,
-    input_len: usize,
-    weight_len: usize,
-    output_len: usize,
-    workspace_len: usize,
+    input: &WgpuBuffer<f32>,
+    weight: &WgpuBuffer<f32>,
+    output: &WgpuBuffer<f32>,
+    workspace: &WgpuBuffer<f32>,
 ) -> Result<FilterPlan> {
-    shape.check(input_len, weight_len, output_len)?;
+    shape.check(input.len, weight.len, output.len)?;
     let plan = FilterPlan::new(shape).ok_or(Error::InvalidArgument {
         what: "conv2d",
         reason: "shape too large to index",
     })?;
-    check_len("conv2d workspace", workspace_len, plan.workspace_len(shape))?;
+    check_len("conv2d workspace", workspace.len, plan.workspace_len(shape))?;
     // Every flat index a kernel forms stays below one of these, and every coordinate sum the
     // host forms below fits a usize.
     let s = shape;
@@ -217,14 +218,42 @@ fn image_lens(s: &Conv2dShape) -> (usize, usize) {
     )
 }
 
-/// Forward over the images `shape.batch` counts, bound as [input, weight, output] windows
-/// whose images start at elements `input_at` and `output_at`.
+/// One run of whole images: its shape, and its windows of an input-shaped and an
+/// output-shaped tensor, each with the element its images start at.
+type ConvRun<'a> = (Conv2dShape, (Window<'a>, usize), (Window<'a>, usize));
+
+/// The runs of whole images that fit a binding, in order.
+fn conv_runs<'a>(
+    be: &WgpuBackend,
+    what: &'static str,
+    shape: &Conv2dShape,
+    input: &'a WgpuBuffer<f32>,
+    output: &'a WgpuBuffer<f32>,
+) -> Result<impl Iterator<Item = ConvRun<'a>>> {
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    let shape = *shape;
+    let runs = image_runs(be, what, shape.batch, &[image_in, image_out])?;
+    Ok(runs.map(move |(first, count)| {
+        (
+            Conv2dShape {
+                batch: count,
+                ..shape
+            },
+            input.window(first * image_in, count * image_in, align),
+            output.window(first * image_out, count * image_out, align),
+        )
+    }))
+}
+
+/// Forward over the images `shape.batch` counts, in windows of input and output whose images
+/// start at elements `input_at` and `output_at`.
 fn forward_run(
     be: &WgpuBackend,
     shape: &Conv2dShape,
-    bindings: [Window<'_>; 3],
-    input_at: usize,
-    output_at: usize,
+    (input, input_at): (Window<'_>, usize),
+    weight: Window<'_>,
+    (output, output_at): (Window<'_>, usize),
 ) -> Result<()> {
     let s = shape;
     let (oh, ow) = (s.out_height(), s.out_width());
@@ -252,17 +281,18 @@ fn forward_run(
         w(&[input_at])?,
         w(&[output_at])?,
     ];
-    be.rec().dispatch(&FORWARD, &bindings, &params, grid)
+    be.rec()
+        .dispatch(&FORWARD, &[input, weight, output], &params, grid)
 }
 
-/// Backward-data over the images `shape.batch` counts, bound as [grad_output, weight,
-/// grad_input] windows whose images start at elements `grad_output_at` and `grad_input_at`.
+/// Backward-data over the images `shape.batch` counts, in windows of grad_output and
+/// grad_input whose images start at elements `grad_output_at` and `grad_input_at`.
 fn backward_data_run(
     be: &WgpuBackend,
     shape: &Conv2dShape,
-    bindings: [Window<'_>; 3],
-    grad_output_at: usize,
-    grad_input_at: usize,
+    (grad_output, grad_output_at): (Window<'_>, usize),
+    weight: Window<'_>,
+    (grad_input, grad_input_at): (Window<'_>, usize),
 ) -> Result<()> {
     let s = shape;
     let stride = s.stride;
@@ -317,22 +347,22 @@ fn backward_data_run(
                 w(&[grad_output_at])?,
                 w(&[grad_input_at])?,
             ];
-            be.rec().dispatch(&DATA, &bindings, &params, grid)?;
+            be.rec()
+                .dispatch(&DATA, &[grad_output, weight, grad_input], &params, grid)?;
         }
     }
     Ok(())
 }
 
-/// Backward-filter over the images `shape.batch` counts, bound as [input, grad_output,
-/// grad_weight, workspace] windows whose images start at elements `input_at` and
-/// `grad_output_at`.
+/// Backward-filter over the images `shape.batch` counts, in windows of input and grad_output
+/// whose images start at elements `input_at` and `grad_output_at`.
 fn backward_filter_run(
     be: &WgpuBackend,
     shape: &Conv2dShape,
     plan: &FilterPlan,
-    [input, grad_output, grad_weight, workspace]: [Window<'_>; 4],
-    input_at: usize,
-    grad_output_at: usize,
+    (input, input_at): (Window<'_>, usize),
+    (grad_output, grad_output_at): (Window<'_>, usize),
+    [grad_weight, workspace]: [Window<'_>; 2],
 ) -> Result<()> {
     let s = shape;
     let (oh, ow) = (s.out_height(), s.out_width());
@@ -406,31 +436,11 @@ impl ConvOps for WgpuBackend {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        check(shape, input.len, weight.len, output.len, workspace.len)?;
-        let (image_in, image_out) = image_lens(shape);
-        let align = binding_align(self);
-        for_image_runs(
-            self,
-            "conv2d_forward",
-            shape.batch,
-            &[image_in, image_out],
-            |first, count| {
-                let (input, input_at) = input.window(first * image_in, count * image_in, align);
-                let (output, output_at) =
-                    output.window(first * image_out, count * image_out, align);
-                let run = Conv2dShape {
-                    batch: count,
-                    ..*shape
-                };
-                forward_run(
-                    self,
-                    &run,
-                    [input, weight.whole(), output],
-                    input_at,
-                    output_at,
-                )
-            },
-        )
+        check(shape, input, weight, output, workspace)?;
+        for (run, input, output) in conv_runs(self, "conv2d_forward", shape, input, output)? {
+            forward_run(self, &run, input, weight.whole(), output)?;
+        }
+        Ok(())
     }
 
     fn conv2d_backward_data(
@@ -441,38 +451,12 @@ impl ConvOps for WgpuBackend {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        check(
-            shape,
-            grad_input.len,
-            weight.len,
-            grad_output.len,
-            workspace.len,
-        )?;
-        let (image_in, image_out) = image_lens(shape);
-        let align = binding_align(self);
-        for_image_runs(
-            self,
-            "conv2d_backward_data",
-            shape.batch,
-            &[image_in, image_out],
-            |first, count| {
-                let (grad_output, grad_output_at) =
-                    grad_output.window(first * image_out, count * image_out, align);
-                let (grad_input, grad_input_at) =
-                    grad_input.window(first * image_in, count * image_in, align);
-                let run = Conv2dShape {
-                    batch: count,
-                    ..*shape
-                };
-                backward_data_run(
-                    self,
-                    &run,
-                    [grad_output, weight.whole(), grad_input],
-                    grad_output_at,
-                    grad_input_at,
-                )
-            },
-        )
+        check(shape, grad_input, weight, grad_output, workspace)?;
+        let runs = conv_runs(self, "conv2d_backward_data", shape, grad_input, grad_output)?;
+        for (run, grad_input, grad_output) in runs {
+            backward_data_run(self, &run, grad_output, weight.whole(), grad_input)?;
+        }
+        Ok(())
     }
 
     fn conv2d_backward_filter(
@@ -483,50 +467,32 @@ impl ConvOps for WgpuBackend {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        let plan = check(
-            shape,
-            input.len,
-            grad_weight.len,
-            grad_output.len,
-            workspace.len,
-        )?;
-        let (image_in, image_out) = image_lens(shape);
+        let plan = check(shape, input, grad_weight, grad_output, workspace)?;
         let align = binding_align(self);
         let weight_len = shape.weight_len();
         // Runs add into grad_weight one after another, so the sum over images is the same split or
         // whole. A run's plan has at most the whole batch's slices: the workspace holds it.
-        for_image_runs(
-            self,
-            "conv2d_backward_filter",
-            shape.batch,
-            &[image_in, image_out],
-            |first, count| {
-                let run = Conv2dShape {
-                    batch: count,
-                    ..*shape
-                };
-                let plan = if count == shape.batch {
-                    plan
-                } else {
-                    FilterPlan::new(&run).ok_or(Error::InvalidArgument {
-                        what: "conv2d",
-                        reason: "shape too large to index",
-                    })?
-                };
-                let (input, input_at) = input.window(first * image_in, count * image_in, align);
-                let (grad_output, grad_output_at) =
-                    grad_output.window(first * image_out, count * image_out, align);
-                let workspace = workspace.window(0, plan.workspace_len(&run), align).0;
-                let grad_weight = grad_weight.window(0, weight_len, align).0;
-                backward_filter_run(
-                    self,
-                    &run,
-                    &plan,
-                    [input, grad_output, grad_weight, workspace],
-                    input_at,
-                    grad_output_at,
-                )
-            },
-        )
+        let runs = conv_runs(self, "conv2d_backward_filter", shape, input, grad_output)?;
+        for (run, input, grad_output) in runs {
+            let plan = if run.batch == shape.batch {
+                plan
+            } else {
+                FilterPlan::new(&run).ok_or(Error::InvalidArgument {
+                    what: "conv2d",
+                    reason: "shape too large to index",
+                })?
+            };
+            let workspace = workspace.window(0, plan.workspace_len(&run), align).0;
+            let grad_weight = grad_weight.window(0, weight_len, align).0;
+            backward_filter_run(
+                self,
+                &run,
+                &plan,
+                input,
+                grad_output,
+                [grad_weight, workspace],
+            )?;
+        }
+        Ok(())
     }
 }

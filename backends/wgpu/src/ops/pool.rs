@@ -9,9 +9,10 @@ use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
 use dscl_core::Result;
 
-use super::{binding_align, for_image_runs, groups, word};
+use super::{binding_align, for_image_runs, groups, image_runs, word};
+use crate::buffer::Window;
 use crate::kernel::kernel;
-use crate::WgpuBackend;
+use crate::{WgpuBackend, WgpuBuffer};
 
 const MAX: &str = include_str!("../shaders/pool_max.wgsl");
 const MAX_BACKWARD: &str = include_str!("../shaders/pool_max_backward.wgsl");
@@ -87,6 +88,51 @@ fn image_lens(shape: &PoolShape) -> (usize, usize) {
     )
 }
 
+/// One run of whole images of a max-pool pass, as both kernels bind it.
+struct MaxPoolRun<'a> {
+    /// Input and output elements in the run.
+    inputs: usize,
+    outputs: usize,
+    /// The whole output's index of the run's first output element.
+    first_output: usize,
+    /// Windows of the input-shaped and the output-shaped tensor, each with the element the run
+    /// starts at.
+    input: (Window<'a>, usize),
+    output: (Window<'a>, usize),
+    /// The output's range of argmax: 4-byte elements too, so the output's offset holds for it.
+    argmax: Window<'a>,
+    /// The pass's geometry words, the same in every run.
+    geometry: [u32; 7],
+}
+
+/// The runs of whole images that fit a binding, in order.
+fn max_pool_runs<'a>(
+    be: &WgpuBackend,
+    what: &'static str,
+    shape: &PoolShape,
+    input: &'a WgpuBuffer<f32>,
+    output: &'a WgpuBuffer<f32>,
+    argmax: &'a WgpuBuffer<u32>,
+) -> Result<impl Iterator<Item = MaxPoolRun<'a>>> {
+    let geometry = geometry(what, shape)?;
+    let (image_in, image_out) = image_lens(shape);
+    let align = binding_align(be);
+    let runs = image_runs(be, what, shape.batch, &[image_in, image_out])?;
+    Ok(runs.map(move |(first, count)| {
+        let first_output = first * image_out;
+        let outputs = count * image_out;
+        MaxPoolRun {
+            inputs: count * image_in,
+            outputs,
+            first_output,
+            input: input.window(first * image_in, count * image_in, align),
+            output: output.window(first_output, outputs, align),
+            argmax: argmax.window(first_output, outputs, align).0,
+            geometry,
+        }
+    }))
+}
+
 impl PoolOps for WgpuBackend {
     fn max_pool2d_forward(
         &self,
@@ -108,31 +154,23 @@ impl PoolOps for WgpuBackend {
             return Ok(());
         }
         let what = "max_pool2d_forward";
-        let geometry = geometry(what, shape)?;
-        let (image_in, image_out) = image_lens(shape);
-        let align = binding_align(self);
-        for_image_runs(
-            self,
-            what,
-            shape.batch,
-            &[image_in, image_out],
-            |first, count| {
-                let (x, x_at) = x.window(first * image_in, count * image_in, align);
-                // y and argmax have 4-byte elements and the same range: the same offset.
-                let (y, out_at) = y.window(first * image_out, count * image_out, align);
-                let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
-                let outputs = count * image_out;
-                // Faults name the output's index in the whole tensor.
-                let words =
-                    max_pool_words(what, outputs, geometry, &[x_at, out_at, first * image_out])?;
-                self.rec().dispatch(
-                    &MAX_POOL_FORWARD,
-                    &[x, y, argmax],
-                    &words,
-                    groups(outputs, MAX_POOL_FORWARD.workgroup)?,
-                )
-            },
-        )
+        for run in max_pool_runs(self, what, shape, x, y, argmax)? {
+            let ((x, x_at), (y, y_at)) = (run.input, run.output);
+            // Faults name the output's index in the whole tensor.
+            let words = max_pool_words(
+                what,
+                run.outputs,
+                run.geometry,
+                &[x_at, y_at, run.first_output],
+            )?;
+            self.rec().dispatch(
+                &MAX_POOL_FORWARD,
+                &[x, y, run.argmax],
+                &words,
+                groups(run.outputs, MAX_POOL_FORWARD.workgroup)?,
+            )?;
+        }
+        Ok(())
     }
 
     fn max_pool2d_backward(
@@ -147,28 +185,17 @@ impl PoolOps for WgpuBackend {
             return Ok(());
         }
         let what = "max_pool2d_backward";
-        let geometry = geometry(what, shape)?;
-        let (image_in, image_out) = image_lens(shape);
-        let align = binding_align(self);
-        for_image_runs(
-            self,
-            what,
-            shape.batch,
-            &[image_in, image_out],
-            |first, count| {
-                let (grad_y, out_at) = grad_y.window(first * image_out, count * image_out, align);
-                let (argmax, _) = argmax.window(first * image_out, count * image_out, align);
-                let (grad_x, in_at) = grad_x.window(first * image_in, count * image_in, align);
-                let inputs = count * image_in;
-                let words = max_pool_words(what, inputs, geometry, &[out_at, in_at])?;
-                self.rec().dispatch(
-                    &MAX_POOL_BACKWARD,
-                    &[grad_y, argmax, grad_x],
-                    &words,
-                    groups(inputs, MAX_POOL_BACKWARD.workgroup)?,
-                )
-            },
-        )
+        for run in max_pool_runs(self, what, shape, grad_x, grad_y, argmax)? {
+            let ((grad_x, x_at), (grad_y, y_at)) = (run.input, run.output);
+            let words = max_pool_words(what, run.inputs, run.geometry, &[y_at, x_at])?;
+            self.rec().dispatch(
+                &MAX_POOL_BACKWARD,
+                &[grad_y, run.argmax, grad_x],
+                &words,
+                groups(run.inputs, MAX_POOL_BACKWARD.workgroup)?,
+            )?;
+        }
+        Ok(())
     }
 
     fn global_avg_pool_forward(

@@ -14,12 +14,12 @@ use crate::buffer::Window;
 use crate::kernel::{kernel, Kernel};
 use crate::{WgpuBackend, WgpuBuffer};
 
-/// A row module: the shared reductions (rows_common.wgsl) followed by the kernel's own file.
+/// A row module: the shared reductions (rows_common.wgsl) followed by the kernel's own files.
 macro_rules! row_module {
-    ($file:literal) => {
+    ($($file:literal),+) => {
         concat!(
             include_str!("../shaders/rows_common.wgsl"),
-            include_str!(concat!("../shaders/", $file))
+            $(include_str!(concat!("../shaders/", $file))),+
         )
     };
 }
@@ -29,8 +29,8 @@ const L2_BACKWARD: &str = row_module!("rows_l2_backward.wgsl");
 const SOFTMAX: &str = row_module!("rows_softmax.wgsl");
 const CONTRASTIVE: &str = row_module!("contrastive.wgsl");
 const CONTRASTIVE_LABELS: &str = row_module!("contrastive_labels.wgsl");
-const SOFT_CE: &str = row_module!("cross_entropy_soft.wgsl");
-const HARD_CE: &str = row_module!("cross_entropy_hard.wgsl");
+const SOFT_CE: &str = row_module!("cross_entropy_common.wgsl", "cross_entropy_soft.wgsl");
+const HARD_CE: &str = row_module!("cross_entropy_common.wgsl", "cross_entropy_hard.wgsl");
 
 /// Invocations per row workgroup (`ROW_WG` in rows_common.wgsl).
 const ROW_WG: u32 = 256;

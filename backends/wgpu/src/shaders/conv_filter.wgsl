@@ -12,30 +12,13 @@
 //
 // Words: 0 in_h, 1 in_w, 2 in_h*in_w, 3 out_w, 4 out_h*out_w, 5 kernel_w, 6 kernel_h*kernel_w,
 // 7 stride, 8 padding, 9 K = in_c*kh*kw, 10 Q = batch*out_h*out_w, 11 out_c, 12 chunk (a
-// multiple of 64 / groups), 13 1 = add into `dst` (one slice), 0 = write the slice, 14 out_c * K,
-// 15 in_c*in_h*in_w, 16 out_c*out_h*out_w, 17 out_h, 18 invocations per group (64 / groups),
-// 19 first input element, 20 first grad_output element (the images may be a window of larger
-// tensors).
-
-@group(0) @binding(0) var<storage, read> input: array<f32>;
-@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-
-fn store_row(o: u32, ok: vec4<bool>, base: vec4<u32>, v: vec4<f32>) {
-    if (o >= pu(11u)) { return; }
-    let at = base + vec4<u32>(o * pu(9u));
-    if (pu(13u) == 1u) {
-        if (ok.x) { dst[at.x] = dst[at.x] + v.x; }
-        if (ok.y) { dst[at.y] = dst[at.y] + v.y; }
-        if (ok.z) { dst[at.z] = dst[at.z] + v.z; }
-        if (ok.w) { dst[at.w] = dst[at.w] + v.w; }
-    } else {
-        if (ok.x) { dst[at.x] = v.x; }
-        if (ok.y) { dst[at.y] = v.y; }
-        if (ok.z) { dst[at.z] = v.z; }
-        if (ok.w) { dst[at.w] = v.w; }
-    }
-}
+// multiple of 64 / groups), 13 1 = add into the result (one slice), 0 = write the slice,
+// 14 out_c * K, 15 in_c*in_h*in_w, 16 out_c*out_h*out_w, 17 out_h, 18 invocations per group
+// (64 / groups), 19 first input element, 20 first grad_output element (the images may be a
+// window of larger tensors).
+//
+// Bindings (conv_tile.wgsl): gathered = input, staged = grad_output, result = grad_weight with
+// one slice, the workspace with more.
 
 @compute @workgroup_size(THREADS)
 fn conv2d_backward_filter(
@@ -89,25 +72,13 @@ fn conv2d_backward_filter(
         let q = q0 + lane;
         let qn = q / ohw_len;
         let g_off = pu(20u) + qn * pu(16u) + (q - qn * ohw_len);
-        for (var b = 0u; b < 4u; b = b + 1u) {
-            var v = vec4<f32>(0.0);
-            let o = m0 + 4u * b;
-            if (q < q_end) {
-                if (o < m_len) { v.x = grad_output[g_off + o * ohw_len]; }
-                if (o + 1u < m_len) { v.y = grad_output[g_off + (o + 1u) * ohw_len]; }
-                if (o + 2u < m_len) { v.z = grad_output[g_off + (o + 2u) * ohw_len]; }
-                if (o + 3u < m_len) { v.w = grad_output[g_off + (o + 3u) * ohw_len]; }
-            }
-            a_tile[t * 4u + b] = v;
-        }
+        stage_rows(t, m0, m_len, q < q_end, g_off, ohw_len);
         workgroupBarrier();
         let count = min(width, q_end - q0);
         for (var qq = group * width; qq < group * width + count; qq = qq + 1u) {
             let ok = k_ok & (vec4<u32>(ih0) + kh < vec4<u32>(in_h))
                 & (vec4<u32>(iw0) + kw < vec4<u32>(in_w));
-            let at = gather4(ok, vec4<u32>(image + ih0 * in_w + iw0) + col_off);
-            let x = vec4<f32>(input[at.x], input[at.y], input[at.z], input[at.w]);
-            step(qq, select(vec4<f32>(0.0), x, ok));
+            step(qq, gather(ok, vec4<u32>(image + ih0 * in_w + iw0) + col_off));
             ow = ow + 1u;
             iw0 = iw0 + stride;
             if (ow == out_w) {
@@ -126,21 +97,5 @@ fn conv2d_backward_filter(
     }
 
     let w_base = vec4<u32>(slice * pu(14u)) + k;
-    // One call per register: a dynamic index into `acc` would put it in memory.
-    store_row(m0 + 0u, k_ok, w_base, acc[0]);
-    store_row(m0 + 1u, k_ok, w_base, acc[1]);
-    store_row(m0 + 2u, k_ok, w_base, acc[2]);
-    store_row(m0 + 3u, k_ok, w_base, acc[3]);
-    store_row(m0 + 4u, k_ok, w_base, acc[4]);
-    store_row(m0 + 5u, k_ok, w_base, acc[5]);
-    store_row(m0 + 6u, k_ok, w_base, acc[6]);
-    store_row(m0 + 7u, k_ok, w_base, acc[7]);
-    store_row(m0 + 8u, k_ok, w_base, acc[8]);
-    store_row(m0 + 9u, k_ok, w_base, acc[9]);
-    store_row(m0 + 10u, k_ok, w_base, acc[10]);
-    store_row(m0 + 11u, k_ok, w_base, acc[11]);
-    store_row(m0 + 12u, k_ok, w_base, acc[12]);
-    store_row(m0 + 13u, k_ok, w_base, acc[13]);
-    store_row(m0 + 14u, k_ok, w_base, acc[14]);
-    store_row(m0 + 15u, k_ok, w_base, acc[15]);
+    store_tile(m0, m_len, k_len, pu(13u) == 1u, k_ok, w_base);
 }

@@ -1,12 +1,9 @@
-// Hard-label softmax cross-entropy fused with its gradient, in place on the logits.
-// pu(0) = rows, pu(1) = cols (row stride), pu(2) = valid columns, pf(3) = grad_scale.
+// Hard-label softmax cross-entropy (words and shared bindings in cross_entropy_common.wgsl).
 // loss = log sum exp(x) - x[label]; gradient = grad_scale (softmax(x) - onehot(label)).
 // A label >= valid is recorded as LabelOutOfRange (row, label), and that row's loss and
 // gradient are 0 (its logits are not checked for non-finite values, as in the reference).
 
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
 
 @compute @workgroup_size(256)
 fn softmax_cross_entropy(
@@ -26,9 +23,7 @@ fn softmax_cross_entropy(
     var x_label = 0.0;
     if (in_range) { x_label = logits[base + label]; }
 
-    var m = logits[base];
-    for (var c = t; c < valid; c = c + ROW_WG) { m = nan_max(m, logits[base + c]); }
-    let m_raw = reduce_max(t, m);
+    let m_raw = logits_max(t, base, valid);
     let shift = torch_shift(m_raw);
     var se = Kahan(0.0, 0.0);
     for (var c = t; c < valid; c = c + ROW_WG) { se = kahan_add(se, exp(logits[base + c] - shift)); }
@@ -42,9 +37,7 @@ fn softmax_cross_entropy(
         if (!in_range) {
             record_fault(FAULT_LABEL_OUT_OF_RANGE, whole_row(row), label);
         } else {
-            if (!is_finite(m_raw) || !is_finite(shift + log_sum)) {
-                record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
-            }
+            check_finite_loss(row, m_raw, shift + log_sum);
             l = log_sum - (x_label - shift);
         }
         loss[row_slot(row)] = l;

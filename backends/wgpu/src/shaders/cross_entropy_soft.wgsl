@@ -1,11 +1,8 @@
-// Soft-target cross-entropy fused with its gradient, in place on the logits.
-// pu(0) = rows, pu(1) = cols (row stride), pu(2) = valid columns, pf(3) = grad_scale.
+// Soft-target cross-entropy (words and shared bindings in cross_entropy_common.wgsl).
 // With shift m, e_c = exp(x_c - m), S = sum e, T = sum t, D = sum t (x - m):
 // loss = T log S - D, gradient = grad_scale (e T / S - t).
 
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> targets: array<f32>;
-@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
 
 @compute @workgroup_size(256)
 fn soft_cross_entropy(
@@ -21,9 +18,7 @@ fn soft_cross_entropy(
     if (row >= rows) { return; }
     let base = matrix_base(row, cols);
 
-    var m = logits[base];
-    for (var c = t; c < valid; c = c + ROW_WG) { m = nan_max(m, logits[base + c]); }
-    let m_raw = reduce_max(t, m);
+    let m_raw = logits_max(t, base, valid);
     let shift = torch_shift(m_raw);
 
     var se = Kahan(0.0, 0.0);
@@ -41,9 +36,7 @@ fn soft_cross_entropy(
     let dsum = reduce_sum(t, sd.s - sd.c);
     let log_sum = log(s);
     if (t == 0u) {
-        if (!is_finite(m_raw) || !is_finite(shift + log_sum)) {
-            record_fault(FAULT_NON_FINITE, whole_row(row), 0u);
-        }
+        check_finite_loss(row, m_raw, shift + log_sum);
         loss[row_slot(row)] = tsum * log_sum - dsum;
     }
 
