@@ -72,8 +72,7 @@ fn for_groups<F>(
     par: &Par,
     g: &Geo,
     batch: usize,
-    out: &mut [f32],
-    out_image: usize,
+    Rows(out, out_image): Rows<'_, f32>,
     ws: &mut [f32],
     body: F,
 ) where
@@ -104,265 +103,162 @@ fn for_groups<F>(
     );
 }
 
-/// Calls `f(first_image, block_len)` for the blocks of `images`, `nb` images each (the last may
-/// be shorter).
-fn for_blocks(nb: usize, images: Range<usize>, mut f: impl FnMut(usize, usize)) {
-    let mut n = images.start;
-    while n < images.end {
-        let nbj = nb.min(images.end - n);
-        f(n, nbj);
-        n += nbj;
+/// Images `n..n + len` of a group, `first` when the block opens its group.
+#[derive(Clone, Copy)]
+struct Block {
+    n: usize,
+    len: usize,
+    first: bool,
+}
+
+impl Block {
+    /// The block's images in `x`, a batch of images of `image` elements each.
+    fn images<'a>(&self, x: &'a [f32], image: usize) -> &'a [f32] {
+        &x[self.n * image..(self.n + self.len) * image]
     }
 }
 
-pub(crate) fn forward(
-    par: &Par,
-    shape: &Conv2dShape,
-    input: &[f32],
-    weight: &[f32],
-    output: &mut [f32],
-    workspace: &mut [f32],
-) -> Result<()> {
-    shape.check(input.len(), weight.len(), output.len())?;
-    let out_len = shape.output_len();
-    if out_len == 0 {
-        return Ok(());
-    }
-    let g = plan(par, shape, workspace.len())?;
-    let (in_img, out_img) = (g.in_image(), g.out_image());
-    let w = &weight[..g.o * g.ckk];
-    for_groups(
-        par,
-        &g,
-        shape.batch,
-        &mut output[..out_len],
-        out_img,
-        workspace,
-        |threads, images, out, ws| {
-            let (col, rest) = ws.split_at_mut(g.col);
-            let blk = &mut rest[..g.blk];
-            let first = images.start;
-            for_blocks(g.nb, images, |n, nbj| {
-                let xs = &input[n * in_img..(n + nbj) * in_img];
-                let ys = &mut out[(n - first) * out_img..(n - first + nbj) * out_img];
-                g.for_chunks(|k| {
-                    let (cols, depth) = (nbj * k.pixels(&g), g.ckk);
-                    let wt = Operand {
-                        data: w,
-                        ld: g.ckk,
-                        trans: false,
-                    };
-                    let b = if g.direct && nbj == 1 {
-                        xs
-                    } else {
-                        im2col(&g, k, xs, nbj, col);
-                        &col[..depth * cols]
-                    };
-                    let b = Operand {
-                        data: b,
-                        ld: cols,
-                        trans: false,
-                    };
-                    let dims = [g.o, cols, depth];
-                    if nbj == 1 {
-                        let y = &mut ys[k.r0 * g.ow..];
-                        matmul(threads, dims, 1.0, 0.0, wt, b, y, g.ohw);
-                    } else {
-                        matmul(threads, dims, 1.0, 0.0, wt, b, blk, cols);
-                        scatter_out(&g, k, blk, nbj, ys);
-                    }
-                });
-            });
-        },
-    );
-    Ok(())
+/// What a group of images works with: the threads its GEMMs may use and its workspace, split in
+/// the order [`Geo::per_group`] sizes it (backward-filter's final sum finds the partials past
+/// `col` and `blk` by the same order).
+struct Group<'w> {
+    threads: usize,
+    /// Column matrix `[ckk, nb*P]`.
+    col: &'w mut [f32],
+    /// A block's output-side matrix `[O, nb*P]`, gathered or to be scattered.
+    blk: &'w mut [f32],
+    /// Backward-filter's partial `grad_W^T [ckk, O]`.
+    partial: &'w mut [f32],
 }
 
-pub(crate) fn backward_data(
+/// Runs `block(b, out_b, group)` for the blocks of `nb` images (the last of a group may be
+/// shorter) of every group (see [`for_groups`]), one after another within a group, where `out_b`
+/// is `out`'s slice for the block's images.
+fn for_blocks<F>(
     par: &Par,
-    shape: &Conv2dShape,
-    grad_output: &[f32],
-    weight: &[f32],
-    grad_input: &mut [f32],
-    workspace: &mut [f32],
-) -> Result<()> {
-    shape.check(grad_input.len(), weight.len(), grad_output.len())?;
-    let in_len = shape.input_len();
-    if in_len == 0 {
-        return Ok(());
-    }
-    let g = plan(par, shape, workspace.len())?;
-    let (in_img, out_img) = (g.in_image(), g.out_image());
-    let w = &weight[..g.o * g.ckk];
-    for_groups(
-        par,
-        &g,
-        shape.batch,
-        &mut grad_input[..in_len],
-        in_img,
-        workspace,
-        |threads, images, gin, ws| {
-            let (col, rest) = ws.split_at_mut(g.col);
-            let blk = &mut rest[..g.blk];
-            let first = images.start;
-            for_blocks(g.nb, images, |n, nbj| {
-                let gys = &grad_output[n * out_img..(n + nbj) * out_img];
-                let gx = &mut gin[(n - first) * in_img..(n - first + nbj) * in_img];
-                if !g.direct {
-                    gx.fill(0.0);
-                }
-                g.for_chunks(|k| {
-                    let (cols, depth) = (nbj * k.pixels(&g), g.ckk);
-                    // op(A) = W^T: [ckk, O] from W stored [O, ckk].
-                    let wt = Operand {
-                        data: w,
-                        ld: g.ckk,
-                        trans: true,
-                    };
-                    let gy = if nbj == 1 {
-                        Operand {
-                            data: &gys[k.r0 * g.ow..],
-                            ld: g.ohw,
-                            trans: false,
-                        }
-                    } else {
-                        gather_out(&g, k, gys, nbj, blk);
-                        Operand {
-                            data: &blk[..g.o * cols],
-                            ld: cols,
-                            trans: false,
-                        }
-                    };
-                    let dims = [depth, cols, g.o];
-                    if g.direct && nbj == 1 {
-                        matmul(threads, dims, 1.0, 0.0, wt, gy, gx, cols);
-                    } else {
-                        matmul(threads, dims, 1.0, 0.0, wt, gy, col, cols);
-                        col2im(&g, k, col, nbj, gx);
-                    }
-                });
-            });
-        },
-    );
-    Ok(())
+    g: &Geo,
+    batch: usize,
+    nb: usize,
+    out: Rows<'_, f32>,
+    ws: &mut [f32],
+    block: F,
+) where
+    F: Fn(Block, &mut [f32], &mut Group<'_>) + Sync,
+{
+    let out_image = out.1;
+    for_groups(par, g, batch, out, ws, |threads, images, out, ws| {
+        let (col, rest) = ws.split_at_mut(g.col);
+        let (blk, partial) = rest.split_at_mut(g.blk);
+        let mut group = Group {
+            threads,
+            col,
+            blk,
+            partial,
+        };
+        let mut n = images.start;
+        while n < images.end {
+            let len = nb.min(images.end - n);
+            let q = n - images.start;
+            let out_b = &mut out[q * out_image..(q + len) * out_image];
+            let first = n == images.start;
+            block(Block { n, len, first }, out_b, &mut group);
+            n += len;
+        }
+    });
 }
 
-pub(crate) fn backward_filter(
-    par: &Par,
-    shape: &Conv2dShape,
-    input: &[f32],
-    grad_output: &[f32],
-    grad_weight: &mut [f32],
-    workspace: &mut [f32],
-) -> Result<()> {
-    shape.check(input.len(), grad_weight.len(), grad_output.len())?;
-    let w_len = shape.weight_len();
-    if w_len == 0 || shape.batch == 0 {
-        return Ok(());
+/// Forward and backward-data, which share their frame: each writes one whole tensor from the
+/// other, block by block ([`Geo::nb`] images).
+#[derive(Clone, Copy)]
+enum DataPass {
+    /// Writes the output.
+    Forward,
+    /// Writes the input's gradient (the adjoint of forward).
+    BackwardData,
+}
+
+impl DataPass {
+    /// Unless the tensor the pass writes (`dst`) is empty, checks the workspace and calls
+    /// `block(g, b, dst_b, group)` for the blocks, `dst_b` being the block's images of `dst`.
+    fn run<F>(
+        self,
+        par: &Par,
+        shape: &Conv2dShape,
+        dst: &mut [f32],
+        ws: &mut [f32],
+        block: F,
+    ) -> Result<()>
+    where
+        F: Fn(&Geo, Block, &mut [f32], &mut Group<'_>) + Sync,
+    {
+        let (len, image): (_, fn(&Geo) -> usize) = match self {
+            DataPass::Forward => (shape.output_len(), Geo::out_image),
+            DataPass::BackwardData => (shape.input_len(), Geo::in_image),
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let g = plan(par, shape, ws.len())?;
+        let dst = Rows(&mut dst[..len], image(&g));
+        for_blocks(par, &g, shape.batch, g.nb, dst, ws, |b, dst_b, group| {
+            block(&g, b, dst_b, group)
+        });
+        Ok(())
     }
-    let g = plan(par, shape, workspace.len())?;
-    if g.ohw == 0 {
-        return Ok(());
+}
+
+/// `W [O, ckk]` as a GEMM operand, `W^T` when `trans`.
+fn weights<'w>(g: &Geo, weight: &'w [f32], trans: bool) -> Operand<'w> {
+    Operand {
+        data: &weight[..g.o * g.ckk],
+        ld: g.ckk,
+        trans,
     }
-    let (in_img, out_img) = (g.in_image(), g.out_image());
-    // Each group of images sums `grad_W^T [ckk, O] = sum_B col_B [ckk, nb*P] x G_B^T` into its
-    // own partial (the gemm crate is several times faster producing this layout than
-    // `grad_W [O, ckk]` directly when O is small), then the partials are added, transposed.
-    for_groups(
-        par,
-        &g,
-        shape.batch,
-        &mut [],
-        0,
-        workspace,
-        |threads, images, _, ws| {
-            let (col, rest) = ws.split_at_mut(g.col);
-            let (blk, partial) = rest.split_at_mut(g.blk);
-            let first = images.start;
-            for_blocks(g.nb_filter, images, |n, nbj| {
-                let xs = &input[n * in_img..(n + nbj) * in_img];
-                let gys = &grad_output[n * out_img..(n + nbj) * out_img];
-                let mut chunk = |k: Chunk| {
-                    let cols = nbj * k.pixels(&g);
-                    let a = if g.direct && nbj == 1 {
-                        xs
-                    } else {
-                        im2col(&g, k, xs, nbj, col);
-                        &col[..g.ckk * cols]
-                    };
-                    let a = Operand {
-                        data: a,
-                        ld: cols,
-                        trans: false,
-                    };
-                    let gy = if nbj == 1 {
-                        Operand {
-                            data: &gys[k.r0 * g.ow..],
-                            ld: g.ohw,
-                            trans: true,
-                        }
-                    } else {
-                        gather_out(&g, k, gys, nbj, blk);
-                        Operand {
-                            data: &blk[..g.o * cols],
-                            ld: cols,
-                            trans: true,
-                        }
-                    };
-                    let beta = if n == first && k.r0 == 0 { 0.0 } else { 1.0 };
-                    matmul(threads, [g.ckk, g.o, cols], 1.0, beta, a, gy, partial, g.o);
-                };
-                if nbj == 1 {
-                    g.for_chunks(chunk);
-                } else {
-                    chunk(Chunk::full(&g));
-                }
-            });
-        },
-    );
-    // grad_W[o][i] += sum_g partial_g[i][o], threaded over output channels, in TILE x TILE
-    // blocks transposed on the stack (walking grad_W by columns was 16% of the pass at
-    // O = 2048: its rows are a multiple of 4 KiB apart and fight over the same cache sets).
-    const TILE: usize = 16;
-    let (n_groups, per_group, skip) = (g.groups, g.per_group(), g.col + g.blk);
-    let ws = &*workspace;
-    let (o_count, ckk) = (g.o, g.ckk);
-    par.run(
-        o_count,
-        (ELEMENT_GRAIN / (ckk * n_groups)).max(TILE),
-        Rows(&mut grad_weight[..w_len], ckk),
-        |range, Rows(gw, _)| {
-            let mut o0 = range.start;
-            while o0 < range.end {
-                let o1 = (o0 + TILE).min(range.end);
-                let rows = &mut gw[(o0 - range.start) * ckk..(o1 - range.start) * ckk];
-                let mut i0 = 0;
-                while i0 < ckk {
-                    let i1 = (i0 + TILE).min(ckk);
-                    // The TILE x TILE block, summed over groups and transposed on the stack.
-                    let mut t = [[0.0f32; TILE]; TILE];
-                    for gi in 0..n_groups {
-                        let partial = &ws[gi * per_group + skip..(gi + 1) * per_group];
-                        for (ii, i) in (i0..i1).enumerate() {
-                            let src = &partial[i * o_count + o0..i * o_count + o1];
-                            for (row, v) in t.iter_mut().zip(src) {
-                                row[ii] += v;
-                            }
-                        }
-                    }
-                    for (row, tr) in rows.chunks_mut(ckk).zip(&t) {
-                        for (d, v) in row[i0..i1].iter_mut().zip(tr) {
-                            *d += v;
-                        }
-                    }
-                    i0 = i1;
-                }
-                o0 = o1;
-            }
-        },
-        unit,
-    );
-    Ok(())
+}
+
+/// The column matrix `[ckk, cols]` of chunk `k` of the images `xs` (`nbj` of them): a direct
+/// convolution's single image is its own, otherwise it is built in `col`.
+#[inline(always)]
+fn columns<'a>(g: &Geo, k: Chunk, xs: &'a [f32], nbj: usize, col: &'a mut [f32]) -> Operand<'a> {
+    let cols = nbj * k.pixels(g);
+    let data = if g.direct && nbj == 1 {
+        xs
+    } else {
+        im2col(g, k, xs, nbj, col);
+        &col[..g.ckk * cols]
+    };
+    Operand {
+        data,
+        ld: cols,
+        trans: false,
+    }
+}
+
+/// The output gradient `G [O, cols]` of chunk `k` of the images `gys` (`nbj` of them), `G^T`
+/// when `trans`: a single image's is read in place, a block's is gathered into `blk`.
+#[inline(always)]
+fn out_grads<'a>(
+    g: &Geo,
+    k: Chunk,
+    gys: &'a [f32],
+    nbj: usize,
+    blk: &'a mut [f32],
+    trans: bool,
+) -> Operand<'a> {
+    if nbj == 1 {
+        return Operand {
+            data: &gys[k.r0 * g.ow..],
+            ld: g.ohw,
+            trans,
+        };
+    }
+    let cols = nbj * k.pixels(g);
+    gather_out(g, k, gys, nbj, blk);
+    Operand {
+        data: &blk[..g.o * cols],
+        ld: cols,
+        trans,
+    }
 }
 
 impl<'a> ConvOps for CpuBackend<'a> {
@@ -378,7 +274,24 @@ impl<'a> ConvOps for CpuBackend<'a> {
         output: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        forward(&self.par(), shape, input, weight, output, workspace)
+        shape.check(input.len(), weight.len(), output.len())?;
+        let par = self.par();
+        DataPass::Forward.run(&par, shape, output, workspace, |g, b, ys, grp| {
+            let w = weights(g, weight, false);
+            let xs = b.images(input, g.in_image());
+            g.for_chunks(|k| {
+                let cols = b.len * k.pixels(g);
+                let x = columns(g, k, xs, b.len, grp.col);
+                let dims = [g.o, cols, g.ckk];
+                if b.len == 1 {
+                    let y = &mut ys[k.r0 * g.ow..];
+                    matmul(grp.threads, dims, 1.0, 0.0, w, x, y, g.ohw);
+                } else {
+                    matmul(grp.threads, dims, 1.0, 0.0, w, x, grp.blk, cols);
+                    scatter_out(g, k, grp.blk, b.len, ys);
+                }
+            });
+        })
     }
 
     fn conv2d_backward_data(
@@ -389,14 +302,27 @@ impl<'a> ConvOps for CpuBackend<'a> {
         grad_input: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_data(
-            &self.par(),
-            shape,
-            grad_output,
-            weight,
-            grad_input,
-            workspace,
-        )
+        shape.check(grad_input.len(), weight.len(), grad_output.len())?;
+        let par = self.par();
+        DataPass::BackwardData.run(&par, shape, grad_input, workspace, |g, b, gx, grp| {
+            // op(A) = W^T: [ckk, O] from W stored [O, ckk].
+            let wt = weights(g, weight, true);
+            let gys = b.images(grad_output, g.out_image());
+            if !g.direct {
+                gx.fill(0.0);
+            }
+            g.for_chunks(|k| {
+                let cols = b.len * k.pixels(g);
+                let gy = out_grads(g, k, gys, b.len, grp.blk, false);
+                let dims = [g.ckk, cols, g.o];
+                if g.direct && b.len == 1 {
+                    matmul(grp.threads, dims, 1.0, 0.0, wt, gy, gx, cols);
+                } else {
+                    matmul(grp.threads, dims, 1.0, 0.0, wt, gy, grp.col, cols);
+                    col2im(g, k, grp.col, b.len, gx);
+                }
+            });
+        })
     }
 
     fn conv2d_backward_filter(
@@ -407,13 +333,87 @@ impl<'a> ConvOps for CpuBackend<'a> {
         grad_weight: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     ) -> Result<()> {
-        backward_filter(
-            &self.par(),
-            shape,
-            input,
-            grad_output,
-            grad_weight,
+        shape.check(input.len(), grad_weight.len(), grad_output.len())?;
+        let w_len = shape.weight_len();
+        if w_len == 0 || shape.batch == 0 {
+            return Ok(());
+        }
+        let par = self.par();
+        let g = plan(&par, shape, workspace.len())?;
+        if g.ohw == 0 {
+            return Ok(());
+        }
+        let (in_img, out_img) = (g.in_image(), g.out_image());
+        // Each group of images sums `grad_W^T [ckk, O] = sum_B col_B [ckk, nb*P] x G_B^T` into its
+        // own partial (the gemm crate is several times faster producing this layout than
+        // `grad_W [O, ckk]` directly when O is small), then the partials are added, transposed.
+        let nothing = Rows(&mut [], 0);
+        for_blocks(
+            &par,
+            &g,
+            shape.batch,
+            g.nb_filter,
+            nothing,
             workspace,
-        )
+            |b, _, grp| {
+                let (xs, gys) = (b.images(input, in_img), b.images(grad_output, out_img));
+                let mut chunk = |k: Chunk| {
+                    let cols = b.len * k.pixels(&g);
+                    let x = columns(&g, k, xs, b.len, grp.col);
+                    let gy = out_grads(&g, k, gys, b.len, grp.blk, true);
+                    let dims = [g.ckk, g.o, cols];
+                    let beta = if b.first && k.r0 == 0 { 0.0 } else { 1.0 };
+                    matmul(grp.threads, dims, 1.0, beta, x, gy, grp.partial, g.o);
+                };
+                if b.len == 1 {
+                    g.for_chunks(chunk);
+                } else {
+                    chunk(Chunk::full(&g));
+                }
+            },
+        );
+        // grad_W[o][i] += sum_g partial_g[i][o], threaded over output channels, in TILE x TILE
+        // blocks transposed on the stack (walking grad_W by columns was 16% of the pass at
+        // O = 2048: its rows are a multiple of 4 KiB apart and fight over the same cache sets).
+        const TILE: usize = 16;
+        let (n_groups, per_group, skip) = (g.groups, g.per_group(), g.col + g.blk);
+        let ws: &[f32] = workspace;
+        let (o_count, ckk) = (g.o, g.ckk);
+        par.run(
+            o_count,
+            (ELEMENT_GRAIN / (ckk * n_groups)).max(TILE),
+            Rows(&mut grad_weight[..w_len], ckk),
+            |range, Rows(gw, _)| {
+                let mut o0 = range.start;
+                while o0 < range.end {
+                    let o1 = (o0 + TILE).min(range.end);
+                    let rows = &mut gw[(o0 - range.start) * ckk..(o1 - range.start) * ckk];
+                    let mut i0 = 0;
+                    while i0 < ckk {
+                        let i1 = (i0 + TILE).min(ckk);
+                        // The TILE x TILE block, summed over groups and transposed on the stack.
+                        let mut t = [[0.0f32; TILE]; TILE];
+                        for gi in 0..n_groups {
+                            let partial = &ws[gi * per_group + skip..(gi + 1) * per_group];
+                            for (ii, i) in (i0..i1).enumerate() {
+                                let src = &partial[i * o_count + o0..i * o_count + o1];
+                                for (row, v) in t.iter_mut().zip(src) {
+                                    row[ii] += v;
+                                }
+                            }
+                        }
+                        for (row, tr) in rows.chunks_mut(ckk).zip(&t) {
+                            for (d, v) in row[i0..i1].iter_mut().zip(tr) {
+                                *d += v;
+                            }
+                        }
+                        i0 = i1;
+                    }
+                    o0 = o1;
+                }
+            },
+            unit,
+        );
+        Ok(())
     }
 }

@@ -200,14 +200,7 @@ impl<'a> ElementwiseOps for CpuBackend<'a> {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        copy(
-            &self.par(),
-            src.as_slice(),
-            src_offset,
-            dst.as_mut_slice(),
-            dst_offset,
-            len,
-        )
+        copy(&self.par(), src, src_offset, dst, dst_offset, len)
     }
 
     fn copy_index(
@@ -218,14 +211,7 @@ impl<'a> ElementwiseOps for CpuBackend<'a> {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        copy(
-            &self.par(),
-            src.as_slice(),
-            src_offset,
-            dst.as_mut_slice(),
-            dst_offset,
-            len,
-        )
+        copy(&self.par(), src, src_offset, dst, dst_offset, len)
     }
 
     fn scale(&self, x: &mut Self::Buffer, len: usize, alpha: f64) -> Result<()> {

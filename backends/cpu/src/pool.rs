@@ -2,6 +2,8 @@
 //! window order wins, a NaN in the window is selected and propagates) and global average
 //! pooling, forward and backward side by side, threaded over (image, channel) planes.
 
+use core::ops::Range;
+
 use dscl_core::backend::PoolOps;
 use dscl_core::desc::{check_global_pool, PoolShape};
 use dscl_core::error::ensure;
@@ -56,7 +58,7 @@ const POOL_LANES: usize = 16;
 fn max_planes(
     shape: &PoolShape,
     x: &[f32],
-    range: core::ops::Range<usize>,
+    range: Range<usize>,
     y: &mut [f32],
     am: &mut [u32],
 ) -> Option<Fault> {
@@ -184,43 +186,61 @@ pub(crate) fn max_backward(
     Ok(())
 }
 
+/// A checked global average pool: `planes` (image, channel) planes of `spatial` elements.
+struct GlobalPool {
+    planes: usize,
+    spatial: usize,
+}
+
+impl GlobalPool {
+    /// Checks the `[batch, channels, spatial]` side's length `x_len` and the `[batch, channels]`
+    /// side's `y_len`, whichever pass reads or writes them.
+    fn new(what: &'static str, x_len: usize, y_len: usize, dims: [usize; 3]) -> Result<Self> {
+        let [batch, channels, spatial] = dims;
+        let (planes, _) = check_global_pool(what, x_len, y_len, batch, channels, spatial)?;
+        Ok(GlobalPool { planes, spatial })
+    }
+
+    /// Runs `body(planes, out, 1 / spatial)` over the planes, threaded, where `out` is the pass's
+    /// output for those planes, `out_plane` elements a plane.
+    fn run<F>(&self, par: &Par, out: &mut [f32], out_plane: usize, body: F)
+    where
+        F: Fn(Range<usize>, &mut [f32], f64) + Sync,
+    {
+        // No planes is the only empty case: the check demands `spatial >= 1` otherwise.
+        if self.planes == 0 {
+            return;
+        }
+        let inv = 1.0 / self.spatial as f64;
+        par.run(
+            self.planes,
+            (ELEMENT_GRAIN / self.spatial).max(1),
+            Rows(&mut out[..self.planes * out_plane], out_plane),
+            |planes, Rows(out, _)| body(planes, out, inv),
+            unit,
+        );
+    }
+}
+
 /// `y[n][c] = mean_s x[n][c][s]`.
 pub(crate) fn global_avg_forward(
     par: &Par,
     x: &[f32],
     y: &mut [f32],
-    batch: usize,
-    channels: usize,
-    spatial: usize,
+    dims: [usize; 3],
 ) -> Result<()> {
-    let (planes, _) = check_global_pool(
-        "global_avg_pool",
-        x.len(),
-        y.len(),
-        batch,
-        channels,
-        spatial,
-    )?;
-    if planes == 0 {
-        return Ok(());
-    }
-    let inv = 1.0 / spatial as f64;
-    par.run(
-        planes,
-        (ELEMENT_GRAIN / spatial).max(1),
-        Rows(&mut y[..planes], 1),
-        |range, Rows(y, _)| {
-            simd::dispatch(
-                #[inline(always)]
-                || {
-                    for (q, p) in range.enumerate() {
-                        y[q] = (simd::sum(&x[p * spatial..(p + 1) * spatial]) * inv) as f32;
-                    }
-                },
-            )
-        },
-        unit,
-    );
+    let pool = GlobalPool::new("global_avg_pool", x.len(), y.len(), dims)?;
+    let spatial = pool.spatial;
+    pool.run(par, y, 1, |planes, y, inv| {
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                for (q, p) in planes.enumerate() {
+                    y[q] = (simd::sum(&x[p * spatial..(p + 1) * spatial]) * inv) as f32;
+                }
+            },
+        )
+    });
     Ok(())
 }
 
@@ -229,33 +249,16 @@ pub(crate) fn global_avg_backward(
     par: &Par,
     grad_y: &[f32],
     grad_x: &mut [f32],
-    batch: usize,
-    channels: usize,
-    spatial: usize,
+    dims: [usize; 3],
 ) -> Result<()> {
-    let (planes, len) = check_global_pool(
-        "global_avg_pool_backward",
-        grad_x.len(),
-        grad_y.len(),
-        batch,
-        channels,
-        spatial,
-    )?;
-    if len == 0 {
-        return Ok(());
-    }
-    let inv = 1.0 / spatial as f64;
-    par.run(
-        planes,
-        (ELEMENT_GRAIN / spatial).max(1),
-        Rows(&mut grad_x[..len], spatial),
-        |range, Rows(gx, _)| {
-            for (q, p) in range.enumerate() {
-                gx[q * spatial..(q + 1) * spatial].fill((grad_y[p] as f64 * inv) as f32);
-            }
-        },
-        unit,
-    );
+    let what = "global_avg_pool_backward";
+    let pool = GlobalPool::new(what, grad_x.len(), grad_y.len(), dims)?;
+    let spatial = pool.spatial;
+    pool.run(par, grad_x, spatial, |planes, gx, inv| {
+        for (q, p) in planes.enumerate() {
+            gx[q * spatial..(q + 1) * spatial].fill((grad_y[p] as f64 * inv) as f32);
+        }
+    });
     Ok(())
 }
 
@@ -290,7 +293,7 @@ impl<'a> PoolOps for CpuBackend<'a> {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_forward(&self.par(), x, y, batch, channels, spatial)
+        global_avg_forward(&self.par(), x, y, [batch, channels, spatial])
     }
 
     fn global_avg_pool_backward(
@@ -301,6 +304,6 @@ impl<'a> PoolOps for CpuBackend<'a> {
         channels: usize,
         spatial: usize,
     ) -> Result<()> {
-        global_avg_backward(&self.par(), grad_y, grad_x, batch, channels, spatial)
+        global_avg_backward(&self.par(), grad_y, grad_x, [batch, channels, spatial])
     }
 }
