@@ -22,6 +22,8 @@ use dscl_cpu::CpuBackend;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, SeedableRng};
 
+#[path = "train_tiny/classifier_ranks.rs"]
+mod classifier_ranks;
 #[path = "train_tiny/tail.rs"]
 mod tail;
 

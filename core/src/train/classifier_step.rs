@@ -3,10 +3,25 @@
 //! cross-entropy baseline (backbone and classifier learn together). Each step reads the device
 //! once: the loss, its gradient probe and the fault slot together, after its backward is
 //! queued and before SGD, so a fault stops the step with the parameters unchanged.
+//!
+//! Like the stage-1 step, a classifier step runs in R replica groups, the single-device form of
+//! a data-parallel run without synchronised batch norm: the backbone's training-mode passes
+//! normalise each group of batch / R images by its own statistics, and only group 0 moves the
+//! running statistics (DDP broadcasts rank 0's buffers). The loss stays the mean over the whole
+//! batch: DDP averages the replicas' mean losses, which for equal groups is the batch mean, so
+//! one process computes it as one cross-entropy over every row.
+//!
+//! R processes can run one group each ([`ClassifierStep::placed`] and the `_across` steps):
+//! each rank's cross-entropy is its rows' mean scaled by 1 / R, its gradients are all-reduced
+//! after backward (before SGD), the losses summed over ranks, and rank 0's running statistics
+//! broadcast after the step. In exact arithmetic that is the one-process step with R groups; in
+//! floating point the gradient sums group in another order.
 
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::collective::{Collective, Placement, Solo};
+use crate::error::{ensure, Result};
 use crate::loss::CrossEntropy;
+use crate::nn::batch_norm::StatGroups;
 use crate::nn::linear::Linear;
 use crate::nn::resnet::{ResNet, ResNetRecord};
 use crate::nn::scratch::Scratch;
@@ -20,11 +35,15 @@ pub struct ClassifierStep<B: Backend> {
     d_pooled: B::Buffer,
     loss: CrossEntropy<B>,
     scratch: Scratch<B>,
-    batch: usize,
+    /// The images this process holds: the batch, or batch / R on each of R processes.
+    rows: usize,
+    replicas: usize,
+    placement: Placement,
     running_statistics: bool,
 }
 
 impl<B: Backend> ClassifierStep<B> {
+    /// The step of a one-process run with one replica group.
     pub fn new(
         backend: &B,
         backbone: &ResNet,
@@ -32,17 +51,99 @@ impl<B: Backend> ClassifierStep<B> {
         batch: usize,
         image_size: usize,
     ) -> Result<Self> {
-        let record = backbone.plan(backend, batch, image_size, image_size)?;
+        Self::plan(backend, backbone, fc, batch, image_size, 1, Placement::SOLO)
+    }
+
+    /// The step of a one-process run with `replicas` groups of `batch / replicas` images.
+    pub fn replicated(
+        backend: &B,
+        backbone: &ResNet,
+        fc: &Linear,
+        batch: usize,
+        image_size: usize,
+        replicas: usize,
+    ) -> Result<Self> {
+        Self::plan(
+            backend,
+            backbone,
+            fc,
+            batch,
+            image_size,
+            replicas,
+            Placement::SOLO,
+        )
+    }
+
+    /// The step of rank `placement.rank` of a run of `placement.world` processes, one replica
+    /// group each: it holds `batch / world` of the run's `batch` images, and the `_across`
+    /// steps exchange the rest through a [`Collective`] of that placement.
+    pub fn placed(
+        backend: &B,
+        backbone: &ResNet,
+        fc: &Linear,
+        batch: usize,
+        image_size: usize,
+        placement: Placement,
+    ) -> Result<Self> {
+        Self::plan(
+            backend,
+            backbone,
+            fc,
+            batch,
+            image_size,
+            placement.world,
+            placement,
+        )
+    }
+
+    fn plan(
+        backend: &B,
+        backbone: &ResNet,
+        fc: &Linear,
+        batch: usize,
+        image_size: usize,
+        replicas: usize,
+        placement: Placement,
+    ) -> Result<Self> {
+        placement.check()?;
+        ensure(replicas >= 1, "replicas", "must be at least 1")?;
+        ensure(batch >= 1, "batch", "must be at least 1")?;
+        ensure(
+            batch.is_multiple_of(replicas),
+            "batch",
+            "must be a multiple of the replica count (each replica group takes batch / replicas images)",
+        )?;
+        let groups = replicas / placement.world;
+        let rows = batch / placement.world;
+        // As DDP without synchronised batch norm: each replica normalises by its own
+        // statistics, and rank 0's running statistics are the ones every rank keeps.
+        let stat_groups = StatGroups {
+            groups,
+            running_every: groups,
+        };
+        let record = backbone.plan_grouped(backend, rows, image_size, image_size, stat_groups)?;
         let scratch = Scratch::new(backend, backbone.needs(backend, &record))?;
         Ok(ClassifierStep {
             backbone: record,
-            logits: backend.alloc(batch * fc.out_features)?,
-            d_pooled: backend.alloc(batch * fc.in_features)?,
-            loss: CrossEntropy::new(backend, batch, fc.out_features)?,
+            logits: backend.alloc(rows * fc.out_features)?,
+            d_pooled: backend.alloc(rows * fc.in_features)?,
+            loss: CrossEntropy::new(backend, rows, fc.out_features)?,
             scratch,
-            batch,
+            rows,
+            replicas,
+            placement,
             running_statistics: false,
         })
+    }
+
+    /// The images this process holds: the batch, or batch / R on each of R processes.
+    pub fn local_batch(&self) -> usize {
+        self.rows
+    }
+
+    /// Replica groups of the run (over all its processes).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// Stage 2 with the backbone's batch norm in inference mode (the stage-1 running
@@ -68,6 +169,40 @@ impl<B: Backend> ClassifierStep<B> {
         sgd: &SgdConfig,
         lr: f64,
     ) -> Result<f64> {
+        self.linear_probe_step_across(
+            backend,
+            &Solo,
+            backbone,
+            backbone_params,
+            backbone_state,
+            fc,
+            classifier,
+            images,
+            labels,
+            sgd,
+            lr,
+        )
+    }
+
+    /// [`Self::linear_probe_step`] as one rank of the run `collective` connects (the placement
+    /// this step was planned for): `images` and `labels` are this rank's, the loss is the whole
+    /// batch's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_probe_step_across(
+        &mut self,
+        backend: &B,
+        collective: &impl Collective<B>,
+        backbone: &ResNet,
+        backbone_params: &TensorSet<B>,
+        backbone_state: &mut TensorSet<B>,
+        fc: &Linear,
+        classifier: &mut Trainable<B>,
+        images: &B::Buffer,
+        labels: &B::IndexBuffer,
+        sgd: &SgdConfig,
+        lr: f64,
+    ) -> Result<f64> {
+        self.check_collective(collective)?;
         if self.running_statistics {
             backbone.forward_inference(
                 backend,
@@ -89,9 +224,13 @@ impl<B: Backend> ClassifierStep<B> {
         }
         classifier.zero_grads(backend)?;
         self.classify(backend, fc, classifier, labels, false)?;
-        // The step's one read, with the backward queued; an error stops it before SGD.
-        let loss = self.loss.read_and_finish(backend, &self.logits)?;
+        collective.all_reduce_sum(backend, classifier.grads.buffers_mut())?;
+        let loss = self.finish(backend, collective)?;
         classifier.sgd_step(backend, sgd, lr)?;
+        // Inference mode moved no running statistic, so there is nothing to make the run's.
+        if !self.running_statistics {
+            collective.broadcast(backend, backbone_state.buffers_mut(), 0)?;
+        }
         Ok(loss)
     }
 
@@ -110,6 +249,29 @@ impl<B: Backend> ClassifierStep<B> {
         sgd: &SgdConfig,
         lr: f64,
     ) -> Result<f64> {
+        self.cross_entropy_step_across(
+            backend, &Solo, backbone, fc, model, state, images, labels, sgd, lr,
+        )
+    }
+
+    /// [`Self::cross_entropy_step`] as one rank of the run `collective` connects (the placement
+    /// this step was planned for): `images` and `labels` are this rank's, the loss is the whole
+    /// batch's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_step_across(
+        &mut self,
+        backend: &B,
+        collective: &impl Collective<B>,
+        backbone: &ResNet,
+        fc: &Linear,
+        model: &mut Trainable<B>,
+        state: &mut TensorSet<B>,
+        images: &B::Buffer,
+        labels: &B::IndexBuffer,
+        sgd: &SgdConfig,
+        lr: f64,
+    ) -> Result<f64> {
+        self.check_collective(collective)?;
         model.zero_grads(backend)?;
         backbone.forward(
             backend,
@@ -129,10 +291,25 @@ impl<B: Backend> ClassifierStep<B> {
             images,
             &mut self.scratch,
         )?;
-        // The step's one read, with the whole backward queued; an error stops it before SGD.
-        let loss = self.loss.read_and_finish(backend, &self.logits)?;
+        collective.all_reduce_sum(backend, model.grads.buffers_mut())?;
+        let loss = self.finish(backend, collective)?;
         model.sgd_step(backend, sgd, lr)?;
+        collective.broadcast(backend, state.buffers_mut(), 0)?;
         Ok(loss)
+    }
+
+    fn check_collective(&self, collective: &impl Collective<B>) -> Result<()> {
+        ensure(
+            collective.placement() == self.placement,
+            "collective",
+            "connects another placement than the step was planned for",
+        )
+    }
+
+    /// Each rank's share of the batch's mean: 1 / R across R processes, 1 on one process
+    /// (whose one cross-entropy already averages over the whole batch).
+    fn share(&self) -> f64 {
+        1.0 / self.placement.world as f64
     }
 
     /// The classifier on the pooled features: logits, cross-entropy, and `fc`'s backward
@@ -151,20 +328,34 @@ impl<B: Backend> ClassifierStep<B> {
         fc.forward(
             backend,
             &weights.params,
-            self.batch,
+            self.rows,
             pooled,
             &mut self.logits,
         )?;
         self.loss.record(backend, &mut self.logits, labels)?;
+        if self.placement.world > 1 {
+            // The loss averaged this rank's rows; its gradient is this rank's part of the
+            // batch's, which the all-reduce sums.
+            let (len, share) = (self.rows * fc.out_features, self.share());
+            backend.scale(&mut self.logits, len, share)?;
+        }
         let d_pooled = pooled_gradient.then_some(&mut self.d_pooled);
         fc.backward(
             backend,
             &weights.params,
             &mut weights.grads,
-            self.batch,
+            self.rows,
             pooled,
             &self.logits,
             d_pooled,
         )
+    }
+
+    /// The step's one read, with the whole backward queued (an error stops the step before
+    /// SGD), and the batch's loss summed over the ranks.
+    fn finish(&self, backend: &B, collective: &impl Collective<B>) -> Result<f64> {
+        let mut loss = [self.loss.read_and_finish(backend, &self.logits)? * self.share()];
+        collective.all_reduce_sum_host(&mut loss)?;
+        Ok(loss[0])
     }
 }
