@@ -89,6 +89,11 @@ pub struct TrainCommand {
     /// with --resume).
     #[arg(long, value_name = "N")]
     pub stop_after: Option<u64>,
+    /// Train as one rank of an MPI job (`mpirun -np R runtime train --distributed ...`): R
+    /// processes, one replica group each (--replicas is R), rank 0 writing OUT. Needs a build
+    /// with `--features mpi`.
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 // `runtime linear`.
@@ -171,11 +176,25 @@ pub struct Common {
     /// refused before it is read.
     #[arg(long, value_name = "MIB")]
     pub max_index_mib: Option<u64>,
+    /// The GPU of --backend cuda (default: the process's local rank under an MPI launcher,
+    /// so each rank of a --distributed run on a node takes its own GPU; else 0).
+    #[arg(long, value_name = "N")]
+    pub device: Option<usize>,
 }
 
 impl Common {
+    /// The CUDA device this process opens.
+    pub fn cuda_device(&self) -> usize {
+        self.device
+            .or_else(dscl_runtime::cluster::local_rank)
+            .unwrap_or(0)
+    }
+
     /// Puts the process-wide settings of these flags in force.
     pub fn apply(&self) -> Result<()> {
+        if self.device.is_some() && self.backend != BackendChoice::Cuda {
+            bail!("--device picks the GPU of --backend cuda");
+        }
         if let Some(mib) = self.max_index_mib {
             if mib == 0 {
                 bail!("--max-index-mib must be at least 1");

@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod backend_choice;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod evaluate;

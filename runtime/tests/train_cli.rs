@@ -552,6 +552,20 @@ fn every_command_checks_its_flags_before_work() {
             "--queue (16) must hold at least one replica group's keys (32",
         ),
         (&["train", "--workers", "0"], "--workers must be at least 1"),
+        // A build without MPI (CI's `cargo test --workspace`) names the feature; one with it,
+        // run outside a launcher, names the launcher.
+        (
+            &["train", "--distributed"],
+            if cfg!(feature = "mpi") {
+                "needs an MPI launcher"
+            } else {
+                "--features mpi"
+            },
+        ),
+        (
+            &["train", "--device", "1"],
+            "--device picks the GPU of --backend cuda",
+        ),
         (
             &["train", "--checkpoint-every", "0"],
             "--checkpoint-every must be at least 1",

@@ -183,3 +183,34 @@ where
         self.host.barrier()
     }
 }
+
+/// A transport shared by reference (one communicator serving several collectives).
+impl<T: HostCollective> HostCollective for &T {
+    fn placement(&self) -> Placement {
+        (**self).placement()
+    }
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
+        (**self).all_reduce_sum_f32(values)
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        (**self).all_reduce_sum_f64(values)
+    }
+    fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> Result<()> {
+        (**self).all_gather_f32(local, gathered)
+    }
+    fn all_gather_f64(&self, local: &[f64], gathered: &mut [f64]) -> Result<()> {
+        (**self).all_gather_f64(local, gathered)
+    }
+    fn all_gather_u32(&self, local: &[u32], gathered: &mut [u32]) -> Result<()> {
+        (**self).all_gather_u32(local, gathered)
+    }
+    fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<()> {
+        (**self).broadcast_f32(values, root)
+    }
+    fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<()> {
+        (**self).broadcast_f64(values, root)
+    }
+    fn barrier(&self) -> Result<()> {
+        (**self).barrier()
+    }
+}

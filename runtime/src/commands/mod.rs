@@ -47,7 +47,7 @@ macro_rules! with_backend {
                  with --backend cpu"
             ),
             BackendChoice::Cuda => {
-                let backend = $crate::commands::open_cuda(precision)?;
+                let backend = $crate::commands::open_cuda(precision, $common.cuda_device())?;
                 eprintln!("backend: {}", backend.device_name());
                 let $b = &backend;
                 let result: anyhow::Result<()> = $body;
@@ -81,7 +81,8 @@ fn open_wgpu() -> Result<WgpuBackend> {
     WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
 }
 
-/// Opens GPU 0 and compiles the CUDA kernels for it, or says why it cannot.
-fn open_cuda(precision: Precision) -> Result<CudaBackend> {
-    CudaBackend::with_precision(0, precision).map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))
+/// Opens GPU `device` and compiles the CUDA kernels for it, or says why it cannot.
+fn open_cuda(precision: Precision, device: usize) -> Result<CudaBackend> {
+    CudaBackend::with_precision(device, precision)
+        .map_err(|e| anyhow::anyhow!("--backend cuda (GPU {device}): {e}"))
 }

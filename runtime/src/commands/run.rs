@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
+use dscl_runtime::cluster::Cluster;
 use dscl_runtime::config::{LossKind, RunConfig};
 use dscl_runtime::data::{open_test, open_train};
 use dscl_runtime::evaluate;
@@ -67,7 +68,15 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         let _lock = out_dir::lock(&out)?;
         out_dir::claim(&out, RUN_FILES, RUN_FILES, resume, overwrite)?;
         // 6. The work.
-        let stage1 = stage1::train(b, &cfg, train_set.clone(), &out, resume, None)?;
+        let stage1 = stage1::train(
+            b,
+            &Cluster::Solo,
+            &cfg,
+            train_set.clone(),
+            &out,
+            resume,
+            None,
+        )?;
         let (classifier, epochs) = if cfg.loss == LossKind::Ce {
             (stage1, None)
         } else {

@@ -34,7 +34,7 @@ pub fn run(cmd: VerifyCommand) -> Result<ExitCode> {
         BackendChoice::Cpu => verify_on(&CpuBackend::new(), &vectors, tol),
         BackendChoice::Reference => verify_on(&ReferenceBackend::<f64>::new(), &vectors, tol),
         BackendChoice::Wgpu => verify_on(&open_wgpu()?, &vectors, tol),
-        BackendChoice::Cuda => verify_on(&open_cuda(Precision::Fp32)?, &vectors, tol),
+        BackendChoice::Cuda => verify_on(&open_cuda(Precision::Fp32, 0)?, &vectors, tol),
     }
 }
 

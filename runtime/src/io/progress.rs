@@ -14,6 +14,8 @@ use super::log::Log;
 /// One phase (a stage of training, an evaluation) with a known number of steps.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Nothing shown: a rank other than 0 of a distributed run, whose progress rank 0 shows.
+    silent: bool,
     log: Option<Log>,
     phase: String,
     total: u64,
@@ -57,6 +59,7 @@ impl Progress {
         });
         Ok(Progress {
             bar,
+            silent: false,
             log,
             phase: phase.to_string(),
             total,
@@ -65,6 +68,15 @@ impl Progress {
             started: Instant::now(),
             last_line: Instant::now(),
         })
+    }
+
+    /// The same progress, shown nowhere (a rank other than 0 of a distributed run).
+    pub fn silenced(mut self) -> Self {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.silent = true;
+        self
     }
 
     /// Appends one record to the log.
@@ -98,6 +110,7 @@ impl Progress {
                 bar.set_position(self.done);
                 bar.set_message(msg);
             }
+            None if self.silent => {}
             None => {
                 // Plain lines for logs and pipes: every 10 s and at the end.
                 if self.last_line.elapsed().as_secs_f64() >= 10.0 || self.done == self.total {
@@ -121,6 +134,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
+            None if self.silent => {}
             None => eprintln!("{line}"),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use dscl_core::backend::prelude::*;
+use dscl_core::collective::Collective;
 use dscl_core::nn::Encoder;
 use dscl_core::train::{DsclBatch, DsclModel, DsclStep, StepShape};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -16,6 +17,7 @@ use super::report::ContrastiveReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
 use crate::augment::{stage1_views, Stage1Views};
+use crate::cluster::{Cluster, Exchange};
 use crate::config::{QueueInit, RunConfig};
 use crate::data::{class_counts, key_shuffle, Batch, Dataset, Transform};
 use crate::io::checkpoint::schema::{self, Run};
@@ -25,6 +27,7 @@ use crate::model;
 
 pub(super) fn train<B: Backend<Elem = f32>>(
     backend: &B,
+    cluster: &Cluster,
     plan: Plan<'_>,
     resume: bool,
 ) -> Result<()> {
@@ -33,9 +36,11 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     let num_classes = data.num_classes();
     // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
     let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
-    prepare_out(out, ckpt_bytes)?;
+    if plan.writes {
+        prepare_out(out, ckpt_bytes)?;
+    }
 
-    let step = DsclStep::new(
+    let step = DsclStep::placed(
         backend,
         &encoder,
         model::dscl_config(cfg),
@@ -45,6 +50,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
             crop_size: cfg.crop_size,
             num_classes: num_classes as u32,
         },
+        cluster.placement(),
     )?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut m = DsclModel::new(backend, &encoder, cfg.queue, &mut rng)?;
@@ -56,14 +62,38 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = schema::load_contrastive(&ckpt, backend, cfg, &encoder, &mut m)?;
-        eprintln!(
-            "resuming from {} at epoch {} step {}",
-            ckpt.path().display(),
-            at.epoch + 1,
-            at.step_in_epoch
-        );
+        if plan.writes {
+            eprintln!(
+                "resuming from {} at epoch {} step {}",
+                ckpt.path().display(),
+                at.epoch + 1,
+                at.step_in_epoch
+            );
+        }
     }
-    let mut stage = Contrastive::new(backend, cfg, out, encoder, step, m, data.as_ref())?;
+    let exchange = cluster.exchange();
+    // Every rank starts from rank 0's tensors (the same seed or checkpoint gives the same
+    // ones; this makes sure of it).
+    for set in [
+        &mut m.query.params,
+        &mut m.query.velocity,
+        &mut m.key_params,
+        &mut m.query_state,
+        &mut m.key_state,
+    ] {
+        exchange.broadcast(backend, set.buffers_mut(), 0)?;
+    }
+    let mut stage = Contrastive::new(
+        backend,
+        cluster,
+        &exchange,
+        cfg,
+        out,
+        encoder,
+        step,
+        m,
+        data.as_ref(),
+    )?;
     epochs::run(&mut stage, &plan, at)?;
     Ok(())
 }
@@ -71,6 +101,9 @@ pub(super) fn train<B: Backend<Elem = f32>>(
 /// The contrastive stage: its model and step, and the batch's host and device buffers.
 struct Contrastive<'a, B: Backend> {
     backend: &'a B,
+    cluster: &'a Cluster,
+    /// With several processes: which of every batch's images are this rank's.
+    exchange: &'a Exchange<'a>,
     cfg: &'a RunConfig,
     out: &'a Path,
     encoder: Encoder,
@@ -91,8 +124,11 @@ struct Contrastive<'a, B: Backend> {
 }
 
 impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         backend: &'a B,
+        cluster: &'a Cluster,
+        exchange: &'a Exchange<'a>,
         cfg: &'a RunConfig,
         out: &'a Path,
         encoder: Encoder,
@@ -100,12 +136,16 @@ impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
         model: DsclModel<B>,
         data: &dyn Dataset,
     ) -> Result<Self> {
-        let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
+        let (s, cs, c) = (cfg.image_size, cfg.crop_size, cfg.crops);
+        // This process's images of each batch.
+        let b = step.local_batch();
         let (queries, keys) = (vec![0.0f32; b * 3 * s * s], vec![0.0f32; b * 3 * s * s]);
         let crops = vec![0.0f32; c * b * 3 * cs * cs];
         let boxes = vec![0.0f32; c * b * 5];
         Ok(Contrastive {
             backend,
+            cluster,
+            exchange,
             cfg,
             out,
             encoder,
@@ -121,7 +161,7 @@ impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
             keys,
             crops,
             boxes,
-            shuffle: (0..b as u32).collect(),
+            shuffle: (0..cfg.batch_size as u32).collect(),
         })
     }
 }
@@ -137,25 +177,31 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
 
     fn step(&mut self, batch: &Batch<Stage1Views>, lr: f64, at: Position) -> Result<Self::Report> {
         let cfg = self.cfg;
-        let (b, s, cs, c) = (cfg.batch_size, cfg.image_size, cfg.crop_size, cfg.crops);
+        let (s, cs, c) = (cfg.image_size, cfg.crop_size, cfg.crops);
         let (qi, ki) = (3 * s * s, 3 * cs * cs);
         let pbsd = cfg.pbsd_weight > 0.0;
-        if batch.items.len() != b {
+        if batch.items.len() != cfg.batch_size {
             bail!(
-                "a stage-1 batch of {} images where {b} were planned",
-                batch.items.len()
+                "a stage-1 batch of {} images where {} were planned",
+                batch.items.len(),
+                cfg.batch_size
             );
         }
+        // This process's images of the batch: `b` from `first` (all of them for one process).
+        let b = self.step.local_batch();
+        let first = Collective::<B>::placement(self.exchange).rank * b;
+        let mine = &batch.items[first..first + b];
         // With several replica groups the key images go in at their shuffled slots, for the
-        // key encoder's shuffled batch norm (batches are full: the loader drops the last).
+        // key encoder's shuffled batch norm (batches are full: the loader drops the last);
+        // this process's key slots are its group's.
         let shuffled = cfg.replicas > 1;
         if shuffled {
             key_shuffle(cfg.seed, at.global_step, &mut self.shuffle);
         }
-        for (slot, &image) in self.shuffle.iter().enumerate() {
+        for (slot, &image) in self.shuffle[first..first + b].iter().enumerate() {
             self.keys[slot * qi..(slot + 1) * qi].copy_from_slice(&batch.items[image as usize].key);
         }
-        for (i, v) in batch.items.iter().enumerate() {
+        for (i, v) in mine.iter().enumerate() {
             self.queries[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
             if pbsd {
                 for ci in 0..c {
@@ -173,7 +219,7 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
             backend.upload(&mut self.crops_buf, 0, &self.crops)?;
             backend.upload(&mut self.boxes_buf, 0, &self.boxes)?;
         }
-        backend.upload_index(&mut self.labels_buf, 0, &batch.labels)?;
+        backend.upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;
         let inputs = DsclBatch {
             queries: &self.queries_buf,
             keys: &self.keys_buf,
@@ -184,7 +230,14 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
         };
         let losses = self
             .step
-            .step(backend, &self.encoder, &mut self.model, &inputs, lr)
+            .step_across(
+                backend,
+                self.exchange,
+                &self.encoder,
+                &mut self.model,
+                &inputs,
+                lr,
+            )
             .with_context(|| {
                 format!(
                     "stage-1 step {} (epoch {})",
@@ -200,6 +253,12 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
     }
 
     fn save(&mut self, at: Position) -> Result<()> {
+        // Rank 0's model is every rank's (checked here, at every checkpoint); it alone writes.
+        self.cluster
+            .check_same_model(self.backend, &self.model.query.params, at.global_step)?;
+        if !self.cluster.writes() {
+            return Ok(());
+        }
         let run = Run {
             cfg: self.cfg,
             class_counts: &self.class_counts,

@@ -106,6 +106,9 @@ pub struct Plan<'a> {
     pub resumption: Resumption,
     /// The run's output directory, which holds the log.
     pub out: &'a Path,
+    /// Whether this process writes the log and shows progress: rank 0 of a distributed run
+    /// (and a run of one process) does; the other ranks only train.
+    pub writes: bool,
 }
 
 /// Runs `stage` through `plan`'s epochs from position `at`; returns where it ended (the end
@@ -116,6 +119,8 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
     let done = (at.epoch * steps + at.step_in_epoch) as u64;
     let log_path = plan.out.join(log::LOG_FILE);
     let kept = match plan.resumption {
+        // Only the epoch means shown use the records kept, and only the writer shows them.
+        _ if !plan.writes => Vec::new(),
         Resumption::Checkpoints { .. } => log::retain(&log_path, |r| {
             r.phase.as_deref() == Some(plan.phase)
                 && match r.kind.as_deref() {
@@ -130,7 +135,11 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
             log::retain(&log_path, |r| r.phase.as_deref() != Some(plan.phase))?
         }
     };
-    let mut progress = Progress::new(plan.phase, total, done, Some(&log_path))?;
+    let log = plan.writes.then_some(log_path.as_path());
+    let mut progress = Progress::new(plan.phase, total, done, log)?;
+    if !plan.writes {
+        progress = progress.silenced();
+    }
     let transform = stage.transform();
     let mut taken = 0u64;
     let stopped = |progress: &Progress, taken: u64| {

@@ -17,6 +17,7 @@ use dscl_core::train::LrSchedule;
 
 use super::epochs::{Plan, Resumption, Sampling};
 use super::{contrastive, cross_entropy, Position};
+use crate::cluster::Cluster;
 use crate::config::{LossKind, RunConfig};
 use crate::data::{class_counts, Dataset};
 use crate::io::checkpoint::{remove_stale_temporaries, schema, Checkpoint};
@@ -30,8 +31,13 @@ use crate::io::progress::Progress;
 ///
 /// `stop_after`: end this invocation after that many steps, with a checkpoint written, so a
 /// time-boxed job can continue later with `--resume`.
+///
+/// `cluster`: this process's rank of a distributed run (its replica group of every batch;
+/// rank 0 alone writes), or [`Cluster::Solo`].
+#[allow(clippy::too_many_arguments)]
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
+    cluster: &Cluster,
     cfg: &RunConfig,
     data: Arc<dyn Dataset>,
     out: &Path,
@@ -46,19 +52,28 @@ pub fn train<B: Backend<Elem = f32>>(
             data.len()
         );
     }
-    eprintln!(
-        "stage 1: {} training images in {} classes (largest class {}, smallest {}), {} on {}",
-        data.len(),
-        data.num_classes(),
-        class_counts(data.as_ref()).iter().max().unwrap_or(&0),
-        class_counts(data.as_ref()).iter().min().unwrap_or(&0),
-        match cfg.loss {
-            LossKind::Dscl => "DSCL",
-            LossKind::Scl => "SupCon",
-            LossKind::Ce => "cross-entropy",
-        },
-        backend.device_name()
-    );
+    if cluster.placement().world > 1 && cfg.loss == LossKind::Ce {
+        bail!(
+            "--distributed trains DSCL and SupCon; the cross-entropy baseline (--loss ce) runs \
+             in one process"
+        );
+    }
+    let writes = cluster.writes();
+    if writes {
+        eprintln!(
+            "stage 1: {} training images in {} classes (largest class {}, smallest {}), {} on {}",
+            data.len(),
+            data.num_classes(),
+            class_counts(data.as_ref()).iter().max().unwrap_or(&0),
+            class_counts(data.as_ref()).iter().min().unwrap_or(&0),
+            match cfg.loss {
+                LossKind::Dscl => "DSCL",
+                LossKind::Scl => "SupCon",
+                LossKind::Ce => "cross-entropy",
+            },
+            backend.device_name()
+        );
+    }
     let plan = Plan {
         phase: match cfg.loss {
             LossKind::Ce => phase::STAGE1_CE,
@@ -80,10 +95,11 @@ pub fn train<B: Backend<Elem = f32>>(
             stop_after,
         },
         out,
+        writes,
     };
     match cfg.loss {
         LossKind::Ce => cross_entropy::train(backend, plan, resume)?,
-        LossKind::Dscl | LossKind::Scl => contrastive::train(backend, plan, resume)?,
+        LossKind::Dscl | LossKind::Scl => contrastive::train(backend, cluster, plan, resume)?,
     }
     Ok(out.join(STAGE1_FILE))
 }

@@ -203,6 +203,7 @@ pub fn train<B: Backend<Elem = f32>>(
         phase: phase::LINEAR,
         cfg: &cfg,
         data: &data,
+        writes: true,
         batch: b,
         epochs: cfg.linear_epochs,
         // One epoch draws as many class-balanced samples as the set has images.

@@ -1,0 +1,235 @@
+//! `runtime train --distributed` under `mpirun`, on the CPU backend and the built-in digits:
+//! two ranks train what one process trains with `--replicas 2`, every rank holds rank 0's
+//! weights at every checkpoint, and a rank that fails (other flags, or killed mid-run) ends
+//! the job with a non-zero exit and leaves a checkpoint that resumes.
+//!
+//! Needs a build with the `mpi` feature and Open MPI's `mpirun`:
+//! `cargo test -p dscl-runtime --features mpi --test distributed_cli`. Without `mpirun` the
+//! tests say so and pass, unless `DSCL_REQUIRE_MPI` is set (CI sets it), where they fail.
+#![cfg(feature = "mpi")]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+mod common;
+use common::{output_within, runtime, text, DEADLINE};
+
+/// Steps of 32 digits (15 an epoch), a queue of 64, two crops; the tests add the epochs.
+const QUICK: &[&str] = &["--batch-size", "32", "--queue", "64", "--crops", "2"];
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dscl-distributed-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `mpirun` set up for a test (as root, more ranks than cores), or `None` with the reason
+/// printed when there is none and the environment does not require it.
+fn mpirun() -> Option<Command> {
+    let found = Command::new("mpirun").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("DSCL_REQUIRE_MPI").is_none(),
+            "DSCL_REQUIRE_MPI is set but there is no mpirun on PATH"
+        );
+        eprintln!("skipped: no mpirun on PATH (install Open MPI to run the distributed tests)");
+        return None;
+    }
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe"])
+        .env("RAYON_NUM_THREADS", "1");
+    Some(c)
+}
+
+/// The arguments of one rank's `runtime train`, for an MPMD command line (`: -np 1 ...`).
+fn rank_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "-np".to_string(),
+        "1".to_string(),
+        env!("CARGO_BIN_EXE_runtime").to_string(),
+        "train".to_string(),
+        "--distributed".to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ];
+    args.extend(QUICK.iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `mpirun` with one rank per entry of `ranks` (each the extra flags of that rank).
+fn mpmd(mut mpirun: Command, out: &Path, ranks: &[&[&str]]) -> Output {
+    for (r, extra) in ranks.iter().enumerate() {
+        if r > 0 {
+            mpirun.arg(":");
+        }
+        mpirun.args(rank_args(out, extra));
+    }
+    output_within(mpirun, DEADLINE)
+}
+
+fn step_losses(out: &Path) -> Vec<f64> {
+    fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step" && v["phase"] == "stage1")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// A checkpoint's tensors by name: f32 ones as values, others as bytes.
+fn tensors(path: &Path) -> BTreeMap<String, (Vec<f32>, Vec<u8>)> {
+    let bytes = fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let values = match t.dtype() {
+                Dtype::F32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (name, (values, t.data().to_vec()))
+        })
+        .collect()
+}
+
+/// The largest difference of `got` from `expected`, relative to each entry or, where it is
+/// smaller, to the tensor's root-mean-square (the small entries of a gradient-made tensor
+/// carry the rounding of its large ones).
+fn max_rel(got: &[f32], expected: &[f32]) -> f64 {
+    let rms = (expected.iter().map(|&e| (e as f64).powi(2)).sum::<f64>()
+        / expected.len().max(1) as f64)
+        .sqrt();
+    got.iter()
+        .zip(expected)
+        .map(|(&g, &e)| (g as f64 - e as f64).abs() / (e as f64).abs().max(rms).max(1e-30))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_ranks_train_what_two_replica_groups_train() {
+    let Some(mpirun) = mpirun() else { return };
+    let one = temp("one-process");
+    let mut args = vec!["train", "--replicas", "2", "--epochs", "2"];
+    args.extend_from_slice(&["--out", one.to_str().unwrap()]);
+    args.extend_from_slice(QUICK);
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A checkpoint after every step: each one first checks that both ranks hold the same
+    // weights, bit for bit.
+    let two = temp("two-ranks");
+    let o = mpmd(
+        mpirun,
+        &two,
+        &[&["--epochs", "2", "--checkpoint-every", "1"][..]; 2],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (expected, got) = (step_losses(&one), step_losses(&two));
+    assert_eq!(got.len(), 30, "{got:?}");
+    assert_eq!(got.len(), expected.len());
+    for (step, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-5 * e.abs(),
+            "step {}: two ranks {g}, one process {e}",
+            step + 1
+        );
+    }
+    let (expected, got) = (
+        tensors(&one.join("stage1.safetensors")),
+        tensors(&two.join("stage1.safetensors")),
+    );
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
+    let mut worst = (0.0f64, String::new());
+    for (name, (values, bytes)) in &expected {
+        let (got_values, got_bytes) = &got[name];
+        if values.is_empty() {
+            // Labels, counters: exact.
+            assert_eq!(bytes, got_bytes, "{name}");
+        } else {
+            let err = max_rel(got_values, values);
+            if err > worst.0 {
+                worst = (err, name.clone());
+            }
+        }
+    }
+    println!(
+        "final tensors: worst relative difference {:e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 <= 1e-5, "{} differs by {:e}", worst.1, worst.0);
+}
+
+#[test]
+fn a_rank_started_with_other_flags_is_refused_before_any_step() {
+    let Some(mpirun) = mpirun() else { return };
+    let out = temp("other-flags");
+    let o = mpmd(
+        mpirun,
+        &out,
+        &[&["--epochs", "1"], &["--epochs", "1", "--tau", "0.5"]],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("rank 1 was started with other settings than rank 0"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.join("log.jsonl").exists(), "a step ran");
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_job_and_the_last_checkpoint_resumes() {
+    let Some(mut mpirun) = mpirun() else { return };
+    let out = temp("killed");
+    let long = ["--epochs", "40", "--checkpoint-every", "2"];
+    // Rank 1 is killed (SIGKILL, no chance to clean up) 4 s into a run of about 20 s.
+    mpirun.args(rank_args(&out, &long)).arg(":");
+    let mut killed = rank_args(&out, &long);
+    killed.splice(2..2, ["timeout", "-s", "KILL", "4"].map(String::from));
+    mpirun.args(killed);
+    let started = Instant::now();
+    let o = output_within(mpirun, DEADLINE);
+    let took = started.elapsed();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        took < Duration::from_secs(60),
+        "the job took {took:?} to end after a rank died"
+    );
+    let steps = step_losses(&out).len();
+    assert!(steps >= 2, "no checkpointed step before the kill: {steps}");
+
+    // The last complete checkpoint continues the run.
+    let Some(mpirun) = self::mpirun() else { return };
+    let o = mpmd(
+        mpirun,
+        &out,
+        &[&["--epochs", "40", "--resume", "--stop-after", "2"][..]; 2],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming from"), "{}", text(&o));
+}
+
+#[test]
+fn distributed_without_a_launcher_says_what_is_missing() {
+    let out = temp("no-launcher");
+    let o = runtime(&["train", "--distributed", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("needs an MPI launcher"), "{}", text(&o));
+}
