@@ -7,6 +7,8 @@
 //! the buffers staged through host memory ([`Staged`]), so it serves every backend. A rank that
 //! fails ends the whole job ([`Cluster::abort`], MPI_Abort), so no rank waits for it forever.
 
+use std::marker::PhantomData;
+
 use anyhow::{bail, Result};
 use dscl_core::collective::Collective;
 #[cfg(feature = "mpi")]
@@ -61,23 +63,22 @@ impl Cluster {
         if !distributed {
             return Ok(Cluster::Solo);
         }
-        if !cfg!(feature = "mpi") {
-            bail!(
-                "--distributed needs a build with MPI: cargo build --release -p dscl-runtime \
-                 --features mpi (with Open MPI or MPICH installed)"
-            );
-        }
-        if launcher_variable().is_none() {
-            bail!(
-                "--distributed needs an MPI launcher: start every rank with `mpirun -np N \
-                 runtime ... --distributed` (or `srun`); this process has none of {}",
-                LAUNCHER_VARIABLES.join(", ")
-            );
-        }
-        #[cfg(feature = "mpi")]
-        return Ok(Cluster::Mpi(mpi_world::MpiWorld::init()?));
         #[cfg(not(feature = "mpi"))]
-        unreachable!("checked above")
+        bail!(
+            "--distributed needs a build with MPI: cargo build --release -p dscl-runtime \
+             --features mpi (with Open MPI or MPICH installed)"
+        );
+        #[cfg(feature = "mpi")]
+        {
+            if launcher_variable().is_none() {
+                bail!(
+                    "--distributed needs an MPI launcher: start every rank with `mpirun -np N \
+                     runtime ... --distributed` (or `srun`); this process has none of {}",
+                    LAUNCHER_VARIABLES.join(", ")
+                );
+            }
+            Ok(Cluster::Mpi(mpi_world::MpiWorld::init()?))
+        }
     }
 
     pub fn placement(&self) -> Placement {
@@ -96,7 +97,7 @@ impl Cluster {
     /// The collective a step exchanges through.
     pub fn exchange(&self) -> Exchange<'_> {
         match self {
-            Cluster::Solo => Exchange::Solo,
+            Cluster::Solo => Exchange::Solo(PhantomData),
             #[cfg(feature = "mpi")]
             Cluster::Mpi(world) => Exchange::Staged(Staged::new(world)),
         }
@@ -181,26 +182,21 @@ impl Cluster {
 
 /// The collective of a [`Cluster`], for the steps.
 pub enum Exchange<'a> {
-    Solo,
+    Solo(PhantomData<&'a Cluster>),
     #[cfg(feature = "mpi")]
     Staged(Staged<&'a mpi_world::MpiWorld, f32>),
-    #[cfg(not(feature = "mpi"))]
-    #[doc(hidden)]
-    Never(core::marker::PhantomData<&'a ()>),
 }
 
 /// Forwards each operation to the variant's collective.
 macro_rules! forward {
     ($self:expr, |$c:ident| $call:expr) => {
         match $self {
-            Exchange::Solo => {
+            Exchange::Solo(_) => {
                 let $c = &Solo;
                 $call
             }
             #[cfg(feature = "mpi")]
             Exchange::Staged($c) => $call,
-            #[cfg(not(feature = "mpi"))]
-            Exchange::Never(_) => unreachable!("never built"),
         }
     };
 }
