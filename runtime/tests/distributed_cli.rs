@@ -1,5 +1,6 @@
 //! `runtime train --distributed` under `mpirun`, on the CPU backend and the built-in digits:
-//! two ranks train what one process trains with `--replicas 2`, every rank holds rank 0's
+//! two ranks train what one process trains with `--replicas 2` (DSCL + PBSD, and the
+//! cross-entropy baseline), every rank holds rank 0's
 //! weights at every checkpoint, and a rank that fails (other flags, or killed mid-run) ends
 //! the job with a non-zero exit and leaves a checkpoint that resumes.
 //!
@@ -59,9 +60,13 @@ fn rank_args(out: &Path, extra: &[&str]) -> Vec<String> {
         "--out".to_string(),
         out.display().to_string(),
     ];
-    args.extend(QUICK.iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// [`QUICK`] and `extra`: a contrastive run's flags.
+fn quick(extra: &[&'static str]) -> Vec<&'static str> {
+    [QUICK, extra].concat()
 }
 
 /// `mpirun` with one rank per entry of `ranks` (each the extra flags of that rank).
@@ -75,12 +80,12 @@ fn mpmd(mut mpirun: Command, out: &Path, ranks: &[&[&str]]) -> Output {
     output_within(mpirun, DEADLINE)
 }
 
-fn step_losses(out: &Path) -> Vec<f64> {
+fn step_losses(out: &Path, phase: &str) -> Vec<f64> {
     fs::read_to_string(out.join("log.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step" && v["phase"] == "stage1")
+        .filter(|v| v["kind"] == "step" && v["phase"] == phase)
         .map(|v| v["loss"].as_f64().unwrap())
         .collect()
 }
@@ -120,31 +125,46 @@ fn max_rel(got: &[f32], expected: &[f32]) -> f64 {
 
 #[test]
 fn two_ranks_train_what_two_replica_groups_train() {
+    two_ranks_match_one_process(
+        "dscl",
+        &quick(&["--loss", "dscl", "--epochs", "2"]),
+        "stage1",
+    );
+}
+
+#[test]
+fn two_ranks_train_the_cross_entropy_baseline_of_two_replica_groups() {
+    // One epoch: the whole backbone learns at the baseline's rate, and the first layer's
+    // gradient sums (most cancellation) drift past 1e-5 of their tensor's scale by the second.
+    let flags = ["--loss", "ce", "--batch-size", "32", "--epochs", "1"];
+    two_ranks_match_one_process("ce", &flags, "stage1-ce");
+}
+
+/// One process with `--replicas 2` and two ranks of `--distributed`, both with `flags`,
+/// logging under `phase`: the same per-step losses and final checkpoint, within 1e-5.
+fn two_ranks_match_one_process(loss: &str, flags: &[&str], phase: &str) {
     let Some(mpirun) = mpirun() else { return };
-    let one = temp("one-process");
-    let mut args = vec!["train", "--replicas", "2", "--epochs", "2"];
+    let one = temp(&format!("one-process-{loss}"));
+    let mut args = vec!["train", "--replicas", "2"];
     args.extend_from_slice(&["--out", one.to_str().unwrap()]);
-    args.extend_from_slice(QUICK);
+    args.extend_from_slice(flags);
     let o = runtime(&args);
     assert!(o.status.success(), "{}", text(&o));
 
     // A checkpoint after every step: each one first checks that both ranks hold the same
     // weights, bit for bit.
-    let two = temp("two-ranks");
-    let o = mpmd(
-        mpirun,
-        &two,
-        &[&["--epochs", "2", "--checkpoint-every", "1"][..]; 2],
-    );
+    let two = temp(&format!("two-ranks-{loss}"));
+    let rank = [&["--checkpoint-every", "1"], flags].concat();
+    let o = mpmd(mpirun, &two, &[&rank[..], &rank[..]]);
     assert!(o.status.success(), "{}", text(&o));
 
-    let (expected, got) = (step_losses(&one), step_losses(&two));
-    assert_eq!(got.len(), 30, "{got:?}");
+    let (expected, got) = (step_losses(&one, phase), step_losses(&two, phase));
+    assert!(got.len() >= 15, "{got:?}");
     assert_eq!(got.len(), expected.len());
     for (step, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert!(
             (g - e).abs() <= 1e-5 * e.abs(),
-            "step {}: two ranks {g}, one process {e}",
+            "{loss} step {}: two ranks {g}, one process {e}",
             step + 1
         );
     }
@@ -170,10 +190,15 @@ fn two_ranks_train_what_two_replica_groups_train() {
         }
     }
     println!(
-        "final tensors: worst relative difference {:e} ({})",
+        "{loss}, final tensors: worst relative difference {:e} ({})",
         worst.0, worst.1
     );
-    assert!(worst.0 <= 1e-5, "{} differs by {:e}", worst.1, worst.0);
+    assert!(
+        worst.0 <= 1e-5,
+        "{loss}: {} differs by {:e}",
+        worst.1,
+        worst.0
+    );
 }
 
 #[test]
@@ -183,7 +208,10 @@ fn a_rank_started_with_other_flags_is_refused_before_any_step() {
     let o = mpmd(
         mpirun,
         &out,
-        &[&["--epochs", "1"], &["--epochs", "1", "--tau", "0.5"]],
+        &[
+            &quick(&["--epochs", "1"]),
+            &quick(&["--epochs", "1", "--tau", "0.5"]),
+        ],
     );
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
@@ -198,7 +226,7 @@ fn a_rank_started_with_other_flags_is_refused_before_any_step() {
 fn a_rank_that_dies_ends_the_job_and_the_last_checkpoint_resumes() {
     let Some(mut mpirun) = mpirun() else { return };
     let out = temp("killed");
-    let long = ["--epochs", "40", "--checkpoint-every", "2"];
+    let long = quick(&["--epochs", "40", "--checkpoint-every", "2"]);
     // Rank 1 is killed (SIGKILL, no chance to clean up) 4 s into a run of about 20 s.
     mpirun.args(rank_args(&out, &long)).arg(":");
     let mut killed = rank_args(&out, &long);
@@ -212,16 +240,13 @@ fn a_rank_that_dies_ends_the_job_and_the_last_checkpoint_resumes() {
         took < Duration::from_secs(60),
         "the job took {took:?} to end after a rank died"
     );
-    let steps = step_losses(&out).len();
+    let steps = step_losses(&out, "stage1").len();
     assert!(steps >= 2, "no checkpointed step before the kill: {steps}");
 
     // The last complete checkpoint continues the run.
     let Some(mpirun) = self::mpirun() else { return };
-    let o = mpmd(
-        mpirun,
-        &out,
-        &[&["--epochs", "40", "--resume", "--stop-after", "2"][..]; 2],
-    );
+    let resumed = quick(&["--epochs", "40", "--resume", "--stop-after", "2"]);
+    let o = mpmd(mpirun, &out, &[&resumed[..], &resumed[..]]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming from"), "{}", text(&o));
 }

@@ -182,12 +182,6 @@ impl RunConfig {
                 self.replicas
             );
         }
-        if self.replicas > 1 && self.loss == LossKind::Ce {
-            bail!(
-                "--replicas applies to the contrastive stage-1 step; the cross-entropy \
-                 baseline (--loss ce) trains as one group"
-            );
-        }
         positive("--lr", self.lr)?;
         non_negative("--weight-decay", self.weight_decay)?;
         if !(self.min_scale > 0.0 && self.min_scale <= 1.0) {

@@ -149,8 +149,7 @@ impl RunConfig {
             tau: train.tau.unwrap_or(s1.step.temperature),
             queue: train.queue.unwrap_or(s1.step.queue_len),
             queue_init: train.queue_init,
-            // The cross-entropy baseline trains as one group unless told otherwise (and then
-            // refuses, in check()).
+            // The cross-entropy baseline trains as one group unless told otherwise.
             replicas: match train.loss {
                 LossKind::Ce => train.replicas.unwrap_or(1),
                 _ => train.replicas.unwrap_or(s1.step.replicas),

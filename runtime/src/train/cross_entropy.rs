@@ -1,11 +1,14 @@
 //! Stage 1 of the cross-entropy baseline: a classifier trained end to end on the
-//! instance-sampled (long-tailed) data, with RandomResizedCrop and flips.
+//! instance-sampled (long-tailed) data, with RandomResizedCrop and flips, in `--replicas`
+//! groups (batch-norm statistics per group, as the official DDP run), on one process or one
+//! group per rank of a `--distributed` run.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dscl_core::backend::prelude::*;
+use dscl_core::collective::Collective;
 use dscl_core::nn::{ResNetClassifier, TensorSet};
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -16,6 +19,7 @@ use super::report::ClassifierReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
+use crate::cluster::{Cluster, Exchange};
 use crate::config::RunConfig;
 use crate::data::{class_counts, Batch, Transform};
 use crate::io::checkpoint::schema::{self, Run};
@@ -25,24 +29,40 @@ use crate::model;
 
 pub(super) fn train<B: Backend<Elem = f32>>(
     backend: &B,
+    cluster: &Cluster,
     plan: Plan<'_>,
     resume: bool,
 ) -> Result<()> {
     let (cfg, out, data) = (plan.cfg, plan.out, plan.data);
     let net: ResNetClassifier = model::classifier(cfg, data.num_classes())?;
-    let (b, s) = (cfg.batch_size, cfg.image_size);
-    prepare_out(out, 8 * net.params.total_len())?;
+    let (big_b, s) = (cfg.batch_size, cfg.image_size);
+    if plan.writes {
+        prepare_out(out, 8 * net.params.total_len())?;
+    }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
     let mut weights = Trainable::initialised(backend, &net.params, &mut rng)?;
     let mut state = TensorSet::initialised(backend, &net.state, &mut rng)?;
-    let step = ClassifierStep::new(backend, &net.backbone, &net.fc, b, s)?;
+    let placement = cluster.placement();
+    let step = match placement.world {
+        1 => ClassifierStep::replicated(backend, &net.backbone, &net.fc, big_b, s, cfg.replicas)?,
+        _ => ClassifierStep::placed(backend, &net.backbone, &net.fc, big_b, s, placement)?,
+    };
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = schema::load_cross_entropy(&ckpt, backend, &net, &mut weights, &mut state)?;
     }
+    let exchange = cluster.exchange();
+    // Every rank starts from rank 0's tensors.
+    for set in [&mut weights.params, &mut weights.velocity, &mut state] {
+        exchange.broadcast(backend, set.buffers_mut(), 0)?;
+    }
+    // This process's images of each batch.
+    let b = step.local_batch();
     let x = vec![0.0f32; b * 3 * s * s];
     let mut stage = CrossEntropy {
         backend,
+        cluster,
+        exchange: &exchange,
         cfg,
         out,
         class_counts: class_counts(data.as_ref()),
@@ -62,6 +82,8 @@ pub(super) fn train<B: Backend<Elem = f32>>(
 /// The cross-entropy stage: its classifier and step, and the batch's host and device buffers.
 struct CrossEntropy<'a, B: Backend> {
     backend: &'a B,
+    cluster: &'a Cluster,
+    exchange: &'a Exchange<'a>,
     cfg: &'a RunConfig,
     out: &'a Path,
     class_counts: Vec<usize>,
@@ -89,16 +111,20 @@ impl<B: Backend<Elem = f32>> Stage for CrossEntropy<'_, B> {
 
     fn step(&mut self, batch: &Batch<Vec<f32>>, lr: f64, at: Position) -> Result<Self::Report> {
         let n = 3 * self.cfg.image_size * self.cfg.image_size;
-        for (i, v) in batch.items.iter().enumerate() {
+        // This process's images of the batch: `b` from `first` (all of them for one process).
+        let b = self.step.local_batch();
+        let first = Collective::<B>::placement(self.exchange).rank * b;
+        for (i, v) in batch.items[first..first + b].iter().enumerate() {
             self.x[i * n..(i + 1) * n].copy_from_slice(v);
         }
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend
-            .upload_index(&mut self.labels_buf, 0, &batch.labels)?;
+            .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;
         let loss = self
             .step
-            .cross_entropy_step(
+            .cross_entropy_step_across(
                 self.backend,
+                self.exchange,
                 &self.net.backbone,
                 &self.net.fc,
                 &mut self.weights,
@@ -113,6 +139,12 @@ impl<B: Backend<Elem = f32>> Stage for CrossEntropy<'_, B> {
     }
 
     fn save(&mut self, at: Position) -> Result<()> {
+        // Rank 0's model is every rank's (checked here, at every checkpoint); it alone writes.
+        self.cluster
+            .check_same_model(self.backend, &self.weights.params, at.global_step)?;
+        if !self.cluster.writes() {
+            return Ok(());
+        }
         let run = Run {
             cfg: self.cfg,
             class_counts: &self.class_counts,

@@ -52,12 +52,6 @@ pub fn train<B: Backend<Elem = f32>>(
             data.len()
         );
     }
-    if cluster.placement().world > 1 && cfg.loss == LossKind::Ce {
-        bail!(
-            "--distributed trains DSCL and SupCon; the cross-entropy baseline (--loss ce) runs \
-             in one process"
-        );
-    }
     let writes = cluster.writes();
     if writes {
         eprintln!(
@@ -98,7 +92,7 @@ pub fn train<B: Backend<Elem = f32>>(
         writes,
     };
     match cfg.loss {
-        LossKind::Ce => cross_entropy::train(backend, plan, resume)?,
+        LossKind::Ce => cross_entropy::train(backend, cluster, plan, resume)?,
         LossKind::Dscl | LossKind::Scl => contrastive::train(backend, cluster, plan, resume)?,
     }
     Ok(out.join(STAGE1_FILE))
