@@ -16,10 +16,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use safetensors::{Dtype, SafeTensors};
-use serde_json::Value;
 
 mod common;
-use common::{output_within, runtime, text, DEADLINE};
+use common::{output_within, runtime, step_losses, text, DEADLINE};
 
 /// Steps of 32 digits (15 an epoch), a queue of 64, two crops; the tests add the epochs.
 const QUICK: &[&str] = &["--batch-size", "32", "--queue", "64", "--crops", "2"];
@@ -78,16 +77,6 @@ fn mpmd(mut mpirun: Command, out: &Path, ranks: &[&[&str]]) -> Output {
         mpirun.args(rank_args(out, extra));
     }
     output_within(mpirun, DEADLINE)
-}
-
-fn step_losses(out: &Path, phase: &str) -> Vec<f64> {
-    fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step" && v["phase"] == phase)
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
 }
 
 /// A checkpoint's tensors by name: f32 ones as values, others as bytes.

@@ -9,7 +9,7 @@ use dscl_runtime::io::checkpoint::Checkpoint;
 use serde_json::Value;
 
 mod common;
-use common::{runtime, text};
+use common::{runtime, step_losses, text};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dscl-train-cli-{name}-{}", std::process::id()));
@@ -31,16 +31,6 @@ const QUICK: &[&str] = &[
     "--linear-epochs",
     "1",
 ];
-
-fn step_losses(out: &Path, phase: &str) -> Vec<f64> {
-    fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step" && v["phase"] == phase)
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
-}
 
 #[test]
 fn run_on_the_builtin_digits_writes_metrics_checkpoints_and_plot() {

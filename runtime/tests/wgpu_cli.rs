@@ -2,22 +2,10 @@
 //! Without an adapter each test says so and passes, except under `CI=true`, where it fails.
 
 mod common;
+use common::{runtime, step_losses, text};
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-
-fn runtime(args: &[&str]) -> Output {
-    common::runtime(args)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use std::path::PathBuf;
 
 /// True when a wgpu adapter is present; otherwise prints why the test is skipped (or fails
 /// under CI=true).
@@ -39,16 +27,6 @@ fn temp(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn step_losses(out: &Path) -> Vec<f64> {
-    fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["kind"] == "step" && v["phase"] == "stage1")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
 }
 
 #[test]
@@ -101,7 +79,7 @@ fn run_on_the_builtin_digits_matches_the_cpu_backend() {
         let m: Value =
             serde_json::from_str(&fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
         assert!(m["top1"].as_f64().is_some_and(|v| v.is_finite()), "{m}");
-        losses.push(step_losses(&out));
+        losses.push(step_losses(&out, "stage1"));
     }
     let (gpu, cpu) = (&losses[0], &losses[1]);
     assert_eq!(gpu.len(), cpu.len());

@@ -8,8 +8,8 @@
 use std::any::Any;
 use std::sync::{Arc, Barrier, Mutex};
 
-use dscl_core::collective::HostCollective;
-use dscl_core::{Placement, Result};
+use dscl_core::collective::{Collective, HostCollective};
+use dscl_core::{Backend, Placement, Result};
 
 struct Shared {
     barrier: Barrier,
@@ -111,5 +111,65 @@ impl HostCollective for Threads {
     fn barrier(&self) -> Result<()> {
         self.shared.barrier.wait();
         Ok(())
+    }
+}
+
+/// A collective that leaves one of its operations out: the planted bug of the tests that show
+/// each exchange of a data-parallel step is needed.
+pub struct Without<C> {
+    pub inner: C,
+    pub skipped: Skipped,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Skipped {
+    GradientSum,
+    StateBroadcast,
+}
+
+impl<B: Backend, C: Collective<B>> Collective<B> for Without<C> {
+    fn placement(&self) -> dscl_core::Placement {
+        self.inner.placement()
+    }
+    fn all_reduce_sum(&self, backend: &B, buffers: &mut [B::Buffer]) -> dscl_core::Result<()> {
+        match self.skipped {
+            Skipped::GradientSum => Ok(()),
+            Skipped::StateBroadcast => self.inner.all_reduce_sum(backend, buffers),
+        }
+    }
+    fn all_reduce_sum_host(&self, values: &mut [f64]) -> dscl_core::Result<()> {
+        self.inner.all_reduce_sum_host(values)
+    }
+    fn all_gather(
+        &self,
+        backend: &B,
+        local: &B::Buffer,
+        len: usize,
+        gathered: &mut B::Buffer,
+    ) -> dscl_core::Result<()> {
+        self.inner.all_gather(backend, local, len, gathered)
+    }
+    fn all_gather_index(
+        &self,
+        backend: &B,
+        local: &B::IndexBuffer,
+        len: usize,
+        gathered: &mut B::IndexBuffer,
+    ) -> dscl_core::Result<()> {
+        self.inner.all_gather_index(backend, local, len, gathered)
+    }
+    fn broadcast(
+        &self,
+        backend: &B,
+        buffers: &mut [B::Buffer],
+        root: usize,
+    ) -> dscl_core::Result<()> {
+        match self.skipped {
+            Skipped::StateBroadcast => self.inner.barrier(),
+            Skipped::GradientSum => self.inner.broadcast(backend, buffers, root),
+        }
+    }
+    fn barrier(&self) -> dscl_core::Result<()> {
+        self.inner.barrier()
     }
 }

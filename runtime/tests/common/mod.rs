@@ -5,6 +5,7 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -108,4 +109,15 @@ pub fn assert_refused(o: &Output, needles: &[&str]) {
     for n in needles {
         assert!(all.contains(n), "the error lacks {n:?}:\n{all}");
     }
+}
+
+/// The losses of `phase`'s steps in `out/log.jsonl`, in order.
+pub fn step_losses(out: &Path, phase: &str) -> Vec<f64> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step" && v["phase"] == phase)
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
 }

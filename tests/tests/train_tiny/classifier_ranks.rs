@@ -13,7 +13,7 @@ use dscl_core::reference::ReferenceBackend;
 use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use dscl_core::{Backend, Element, Solo};
 use dscl_cpu::CpuBackend;
-use dscl_tests::threads::Threads;
+use dscl_tests::threads::{Skipped, Threads, Without};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
@@ -270,65 +270,6 @@ fn two_groups_differ_from_one() {
         {
             assert!(*d > 1e-3, "{kind:?}: two groups' {of} match one's ({d:e})");
         }
-    }
-}
-
-/// A collective that leaves one of its operations out.
-struct Without<C> {
-    inner: C,
-    skipped: Skipped,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Skipped {
-    GradientSum,
-    StateBroadcast,
-}
-
-impl<B: Backend, C: Collective<B>> Collective<B> for Without<C> {
-    fn placement(&self) -> dscl_core::Placement {
-        self.inner.placement()
-    }
-    fn all_reduce_sum(&self, backend: &B, buffers: &mut [B::Buffer]) -> dscl_core::Result<()> {
-        match self.skipped {
-            Skipped::GradientSum => Ok(()),
-            Skipped::StateBroadcast => self.inner.all_reduce_sum(backend, buffers),
-        }
-    }
-    fn all_reduce_sum_host(&self, values: &mut [f64]) -> dscl_core::Result<()> {
-        self.inner.all_reduce_sum_host(values)
-    }
-    fn all_gather(
-        &self,
-        backend: &B,
-        local: &B::Buffer,
-        len: usize,
-        gathered: &mut B::Buffer,
-    ) -> dscl_core::Result<()> {
-        self.inner.all_gather(backend, local, len, gathered)
-    }
-    fn all_gather_index(
-        &self,
-        backend: &B,
-        local: &B::IndexBuffer,
-        len: usize,
-        gathered: &mut B::IndexBuffer,
-    ) -> dscl_core::Result<()> {
-        self.inner.all_gather_index(backend, local, len, gathered)
-    }
-    fn broadcast(
-        &self,
-        backend: &B,
-        buffers: &mut [B::Buffer],
-        root: usize,
-    ) -> dscl_core::Result<()> {
-        match self.skipped {
-            Skipped::StateBroadcast => self.inner.barrier(),
-            Skipped::GradientSum => self.inner.broadcast(backend, buffers, root),
-        }
-    }
-    fn barrier(&self) -> dscl_core::Result<()> {
-        self.inner.barrier()
     }
 }
 
