@@ -111,6 +111,10 @@ pub struct LinearCommand {
     /// Replace the classifier OUT holds (linear.safetensors) with a new one.
     #[arg(long)]
     pub overwrite: bool,
+    /// Train as one rank of an MPI job, as `train --distributed`: as many processes as the
+    /// checkpoint's run has replica groups.
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 // `runtime eval`.
@@ -146,6 +150,10 @@ pub struct RunCommand {
     /// Replace the run OUT holds (its checkpoints, log, metrics and plot) with a new one.
     #[arg(long)]
     pub overwrite: bool,
+    /// Run both stages and the evaluation as one rank of an MPI job, as `train
+    /// --distributed`.
+    #[arg(long)]
+    pub distributed: bool,
 }
 
 // `runtime plot`.

@@ -168,6 +168,16 @@ impl Cluster {
         }
     }
 
+    /// Returns once every rank has called it: what rank 0 wrote before (a checkpoint the next
+    /// stage reads) is then there for every rank.
+    pub fn barrier(&self) -> Result<()> {
+        match self {
+            Cluster::Solo => Ok(()),
+            #[cfg(feature = "mpi")]
+            Cluster::Mpi(world) => Ok(dscl_core::collective::HostCollective::barrier(&world)?),
+        }
+    }
+
     /// Ends every rank of the job with `code` (a rank that fails must not leave the others
     /// waiting for it); returns for one process.
     #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]

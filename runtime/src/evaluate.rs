@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dscl_core::backend::prelude::*;
+use dscl_core::collective::Collective;
 use dscl_core::nn::{Linear, ResNet, ResNetRecord, Scratch, TensorSet};
 
 use crate::augment::eval_view;
@@ -90,23 +91,36 @@ impl EvalInput {
     }
 }
 
-/// Evaluates `input`'s classifier on its test set and writes `out/metrics.json`.
+/// Evaluates `input`'s classifier on its test set and writes `out/metrics.json`; across the
+/// ranks `collective` connects, each evaluates its shard and rank 0 writes.
 pub fn evaluate<B: Backend<Elem = f32>>(
     backend: &B,
+    collective: &impl Collective<B>,
     input: EvalInput,
     eval: &EvalArgs,
     out: &Path,
 ) -> Result<Metrics> {
+    let writes = collective.placement().rank == 0;
     let (cfg, num_classes) = (&input.cfg, input.num_classes);
     let net = model::classifier(cfg, num_classes)?;
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_classifier(&input.checkpoint, backend, &net, &mut params, &mut state)?;
 
-    let mut pass = TestPass::new(backend, input.test, cfg, &net.backbone, num_classes, true)?;
-    let tally = pass.run(backend, &net.backbone, &params, &state, &net.fc, &params)?;
+    let mut pass = TestPass::new(backend, input.test, cfg, &net.backbone, num_classes, writes)?;
+    let tally = pass.run(
+        backend,
+        collective,
+        &net.backbone,
+        &params,
+        &state,
+        &net.fc,
+        &params,
+    )?;
     let metrics = tally.finish(&input.counts, eval.split_thresholds)?;
-    write_report(out, METRICS_FILE, &metrics)?;
+    if writes {
+        write_report(out, METRICS_FILE, &metrics)?;
+    }
     Ok(metrics)
 }
 
@@ -167,9 +181,14 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
 
     /// Classifies every test image with `backbone` (parameters `backbone_params`, running
     /// statistics `state`) and `fc` (its tensors in `fc_params`, which may be the same set).
+    ///
+    /// Across the ranks `collective` connects, each rank evaluates every R-th test image from
+    /// its rank on, and the counts are summed: every rank returns the whole test set's tally.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         backend: &B,
+        collective: &impl Collective<B>,
         backbone: &ResNet,
         backbone_params: &TensorSet<B>,
         state: &TensorSet<B>,
@@ -179,12 +198,16 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
         let (b, k) = (self.batch, self.num_classes);
         let mut lc = LoaderConfig::new(b, self.workers);
         lc.skip_bad = self.skip_bad;
-        let order = (0..self.test.len()).collect();
+        let placement = collective.placement();
+        let order: Vec<usize> = (placement.rank..self.test.len())
+            .step_by(placement.world)
+            .collect();
+        let batches = order.len().div_ceil(b) as u64;
         let loader = Loader::new(self.test.clone(), order, self.transform.clone(), lc)?;
         let mut tally = Tally::new(k);
         let mut progress = self
             .show_progress
-            .then(|| Progress::new(phase::EVAL, self.test.len().div_ceil(b) as u64, 0, None))
+            .then(|| Progress::new(phase::EVAL, batches, 0, None))
             .transpose()?;
         let n = 3 * self.image_size * self.image_size;
         for batch in loader {
@@ -214,6 +237,9 @@ impl<B: Backend<Elem = f32>> TestPass<B> {
         }
         if let Some(p) = &progress {
             p.finish();
+        }
+        if placement.world > 1 {
+            tally.sum_across(|counts| Ok(collective.all_reduce_sum_host(counts)?))?;
         }
         Ok(tally)
     }

@@ -110,6 +110,32 @@ impl Tally {
         Ok(())
     }
 
+    /// Adds every rank's counts to this one's (each rank counted its shard of the test set),
+    /// so every rank holds the whole test set's.
+    pub fn sum_across(&mut self, host_sum: impl FnOnce(&mut [f64]) -> Result<()>) -> Result<()> {
+        // Counts are far below 2^53, so f64 sums them exactly.
+        let mut counts: Vec<f64> = self
+            .correct
+            .iter()
+            .chain(&self.total)
+            .chain([&self.top5_correct])
+            .map(|&n| n as f64)
+            .collect();
+        host_sum(&mut counts)?;
+        let k = self.total.len();
+        for (slot, &n) in self
+            .correct
+            .iter_mut()
+            .chain(self.total.iter_mut())
+            .chain([&mut self.top5_correct])
+            .zip(&counts)
+        {
+            *slot = n as usize;
+        }
+        debug_assert_eq!(counts.len(), 2 * k + 1);
+        Ok(())
+    }
+
     /// The metrics, splitting classes by `class_counts` (training images per class).
     pub fn finish(&self, class_counts: &[usize], thresholds: SplitThresholds) -> Result<Metrics> {
         if class_counts.len() != self.total.len() {

@@ -247,3 +247,94 @@ fn distributed_without_a_launcher_says_what_is_missing() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("needs an MPI launcher"), "{}", text(&o));
 }
+
+/// `mpirun` with `ranks` copies of `runtime ARGS` (an SPMD command line).
+fn spmd(mut mpirun: Command, ranks: usize, args: &[&str]) -> Output {
+    mpirun
+        .args(["-np", &ranks.to_string(), env!("CARGO_BIN_EXE_runtime")])
+        .args(args);
+    output_within(mpirun, DEADLINE)
+}
+
+/// The evaluation of `out/metrics.json`: top-1, top-5 and every class's accuracy.
+fn metrics(out: &Path) -> (f64, f64, Vec<Option<f64>>) {
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let per_class = m["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64())
+        .collect();
+    (
+        m["top1"].as_f64().unwrap(),
+        m["top5"].as_f64().unwrap(),
+        per_class,
+    )
+}
+
+#[test]
+fn stage_two_on_two_ranks_is_stage_two_of_two_groups() {
+    let Some(mpirun) = mpirun() else { return };
+    let stage1 = temp("stage2-backbone");
+    let mut args = vec!["train", "--replicas", "2", "--epochs", "1"];
+    args.extend_from_slice(&["--out", stage1.to_str().unwrap()]);
+    args.extend_from_slice(QUICK);
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let ckpt = stage1.join("stage1.safetensors");
+    let linear = |out: &Path| {
+        vec![
+            "linear".to_string(),
+            "--checkpoint".into(),
+            ckpt.display().to_string(),
+            "--linear-epochs".into(),
+            "5".into(),
+            "--eval-every-epoch".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let one = temp("stage2-one-process");
+    let o = runtime(&linear(&one));
+    assert!(o.status.success(), "{}", text(&o));
+    let two = temp("stage2-two-ranks");
+    let mut args = linear(&two);
+    args.push("--distributed".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = spmd(mpirun, 2, &args);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The test set, evaluated in two shards, counts what one process counts.
+    assert_eq!(metrics(&two), metrics(&one));
+    let (expected, got) = (
+        tensors(&one.join("linear.safetensors")),
+        tensors(&two.join("linear.safetensors")),
+    );
+    for (name, (values, _)) in &expected {
+        let err = max_rel(&got[name].0, values);
+        assert!(err <= 1e-5, "{name} differs by {err:e}");
+    }
+}
+
+#[test]
+fn run_on_two_ranks_trains_evaluates_and_writes_once() {
+    let Some(mpirun) = mpirun() else { return };
+    let quick = ["--epochs", "1", "--linear-epochs", "2"];
+    let one = temp("run-one-process");
+    let mut args = vec!["run", "--replicas", "2", "--out", one.to_str().unwrap()];
+    args.extend_from_slice(&quick);
+    args.extend_from_slice(QUICK);
+    let o = runtime(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let two = temp("run-two-ranks");
+    let mut args = vec!["run", "--distributed", "--out", two.to_str().unwrap()];
+    args.extend_from_slice(&quick);
+    args.extend_from_slice(QUICK);
+    let o = spmd(mpirun, 2, &args);
+    assert!(o.status.success(), "{}", text(&o));
+    // Rank 0 alone printed the table and wrote the plot.
+    assert_eq!(text(&o).matches("top-1").count(), 1, "{}", text(&o));
+    assert!(two.join("plot.svg").exists());
+    assert_eq!(metrics(&two), metrics(&one));
+}

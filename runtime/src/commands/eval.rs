@@ -34,7 +34,7 @@ pub fn run(cmd: EvalCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         // 4. Output directory.
         let _lock = out_dir::lock(&common.out)?;
         // 5. The work.
-        let m = evaluate::evaluate(b, input, &eval, &common.out)?;
+        let m = evaluate::evaluate(b, &dscl_core::Solo, input, &eval, &common.out)?;
         println!("{}", m.table());
         Ok(())
     })

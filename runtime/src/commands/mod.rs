@@ -12,6 +12,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use dscl_cuda::{CudaBackend, Precision};
+use dscl_runtime::cluster::Cluster;
+use dscl_runtime::config::TrainArgs;
 use dscl_wgpu::WgpuBackend;
 
 use crate::cli::Command;
@@ -76,6 +78,44 @@ pub fn run(command: Command, given: &BTreeSet<String>) -> Result<ExitCode> {
     }
 }
 
+/// Runs a command's phases as this process's part of its run: with `distributed`, it joins
+/// its MPI job first, and an error on this rank ends every rank of the job (printed with the
+/// rank), so no rank waits for it.
+fn on_cluster(
+    distributed: bool,
+    phases: impl FnOnce(&Cluster) -> Result<ExitCode>,
+) -> Result<ExitCode> {
+    let cluster = Cluster::join(distributed)?;
+    let result = phases(&cluster);
+    if let Err(err) = &result {
+        let placement = cluster.placement();
+        if placement.world > 1 {
+            eprintln!(
+                "rank {} of {}: error: {err:#}",
+                placement.rank, placement.world
+            );
+            cluster.abort(2);
+        }
+    }
+    result
+}
+
+/// A `--distributed` run has one replica group per process: `--replicas` defaults to the
+/// process count, and another value is refused.
+fn replicas_of_the_job(cluster: &Cluster, train: &mut TrainArgs) -> Result<()> {
+    let world = cluster.placement().world;
+    if world > 1 {
+        match train.replicas {
+            Some(r) if r != world => anyhow::bail!(
+                "--replicas {r} with {world} processes: a --distributed run has one replica \
+                 group per process"
+            ),
+            _ => train.replicas = Some(world),
+        }
+    }
+    Ok(())
+}
+
 /// Opens the wgpu device, saying which adapter it is.
 fn open_wgpu() -> Result<WgpuBackend> {
     WgpuBackend::new().map_err(|e| anyhow::anyhow!("--backend wgpu: {e}"))
@@ -84,5 +124,5 @@ fn open_wgpu() -> Result<WgpuBackend> {
 /// Opens GPU `device` and compiles the CUDA kernels for it, or says why it cannot.
 fn open_cuda(precision: Precision, device: usize) -> Result<CudaBackend> {
     CudaBackend::with_precision(device, precision)
-        .map_err(|e| anyhow::anyhow!("--backend cuda (GPU {device}): {e}"))
+        .map_err(|e| anyhow::anyhow!("--backend cuda: GPU {device}: {e}"))
 }

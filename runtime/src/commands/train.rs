@@ -23,6 +23,7 @@ use dscl_runtime::io::out_dir::{self, RUN_FILES};
 use dscl_runtime::memory;
 use dscl_runtime::train::stage1;
 
+use super::{on_cluster, replicas_of_the_job};
 use crate::cli::{refuse_unused_flags, CommandName, TrainCommand};
 
 pub fn run(cmd: TrainCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
@@ -36,20 +37,10 @@ pub fn run(cmd: TrainCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         distributed,
     } = cmd;
     // 0. The cluster.
-    let cluster = Cluster::join(distributed)?;
-    let result = (|| {
+    on_cluster(distributed, |cluster| {
         // 1. Flags.
         let mut train = train;
-        let world = cluster.placement().world;
-        if world > 1 {
-            match train.replicas {
-                Some(r) if r != world => bail!(
-                    "--replicas {r} with {world} processes: a --distributed run has one \
-                     replica group per process"
-                ),
-                _ => train.replicas = Some(world),
-            }
-        }
+        replicas_of_the_job(cluster, &mut train)?;
         let cfg = RunConfig::resolve(&data, &train, &LinearArgs::default(), common.seed)?;
         refuse_unused_flags(CommandName::Train, Some(&cfg), given)?;
         if stop_after == Some(0) {
@@ -61,19 +52,8 @@ pub fn run(cmd: TrainCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
             common.out.display()
         ))?;
         common.apply()?;
-        work(&cluster, &common, &cfg, resume, overwrite, stop_after)
-    })();
-    if let Err(err) = &result {
-        let placement = cluster.placement();
-        if placement.world > 1 {
-            eprintln!(
-                "rank {} of {}: error: {err:#}",
-                placement.rank, placement.world
-            );
-            cluster.abort(2);
-        }
-    }
-    result
+        work(cluster, &common, &cfg, resume, overwrite, stop_after)
+    })
 }
 
 /// Phases 2-6.

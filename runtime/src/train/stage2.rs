@@ -16,12 +16,18 @@
 //!
 //! Writes `OUT/linear.safetensors`: the backbone, its re-estimated statistics and `fc`, under
 //! torchvision's names, ready for `runtime eval`.
+//!
+//! Like stage 1, stage 2 runs in the run's `--replicas` groups (the official `equal_lincls.py`
+//! runs under DDP too: the backbone's training-mode batch norm takes statistics per replica),
+//! on one process or one group per rank of a `--distributed` run (rank 0 writes; the test set
+//! is evaluated in shards, the counts summed).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dscl_core::backend::prelude::*;
+use dscl_core::collective::Collective;
 use dscl_core::nn::{LinearClassifier, TensorSet};
 use dscl_core::train::{ClassifierStep, LrSchedule, SgdConfig, Stage2Recipe, Trainable};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -32,6 +38,7 @@ use super::report::ClassifierReport;
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
 use crate::backend_choice::BackendChoice;
+use crate::cluster::{Cluster, Exchange};
 use crate::config::{EvalArgs, LinearArgs, RunConfig};
 use crate::data::{class_counts, open_test, open_train, Batch, Dataset, Transform};
 use crate::evaluate::TestPass;
@@ -153,9 +160,18 @@ impl Stage2Input {
     }
 }
 
-/// Trains the classifier on the backbone of `input`'s checkpoint into `out`.
+impl Stage2Input {
+    /// The run's configuration, with the stage-2 flags applied.
+    pub fn config(&self) -> &RunConfig {
+        &self.cfg
+    }
+}
+
+/// Trains the classifier on the backbone of `input`'s checkpoint into `out` (rank 0 of a
+/// `--distributed` run writes it; `cluster` is this process's part).
 pub fn train<B: Backend<Elem = f32>>(
     backend: &B,
+    cluster: &Cluster,
     input: Stage2Input,
     eval: &EvalArgs,
     out: &Path,
@@ -171,16 +187,22 @@ pub fn train<B: Backend<Elem = f32>>(
     let counts = class_counts(data.as_ref());
     let net = model::backbone(&cfg)?;
     let probe = LinearClassifier::new(net.net.feature_channels(), num_classes)?;
-    out_dir::prepare(
-        out,
-        4 * (net.params.total_len() + probe.params.total_len()) + (1 << 20),
-    )?;
-    remove_stale_temporaries(&out.join(LINEAR_FILE))?;
+    let writes = cluster.writes();
+    if writes {
+        out_dir::prepare(
+            out,
+            4 * (net.params.total_len() + probe.params.total_len()) + (1 << 20),
+        )?;
+        remove_stale_temporaries(&out.join(LINEAR_FILE))?;
+    }
 
     let mut params = TensorSet::zeros(backend, &net.params)?;
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_backbone(&ckpt, backend, &net, &mut params, &mut state)?;
-    let classifier = fresh_classifier(backend, &probe, cfg.seed)?;
+    let mut classifier = fresh_classifier(backend, &probe, cfg.seed)?;
+    let exchange = cluster.exchange();
+    // Every rank starts from rank 0's classifier (the seed gives every rank the same one).
+    exchange.broadcast(backend, classifier.params.buffers_mut(), 0)?;
     // With --eval-every-epoch: the test pass, planned once for every epoch.
     let test = match test {
         Some(set) => Some(TestPass::new(
@@ -194,16 +216,37 @@ pub fn train<B: Backend<Elem = f32>>(
         None => None,
     };
 
-    let b = cfg.linear_batch_size.min(data.len());
+    // Whole replica groups: the batch rounded down to a multiple of the replica count.
+    let replicas = cfg.replicas;
+    let b = cfg.linear_batch_size.min(data.len()) / replicas * replicas;
+    if b == 0 {
+        bail!(
+            "stage 2 takes batches of whole replica groups: {} training images are fewer than \
+             the {replicas} replicas",
+            data.len()
+        );
+    }
     let s = cfg.image_size;
     let steps_per_epoch = data.len().div_ceil(b);
-    let mut step = ClassifierStep::new(backend, &net.net, &probe.fc, b, s)?;
+    let placement = cluster.placement();
+    if placement.world > 1 && placement.world != replicas {
+        bail!(
+            "the checkpoint's run has {replicas} replica group(s); run its stage 2 on as many \
+             processes ({} here)",
+            placement.world
+        );
+    }
+    let mut step = match placement.world {
+        1 => ClassifierStep::replicated(backend, &net.net, &probe.fc, b, s, replicas)?,
+        _ => ClassifierStep::placed(backend, &net.net, &probe.fc, b, s, placement)?,
+    };
     step.use_running_statistics(cfg.linear_frozen_bn);
+    let local = step.local_batch();
     let plan = Plan {
         phase: phase::LINEAR,
         cfg: &cfg,
         data: &data,
-        writes: true,
+        writes,
         batch: b,
         epochs: cfg.linear_epochs,
         // One epoch draws as many class-balanced samples as the set has images.
@@ -213,15 +256,16 @@ pub fn train<B: Backend<Elem = f32>>(
         resumption: Resumption::StartsOver,
         out,
     };
-    let x = vec![0.0f32; b * 3 * s * s];
+    let x = vec![0.0f32; local * 3 * s * s];
     let mut linear_stage = Linear {
         backend,
+        exchange: &exchange,
         cfg: &cfg,
         out,
         thresholds: eval.split_thresholds,
         counts: &counts,
         x_buf: backend.alloc(x.len())?,
-        labels_buf: backend.alloc_index(b)?,
+        labels_buf: backend.alloc_index(local)?,
         x,
         net: &net,
         params,
@@ -233,10 +277,11 @@ pub fn train<B: Backend<Elem = f32>>(
         epochs: Stage2Epochs::new(),
         final_metrics: None,
     };
-    if backbone_stage == Written::CrossEntropy {
+    if backbone_stage == Written::CrossEntropy && writes {
         eprintln!("stage 2 on the backbone of a cross-entropy run: classifier re-training (cRT)");
     }
-    eprintln!(
+    if writes {
+        eprintln!(
         "stage 2: linear classifier on the frozen backbone, {} epochs of {} class-balanced batches of {b}{}",
         cfg.linear_epochs,
         steps_per_epoch,
@@ -245,8 +290,10 @@ pub fn train<B: Backend<Elem = f32>>(
         } else {
             ""
         }
-    );
+        );
+    }
     let end = epochs::run(&mut linear_stage, &plan, Position::default())?;
+    cluster.check_same_model(backend, &linear_stage.classifier.params, end.global_step)?;
 
     let path = out.join(LINEAR_FILE);
     let model = LinearModel {
@@ -262,7 +309,9 @@ pub fn train<B: Backend<Elem = f32>>(
         cfg: &cfg,
         class_counts: &counts,
     };
-    schema::save_linear(&path, backend, run, model)?;
+    if writes {
+        schema::save_linear(&path, backend, run, model)?;
+    }
     Ok(Stage2 {
         checkpoint: path,
         epochs: linear_stage.test.map(|_| linear_stage.epochs),
@@ -274,6 +323,7 @@ pub fn train<B: Backend<Elem = f32>>(
 /// device buffers, and with `--eval-every-epoch` the test pass and its record.
 struct Linear<'a, B: Backend> {
     backend: &'a B,
+    exchange: &'a Exchange<'a>,
     cfg: &'a RunConfig,
     out: &'a Path,
     thresholds: SplitThresholds,
@@ -303,14 +353,18 @@ impl<B: Backend<Elem = f32>> Stage for Linear<'_, B> {
 
     fn step(&mut self, batch: &Batch<Vec<f32>>, lr: f64, _at: Position) -> Result<Self::Report> {
         let n = 3 * self.cfg.image_size * self.cfg.image_size;
-        for (j, v) in batch.items.iter().enumerate() {
+        // This process's images of the batch: `b` from `first` (all of them for one process).
+        let b = self.step.local_batch();
+        let first = Collective::<B>::placement(self.exchange).rank * b;
+        for (j, v) in batch.items[first..first + b].iter().enumerate() {
             self.x[j * n..(j + 1) * n].copy_from_slice(v);
         }
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend
-            .upload_index(&mut self.labels_buf, 0, &batch.labels)?;
-        let loss = self.step.linear_probe_step(
+            .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;
+        let loss = self.step.linear_probe_step_across(
             self.backend,
+            self.exchange,
             &self.net.net,
             &self.params,
             &mut self.state,
@@ -345,6 +399,7 @@ impl<B: Backend<Elem = f32>> Stage for Linear<'_, B> {
         };
         let tally = pass.run(
             self.backend,
+            self.exchange,
             &self.net.net,
             &self.params,
             &self.state,
@@ -357,10 +412,15 @@ impl<B: Backend<Elem = f32>> Stage for Linear<'_, B> {
             plan.epochs, m.top1, m.top5
         ));
         self.epochs.push(epochs_done, mean, &m);
-        write_report(self.out, EPOCHS_FILE, &self.epochs)?;
+        let writes = Collective::<B>::placement(self.exchange).rank == 0;
+        if writes {
+            write_report(self.out, EPOCHS_FILE, &self.epochs)?;
+        }
         if epochs_done == plan.epochs {
             // The final model's metrics, the same as `runtime eval` of the checkpoint.
-            write_report(self.out, METRICS_FILE, &m)?;
+            if writes {
+                write_report(self.out, METRICS_FILE, &m)?;
+            }
             self.final_metrics = Some(m);
         }
         Ok(())
