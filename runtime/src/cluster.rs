@@ -168,6 +168,19 @@ impl Cluster {
         }
     }
 
+    /// The signal some rank received (`local`: this rank's), the same on every rank, so all
+    /// stop at the same step.
+    pub fn agree_on_signal(&self, local: Option<i32>) -> Result<Option<i32>> {
+        let world = self.placement().world;
+        if world == 1 {
+            return Ok(local);
+        }
+        let mut all = vec![0u32; world];
+        let mine = local.map_or(0, |s| s.unsigned_abs());
+        self.host_gather_u32(&[mine], &mut all)?;
+        Ok(all.iter().find(|&&s| s != 0).map(|&s| s as i32))
+    }
+
     /// Returns once every rank has called it: what rank 0 wrote before (a checkpoint the next
     /// stage reads) is then there for every rank.
     pub fn barrier(&self) -> Result<()> {

@@ -338,3 +338,55 @@ fn run_on_two_ranks_trains_evaluates_and_writes_once() {
     assert!(two.join("plot.svg").exists());
     assert_eq!(metrics(&two), metrics(&one));
 }
+
+#[test]
+fn a_signal_to_one_rank_stops_every_rank_at_the_same_checkpoint() {
+    let Some(mut mpirun) = mpirun() else { return };
+    let out = temp("signal");
+    let pid_file = out.join("rank1.pid");
+    let long = quick(&["--epochs", "40"]);
+    mpirun.args(rank_args(&out, &long)).arg(":");
+    // Rank 1 writes its pid, then becomes the runtime (exec keeps the pid).
+    let rank1 = rank_args(&out, &long);
+    let script = format!(
+        "echo $$ > {} && exec {}",
+        pid_file.display(),
+        rank1[2..].join(" ")
+    );
+    mpirun.args(["-np", "1", "sh", "-c", &script]);
+    mpirun.stdout(std::process::Stdio::piped());
+    mpirun.stderr(std::process::Stdio::piped());
+    let child = mpirun.spawn().unwrap();
+    // Once rank 1 trains, only it receives SIGTERM.
+    let started = Instant::now();
+    while !(pid_file.exists() && out.join("log.jsonl").exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Ranks that stopped at different steps would wait on each other's collectives forever.
+    let mut child = child;
+    let status = common::wait_within(&mut child, Duration::from_secs(120));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().unwrap();
+    let all = text(&o);
+    assert!(status.is_some(), "the ranks did not stop together:\n{all}");
+    assert!(all.contains("resume with"), "{all}");
+    assert!(!all.contains("error"), "{all}");
+    // Rank 0 wrote the checkpoint of the step every rank stopped at; it resumes.
+    let Some(mpirun) = self::mpirun() else { return };
+    let resumed = quick(&["--epochs", "40", "--resume", "--stop-after", "2"]);
+    let o = mpmd(mpirun, &out, &[&resumed[..], &resumed[..]]);
+    assert!(o.status.success(), "{}", text(&o));
+}

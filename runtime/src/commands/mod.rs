@@ -14,6 +14,7 @@ use anyhow::Result;
 use dscl_cuda::{CudaBackend, Precision};
 use dscl_runtime::cluster::Cluster;
 use dscl_runtime::config::TrainArgs;
+use dscl_runtime::interrupt::Interrupted;
 use dscl_wgpu::WgpuBackend;
 
 use crate::cli::Command;
@@ -89,7 +90,10 @@ fn on_cluster(
     let result = phases(&cluster);
     if let Err(err) = &result {
         let placement = cluster.placement();
-        if placement.world > 1 {
+        // Every rank stops together at a signal (they agree on the step), with the checkpoint
+        // written: each exits as one process does.
+        let interrupted = err.downcast_ref::<Interrupted>().is_some();
+        if placement.world > 1 && !interrupted {
             eprintln!(
                 "rank {} of {}: error: {err:#}",
                 placement.rank, placement.world

@@ -36,7 +36,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     let num_classes = data.num_classes();
     // Checkpoint: parameters, key encoder, velocity (3x), statistics, queue.
     let ckpt_bytes = 4 * (3 * encoder.params.total_len() + cfg.queue * (cfg.embedding_dim + 1));
-    if plan.writes {
+    if plan.writes() {
         prepare_out(out, ckpt_bytes)?;
     }
 
@@ -62,7 +62,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     let mut at = Position::default();
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = schema::load_contrastive(&ckpt, backend, cfg, &encoder, &mut m)?;
-        if plan.writes {
+        if plan.writes() {
             eprintln!(
                 "resuming from {} at epoch {} step {}",
                 ckpt.path().display(),

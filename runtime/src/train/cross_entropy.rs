@@ -36,7 +36,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     let (cfg, out, data) = (plan.cfg, plan.out, plan.data);
     let net: ResNetClassifier = model::classifier(cfg, data.num_classes())?;
     let (big_b, s) = (cfg.batch_size, cfg.image_size);
-    if plan.writes {
+    if plan.writes() {
         prepare_out(out, 8 * net.params.total_len())?;
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);

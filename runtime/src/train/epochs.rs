@@ -24,6 +24,7 @@ use dscl_core::train::LrSchedule;
 
 use super::report::{EpochRecord, StepRecord, StepReport};
 use super::Position;
+use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::data::{
     class_balanced_order, epoch_order, epoch_seed, workers, Batch, Dataset, Loader, LoaderConfig,
@@ -106,9 +107,22 @@ pub struct Plan<'a> {
     pub resumption: Resumption,
     /// The run's output directory, which holds the log.
     pub out: &'a Path,
-    /// Whether this process writes the log and shows progress: rank 0 of a distributed run
-    /// (and a run of one process) does; the other ranks only train.
-    pub writes: bool,
+    /// This process's part of its run: rank 0 (or the one process) writes the log and shows
+    /// progress; the other ranks only train.
+    pub cluster: &'a Cluster,
+}
+
+impl Plan<'_> {
+    pub fn writes(&self) -> bool {
+        self.cluster.writes()
+    }
+
+    /// The signal that asks the run to stop, as every rank agrees on: a signal reaches the
+    /// ranks at different steps, and each must stop at the same one (the step's collectives
+    /// and the checkpoint's check are made together).
+    fn signal(&self) -> Result<Option<i32>> {
+        self.cluster.agree_on_signal(interrupt::requested())
+    }
 }
 
 /// Runs `stage` through `plan`'s epochs from position `at`; returns where it ended (the end
@@ -120,7 +134,7 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
     let log_path = plan.out.join(log::LOG_FILE);
     let kept = match plan.resumption {
         // Only the epoch means shown use the records kept, and only the writer shows them.
-        _ if !plan.writes => Vec::new(),
+        _ if !plan.writes() => Vec::new(),
         Resumption::Checkpoints { .. } => log::retain(&log_path, |r| {
             r.phase.as_deref() == Some(plan.phase)
                 && match r.kind.as_deref() {
@@ -135,9 +149,9 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
             log::retain(&log_path, |r| r.phase.as_deref() != Some(plan.phase))?
         }
     };
-    let log = plan.writes.then_some(log_path.as_path());
+    let log = plan.writes().then_some(log_path.as_path());
     let mut progress = Progress::new(plan.phase, total, done, log)?;
-    if !plan.writes {
+    if !plan.writes() {
         progress = progress.silenced();
     }
     let transform = stage.transform();
@@ -146,12 +160,15 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
         progress.finish();
         eprintln!("stopped after {taken} steps (--stop-after); continue with --resume");
     };
+    // Every rank waits for the others (rank 0 writing the checkpoint) before it stops: a rank
+    // that ended first would have the launcher end the job under rank 0's write.
     let interrupted = |progress: &Progress, stage: &S, signal: i32, at: Position| {
         progress.finish();
-        Interrupted {
+        plan.cluster.barrier()?;
+        anyhow::Ok(Interrupted {
             signal,
             saved: stage.saved(at),
-        }
+        })
     };
     // A run resumed mid-epoch takes the epoch's earlier losses from the log, so the epoch's
     // mean covers all its steps.
@@ -188,12 +205,12 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
                     let stop = mid_epoch && stop_after == Some(taken);
                     let periodic = every > 0 && at.global_step.is_multiple_of(every as u64);
                     // A signal at an epoch's last step waits for the epoch's checkpoint.
-                    let signal = interrupt::requested().filter(|_| mid_epoch);
+                    let signal = plan.signal()?.filter(|_| mid_epoch);
                     if mid_epoch && (stop || periodic || signal.is_some()) {
                         stage.save(at)?;
                     }
                     if let Some(signal) = signal {
-                        return Err(interrupted(&progress, stage, signal, at).into());
+                        return Err(interrupted(&progress, stage, signal, at)?.into());
                     }
                     if stop {
                         stopped(&progress, taken);
@@ -201,8 +218,8 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
                     }
                 }
                 Resumption::StartsOver => {
-                    if let Some(signal) = interrupt::requested() {
-                        return Err(interrupted(&progress, stage, signal, at).into());
+                    if let Some(signal) = plan.signal()? {
+                        return Err(interrupted(&progress, stage, signal, at)?.into());
                     }
                 }
             }
@@ -231,8 +248,8 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
         stage.epoch_done(plan, at.epoch, mean, &progress)?;
         if let Resumption::Checkpoints { stop_after, .. } = plan.resumption {
             let more = at.epoch < plan.epochs;
-            if let Some(signal) = interrupt::requested().filter(|_| more) {
-                return Err(interrupted(&progress, stage, signal, at).into());
+            if let Some(signal) = plan.signal()?.filter(|_| more) {
+                return Err(interrupted(&progress, stage, signal, at)?.into());
             }
             if stop_after.is_some_and(|n| taken >= n) && more {
                 stopped(&progress, taken);

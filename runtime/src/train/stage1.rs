@@ -89,7 +89,7 @@ pub fn train<B: Backend<Elem = f32>>(
             stop_after,
         },
         out,
-        writes,
+        cluster,
     };
     match cfg.loss {
         LossKind::Ce => cross_entropy::train(backend, cluster, plan, resume)?,

@@ -246,7 +246,7 @@ pub fn train<B: Backend<Elem = f32>>(
         phase: phase::LINEAR,
         cfg: &cfg,
         data: &data,
-        writes,
+        cluster,
         batch: b,
         epochs: cfg.linear_epochs,
         // One epoch draws as many class-balanced samples as the set has images.
