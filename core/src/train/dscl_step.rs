@@ -346,6 +346,10 @@ impl<B: Backend> DsclStep<B> {
                 d_queries,
                 Totals::At(&mut self.totals, contrastive_slot(g)),
             )?;
+            // Each group's gradient carries its 1 / R, as PBSD's below (DDP's average).
+            if replicas > 1 {
+                backend.scale(d_queries, b * dim, inv_r)?;
+            }
             if let (Some(pbsd), Some((teachers, students, d_students))) = (&mut group.pbsd, crop_io)
             {
                 pbsd.record(
@@ -364,7 +368,6 @@ impl<B: Backend> DsclStep<B> {
                 backend.scale(d_students, len, self.config.pbsd_weight * inv_r)?;
             }
             if let Some(rows) = &mut group.rows {
-                backend.scale(&mut rows.d_queries, b * dim, inv_r)?;
                 backend.copy(
                     &rows.d_queries,
                     0,
@@ -378,9 +381,6 @@ impl<B: Backend> DsclStep<B> {
                         backend.copy(&rows.d_students, from, &mut c.d_students, to, b * dim)?;
                     }
                 }
-            } else if replicas > 1 {
-                // This process's one group of R, its gradient in the step's own buffer.
-                backend.scale(&mut self.d_queries, b * dim, inv_r)?;
             }
         }
 
