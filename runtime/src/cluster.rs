@@ -269,8 +269,6 @@ impl<B: Backend<Elem = f32>> Collective<B> for Exchange<'_> {
 mod mpi_world {
     //! The MPI transport: the job's world communicator.
 
-    use std::cell::RefCell;
-
     use anyhow::{anyhow, Result};
     use dscl_core::collective::HostCollective;
     use dscl_core::Placement;
@@ -282,8 +280,6 @@ mod mpi_world {
 
     pub struct MpiWorld {
         world: SimpleCommunicator,
-        /// A reduction's input: MPI reduces from one buffer into another.
-        send_f32: RefCell<Vec<f32>>,
         // Dropped last: finalises MPI.
         _universe: Universe,
     }
@@ -296,7 +292,6 @@ mod mpi_world {
             let world = universe.world();
             Ok(MpiWorld {
                 world,
-                send_f32: RefCell::new(Vec::new()),
                 _universe: universe,
             })
         }
@@ -306,9 +301,9 @@ mod mpi_world {
             self.world.abort(code)
         }
 
-        fn sum<T: Equivalence + Copy>(&self, send: &[T], values: &mut [T]) {
+        fn sum<T: Equivalence>(&self, local: &[T], sum: &mut [T]) {
             self.world
-                .all_reduce_into(send, values, SystemOperation::sum());
+                .all_reduce_into(local, sum, SystemOperation::sum());
         }
 
         fn gather<T: Equivalence>(&self, local: &[T], gathered: &mut [T]) {
@@ -330,16 +325,12 @@ mod mpi_world {
                 world: self.world.size() as usize,
             }
         }
-        fn all_reduce_sum_f32(&self, values: &mut [f32]) -> dscl_core::Result<()> {
-            let mut send = self.send_f32.borrow_mut();
-            send.clear();
-            send.extend_from_slice(values);
-            self.sum(&send, values);
+        fn all_reduce_sum_f32(&self, local: &[f32], sum: &mut [f32]) -> dscl_core::Result<()> {
+            self.sum(local, sum);
             Ok(())
         }
-        fn all_reduce_sum_f64(&self, values: &mut [f64]) -> dscl_core::Result<()> {
-            let send = values.to_vec();
-            self.sum(&send, values);
+        fn all_reduce_sum_f64(&self, local: &[f64], sum: &mut [f64]) -> dscl_core::Result<()> {
+            self.sum(local, sum);
             Ok(())
         }
         fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> dscl_core::Result<()> {

@@ -9,7 +9,7 @@ use std::any::Any;
 use std::sync::{Arc, Barrier, Mutex};
 
 use dscl_core::collective::{Collective, HostCollective};
-use dscl_core::{Backend, Placement, Result};
+use dscl_core::{Backend, Error, Placement, Result};
 
 struct Shared {
     barrier: Barrier,
@@ -37,42 +37,57 @@ impl Threads {
             .collect()
     }
 
-    /// Every rank's `mine`, rank by rank.
-    fn exchange<T: Clone + Send + 'static>(&self, mine: &[T]) -> Vec<Vec<T>> {
-        self.shared.slots.lock().unwrap()[self.placement.rank] = Some(Box::new(mine.to_vec()));
+    /// Every rank's `mine`, rank by rank. Every rank passes both barriers whatever happens,
+    /// so a failed exchange is an error on every rank, never a rank left waiting: a poisoned
+    /// lock, or ranks that called different operations (a slot of another type).
+    fn exchange<T: Clone + Send + 'static>(&self, mine: &[T]) -> Result<Vec<Vec<T>>> {
+        let rank = self.placement.rank;
+        let deposited = match self.shared.slots.lock() {
+            Ok(mut slots) => {
+                slots[rank] = Some(Box::new(mine.to_vec()));
+                true
+            }
+            Err(_) => false,
+        };
         self.shared.barrier.wait();
-        let all = self
-            .shared
-            .slots
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|slot| {
-                let values = slot.as_ref().expect("every rank deposited");
-                values.downcast_ref::<Vec<T>>().expect("one type").clone()
-            })
-            .collect();
+        let all = match self.shared.slots.lock() {
+            Ok(slots) => slots
+                .iter()
+                .map(|slot| slot.as_ref()?.downcast_ref::<Vec<T>>().cloned())
+                .collect::<Option<Vec<_>>>(),
+            Err(_) => None,
+        };
         self.shared.barrier.wait();
-        all
+        all.filter(|_| deposited).ok_or(Error::InvalidArgument {
+            what: "thread collective",
+            reason: "the ranks did not all make the same exchange",
+        })
     }
 
-    fn sum<T: Copy + Send + std::ops::Add<Output = T> + 'static>(&self, values: &mut [T]) {
-        let parts = self.exchange(values);
-        for (i, v) in values.iter_mut().enumerate() {
+    fn sum<T: Copy + Send + std::ops::Add<Output = T> + 'static>(
+        &self,
+        local: &[T],
+        sum: &mut [T],
+    ) -> Result<()> {
+        let parts = self.exchange(local)?;
+        for (i, v) in sum.iter_mut().enumerate() {
             *v = parts[1..].iter().fold(parts[0][i], |acc, p| acc + p[i]);
         }
+        Ok(())
     }
 
-    fn gather<T: Copy + Send + 'static>(&self, local: &[T], gathered: &mut [T]) {
-        let parts = self.exchange(local);
+    fn gather<T: Copy + Send + 'static>(&self, local: &[T], gathered: &mut [T]) -> Result<()> {
+        let parts = self.exchange(local)?;
         for (r, part) in parts.iter().enumerate() {
             gathered[r * local.len()..(r + 1) * local.len()].copy_from_slice(part);
         }
+        Ok(())
     }
 
-    fn bcast<T: Copy + Send + 'static>(&self, values: &mut [T], root: usize) {
-        let parts = self.exchange(values);
+    fn bcast<T: Copy + Send + 'static>(&self, values: &mut [T], root: usize) -> Result<()> {
+        let parts = self.exchange(values)?;
         values.copy_from_slice(&parts[root]);
+        Ok(())
     }
 }
 
@@ -80,33 +95,26 @@ impl HostCollective for Threads {
     fn placement(&self) -> Placement {
         self.placement
     }
-    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
-        self.sum(values);
-        Ok(())
+    fn all_reduce_sum_f32(&self, local: &[f32], sum: &mut [f32]) -> Result<()> {
+        self.sum(local, sum)
     }
-    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
-        self.sum(values);
-        Ok(())
+    fn all_reduce_sum_f64(&self, local: &[f64], sum: &mut [f64]) -> Result<()> {
+        self.sum(local, sum)
     }
     fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> Result<()> {
-        self.gather(local, gathered);
-        Ok(())
+        self.gather(local, gathered)
     }
     fn all_gather_f64(&self, local: &[f64], gathered: &mut [f64]) -> Result<()> {
-        self.gather(local, gathered);
-        Ok(())
+        self.gather(local, gathered)
     }
     fn all_gather_u32(&self, local: &[u32], gathered: &mut [u32]) -> Result<()> {
-        self.gather(local, gathered);
-        Ok(())
+        self.gather(local, gathered)
     }
     fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<()> {
-        self.bcast(values, root);
-        Ok(())
+        self.bcast(values, root)
     }
     fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<()> {
-        self.bcast(values, root);
-        Ok(())
+        self.bcast(values, root)
     }
     fn barrier(&self) -> Result<()> {
         self.shared.barrier.wait();

@@ -16,11 +16,13 @@ use crate::element::Element;
 use crate::error::{ensure, Result};
 
 /// The operations over host memory that a transport between processes provides. Every rank
-/// calls each with the same lengths; `gathered` is `world` times `local`, rank by rank.
+/// calls each with the same lengths; `sum` is as long as `local`, `gathered` is `world` times
+/// `local`, rank by rank. A reduction reads one array and writes another, as MPI's does, so
+/// no transport copies its input first.
 pub trait HostCollective {
     fn placement(&self) -> Placement;
-    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()>;
-    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
+    fn all_reduce_sum_f32(&self, local: &[f32], sum: &mut [f32]) -> Result<()>;
+    fn all_reduce_sum_f64(&self, local: &[f64], sum: &mut [f64]) -> Result<()>;
     fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> Result<()>;
     fn all_gather_f64(&self, local: &[f64], gathered: &mut [f64]) -> Result<()>;
     fn all_gather_u32(&self, local: &[u32], gathered: &mut [u32]) -> Result<()>;
@@ -31,14 +33,14 @@ pub trait HostCollective {
 
 /// An element type a [`HostCollective`] moves: picks its operation for the type.
 pub trait Reducible: Element {
-    fn all_reduce_sum(host: &impl HostCollective, values: &mut [Self]) -> Result<()>;
+    fn all_reduce_sum(host: &impl HostCollective, local: &[Self], sum: &mut [Self]) -> Result<()>;
     fn all_gather(host: &impl HostCollective, local: &[Self], gathered: &mut [Self]) -> Result<()>;
     fn broadcast(host: &impl HostCollective, values: &mut [Self], root: usize) -> Result<()>;
 }
 
 impl Reducible for f32 {
-    fn all_reduce_sum(host: &impl HostCollective, values: &mut [f32]) -> Result<()> {
-        host.all_reduce_sum_f32(values)
+    fn all_reduce_sum(host: &impl HostCollective, local: &[f32], sum: &mut [f32]) -> Result<()> {
+        host.all_reduce_sum_f32(local, sum)
     }
     fn all_gather(host: &impl HostCollective, local: &[f32], gathered: &mut [f32]) -> Result<()> {
         host.all_gather_f32(local, gathered)
@@ -49,8 +51,8 @@ impl Reducible for f32 {
 }
 
 impl Reducible for f64 {
-    fn all_reduce_sum(host: &impl HostCollective, values: &mut [f64]) -> Result<()> {
-        host.all_reduce_sum_f64(values)
+    fn all_reduce_sum(host: &impl HostCollective, local: &[f64], sum: &mut [f64]) -> Result<()> {
+        host.all_reduce_sum_f64(local, sum)
     }
     fn all_gather(host: &impl HostCollective, local: &[f64], gathered: &mut [f64]) -> Result<()> {
         host.all_gather_f64(local, gathered)
@@ -61,13 +63,16 @@ impl Reducible for f64 {
 }
 
 /// [`HostCollective`] `H` as the [`Collective`] of every backend whose elements are `E`. Its
-/// host arrays grow to the largest operation and are reused.
+/// host arrays grow to the largest operation and are reused: an operation's input in
+/// `values`, its result in `gathered` (a reduction's sums, an all-gather's rows).
 pub struct Staged<H, E> {
     host: H,
     values: RefCell<Vec<E>>,
     gathered: RefCell<Vec<E>>,
     indices: RefCell<Vec<u32>>,
     gathered_indices: RefCell<Vec<u32>>,
+    /// A host reduction's input (the losses of a step).
+    host_values: RefCell<Vec<f64>>,
 }
 
 impl<H: HostCollective, E: Reducible> Staged<H, E> {
@@ -78,6 +83,7 @@ impl<H: HostCollective, E: Reducible> Staged<H, E> {
             gathered: RefCell::new(Vec::new()),
             indices: RefCell::new(Vec::new()),
             gathered_indices: RefCell::new(Vec::new()),
+            host_values: RefCell::new(Vec::new()),
         }
     }
 
@@ -85,28 +91,35 @@ impl<H: HostCollective, E: Reducible> Staged<H, E> {
         &self.host
     }
 
-    /// Each of `buffers` in turn downloaded into one host array (`len` its total), `apply`d
-    /// to it, and uploaded back.
+    /// Every one of `buffers` downloaded, one after the other, into the host array `values`
+    /// (grown to their total), then `apply(values, result)`, then each uploaded back from
+    /// `result`, the array `apply` writes: `values` for an operation in place, `gathered` for
+    /// a reduction (MPI reduces from one array into another).
     fn round_trip<B: Backend<Elem = E>>(
         &self,
         backend: &B,
         buffers: &mut [B::Buffer],
-        apply: impl FnOnce(&mut [E]) -> Result<()>,
+        into_gathered: bool,
+        apply: impl FnOnce(&mut [E], &mut [E]) -> Result<()>,
     ) -> Result<()> {
         let total = buffers.iter().map(|b| b.len()).sum();
-        let mut values = self.values.borrow_mut();
+        let (mut values, mut gathered) = (self.values.borrow_mut(), self.gathered.borrow_mut());
         values.resize(total, E::default());
+        if into_gathered {
+            gathered.resize(total, E::default());
+        }
         let mut at = 0;
         for buffer in buffers.iter() {
             let len = buffer.len();
             backend.download(buffer, 0, &mut values[at..at + len])?;
             at += len;
         }
-        apply(&mut values[..total])?;
+        apply(&mut values[..total], &mut gathered[..])?;
+        let result = if into_gathered { &gathered } else { &values };
         at = 0;
         for buffer in buffers.iter_mut() {
             let len = buffer.len();
-            backend.upload(buffer, 0, &values[at..at + len])?;
+            backend.upload(buffer, 0, &result[at..at + len])?;
             at += len;
         }
         Ok(())
@@ -124,13 +137,16 @@ where
     }
 
     fn all_reduce_sum(&self, backend: &B, buffers: &mut [B::Buffer]) -> Result<()> {
-        self.round_trip(backend, buffers, |values| {
-            E::all_reduce_sum(&self.host, values)
+        self.round_trip(backend, buffers, true, |values, sums| {
+            E::all_reduce_sum(&self.host, values, &mut sums[..values.len()])
         })
     }
 
     fn all_reduce_sum_host(&self, values: &mut [f64]) -> Result<()> {
-        self.host.all_reduce_sum_f64(values)
+        let mut local = self.host_values.borrow_mut();
+        local.clear();
+        local.extend_from_slice(values);
+        self.host.all_reduce_sum_f64(&local, values)
     }
 
     fn all_gather(
@@ -174,7 +190,7 @@ where
             "broadcast root",
             "must be a rank of the run",
         )?;
-        self.round_trip(backend, buffers, |values| {
+        self.round_trip(backend, buffers, false, |values, _| {
             E::broadcast(&self.host, values, root)
         })
     }
@@ -189,11 +205,11 @@ impl<T: HostCollective> HostCollective for &T {
     fn placement(&self) -> Placement {
         (**self).placement()
     }
-    fn all_reduce_sum_f32(&self, values: &mut [f32]) -> Result<()> {
-        (**self).all_reduce_sum_f32(values)
+    fn all_reduce_sum_f32(&self, local: &[f32], sum: &mut [f32]) -> Result<()> {
+        (**self).all_reduce_sum_f32(local, sum)
     }
-    fn all_reduce_sum_f64(&self, values: &mut [f64]) -> Result<()> {
-        (**self).all_reduce_sum_f64(values)
+    fn all_reduce_sum_f64(&self, local: &[f64], sum: &mut [f64]) -> Result<()> {
+        (**self).all_reduce_sum_f64(local, sum)
     }
     fn all_gather_f32(&self, local: &[f32], gathered: &mut [f32]) -> Result<()> {
         (**self).all_gather_f32(local, gathered)
