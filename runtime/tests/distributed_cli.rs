@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use safetensors::{Dtype, SafeTensors};
 
 mod common;
-use common::{output_within, runtime, step_losses, text, DEADLINE};
+use common::{output_within, runtime, runtime_command, step_losses, text, DEADLINE};
 
 /// Steps of 32 digits (15 an epoch), a queue of 64, two crops; the tests add the epochs.
 const QUICK: &[&str] = &["--batch-size", "32", "--queue", "64", "--crops", "2"];
@@ -116,28 +116,36 @@ fn max_rel(got: &[f32], expected: &[f32]) -> f64 {
 fn two_ranks_train_what_two_replica_groups_train() {
     two_ranks_match_one_process(
         "dscl",
-        &quick(&["--loss", "dscl", "--epochs", "2"]),
+        &quick(&["--loss", "dscl", "--epochs", "2", "--stop-after", "16"]),
         "stage1",
     );
 }
 
 #[test]
 fn two_ranks_train_the_cross_entropy_baseline_of_two_replica_groups() {
-    // One epoch: the whole backbone learns at the baseline's rate, and the first layer's
-    // gradient sums (most cancellation) drift past 1e-5 of their tensor's scale by the second.
-    let flags = ["--loss", "ce", "--batch-size", "32", "--epochs", "1"];
+    // Eight steps: the whole backbone learns at the baseline's rate, and the first layers'
+    // gradient sums (most cancellation) drift past 1e-5 of their tensor's scale within the
+    // epoch (4e-5 by its 15th step on an AVX-512 machine).
+    let flags = ["--loss", "ce", "--batch-size", "32", "--stop-after", "8"];
     two_ranks_match_one_process("ce", &flags, "stage1-ce");
 }
 
 /// One process with `--replicas 2` and two ranks of `--distributed`, both with `flags`,
 /// logging under `phase`: the same per-step losses and final checkpoint, within 1e-5.
+///
+/// A few steps only: the two runs sum each gradient in another order, and a step that a
+/// rounding difference tips (an activation at a ReLU's kink) parts them by far more than
+/// rounding: on an AVX-512 machine the stage-1 run's 26th step took the weights from 3e-6 to
+/// 9.5e-3 apart while the losses still agreed to 1e-7. The one process runs on one thread, as
+/// each rank does (the CPU backend's sums are not bit-identical across thread counts).
 fn two_ranks_match_one_process(loss: &str, flags: &[&str], phase: &str) {
     let Some(mpirun) = mpirun() else { return };
     let one = temp(&format!("one-process-{loss}"));
-    let mut args = vec!["train", "--replicas", "2"];
-    args.extend_from_slice(&["--out", one.to_str().unwrap()]);
-    args.extend_from_slice(flags);
-    let o = runtime(&args);
+    let mut reference = runtime_command();
+    reference.env("RAYON_NUM_THREADS", "1");
+    reference.args(["train", "--replicas", "2", "--out", one.to_str().unwrap()]);
+    reference.args(flags);
+    let o = output_within(reference, DEADLINE);
     assert!(o.status.success(), "{}", text(&o));
 
     // A checkpoint after every step: each one first checks that both ranks hold the same
@@ -148,7 +156,7 @@ fn two_ranks_match_one_process(loss: &str, flags: &[&str], phase: &str) {
     assert!(o.status.success(), "{}", text(&o));
 
     let (expected, got) = (step_losses(&one, phase), step_losses(&two, phase));
-    assert!(got.len() >= 15, "{got:?}");
+    assert!(got.len() >= 8, "{got:?}");
     assert_eq!(got.len(), expected.len());
     for (step, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert!(
