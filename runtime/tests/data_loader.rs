@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use dscl_runtime::data::{
-    epoch_order, epoch_seed, Batch, Dataset, Digits, Image, Loader, LoaderConfig, Split, Transform,
+    epoch_order, epoch_seed, Batch, Dataset, Digits, Image, Loader, LoaderConfig, Needed, Split,
+    Transform,
 };
 use rand::Rng;
 
@@ -411,4 +412,56 @@ fn a_slow_consumer_never_has_more_than_the_prefetch_queue_decoded() {
     assert_eq!(batches, len / batch_size);
     assert_eq!(counts.peak.load(Ordering::SeqCst), bound);
     assert_eq!(counts.live.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_loader_needing_some_positions_loads_only_those_and_keeps_the_others_slots() {
+    let order = epoch_order(64, 9, 0);
+    let full = collect(Synthetic::new(64, vec![], 20), order.clone(), config(8, 3));
+    // One rank's group of a two-rank run: slots 4..8 of every batch.
+    let data = Synthetic::new(64, vec![], 20);
+    let needed: Needed = Arc::new(|position| position % 8 >= 4);
+    let partial: Vec<_> = Loader::needing(
+        data.clone(),
+        order.clone(),
+        tagging(),
+        config(8, 3),
+        Some(needed),
+    )
+    .unwrap()
+    .map(|b| b.unwrap())
+    .collect();
+    assert_eq!(data.loads.load(Ordering::Relaxed), 32);
+    assert_eq!(partial.len(), full.len());
+    for (p, f) in partial.iter().zip(&full) {
+        // Every slot keeps its index and label; the needed ones their item and generator.
+        assert_eq!((&p.indices, &p.labels), (&f.indices, &f.labels));
+        for slot in 0..8 {
+            match slot >= 4 {
+                true => assert_eq!(p.loaded(slot).unwrap(), &f.items[slot]),
+                false => {
+                    assert_eq!(p.items[slot], None);
+                    let message = p.loaded(slot).unwrap_err().to_string();
+                    assert!(message.contains("not loaded by this process"), "{message}");
+                }
+            }
+        }
+    }
+    // Without `needed` it loads everything, as `Loader::new` does.
+    let data = Synthetic::new(64, vec![], 0);
+    let all: Vec<_> = Loader::needing(data.clone(), order.clone(), tagging(), config(8, 3), None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(data.loads.load(Ordering::Relaxed), 64);
+    assert!(all.iter().all(|b| b.items.iter().all(Option::is_some)));
+    // Skipping a bad image would shift the batches of the processes that did not load it.
+    let skipping = LoaderConfig {
+        skip_bad: true,
+        ..config(8, 3)
+    };
+    let needed: Needed = Arc::new(|position| position % 2 == 0);
+    let refused = Loader::needing(data, order, tagging(), skipping, Some(needed));
+    let message = refused.err().unwrap().to_string();
+    assert!(message.contains("cannot skip unreadable"), "{message}");
 }

@@ -7,6 +7,12 @@
 //! the channels' capacity is the only prefetch buffer (a worker blocks once it is that far
 //! ahead), and each sample's transform gets a generator seeded from (seed, position), so the
 //! batches are the same whatever the number of workers or the thread timing.
+//!
+//! A loader may load only some positions ([`Loader::needing`]): a process of a data-parallel
+//! run uses only its group's images of every batch, and decoding the others would multiply the
+//! node's decoding work by the number of processes. The positions it does not need are handed
+//! out as `None` in their slots, so every batch keeps its length and every needed sample its
+//! position and generator.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -24,6 +30,9 @@ use super::Image;
 /// generator private to the sample.
 pub type Transform<T> =
     Arc<dyn Fn(&Image, &mut Xoshiro256PlusPlus) -> anyhow::Result<T> + Send + Sync>;
+
+/// Whether position `p` of a loader's order is loaded ([`Loader::needing`]).
+pub type Needed = Arc<dyn Fn(usize) -> bool + Send + Sync>;
 
 /// How a [`Loader`] batches and prefetches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,9 +95,26 @@ impl<T> Batch<T> {
     }
 }
 
+impl<T> Batch<Option<T>> {
+    /// The item in `slot` of a [`Loader::needing`] batch; an error if this loader did not load
+    /// it (the stage asked for a slot it said it would not use).
+    pub fn loaded(&self, slot: usize) -> anyhow::Result<&T> {
+        match self.items.get(slot) {
+            Some(Some(item)) => Ok(item),
+            Some(None) => bail!(
+                "slot {slot} of the batch was not loaded by this process, which said it would \
+                 not use it"
+            ),
+            None => bail!("slot {slot} is beyond a batch of {}", self.items.len()),
+        }
+    }
+}
+
 /// What a worker sends for one position of the order.
 enum Outcome<T> {
     Item(T),
+    /// A position the loader does not need: neither loaded nor transformed.
+    NotNeeded,
     LoadFailed(anyhow::Error),
     TransformFailed(anyhow::Error),
 }
@@ -102,6 +128,8 @@ pub struct Loader<T> {
     order: Arc<Vec<usize>>,
     config: LoaderConfig,
     receivers: Vec<Receiver<Outcome<T>>>,
+    /// What a position that is not needed yields: `None` of a [`Loader::needing`] loader.
+    not_needed: Option<fn() -> T>,
     workers: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     next_position: usize,
@@ -118,6 +146,17 @@ impl<T: Send + 'static> Loader<T> {
         order: Vec<usize>,
         transform: Transform<T>,
         config: LoaderConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start(dataset, order, transform, config, None, None)
+    }
+
+    fn start(
+        dataset: Arc<dyn Dataset>,
+        order: Vec<usize>,
+        transform: Transform<T>,
+        config: LoaderConfig,
+        needed: Option<Needed>,
+        not_needed: Option<fn() -> T>,
     ) -> anyhow::Result<Self> {
         if config.batch_size == 0 {
             bail!("the batch size must be at least 1");
@@ -144,6 +183,7 @@ impl<T: Send + 'static> Loader<T> {
             order,
             config,
             receivers: Vec::with_capacity(workers),
+            not_needed,
             workers: Vec::with_capacity(workers),
             stop,
             next_position: 0,
@@ -157,6 +197,7 @@ impl<T: Send + 'static> Loader<T> {
                 dataset: loader.dataset.clone(),
                 order: loader.order.clone(),
                 transform: transform.clone(),
+                needed: needed.clone(),
                 stop: loader.stop.clone(),
                 seed: loader.config.seed,
                 first: w,
@@ -173,6 +214,30 @@ impl<T: Send + 'static> Loader<T> {
             loader.workers.push(handle);
         }
         Ok(loader)
+    }
+}
+
+impl<T: Send + 'static> Loader<Option<T>> {
+    /// A loader that loads and transforms only the positions `needed` accepts (all of them
+    /// when `needed` is `None`), and yields `None` in the others' slots. Batches are cut as
+    /// [`Loader::new`] cuts them, so `config.skip_bad` is refused with a `needed`: a skipped
+    /// sample shifts every later batch, and a process that did not load it could not know.
+    pub fn needing(
+        dataset: Arc<dyn Dataset>,
+        order: Vec<usize>,
+        transform: Transform<T>,
+        config: LoaderConfig,
+        needed: Option<Needed>,
+    ) -> anyhow::Result<Self> {
+        if needed.is_some() && config.skip_bad {
+            bail!(
+                "a loader that loads only some samples cannot skip unreadable ones: a skipped \
+                 sample shifts the later batches of the processes that did not load it"
+            );
+        }
+        let transform: Transform<Option<T>> =
+            Arc::new(move |image, rng| transform(image, rng).map(Some));
+        Self::start(dataset, order, transform, config, needed, Some(|| None))
     }
 }
 
@@ -220,7 +285,17 @@ impl<T> Iterator for Loader<T> {
             let index = self.order[position];
             let receiver = &self.receivers[position % self.receivers.len()];
             match receiver.recv() {
-                Ok(Outcome::Item(item)) => {
+                Ok(outcome @ (Outcome::Item(_) | Outcome::NotNeeded)) => {
+                    let item = match (outcome, self.not_needed) {
+                        (Outcome::Item(item), _) => item,
+                        (_, Some(not_needed)) => not_needed(),
+                        (_, None) => {
+                            return self.fail(anyhow::anyhow!(
+                                "data loader worker skipped position {position}, but this \
+                                 loader needs every position"
+                            ))
+                        }
+                    };
                     batch.items.push(item);
                     batch.labels.push(self.dataset.label(index));
                     batch.indices.push(index);
@@ -275,6 +350,7 @@ struct WorkerJob<T> {
     dataset: Arc<dyn Dataset>,
     order: Arc<Vec<usize>>,
     transform: Transform<T>,
+    needed: Option<Needed>,
     stop: Arc<AtomicBool>,
     seed: u64,
     first: usize,
@@ -290,6 +366,12 @@ impl<T> WorkerJob<T> {
                 return;
             }
             let index = self.order[position];
+            if self.needed.as_ref().is_some_and(|needed| !needed(position)) {
+                if self.sender.send(Outcome::NotNeeded).is_err() {
+                    return;
+                }
+                continue;
+            }
             let outcome = match self.dataset.load(index) {
                 Err(error) => Outcome::LoadFailed(error.context(format!(
                     "loading sample {index} ({})",

@@ -44,7 +44,7 @@ pub use image::Image;
 pub use image_folder::ImageFolder;
 pub use imagenet_lt::ImageNetLtJson;
 pub use list_file::ListFile;
-pub use loader::{Batch, Loader, LoaderConfig, Transform};
+pub use loader::{Batch, Loader, LoaderConfig, Needed, Transform};
 pub use long_tail::{long_tailed_counts, long_tailed_indices};
 pub use open::{
     check_train_classes, class_counts, open_test, open_test_with_classes, open_train, workers,

@@ -2,17 +2,17 @@
 //! by momentum, and the keys of each step join the queue.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use dscl_core::backend::prelude::*;
-use dscl_core::collective::Collective;
+use dscl_core::collective::{Collective, Placement};
 use dscl_core::nn::Encoder;
 use dscl_core::train::{DsclBatch, DsclModel, DsclStep, StepShape};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{self, Plan, Stage};
+use super::epochs::{self, Plan, SlotsNeeded, Stage};
 use super::report::ContrastiveReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
@@ -175,7 +175,18 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
         Arc::new(move |img, rng| Ok(stage1_views(img, &aug, rng)))
     }
 
-    fn step(&mut self, batch: &Batch<Stage1Views>, lr: f64, at: Position) -> Result<Self::Report> {
+    fn needs(&self) -> Option<SlotsNeeded> {
+        let placement = Collective::<B>::placement(self.exchange);
+        (placement.world > 1)
+            .then(|| group_and_key_slots(self.cfg.seed, self.cfg.batch_size, placement))
+    }
+
+    fn step(
+        &mut self,
+        batch: &Batch<Option<Stage1Views>>,
+        lr: f64,
+        at: Position,
+    ) -> Result<Self::Report> {
         let cfg = self.cfg;
         let (s, cs, c) = (cfg.image_size, cfg.crop_size, cfg.crops);
         let (qi, ki) = (3 * s * s, 3 * cs * cs);
@@ -190,7 +201,6 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
         // This process's images of the batch: `b` from `first` (all of them for one process).
         let b = self.step.local_batch();
         let first = Collective::<B>::placement(self.exchange).rank * b;
-        let mine = &batch.items[first..first + b];
         // With several replica groups the key images go in at their shuffled slots, for the
         // key encoder's shuffled batch norm (batches are full: the loader drops the last);
         // this process's key slots are its group's.
@@ -199,9 +209,11 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
             key_shuffle(cfg.seed, at.global_step, &mut self.shuffle);
         }
         for (slot, &image) in self.shuffle[first..first + b].iter().enumerate() {
-            self.keys[slot * qi..(slot + 1) * qi].copy_from_slice(&batch.items[image as usize].key);
+            self.keys[slot * qi..(slot + 1) * qi]
+                .copy_from_slice(&batch.loaded(image as usize)?.key);
         }
-        for (i, v) in mine.iter().enumerate() {
+        for i in 0..b {
+            let v = batch.loaded(first + i)?;
             self.queries[i * qi..(i + 1) * qi].copy_from_slice(&v.query);
             if pbsd {
                 for ci in 0..c {
@@ -286,5 +298,70 @@ impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
     ) -> Result<()> {
         show_epoch(plan, epochs_done, mean, progress);
         Ok(())
+    }
+}
+
+/// The slots of every batch of `batch` images that rank `placement.rank` uses: its group's
+/// (its queries and crops) and the images of its group's slots in the step's key shuffle (its
+/// key images). Of R ranks' groups of B / R, a rank decodes at most 2B / R images a batch, about
+/// (2 - 1 / R) B / R.
+fn group_and_key_slots(seed: u64, batch: usize, placement: Placement) -> SlotsNeeded {
+    let b = batch / placement.world;
+    let first = placement.rank * b;
+    // The last step's shuffle, which the workers share: they load one batch after another.
+    let shuffled = Mutex::new((None, vec![0u32; batch]));
+    Arc::new(move |step, slot| {
+        if (first..first + b).contains(&slot) {
+            return true;
+        }
+        // A worker that panicked holding the lock left a whole shuffle or none: recompute.
+        let mut guard = shuffled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (of_step, shuffle) = &mut *guard;
+        if *of_step != Some(step) {
+            *of_step = None;
+            key_shuffle(seed, step, shuffle);
+            *of_step = Some(step);
+        }
+        shuffle[first..first + b].contains(&(slot as u32))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_needs_its_group_and_its_key_slots_images_and_nothing_else() {
+        let (seed, batch) = (7, 256);
+        for world in [2, 8] {
+            let b = batch / world;
+            let mut needed_total = 0;
+            for rank in 0..world {
+                let needs = group_and_key_slots(seed, batch, Placement { rank, world });
+                for step in 0..20 {
+                    let mut shuffle = vec![0u32; batch];
+                    key_shuffle(seed, step, &mut shuffle);
+                    let keys = &shuffle[rank * b..(rank + 1) * b];
+                    for slot in 0..batch {
+                        let used = slot / b == rank || keys.contains(&(slot as u32));
+                        assert_eq!(
+                            needs(step, slot),
+                            used,
+                            "world {world} rank {rank} step {step} slot {slot}"
+                        );
+                        needed_total += used as usize;
+                    }
+                }
+            }
+            // Group and key images overlap by about b / R: about (2 - 1 / R) b a rank.
+            let per_rank = needed_total as f64 / (world * 20) as f64;
+            let expected = (2.0 - 1.0 / world as f64) * b as f64;
+            assert!(
+                (per_rank - expected).abs() < 0.1 * b as f64,
+                "world {world}: {per_rank}"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{self, Plan, Stage};
+use super::epochs::{self, group_slots, Plan, SlotsNeeded, Stage};
 use super::report::ClassifierReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
@@ -109,13 +109,24 @@ impl<B: Backend<Elem = f32>> Stage for CrossEntropy<'_, B> {
         Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)))
     }
 
-    fn step(&mut self, batch: &Batch<Vec<f32>>, lr: f64, at: Position) -> Result<Self::Report> {
+    fn needs(&self) -> Option<SlotsNeeded> {
+        let placement = Collective::<B>::placement(self.exchange);
+        let b = self.step.local_batch();
+        (placement.world > 1).then(|| group_slots(placement.rank * b, b))
+    }
+
+    fn step(
+        &mut self,
+        batch: &Batch<Option<Vec<f32>>>,
+        lr: f64,
+        at: Position,
+    ) -> Result<Self::Report> {
         let n = 3 * self.cfg.image_size * self.cfg.image_size;
         // This process's images of the batch: `b` from `first` (all of them for one process).
         let b = self.step.local_batch();
         let first = Collective::<B>::placement(self.exchange).rank * b;
-        for (i, v) in batch.items[first..first + b].iter().enumerate() {
-            self.x[i * n..(i + 1) * n].copy_from_slice(v);
+        for i in 0..b {
+            self.x[i * n..(i + 1) * n].copy_from_slice(batch.loaded(first + i)?);
         }
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend

@@ -28,7 +28,7 @@ use crate::cluster::Cluster;
 use crate::config::RunConfig;
 use crate::data::{
     class_balanced_order, epoch_order, epoch_seed, workers, Batch, Dataset, Loader, LoaderConfig,
-    Transform,
+    Needed, Transform,
 };
 use crate::interrupt::{self, Interrupted};
 use crate::io::log::{self, LogRecord};
@@ -43,8 +43,21 @@ pub trait Stage {
     /// Turns a decoded image into the step's item.
     fn transform(&self) -> Transform<Self::Item>;
 
-    /// One step on `batch` at learning rate `lr`, from position `at`.
-    fn step(&mut self, batch: &Batch<Self::Item>, lr: f64, at: Position) -> Result<Self::Report>;
+    /// The slots of every batch this process uses, when not all of them: a rank of a
+    /// data-parallel run uses its own group's (and stage 1 its key slots' images), and the
+    /// loader leaves the others undecoded.
+    fn needs(&self) -> Option<SlotsNeeded> {
+        None
+    }
+
+    /// One step on `batch` at learning rate `lr`, from position `at`; the slots
+    /// [`Stage::needs`] leaves out are `None`.
+    fn step(
+        &mut self,
+        batch: &Batch<Option<Self::Item>>,
+        lr: f64,
+        at: Position,
+    ) -> Result<Self::Report>;
 
     /// Writes the checkpoint of position `at` (only called under [`Resumption::Checkpoints`]).
     fn save(&mut self, at: Position) -> Result<()>;
@@ -61,6 +74,15 @@ pub trait Stage {
         mean: f64,
         progress: &Progress,
     ) -> Result<()>;
+}
+
+/// Whether this process uses slot `slot` of the batch of global step `step`: the arguments
+/// of the closure, in that order.
+pub type SlotsNeeded = Arc<dyn Fn(u64, usize) -> bool + Send + Sync>;
+
+/// The slots `[first, first + len)` of every batch: one rank's replica group.
+pub fn group_slots(first: usize, len: usize) -> SlotsNeeded {
+    Arc::new(move |_, slot| (first..first + len).contains(&slot))
 }
 
 /// How a stage draws each epoch's samples.
@@ -155,6 +177,7 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
         progress = progress.silenced();
     }
     let transform = stage.transform();
+    let needs = stage.needs();
     let mut taken = 0u64;
     let stopped = |progress: &Progress, taken: u64| {
         progress.finish();
@@ -174,7 +197,7 @@ pub fn run<S: Stage>(stage: &mut S, plan: &Plan<'_>, mut at: Position) -> Result
     // mean covers all its steps.
     let mut carried = earlier_losses(&kept, plan.phase, at);
     while at.epoch < plan.epochs {
-        let mut loader = epoch_loader(plan, at, transform.clone())?;
+        let mut loader = epoch_loader(plan, at, transform.clone(), needs.clone())?;
         let (mut sum, mut count) = std::mem::take(&mut carried);
         for batch in loader.by_ref() {
             let batch = batch?;
@@ -274,12 +297,15 @@ fn earlier_losses(kept: &[LogRecord], phase: &str, at: Position) -> (f64, usize)
 }
 
 /// The loader of one epoch from `at` on: the rest of the epoch's order, with each sample's
-/// generator keyed by its position in the whole epoch.
+/// generator keyed by its position in the whole epoch, loading only the slots `needs` names.
+/// With `--skip-bad` every slot is loaded: a skipped image shifts the later batches, and only
+/// a process that loaded it knows.
 fn epoch_loader<T: Send + 'static>(
     plan: &Plan<'_>,
     at: Position,
     transform: Transform<T>,
-) -> Result<Loader<T>> {
+    needs: Option<SlotsNeeded>,
+) -> Result<Loader<Option<T>>> {
     let (cfg, data) = (plan.cfg, plan.data);
     let epoch = at.epoch as u64;
     let (order, views_seed) = match plan.sampling {
@@ -301,10 +327,17 @@ fn epoch_loader<T: Send + 'static>(
     lc.drop_last = true;
     lc.skip_bad = cfg.data.skip_bad;
     lc.first_position = skip;
-    Loader::new(
+    // Batch t of this loader is the step at global step `at.global_step + t` (full batches:
+    // the last partial one is dropped).
+    let (first_step, batch) = (at.global_step, plan.batch);
+    let needed = needs.filter(|_| !cfg.data.skip_bad).map(|needs| -> Needed {
+        Arc::new(move |p| needs(first_step + (p / batch) as u64, p % batch))
+    });
+    Loader::needing(
         data.clone(),
         order[skip.min(order.len())..].to_vec(),
         transform,
         lc,
+        needed,
     )
 }

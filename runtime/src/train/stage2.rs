@@ -33,7 +33,9 @@ use dscl_core::train::{ClassifierStep, LrSchedule, SgdConfig, Stage2Recipe, Trai
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{self, Plan, Resumption, Sampling, Stage, STAGE2_SEED};
+use super::epochs::{
+    self, group_slots, Plan, Resumption, Sampling, SlotsNeeded, Stage, STAGE2_SEED,
+};
 use super::report::ClassifierReport;
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
@@ -351,13 +353,24 @@ impl<B: Backend<Elem = f32>> Stage for Linear<'_, B> {
         Arc::new(move |img, rng| Ok(stage2_view(img, &aug, rng)))
     }
 
-    fn step(&mut self, batch: &Batch<Vec<f32>>, lr: f64, _at: Position) -> Result<Self::Report> {
+    fn needs(&self) -> Option<SlotsNeeded> {
+        let placement = Collective::<B>::placement(self.exchange);
+        let b = self.step.local_batch();
+        (placement.world > 1).then(|| group_slots(placement.rank * b, b))
+    }
+
+    fn step(
+        &mut self,
+        batch: &Batch<Option<Vec<f32>>>,
+        lr: f64,
+        _at: Position,
+    ) -> Result<Self::Report> {
         let n = 3 * self.cfg.image_size * self.cfg.image_size;
         // This process's images of the batch: `b` from `first` (all of them for one process).
         let b = self.step.local_batch();
         let first = Collective::<B>::placement(self.exchange).rank * b;
-        for (j, v) in batch.items[first..first + b].iter().enumerate() {
-            self.x[j * n..(j + 1) * n].copy_from_slice(v);
+        for j in 0..b {
+            self.x[j * n..(j + 1) * n].copy_from_slice(batch.loaded(first + j)?);
         }
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend
