@@ -5,7 +5,9 @@
 #   2. the conformance suite on the GPU (every kernel against the f64 reference), one process per
 #      family of tests/tests/conformance_cuda.rs (the families are read from the binary's
 #      `--list`; each runs as `--exact NAME --nocapture --test-threads 1`), so a sticky device
-#      fault, an abort in a Drop or a hang costs that family's row, not the run;
+#      fault, an abort in a Drop or a hang costs that family's row, not the run; among them
+#      `nccl_world_of_one`, the NCCL collective of `--distributed` CUDA runs at world size one,
+#      which prints the time of a ResNet-50-sized all-reduce through it;
 #   3. `runtime run` on the built-in digits: the CPU backend, then CUDA at fp32 and at TF32, whose
 #      first stage-1 losses must follow the CPU backend's (three rows);
 #   4. one stage-1 step of DSCL + PBSD (ResNet-50, 224 px, batch 64, C 5 crops of 64 px,
@@ -34,7 +36,7 @@
 # correctness rows come first and may use at most CHECK_BUDGET_S (200 s) of it: verify 60 s, each
 # conformance family FAMILY_S (60 s), each digits run 60 s. A healthy family should take a few
 # seconds (one CUDA context, one NVRTC compile of the kernels, cuBLAS/cuDNN set-up, the cases),
-# so the 18 families plus verify and the digits should need about 2 minutes, leaving the
+# so the 19 families plus verify and the digits should need about 2 minutes, leaving the
 # benchmarks 130 s at the least and about 200 s normally; the stage-1 pair runs first (dscl 100 s,
 # PyTorch 90 s), so a short budget drops the TF32, loss and classifier rows first. The
 # direct-convolution CUDA kernels may be slow, so dscl_step runs 1 warm-up and 3 timed steps (it
@@ -139,7 +141,7 @@ for root in (spec.submodule_search_locations if spec else []):
         print(lib)
 PY
 )
-for name in nvrtc nvrtc-builtins cublas cublasLt cudnn; do
+for name in nvrtc nvrtc-builtins cublas cublasLt cudnn nccl; do
   for dir in "${SEARCH[@]}"; do
     # shellcheck disable=SC2012 # library file names are plain
     found=$(ls "$dir"/lib$name.so* 2>/dev/null | sort -V | tail -1)
@@ -212,6 +214,14 @@ ask("NVRTC builtins", "libnvrtc-builtins.so", lambda lib: "loads")
 ask("cuBLAS", "libcublas.so", cublas)
 ask("cuBLASLt", "libcublasLt.so", cublaslt)
 ask("cuDNN", "libcudnn.so", cudnn)
+def nccl(lib):
+    v = ctypes.c_int()
+    rc = lib.ncclGetVersion(ctypes.byref(v))
+    if rc != 0:
+        return f"ncclGetVersion error {rc}"
+    code = v.value
+    return f"ncclGetVersion {code} = {code // 10000}.{code // 100 % 100}.{code % 100}"
+ask("NCCL", "libnccl.so", nccl)
 try:
     cuda = ctypes.CDLL("libcuda.so.1")
     v = ctypes.c_int()

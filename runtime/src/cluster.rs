@@ -4,8 +4,11 @@
 //! run's files; every rank reads the same data and, with `--resume`, the same checkpoint.
 //!
 //! The transport is MPI (the `mpi` cargo feature, over the system's Open MPI or MPICH), with
-//! the buffers staged through host memory ([`Staged`]), so it serves every backend. A rank that
-//! fails ends the whole job ([`Cluster::abort`], MPI_Abort), so no rank waits for it forever.
+//! the buffers staged through host memory ([`Staged`]), so it serves every backend; CUDA ranks
+//! exchange through NCCL on their GPUs instead ([`device`]). A rank that fails ends the whole
+//! job ([`Cluster::abort`], MPI_Abort), so no rank waits for it forever.
+
+mod device;
 
 use std::marker::PhantomData;
 
@@ -15,6 +18,8 @@ use dscl_core::collective::Collective;
 use dscl_core::collective::Staged;
 use dscl_core::nn::TensorSet;
 use dscl_core::{Backend, BufferLen, Placement, Solo};
+
+pub use device::{DeviceCollective, TrainBackend};
 
 /// The variables a launcher sets in each process it starts (Open MPI, PMI-1/2 as MPICH and
 /// Slurm set them, PMIx); one of them says this process is a rank of a job.
@@ -100,6 +105,28 @@ impl Cluster {
             Cluster::Solo => Exchange::Solo(PhantomData),
             #[cfg(feature = "mpi")]
             Cluster::Mpi(world) => Exchange::Staged(Staged::new(world)),
+        }
+    }
+
+    /// The collective of this run's steps on `backend`: its device collective where it has
+    /// one (CUDA's NCCL, joined here by every rank together), else [`Cluster::exchange`].
+    pub fn exchange_on<B: TrainBackend>(&self, backend: &B) -> Result<Exchange<'_>> {
+        Ok(match B::join_device_collective(self, backend)? {
+            Some(device) => Exchange::Device(device),
+            None => self.exchange(),
+        })
+    }
+
+    /// Replaces `bytes` on every rank by rank 0's.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+    pub fn broadcast_bytes(&self, bytes: &mut [u8]) -> Result<()> {
+        match self {
+            Cluster::Solo => Ok(()),
+            #[cfg(feature = "mpi")]
+            Cluster::Mpi(world) => {
+                world.broadcast_bytes(bytes);
+                Ok(())
+            }
         }
     }
 
@@ -208,6 +235,8 @@ pub enum Exchange<'a> {
     Solo(PhantomData<&'a Cluster>),
     #[cfg(feature = "mpi")]
     Staged(Staged<&'a mpi_world::MpiWorld, f32>),
+    /// The backend's own (NCCL for CUDA).
+    Device(DeviceCollective),
 }
 
 /// Forwards each operation to the variant's collective.
@@ -220,13 +249,25 @@ macro_rules! forward {
             }
             #[cfg(feature = "mpi")]
             Exchange::Staged($c) => $call,
+            Exchange::Device(device) => match B::device_collective(device) {
+                Some($c) => $call,
+                None => Err(dscl_core::Error::InvalidArgument {
+                    what: "device collective",
+                    reason: "serves only the backend that joined it",
+                }),
+            },
         }
     };
 }
 
-impl<B: Backend<Elem = f32>> Collective<B> for Exchange<'_> {
+impl<B: TrainBackend> Collective<B> for Exchange<'_> {
     fn placement(&self) -> Placement {
-        forward!(self, |c| Collective::<B>::placement(c))
+        match self {
+            Exchange::Solo(_) => Placement::SOLO,
+            #[cfg(feature = "mpi")]
+            Exchange::Staged(c) => Collective::<B>::placement(c),
+            Exchange::Device(device) => device::placement(device),
+        }
     }
     fn all_reduce_sum(&self, backend: &B, buffers: &mut [B::Buffer]) -> dscl_core::Result<()> {
         forward!(self, |c| c.all_reduce_sum(backend, buffers))
@@ -314,6 +355,10 @@ mod mpi_world {
             self.world
                 .process_at_rank(root as i32)
                 .broadcast_into(values);
+        }
+
+        pub fn broadcast_bytes(&self, bytes: &mut [u8]) {
+            self.bcast(bytes, 0)
         }
     }
 

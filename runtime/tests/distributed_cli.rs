@@ -256,6 +256,28 @@ fn distributed_without_a_launcher_says_what_is_missing() {
     assert!(text(&o).contains("needs an MPI launcher"), "{}", text(&o));
 }
 
+#[test]
+fn cuda_ranks_without_nccl_say_which_library_is_missing() {
+    let Some(mpirun) = mpirun() else { return };
+    if dscl_cuda::find_nccl().is_ok() {
+        println!("skipped: NCCL is installed here, so its absence cannot be shown");
+        return;
+    }
+    let out = temp("no-nccl");
+    let args = ["train", "--distributed", "--backend", "cuda"];
+    let o = spmd(
+        mpirun,
+        2,
+        &[&args[..], &["--out", out.to_str().unwrap()]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // Before the device is opened (a machine without NCCL may have no GPU either), before the
+    // output directory is claimed.
+    assert!(text(&o).contains("NCCL was not found"), "{}", text(&o));
+    assert!(text(&o).contains("libnccl.so"), "{}", text(&o));
+    assert!(!out.join("log.jsonl").exists());
+}
+
 /// `mpirun` with `ranks` copies of `runtime ARGS` (an SPMD command line).
 fn spmd(mut mpirun: Command, ranks: usize, args: &[&str]) -> Output {
     mpirun

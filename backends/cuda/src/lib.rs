@@ -9,11 +9,15 @@
 //! (fp32, TF32 or bf16 products), the rest as CUDA C kernels compiled once with NVRTC, one
 //! family per `kernels/<family>.cu` and `ops/<family>.rs`, each family's scalars in one struct
 //! whose Rust and CUDA declarations the compile checks against each other (`kernel_args.rs`).
+//! With the `nccl` feature, [`NcclCollective`] is the collective of `--distributed` CUDA runs
+//! (NCCL on the backend's stream, loaded at run time like the rest).
 //! The kernels are checked to compile in CI (NVRTC needs no GPU), but none of this has yet run
 //! on a GPU: the conformance suite (`tests/tests/conformance_cuda.rs`) and `scripts/gpu-check.sh`
 //! are how it will be verified.
 
 mod backend;
+#[cfg(feature = "nccl")]
+mod collective;
 mod conv_algorithms;
 mod conv_cudnn;
 mod device;
@@ -25,6 +29,8 @@ mod precision;
 mod readback;
 
 pub use backend::{CudaBackend, CudaBuffer};
+#[cfg(feature = "nccl")]
+pub use collective::{find_nccl, NcclCollective, NcclId, NCCL_LIBRARY};
 pub use device::{
     cuda_required, no_gpu_verdict, skip_without_gpu, CudaDevice, InitError, REQUIRE_CUDA_VAR,
 };

@@ -29,7 +29,7 @@ pub fn run(cmd: LinearCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         distributed,
     } = cmd;
     // 0. The cluster.
-    on_cluster(distributed, |cluster| {
+    on_cluster(distributed, common.backend, |cluster| {
         // 1. Flags.
         linear.check()?;
         refuse_unused_flags(CommandName::Linear, None, given)?;

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use dscl_cuda::{CudaBackend, Precision};
+use dscl_runtime::backend_choice::BackendChoice;
 use dscl_runtime::cluster::Cluster;
 use dscl_runtime::config::TrainArgs;
 use dscl_runtime::interrupt::Interrupted;
@@ -80,14 +81,16 @@ pub fn run(command: Command, given: &BTreeSet<String>) -> Result<ExitCode> {
 }
 
 /// Runs a command's phases as this process's part of its run: with `distributed`, it joins
-/// its MPI job first, and an error on this rank ends every rank of the job (printed with the
-/// rank), so no rank waits for it.
+/// its MPI job first (and a CUDA rank finds NCCL, or says which library is missing), and an
+/// error on this rank ends every rank of the job (printed with the rank), so no rank waits for
+/// it.
 fn on_cluster(
     distributed: bool,
+    backend: BackendChoice,
     phases: impl FnOnce(&Cluster) -> Result<ExitCode>,
 ) -> Result<ExitCode> {
     let cluster = Cluster::join(distributed)?;
-    let result = phases(&cluster);
+    let result = find_device_collective(&cluster, backend).and_then(|()| phases(&cluster));
     if let Err(err) = &result {
         let placement = cluster.placement();
         // Every rank stops together at a signal (they agree on the step), with the checkpoint
@@ -102,6 +105,17 @@ fn on_cluster(
         }
     }
     result
+}
+
+/// The CUDA ranks of a run of several processes exchange through NCCL: without it, say so
+/// before anything else is done.
+#[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+fn find_device_collective(cluster: &Cluster, backend: BackendChoice) -> Result<()> {
+    #[cfg(feature = "mpi")]
+    if cluster.placement().world > 1 && backend == BackendChoice::Cuda {
+        dscl_cuda::find_nccl().map_err(|e| anyhow::anyhow!("--backend cuda --distributed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A `--distributed` run has one replica group per process: `--replicas` defaults to the

@@ -39,7 +39,7 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         distributed,
     } = cmd;
     // 0. The cluster.
-    on_cluster(distributed, |cluster| {
+    on_cluster(distributed, common.backend, |cluster| {
         // 1. Flags.
         let mut train = train;
         replicas_of_the_job(cluster, &mut train)?;
@@ -105,7 +105,7 @@ pub fn run(cmd: RunCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
                 (s2.checkpoint, s2.epochs)
             };
             let input = evaluate::EvalInput::prepare(&classifier, Some(&data), Some(test_set))?;
-            let m = evaluate::evaluate(b, &cluster.exchange(), input, &eval, &out)?;
+            let m = evaluate::evaluate(b, &cluster.exchange_on(b)?, input, &eval, &out)?;
             // Rank 0 reports and draws.
             if cluster.writes() {
                 println!("{}", m.table());

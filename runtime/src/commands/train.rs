@@ -37,7 +37,7 @@ pub fn run(cmd: TrainCommand, given: &BTreeSet<String>) -> Result<ExitCode> {
         distributed,
     } = cmd;
     // 0. The cluster.
-    on_cluster(distributed, |cluster| {
+    on_cluster(distributed, common.backend, |cluster| {
         // 1. Flags.
         let mut train = train;
         replicas_of_the_job(cluster, &mut train)?;

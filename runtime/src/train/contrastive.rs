@@ -17,7 +17,7 @@ use super::report::ContrastiveReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
 use crate::augment::{stage1_views, Stage1Views};
-use crate::cluster::{Cluster, Exchange};
+use crate::cluster::{Cluster, Exchange, TrainBackend};
 use crate::config::{QueueInit, RunConfig};
 use crate::data::{class_counts, key_shuffle, Batch, Dataset, Transform};
 use crate::io::checkpoint::schema::{self, Run};
@@ -25,7 +25,7 @@ use crate::io::out_dir::STAGE1_FILE;
 use crate::io::progress::Progress;
 use crate::model;
 
-pub(super) fn train<B: Backend<Elem = f32>>(
+pub(super) fn train<B: TrainBackend>(
     backend: &B,
     cluster: &Cluster,
     plan: Plan<'_>,
@@ -71,7 +71,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
             );
         }
     }
-    let exchange = cluster.exchange();
+    let exchange = cluster.exchange_on(backend)?;
     // Every rank starts from rank 0's tensors (the same seed or checkpoint gives the same
     // ones; this makes sure of it).
     for set in [
@@ -123,7 +123,7 @@ struct Contrastive<'a, B: Backend> {
     shuffle: Vec<u32>,
 }
 
-impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
+impl<'a, B: TrainBackend> Contrastive<'a, B> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         backend: &'a B,
@@ -166,7 +166,7 @@ impl<'a, B: Backend<Elem = f32>> Contrastive<'a, B> {
     }
 }
 
-impl<B: Backend<Elem = f32>> Stage for Contrastive<'_, B> {
+impl<B: TrainBackend> Stage for Contrastive<'_, B> {
     type Item = Stage1Views;
     type Report = ContrastiveReport;
 

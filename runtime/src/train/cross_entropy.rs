@@ -19,7 +19,7 @@ use super::report::ClassifierReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
-use crate::cluster::{Cluster, Exchange};
+use crate::cluster::{Cluster, Exchange, TrainBackend};
 use crate::config::RunConfig;
 use crate::data::{class_counts, Batch, Transform};
 use crate::io::checkpoint::schema::{self, Run};
@@ -27,7 +27,7 @@ use crate::io::out_dir::STAGE1_FILE;
 use crate::io::progress::Progress;
 use crate::model;
 
-pub(super) fn train<B: Backend<Elem = f32>>(
+pub(super) fn train<B: TrainBackend>(
     backend: &B,
     cluster: &Cluster,
     plan: Plan<'_>,
@@ -51,7 +51,7 @@ pub(super) fn train<B: Backend<Elem = f32>>(
     if let Some(ckpt) = resume_from(out, cfg, resume)? {
         at = schema::load_cross_entropy(&ckpt, backend, &net, &mut weights, &mut state)?;
     }
-    let exchange = cluster.exchange();
+    let exchange = cluster.exchange_on(backend)?;
     // Every rank starts from rank 0's tensors.
     for set in [&mut weights.params, &mut weights.velocity, &mut state] {
         exchange.broadcast(backend, set.buffers_mut(), 0)?;
@@ -97,7 +97,7 @@ struct CrossEntropy<'a, B: Backend> {
     labels_buf: B::IndexBuffer,
 }
 
-impl<B: Backend<Elem = f32>> Stage for CrossEntropy<'_, B> {
+impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
     type Item = Vec<f32>;
     type Report = ClassifierReport;
 

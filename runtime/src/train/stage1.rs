@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use dscl_core::backend::prelude::*;
 use dscl_core::train::LrSchedule;
 
 use super::epochs::{Plan, Resumption, Sampling};
 use super::{contrastive, cross_entropy, Position};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, TrainBackend};
 use crate::config::{LossKind, RunConfig};
 use crate::data::{class_counts, Dataset};
 use crate::io::checkpoint::{remove_stale_temporaries, schema, Checkpoint};
@@ -35,7 +34,7 @@ use crate::io::progress::Progress;
 /// `cluster`: this process's rank of a distributed run (its replica group of every batch;
 /// rank 0 alone writes), or [`Cluster::Solo`].
 #[allow(clippy::too_many_arguments)]
-pub fn train<B: Backend<Elem = f32>>(
+pub fn train<B: TrainBackend>(
     backend: &B,
     cluster: &Cluster,
     cfg: &RunConfig,

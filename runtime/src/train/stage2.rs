@@ -40,7 +40,7 @@ use super::report::ClassifierReport;
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
 use crate::backend_choice::BackendChoice;
-use crate::cluster::{Cluster, Exchange};
+use crate::cluster::{Cluster, Exchange, TrainBackend};
 use crate::config::{EvalArgs, LinearArgs, RunConfig};
 use crate::data::{class_counts, open_test, open_train, Batch, Dataset, Transform};
 use crate::evaluate::TestPass;
@@ -171,7 +171,7 @@ impl Stage2Input {
 
 /// Trains the classifier on the backbone of `input`'s checkpoint into `out` (rank 0 of a
 /// `--distributed` run writes it; `cluster` is this process's part).
-pub fn train<B: Backend<Elem = f32>>(
+pub fn train<B: TrainBackend>(
     backend: &B,
     cluster: &Cluster,
     input: Stage2Input,
@@ -202,7 +202,7 @@ pub fn train<B: Backend<Elem = f32>>(
     let mut state = TensorSet::zeros(backend, &net.state)?;
     schema::load_backbone(&ckpt, backend, &net, &mut params, &mut state)?;
     let mut classifier = fresh_classifier(backend, &probe, cfg.seed)?;
-    let exchange = cluster.exchange();
+    let exchange = cluster.exchange_on(backend)?;
     // Every rank starts from rank 0's classifier (the seed gives every rank the same one).
     exchange.broadcast(backend, classifier.params.buffers_mut(), 0)?;
     // With --eval-every-epoch: the test pass, planned once for every epoch.
@@ -344,7 +344,7 @@ struct Linear<'a, B: Backend> {
     final_metrics: Option<Metrics>,
 }
 
-impl<B: Backend<Elem = f32>> Stage for Linear<'_, B> {
+impl<B: TrainBackend> Stage for Linear<'_, B> {
     type Item = Vec<f32>;
     type Report = ClassifierReport;
 
