@@ -319,7 +319,7 @@ impl<'a> ConvOps for CpuBackend<'a> {
                     matmul(grp.threads, dims, 1.0, 0.0, wt, gy, gx, cols);
                 } else {
                     matmul(grp.threads, dims, 1.0, 0.0, wt, gy, grp.col, cols);
-                    col2im(g, k, grp.col, b.len, gx);
+                    col2im(g, k, &mut *grp.col, b.len, gx);
                 }
             });
         })
