@@ -14,7 +14,7 @@ use dscl_core::FaultKind;
 use std::vec;
 use std::vec::Vec;
 
-fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+pub(crate) fn rand_vec(n: usize, seed: u32, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
     (0..n)
         .map(|_| {

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 
 use cudarc::driver::CudaSlice;
 use cudarc::nccl::result::NcclError;
-use cudarc::nccl::safe::{group_end, group_start, Comm, Id, ReduceOp};
+use cudarc::nccl::safe::{group_end, group_start, Comm, Id, NcclType, ReduceOp};
 use cudarc::nccl::sys;
 use dscl_core::collective::{check_gather, Collective, Placement};
 use dscl_core::{BufferLen, Error, Result};
@@ -109,6 +109,25 @@ impl NcclCollective {
         })
     }
 
+    /// Every rank's `local[..len]` into `gathered`, rank by rank.
+    fn gather<T: NcclType>(
+        &self,
+        local: &CudaBuffer<T>,
+        len: usize,
+        gathered: &mut CudaBuffer<T>,
+        what: &'static str,
+    ) -> Result<()> {
+        check_gather(self.placement, local.len, len, gathered.len)?;
+        let out = self.placement.world * len;
+        self.comm
+            .all_gather(
+                &local.slice.slice(..len),
+                &mut gathered.slice.slice_mut(..out),
+            )
+            .map_err(|e| nccl(what, e))?;
+        Ok(())
+    }
+
     /// Runs `enqueue` between `ncclGroupStart` and `ncclGroupEnd`, ending the group whatever
     /// `enqueue` returned.
     fn grouped(&self, enqueue: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -175,15 +194,7 @@ impl Collective<CudaBackend> for NcclCollective {
         len: usize,
         gathered: &mut CudaBuffer<f32>,
     ) -> Result<()> {
-        check_gather(self.placement, local.len, len, gathered.len)?;
-        let out = self.placement.world * len;
-        self.comm
-            .all_gather(
-                &local.slice.slice(..len),
-                &mut gathered.slice.slice_mut(..out),
-            )
-            .map_err(|e| nccl("ncclAllGather", e))?;
-        Ok(())
+        self.gather(local, len, gathered, "ncclAllGather")
     }
 
     fn all_gather_index(
@@ -193,15 +204,7 @@ impl Collective<CudaBackend> for NcclCollective {
         len: usize,
         gathered: &mut CudaBuffer<u32>,
     ) -> Result<()> {
-        check_gather(self.placement, local.len, len, gathered.len)?;
-        let out = self.placement.world * len;
-        self.comm
-            .all_gather(
-                &local.slice.slice(..len),
-                &mut gathered.slice.slice_mut(..out),
-            )
-            .map_err(|e| nccl("ncclAllGather (labels)", e))?;
-        Ok(())
+        self.gather(local, len, gathered, "ncclAllGather (labels)")
     }
 
     fn broadcast(

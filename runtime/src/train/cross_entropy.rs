@@ -14,7 +14,7 @@ use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{self, group_slots, Plan, SlotsNeeded, Stage};
+use super::epochs::{self, copy_slots, own_group, Plan, SlotsNeeded, Stage};
 use super::report::ClassifierReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
@@ -110,9 +110,10 @@ impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
     }
 
     fn needs(&self) -> Option<SlotsNeeded> {
-        let placement = Collective::<B>::placement(self.exchange);
-        let b = self.step.local_batch();
-        (placement.world > 1).then(|| group_slots(placement.rank * b, b))
+        own_group(
+            Collective::<B>::placement(self.exchange),
+            self.step.local_batch(),
+        )
     }
 
     fn step(
@@ -125,9 +126,7 @@ impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
         // This process's images of the batch: `b` from `first` (all of them for one process).
         let b = self.step.local_batch();
         let first = Collective::<B>::placement(self.exchange).rank * b;
-        for i in 0..b {
-            self.x[i * n..(i + 1) * n].copy_from_slice(batch.loaded(first + i)?);
-        }
+        copy_slots(batch, first, b, n, &mut self.x)?;
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend
             .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;

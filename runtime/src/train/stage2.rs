@@ -34,7 +34,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
 use super::epochs::{
-    self, group_slots, Plan, Resumption, Sampling, SlotsNeeded, Stage, STAGE2_SEED,
+    self, copy_slots, own_group, Plan, Resumption, Sampling, SlotsNeeded, Stage, STAGE2_SEED,
 };
 use super::report::ClassifierReport;
 use super::{augment_config, Position};
@@ -354,9 +354,10 @@ impl<B: TrainBackend> Stage for Linear<'_, B> {
     }
 
     fn needs(&self) -> Option<SlotsNeeded> {
-        let placement = Collective::<B>::placement(self.exchange);
-        let b = self.step.local_batch();
-        (placement.world > 1).then(|| group_slots(placement.rank * b, b))
+        own_group(
+            Collective::<B>::placement(self.exchange),
+            self.step.local_batch(),
+        )
     }
 
     fn step(
@@ -369,9 +370,7 @@ impl<B: TrainBackend> Stage for Linear<'_, B> {
         // This process's images of the batch: `b` from `first` (all of them for one process).
         let b = self.step.local_batch();
         let first = Collective::<B>::placement(self.exchange).rank * b;
-        for j in 0..b {
-            self.x[j * n..(j + 1) * n].copy_from_slice(batch.loaded(first + j)?);
-        }
+        copy_slots(batch, first, b, n, &mut self.x)?;
         self.backend.upload(&mut self.x_buf, 0, &self.x)?;
         self.backend
             .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;

@@ -398,19 +398,7 @@ pub(super) fn scatter_out(g: &Geo, k: Chunk, blk: &[f32], nbj: usize, ys: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [-1, 1), none zero.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + 1e-3
-            })
-            .collect()
-    }
+    use crate::tests::rand_vec;
 
     /// The same-width lowering and its adjoint equal the row-by-row ones bit for bit, for
     /// kernels wider and taller than the map, non-square maps and chunks of rows.
@@ -436,7 +424,7 @@ mod tests {
                     }
                     let g = Geo::new(&shape, 1);
                     assert_eq!(g.ow, g.w);
-                    let x = values(g.in_image(), (pad * 100 + h * 10 + w) as u64);
+                    let x = rand_vec(g.in_image(), (pad * 100 + h * 10 + w) as u32, 1.0);
                     for (r0, r1) in [(0, g.oh), (0, g.oh / 2), (g.oh / 2, g.oh), (1, g.oh)] {
                         if r0 >= r1 {
                             continue;
@@ -447,9 +435,12 @@ mod tests {
                         let (mut fast, mut rows) = (vec![9.0; len], vec![7.0; len]);
                         im2col_same_width(&g, k, &x, &mut fast, ld);
                         im2col_rows(&g, k, &x, &mut rows, ld);
-                        assert_eq!(fast, rows, "im2col pad {pad} kh {kh} {h}x{w} rows {r0}..{r1}");
+                        assert_eq!(
+                            fast, rows,
+                            "im2col pad {pad} kh {kh} {h}x{w} rows {r0}..{r1}"
+                        );
 
-                        let col = values(len, 7 + cases);
+                        let col = rand_vec(len, 7 + cases, 1.0);
                         let (mut into_fast, mut into_rows) = (x.clone(), x.clone());
                         col2im_same_width(&g, k, &mut col.clone(), ld, &mut into_fast);
                         col2im_rows(&g, k, &col, ld, &mut into_rows);
