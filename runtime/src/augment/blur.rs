@@ -77,12 +77,11 @@ impl BoxKernel {
     }
 }
 
-/// One box pass over a line, edges repeated (Pillow's `ImagingLineBoxBlur*`). `out[x] =
-/// (ww * sum(src[x - r ..= x + r]) + fw * (src[x - r - 1] + src[x + r + 1])) / 2^24`, indices
-/// clamped into the line. With `quantise`, `src` holds whole numbers 0..=255 and `out` is
-/// Pillow's `(bulk + 2^23) >> 24`: every sum is a whole number below 2^53, so `f64` computes the
-/// C code's `UINT32` arithmetic exactly. Without, it is the filter itself, unrounded.
-fn box_line(src: &[f32], out: &mut [f32], k: &BoxKernel, quantise: bool) {
+/// One box pass over a line, edges repeated (Pillow's `ImagingLineBoxBlur*`), unrounded:
+/// `out[x] = (ww * sum(src[x - r ..= x + r]) + fw * (src[x - r - 1] + src[x + r + 1])) / 2^24`,
+/// indices clamped into the line. [`pillow_box_line`] is the same pass with Pillow's rounding.
+#[cfg(test)]
+fn box_line(src: &[f32], out: &mut [f32], k: &BoxKernel) {
     let n = src.len();
     if n == 0 {
         return;
@@ -103,21 +102,49 @@ fn box_line(src: &[f32], out: &mut [f32], k: &BoxKernel, quantise: bool) {
         let x = x as isize;
         acc += at(x + r) - at(x - r - 1);
         let bulk = acc * ww + (at(x - r - 1) + at(x + r + 1)) * fw;
-        *o = if quantise {
-            ((bulk + (ONE / 2) as f64) / ONE as f64).floor() as f32
-        } else {
-            (bulk / ONE as f64) as f32
-        };
+        *o = (bulk / ONE as f64) as f32;
     }
 }
 
-/// [`PIL_PASSES`] box passes along the rows of a `w x h` plane, then as many along its columns.
-pub(super) fn box_blur_plane(plane: &mut [f32], w: usize, h: usize, k: &BoxKernel, quantise: bool) {
-    let mut line = vec![0.0f32; w.max(h)];
-    let mut col = vec![0.0f32; h];
+/// Pillow's pass (`ImagingLineBoxBlur8`) in its own integer arithmetic over 8-bit values:
+/// [`box_line`]'s sums, then `out[x] = (bulk + 2^23) >> 24`. Kept in integers from the first
+/// pass to the last: converting and flooring floats around every pass took most of the
+/// loader's blur time.
+fn pillow_box_line(src: &[u32], out: &mut [u32], k: &BoxKernel) {
+    if src.is_empty() {
+        return;
+    }
+    let last = src.len() as isize - 1;
+    let r = k.radius as isize;
+    let at = |i: isize| src[i.clamp(0, last) as usize] as u64;
+    let inside = (r - 1).min(last);
+    let mut acc = (r + 1) as u64 * at(0)
+        + src[..(inside + 1).max(0) as usize]
+            .iter()
+            .map(|&v| v as u64)
+            .sum::<u64>()
+        + (r - 1 - inside) as u64 * at(last);
+    for (x, o) in out.iter_mut().enumerate() {
+        let x = x as isize;
+        acc = acc + at(x + r) - at(x - r - 1);
+        let bulk = acc * k.ww + (at(x - r - 1) + at(x + r + 1)) * k.fw;
+        *o = ((bulk + ONE / 2) >> 24) as u32;
+    }
+}
+
+/// [`PIL_PASSES`] passes of `pass` along the rows of a `w x h` plane, then as many along its
+/// columns.
+fn passes_over_plane<T: Copy + Default>(
+    plane: &mut [T],
+    w: usize,
+    h: usize,
+    pass: impl Fn(&[T], &mut [T]),
+) {
+    let mut line = vec![T::default(); w.max(h)];
+    let mut col = vec![T::default(); h];
     for row in plane.chunks_exact_mut(w) {
         for _ in 0..PIL_PASSES {
-            box_line(row, &mut line[..w], k, quantise);
+            pass(row, &mut line[..w]);
             row.copy_from_slice(&line[..w]);
         }
     }
@@ -126,13 +153,25 @@ pub(super) fn box_blur_plane(plane: &mut [f32], w: usize, h: usize, k: &BoxKerne
             *c = plane[y * w + x];
         }
         for _ in 0..PIL_PASSES {
-            box_line(&col, &mut line[..h], k, quantise);
+            pass(&col, &mut line[..h]);
             col.copy_from_slice(&line[..h]);
         }
         for (y, c) in col.iter().enumerate() {
             plane[y * w + x] = *c;
         }
     }
+}
+
+/// The extended-box filter itself, unrounded, over a `w x h` plane: what the tests check
+/// Pillow's rounding against.
+#[cfg(test)]
+pub(super) fn box_blur_plane(plane: &mut [f32], w: usize, h: usize, k: &BoxKernel) {
+    passes_over_plane(plane, w, h, |src, out| box_line(src, out, k));
+}
+
+/// Pillow's blur of an 8-bit `w x h` plane (values 0..=255).
+fn pillow_blur_plane(plane: &mut [u32], w: usize, h: usize, k: &BoxKernel) {
+    passes_over_plane(plane, w, h, |src, out| pillow_box_line(src, out, k));
 }
 
 /// Blurs every channel of `img` as Pillow's `GaussianBlur(radius = sigma)` blurs the image in
@@ -145,18 +184,19 @@ pub fn gaussian_blur(img: &mut Image, sigma: f32) {
         return;
     }
     let k = BoxKernel::for_sigma(sigma);
+    let mut bytes = vec![0u32; w * h];
     for plane in img.pixels.chunks_exact_mut(w * h) {
-        for v in plane.iter_mut() {
+        for (b, v) in bytes.iter_mut().zip(plane.iter()) {
             // NaN reads as 0, as a cast to u8 would.
-            *v = if v.is_nan() {
-                0.0
+            *b = if v.is_nan() {
+                0
             } else {
-                (v.clamp(0.0, 1.0) * 255.0).round()
+                (v.clamp(0.0, 1.0) * 255.0).round() as u32
             };
         }
-        box_blur_plane(plane, w, h, &k, true);
-        for v in plane.iter_mut() {
-            *v /= 255.0;
+        pillow_blur_plane(&mut bytes, w, h, &k);
+        for (v, &b) in plane.iter_mut().zip(&bytes) {
+            *v = b as f32 / 255.0;
         }
     }
 }
@@ -169,8 +209,8 @@ pub fn pil_gaussian_blur_u8(plane: &mut [u8], w: usize, h: usize, sigma: f32) {
         return;
     }
     let k = BoxKernel::for_sigma(sigma);
-    let mut v: Vec<f32> = plane.iter().map(|&b| b as f32).collect();
-    box_blur_plane(&mut v, w, h, &k, true);
+    let mut v: Vec<u32> = plane.iter().map(|&b| b as u32).collect();
+    pillow_blur_plane(&mut v, w, h, &k);
     for (b, x) in plane.iter_mut().zip(&v) {
         *b = *x as u8;
     }
@@ -306,7 +346,7 @@ mod tests {
         for sigma in [0.5f32, 1.0, 1.3, 2.0] {
             let mut ch = vec![0.0f32; side * side];
             ch[32 * side + 32] = 1.0;
-            box_blur_plane(&mut ch, side, side, &BoxKernel::for_sigma(sigma), false);
+            box_blur_plane(&mut ch, side, side, &BoxKernel::for_sigma(sigma));
             let sum: f64 = ch.iter().map(|&v| v as f64).sum();
             assert!((sum - 1.0).abs() < 1e-5, "{sigma}: {sum}");
             let var_x: f64 = ch

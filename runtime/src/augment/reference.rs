@@ -226,7 +226,7 @@ fn blur_matches_pillow() {
                     worst = worst.max((got * 255.0 - *want as f32).abs());
                 }
                 let mut unrounded: Vec<f32> = input[c].iter().map(|&v| v as f32).collect();
-                box_blur_plane(&mut unrounded, w, h, &BoxKernel::for_sigma(sigma), false);
+                box_blur_plane(&mut unrounded, w, h, &BoxKernel::for_sigma(sigma));
                 for (got, want) in unrounded.iter().zip(&want[c]) {
                     worst_unrounded = worst_unrounded.max((got - *want as f32).abs());
                 }
