@@ -144,18 +144,53 @@ pub fn adjust_saturation(img: &mut Image, f: f32) {
 
 /// Shifts the hue by `shift` turns (in `[-0.5, 0.5]`): RGB -> HSV, `h = (h + shift) mod 1`,
 /// HSV -> RGB, with torchvision's `_rgb2hsv` / `_hsv2rgb` formulas.
+///
+/// Per pixel it floors and wraps: on the baseline x86-64 target those are libm calls, so where
+/// the CPU has SSE4.1 the same code runs compiled for it (one instruction each; 13 % of the
+/// stage-1 loader's time went to the calls).
 pub fn adjust_hue(img: &mut Image, shift: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.1") {
+        // SAFETY: `shift_hue_sse41` needs SSE4.1, which this CPU was just found to have.
+        return unsafe { shift_hue_sse41(img, shift) };
+    }
+    shift_hue(img, shift)
+}
+
+/// [`shift_hue`] compiled with SSE4.1's rounding instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1")]
+unsafe fn shift_hue_sse41(img: &mut Image, shift: f32) {
+    shift_hue(img, shift)
+}
+
+#[inline(always)]
+fn shift_hue(img: &mut Image, shift: f32) {
     let plane = img.plane();
     let (r, rest) = img.pixels.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
         let (h, s, v) = rgb_to_hsv(*r, *g, *b);
-        let h = (h + shift).rem_euclid(1.0);
+        let h = wrap_unit(h + shift);
         (*r, *g, *b) = hsv_to_rgb(h, s, v);
     }
 }
 
+/// `x.rem_euclid(1.0)` through `trunc` (an instruction with SSE4.1) where `%` is always a libm
+/// call: `x - trunc(x)` is `fmod(x, 1)` exactly, but for the sign of a zero result (+0 for a
+/// whole negative `x`, where `fmod` gives -0; the hue of either is the same colour).
+#[inline(always)]
+fn wrap_unit(x: f32) -> f32 {
+    let r = x - x.trunc();
+    if r < 0.0 {
+        r + 1.0
+    } else {
+        r
+    }
+}
+
 /// torchvision's `_rgb2hsv` for one pixel: hue in `[0, 1)`, saturation, value.
+#[inline(always)]
 pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let maxc = r.max(g).max(b);
     let minc = r.min(g).min(b);
@@ -173,12 +208,14 @@ pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         4.0 + gc - rc
     };
-    // torch.fmod(h / 6 + 1, 1): h / 6 + 1 is non-negative.
-    let h = (h / 6.0 + 1.0) % 1.0;
+    // torch.fmod(h / 6 + 1, 1): h / 6 + 1 is positive, so the fraction is x - trunc(x).
+    let x = h / 6.0 + 1.0;
+    let h = x - x.trunc();
     (h, s, maxc)
 }
 
 /// torchvision's `_hsv2rgb` for one pixel.
+#[inline(always)]
 pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     let i = (h * 6.0).floor();
     let f = h * 6.0 - i;
@@ -200,6 +237,38 @@ mod tests {
     use super::*;
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
+
+    /// The wrap equals `rem_euclid(1.0)` (as values: a zero may differ in sign), and the hue
+    /// shift gives the same bits compiled for SSE4.1 as for the baseline target.
+    #[test]
+    fn the_hue_shift_is_the_same_on_every_path() {
+        for i in -300_000..=500_000 {
+            let x = i as f32 / 200_000.0;
+            for x in [x, f32::from_bits(x.to_bits() + 1), -1e-9, 1e-30] {
+                assert_eq!(wrap_unit(x), x.rem_euclid(1.0), "{x}");
+            }
+        }
+        let mut img = Image::new(64, 64);
+        let mut state = 0x2545_f491_u32;
+        for v in img.pixels.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            // Every eighth value a whole 1/255 step, as decoded images are, the rest anywhere.
+            *v = match state % 8 {
+                0 => (state % 256) as f32 / 255.0,
+                _ => (state % 100_001) as f32 / 100_000.0,
+            };
+        }
+        for shift in [-0.5f32, -0.31, -1e-7, 0.0, 0.02, 0.25, 0.5] {
+            let mut baseline = img.clone();
+            shift_hue(&mut baseline, shift);
+            let mut dispatched = img.clone();
+            adjust_hue(&mut dispatched, shift);
+            let bits = |i: &Image| i.pixels.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&baseline), bits(&dispatched), "shift {shift}");
+        }
+    }
 
     fn test_image() -> Image {
         let (w, h) = (7, 5);
