@@ -25,6 +25,17 @@
 //!     dscl_step --arch resnet18-cifar --batch 8 --image 32 --crop 16 --queue 256 --threads 2
 //!     dscl_step --backend wgpu --arch tiny --batch 8 --image 32 --crop 16 --queue 256
 //!
+//! `--phases` then times the step's parts apart (the median of `--steps` each) and prints them
+//! on a second line: the encoder's forward and backward over the query batch and over the C
+//! crop sets, its forward over the key batch, steps 1-6 together (`forward_backward`: every
+//! pass, ROI-align, both losses and their backward), what those leave of them (the losses, the
+//! teachers and the copies between), and what the step adds to them (SGD, the momentum update
+//! and the enqueue: the step's median less steps 1-6's, so within noise it can come out
+//! negative). The crop passes are timed with one set of batch statistics; the step keeps one per
+//! crop set, the same work.
+//!
+//!     dscl_step --arch resnet32 --batch 32 --image 32 --crop 16 --queue 4096 --phases on
+//!
 //! `compare/dscl_step_torch.py` is the same step in PyTorch; `scripts/gpu-check.sh` runs both
 //! on a GPU.
 
@@ -34,6 +45,7 @@ use dscl_benches::cli::{self, BackendArgs, BackendJob, FlagPairs, StepTimes};
 use dscl_benches::loss::{unit_rows, Rng};
 use dscl_benches::rss::{status_bytes, MIB};
 use dscl_core::backend::prelude::*;
+use dscl_core::nn::scratch::Scratch;
 use dscl_core::nn::{Encoder, DEFAULT_EMBEDDING_DIM};
 use dscl_core::train::{DsclBatch, DsclConfig, DsclModel, DsclStep, StepLosses, StepShape};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -56,6 +68,7 @@ struct Args {
     steps: usize,
     warmup: usize,
     seed: u64,
+    phases: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -71,6 +84,7 @@ fn parse() -> Result<Args, String> {
         steps: 5,
         warmup: 1,
         seed: 0,
+        phases: false,
     };
     let mut flags = FlagPairs::from_env();
     while let Some((flag, value)) = flags.next_pair()? {
@@ -89,6 +103,13 @@ fn parse() -> Result<Args, String> {
             "--steps" => args.steps = number()?,
             "--warmup" => args.warmup = number()?,
             "--seed" => args.seed = number()? as u64,
+            "--phases" => {
+                args.phases = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("--phases takes on or off, not {value}")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -292,6 +313,125 @@ fn bench<B: Backend<Elem = f32>>(backend: &B, args: &Args, device: &str) -> Resu
         first.contrastive,
         first.pbsd,
         last.total,
+    );
+    if args.phases {
+        let parts = StepParts {
+            encoder: &encoder,
+            queries: &queries,
+            keys: &keys,
+            crops: &crops,
+        };
+        time_phases(
+            backend,
+            args,
+            &parts,
+            &mut step,
+            &mut model,
+            &batch,
+            times.median_s,
+        )?;
+    }
+    Ok(())
+}
+
+/// The encoder and the batch's images, for `--phases`.
+struct StepParts<'a, B: Backend> {
+    encoder: &'a Encoder,
+    queries: &'a B::Buffer,
+    keys: &'a B::Buffer,
+    crops: &'a B::Buffer,
+}
+
+/// The median of `steps` runs of `part`, in milliseconds; each run ends with the read `part`
+/// makes last (so a GPU's work is in it).
+fn median_ms(steps: usize, mut part: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        part()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// `--phases`: the step's parts timed apart (see the module documentation), on one line.
+fn time_phases<B: Backend<Elem = f32>>(
+    backend: &B,
+    args: &Args,
+    parts: &StepParts<'_, B>,
+    step: &mut DsclStep<B>,
+    model: &mut DsclModel<B>,
+    batch: &DsclBatch<'_, B>,
+    step_s: f64,
+) -> Result<(), String> {
+    let err = |e: dscl_core::Error| e.to_string();
+    let (b, c, dim) = (args.batch, args.crops, parts.encoder.embedding_dim());
+    let enc = parts.encoder;
+    let mut one = [0.0f32; 1];
+    let steps_1_to_6 = median_ms(args.steps, || {
+        step.forward_backward(backend, enc, model, batch)
+            .map(|_| ())
+            .map_err(err)
+    })?;
+    let mut query = enc.plan(backend, b, args.image, args.image).map_err(err)?;
+    let mut crop_sets = enc
+        .plan(backend, c * b, args.crop, args.crop)
+        .map_err(err)?;
+    let needs = enc
+        .needs(backend, &query)
+        .max(enc.needs(backend, &crop_sets));
+    let mut scratch = Scratch::new(backend, needs).map_err(err)?;
+    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let mut gradient = |rows: usize| -> Result<B::Buffer, String> {
+        let host = unit_rows(&mut rng, rows, dim);
+        let mut buffer = backend.alloc(host.len()).map_err(err)?;
+        backend.upload(&mut buffer, 0, &host).map_err(err)?;
+        Ok(buffer)
+    };
+    let (d_query, d_crops) = (gradient(b)?, gradient(c * b)?);
+    let mut pass = |record: &mut dscl_core::nn::encoder::EncoderRecord<B>,
+                    images: &B::Buffer,
+                    d_embeddings: Option<&B::Buffer>,
+                    key: bool|
+     -> Result<f64, String> {
+        median_ms(args.steps, || {
+            let (params, state) = match key {
+                true => (&model.key_params, &mut model.key_state),
+                false => (&model.query.params, &mut model.query_state),
+            };
+            match d_embeddings {
+                None => {
+                    enc.forward(backend, params, state, record, images, &mut scratch)
+                        .map_err(err)?;
+                    backend
+                        .download(record.embeddings(), 0, &mut one)
+                        .map_err(err)
+                }
+                Some(d) => {
+                    let grads = &mut model.query.grads;
+                    enc.backward(backend, params, grads, record, images, d, &mut scratch)
+                        .map_err(err)?;
+                    let first = grads.buffers().first().ok_or("no gradient tensor")?;
+                    backend.download(first, 0, &mut one).map_err(err)
+                }
+            }
+        })
+    };
+    let query_fwd = pass(&mut query, parts.queries, None, false)?;
+    let query_bwd = pass(&mut query, parts.queries, Some(&d_query), false)?;
+    let crops_fwd = pass(&mut crop_sets, parts.crops, None, false)?;
+    let crops_bwd = pass(&mut crop_sets, parts.crops, Some(&d_crops), false)?;
+    let key_fwd = pass(&mut query, parts.keys, None, true)?;
+    let passes = query_fwd + query_bwd + crops_fwd + crops_bwd + key_fwd;
+    println!(
+        "phases: query_fwd_ms={query_fwd:.1} query_bwd_ms={query_bwd:.1} \
+         crops_fwd_ms={crops_fwd:.1} crops_bwd_ms={crops_bwd:.1} key_fwd_ms={key_fwd:.1} \
+         steps_1_to_6_ms={steps_1_to_6:.1} losses_teachers_copies_ms={:.1} \
+         sgd_momentum_enqueue_ms={:.1} step_ms={:.1}",
+        steps_1_to_6 - passes,
+        step_s * 1e3 - steps_1_to_6,
+        step_s * 1e3,
     );
     Ok(())
 }
