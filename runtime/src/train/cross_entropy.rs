@@ -14,7 +14,8 @@ use dscl_core::train::{ClassifierStep, SgdConfig, Trainable};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{self, copy_slots, own_group, Plan, SlotsNeeded, Stage};
+use super::epochs::{self, Plan, SlotsNeeded, Stage};
+use super::group_input::GroupInput;
 use super::report::ClassifierReport;
 use super::stage1::{prepare_out, resume_from, saved_at, show_epoch};
 use super::{augment_config, Position};
@@ -56,9 +57,7 @@ pub(super) fn train<B: TrainBackend>(
     for set in [&mut weights.params, &mut weights.velocity, &mut state] {
         exchange.broadcast(backend, set.buffers_mut(), 0)?;
     }
-    // This process's images of each batch.
-    let b = step.local_batch();
-    let x = vec![0.0f32; b * 3 * s * s];
+    let input = GroupInput::new(backend, placement, step.local_batch(), s)?;
     let mut stage = CrossEntropy {
         backend,
         cluster,
@@ -66,9 +65,7 @@ pub(super) fn train<B: TrainBackend>(
         cfg,
         out,
         class_counts: class_counts(data.as_ref()),
-        x_buf: backend.alloc(x.len())?,
-        labels_buf: backend.alloc_index(b)?,
-        x,
+        input,
         sgd: model::sgd(cfg),
         net,
         weights,
@@ -92,9 +89,8 @@ struct CrossEntropy<'a, B: Backend> {
     state: TensorSet<B>,
     step: ClassifierStep<B>,
     sgd: SgdConfig,
-    x: Vec<f32>,
-    x_buf: B::Buffer,
-    labels_buf: B::IndexBuffer,
+    /// This process's images and labels of each batch.
+    input: GroupInput<B>,
 }
 
 impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
@@ -110,10 +106,7 @@ impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
     }
 
     fn needs(&self) -> Option<SlotsNeeded> {
-        own_group(
-            Collective::<B>::placement(self.exchange),
-            self.step.local_batch(),
-        )
+        self.input.needs()
     }
 
     fn step(
@@ -122,14 +115,7 @@ impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
         lr: f64,
         at: Position,
     ) -> Result<Self::Report> {
-        let n = 3 * self.cfg.image_size * self.cfg.image_size;
-        // This process's images of the batch: `b` from `first` (all of them for one process).
-        let b = self.step.local_batch();
-        let first = Collective::<B>::placement(self.exchange).rank * b;
-        copy_slots(batch, first, b, n, &mut self.x)?;
-        self.backend.upload(&mut self.x_buf, 0, &self.x)?;
-        self.backend
-            .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;
+        self.input.upload(self.backend, batch)?;
         let loss = self
             .step
             .cross_entropy_step_across(
@@ -139,8 +125,8 @@ impl<B: TrainBackend> Stage for CrossEntropy<'_, B> {
                 &self.net.fc,
                 &mut self.weights,
                 &mut self.state,
-                &self.x_buf,
-                &self.labels_buf,
+                &self.input.images_buf,
+                &self.input.labels_buf,
                 &self.sgd,
                 lr,
             )

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use dscl_core::train::LrSchedule;
-use dscl_core::Placement;
 
 use super::report::{EpochRecord, StepRecord, StepReport};
 use super::Position;
@@ -80,30 +79,6 @@ pub trait Stage {
 /// Whether this process uses slot `slot` of the batch of global step `step`: the arguments
 /// of the closure, in that order.
 pub type SlotsNeeded = Arc<dyn Fn(u64, usize) -> bool + Send + Sync>;
-
-/// A rank's own group of every batch, `local_batch` images from `rank * local_batch`, when
-/// the run has several processes (one process uses every slot).
-pub fn own_group(placement: Placement, local_batch: usize) -> Option<SlotsNeeded> {
-    let first = placement.rank * local_batch;
-    (placement.world > 1).then(|| -> SlotsNeeded {
-        Arc::new(move |_, slot| (first..first + local_batch).contains(&slot))
-    })
-}
-
-/// Copies the images in slots `[first, first + count)` of `batch`, `len` values each, into
-/// `x` one after another: a classifier step's share of its batch.
-pub fn copy_slots(
-    batch: &Batch<Option<Vec<f32>>>,
-    first: usize,
-    count: usize,
-    len: usize,
-    x: &mut [f32],
-) -> Result<()> {
-    for (i, row) in x.chunks_exact_mut(len).take(count).enumerate() {
-        row.copy_from_slice(batch.loaded(first + i)?);
-    }
-    Ok(())
-}
 
 /// How a stage draws each epoch's samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

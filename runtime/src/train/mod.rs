@@ -15,6 +15,7 @@ pub mod stage2;
 
 mod contrastive;
 mod cross_entropy;
+mod group_input;
 
 use crate::augment::AugmentConfig;
 use crate::config::RunConfig;

@@ -33,9 +33,8 @@ use dscl_core::train::{ClassifierStep, LrSchedule, SgdConfig, Stage2Recipe, Trai
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::SeedableRng;
 
-use super::epochs::{
-    self, copy_slots, own_group, Plan, Resumption, Sampling, SlotsNeeded, Stage, STAGE2_SEED,
-};
+use super::epochs::{self, Plan, Resumption, Sampling, SlotsNeeded, Stage, STAGE2_SEED};
+use super::group_input::GroupInput;
 use super::report::ClassifierReport;
 use super::{augment_config, Position};
 use crate::augment::stage2_view;
@@ -258,7 +257,7 @@ pub fn train<B: TrainBackend>(
         resumption: Resumption::StartsOver,
         out,
     };
-    let x = vec![0.0f32; local * 3 * s * s];
+    let input = GroupInput::new(backend, placement, local, s)?;
     let mut linear_stage = Linear {
         backend,
         exchange: &exchange,
@@ -266,9 +265,7 @@ pub fn train<B: TrainBackend>(
         out,
         thresholds: eval.split_thresholds,
         counts: &counts,
-        x_buf: backend.alloc(x.len())?,
-        labels_buf: backend.alloc_index(local)?,
-        x,
+        input,
         net: &net,
         params,
         state,
@@ -336,9 +333,8 @@ struct Linear<'a, B: Backend> {
     probe: &'a LinearClassifier,
     classifier: Trainable<B>,
     step: ClassifierStep<B>,
-    x: Vec<f32>,
-    x_buf: B::Buffer,
-    labels_buf: B::IndexBuffer,
+    /// This process's images and labels of each batch.
+    input: GroupInput<B>,
     test: Option<TestPass<B>>,
     epochs: Stage2Epochs,
     final_metrics: Option<Metrics>,
@@ -354,10 +350,7 @@ impl<B: TrainBackend> Stage for Linear<'_, B> {
     }
 
     fn needs(&self) -> Option<SlotsNeeded> {
-        own_group(
-            Collective::<B>::placement(self.exchange),
-            self.step.local_batch(),
-        )
+        self.input.needs()
     }
 
     fn step(
@@ -366,14 +359,7 @@ impl<B: TrainBackend> Stage for Linear<'_, B> {
         lr: f64,
         _at: Position,
     ) -> Result<Self::Report> {
-        let n = 3 * self.cfg.image_size * self.cfg.image_size;
-        // This process's images of the batch: `b` from `first` (all of them for one process).
-        let b = self.step.local_batch();
-        let first = Collective::<B>::placement(self.exchange).rank * b;
-        copy_slots(batch, first, b, n, &mut self.x)?;
-        self.backend.upload(&mut self.x_buf, 0, &self.x)?;
-        self.backend
-            .upload_index(&mut self.labels_buf, 0, &batch.labels[first..first + b])?;
+        self.input.upload(self.backend, batch)?;
         let loss = self.step.linear_probe_step_across(
             self.backend,
             self.exchange,
@@ -382,8 +368,8 @@ impl<B: TrainBackend> Stage for Linear<'_, B> {
             &mut self.state,
             &self.probe.fc,
             &mut self.classifier,
-            &self.x_buf,
-            &self.labels_buf,
+            &self.input.images_buf,
+            &self.input.labels_buf,
             &SgdConfig::STAGE2,
             lr,
         )?;
