@@ -349,10 +349,10 @@ fn median_ms(steps: usize, mut part: impl FnMut() -> Result<(), String>) -> Resu
     for _ in 0..steps {
         let start = Instant::now();
         part()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+        times.push(start.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let times = StepTimes::of(times).ok_or("no step was timed")?;
+    Ok(times.median_s * 1e3)
 }
 
 /// `--phases`: the step's parts timed apart (see the module documentation), on one line.

@@ -77,39 +77,10 @@ impl BoxKernel {
     }
 }
 
-/// One box pass over a line, edges repeated (Pillow's `ImagingLineBoxBlur*`), unrounded:
-/// `out[x] = (ww * sum(src[x - r ..= x + r]) + fw * (src[x - r - 1] + src[x + r + 1])) / 2^24`,
-/// indices clamped into the line. [`pillow_box_line`] is the same pass with Pillow's rounding.
-#[cfg(test)]
-fn box_line(src: &[f32], out: &mut [f32], k: &BoxKernel) {
-    let n = src.len();
-    if n == 0 {
-        return;
-    }
-    let last = n as isize - 1;
-    let r = k.radius as isize;
-    let at = |i: isize| src[i.clamp(0, last) as usize] as f64;
-    // The window sum centred on -1: src[-r-1 ..= r-1], clamped, counted without a loop over r.
-    let inside = (r - 1).min(last);
-    let mut acc = (r + 1) as f64 * at(0)
-        + src[..(inside + 1).max(0) as usize]
-            .iter()
-            .map(|&v| v as f64)
-            .sum::<f64>()
-        + (r - 1 - inside) as f64 * at(last);
-    let (ww, fw) = (k.ww as f64, k.fw as f64);
-    for (x, o) in out.iter_mut().enumerate() {
-        let x = x as isize;
-        acc += at(x + r) - at(x - r - 1);
-        let bulk = acc * ww + (at(x - r - 1) + at(x + r + 1)) * fw;
-        *o = (bulk / ONE as f64) as f32;
-    }
-}
-
 /// Pillow's pass (`ImagingLineBoxBlur8`) in its own integer arithmetic over 8-bit values:
-/// [`box_line`]'s sums, then `out[x] = (bulk + 2^23) >> 24`. Kept in integers from the first
-/// pass to the last: converting and flooring floats around every pass took most of the
-/// loader's blur time.
+/// the unrounded pass's sums (`tests::box_line`), then `out[x] = (bulk + 2^23) >> 24`. Kept
+/// in integers from the first pass to the last: converting and flooring floats around every
+/// pass took most of the loader's blur time.
 fn pillow_box_line(src: &[u32], out: &mut [u32], k: &BoxKernel) {
     if src.is_empty() {
         return;
@@ -130,44 +101,6 @@ fn pillow_box_line(src: &[u32], out: &mut [u32], k: &BoxKernel) {
         let bulk = acc * k.ww + (at(x - r - 1) + at(x + r + 1)) * k.fw;
         *o = ((bulk + ONE / 2) >> 24) as u32;
     }
-}
-
-/// [`PIL_PASSES`] passes of `pass` along the rows of a `w x h` plane, then as many along its
-/// columns.
-#[cfg(test)]
-fn passes_over_plane<T: Copy + Default>(
-    plane: &mut [T],
-    w: usize,
-    h: usize,
-    pass: impl Fn(&[T], &mut [T]),
-) {
-    let mut line = vec![T::default(); w.max(h)];
-    let mut col = vec![T::default(); h];
-    for row in plane.chunks_exact_mut(w) {
-        for _ in 0..PIL_PASSES {
-            pass(row, &mut line[..w]);
-            row.copy_from_slice(&line[..w]);
-        }
-    }
-    for x in 0..w {
-        for (y, c) in col.iter_mut().enumerate() {
-            *c = plane[y * w + x];
-        }
-        for _ in 0..PIL_PASSES {
-            pass(&col, &mut line[..h]);
-            col.copy_from_slice(&line[..h]);
-        }
-        for (y, c) in col.iter().enumerate() {
-            plane[y * w + x] = *c;
-        }
-    }
-}
-
-/// The extended-box filter itself, unrounded, over a `w x h` plane: what the tests check
-/// Pillow's rounding against.
-#[cfg(test)]
-pub(super) fn box_blur_plane(plane: &mut [f32], w: usize, h: usize, k: &BoxKernel) {
-    passes_over_plane(plane, w, h, |src, out| box_line(src, out, k));
 }
 
 /// Pillow's blur of an 8-bit `w x h` plane (values 0..=255): [`PIL_PASSES`] passes along the
@@ -346,8 +279,75 @@ pub fn torchvision_gaussian_blur(img: &mut Image, size: usize, sigma: f32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    //! Besides the tests: the unrounded filter, the oracle they check Pillow's rounding
+    //! against (and `reference.rs` uses).
     use super::*;
+
+    /// One box pass over a line, edges repeated (Pillow's `ImagingLineBoxBlur*`), unrounded:
+    /// `out[x] = (ww * sum(src[x - r ..= x + r]) + fw * (src[x - r - 1] + src[x + r + 1])) / 2^24`,
+    /// indices clamped into the line. [`super::pillow_box_line`] is the same pass with Pillow's
+    /// rounding.
+    pub(in crate::augment) fn box_line(src: &[f32], out: &mut [f32], k: &BoxKernel) {
+        let n = src.len();
+        if n == 0 {
+            return;
+        }
+        let last = n as isize - 1;
+        let r = k.radius as isize;
+        let at = |i: isize| src[i.clamp(0, last) as usize] as f64;
+        // The window sum centred on -1: src[-r-1 ..= r-1], clamped, counted without a loop over r.
+        let inside = (r - 1).min(last);
+        let mut acc = (r + 1) as f64 * at(0)
+            + src[..(inside + 1).max(0) as usize]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+            + (r - 1 - inside) as f64 * at(last);
+        let (ww, fw) = (k.ww as f64, k.fw as f64);
+        for (x, o) in out.iter_mut().enumerate() {
+            let x = x as isize;
+            acc += at(x + r) - at(x - r - 1);
+            let bulk = acc * ww + (at(x - r - 1) + at(x + r + 1)) * fw;
+            *o = (bulk / ONE as f64) as f32;
+        }
+    }
+
+    /// [`PIL_PASSES`] passes of `pass` along the rows of a `w x h` plane, then as many along its
+    /// columns.
+    pub(in crate::augment) fn passes_over_plane<T: Copy + Default>(
+        plane: &mut [T],
+        w: usize,
+        h: usize,
+        pass: impl Fn(&[T], &mut [T]),
+    ) {
+        let mut line = vec![T::default(); w.max(h)];
+        let mut col = vec![T::default(); h];
+        for row in plane.chunks_exact_mut(w) {
+            for _ in 0..PIL_PASSES {
+                pass(row, &mut line[..w]);
+                row.copy_from_slice(&line[..w]);
+            }
+        }
+        for x in 0..w {
+            for (y, c) in col.iter_mut().enumerate() {
+                *c = plane[y * w + x];
+            }
+            for _ in 0..PIL_PASSES {
+                pass(&col, &mut line[..h]);
+                col.copy_from_slice(&line[..h]);
+            }
+            for (y, c) in col.iter().enumerate() {
+                plane[y * w + x] = *c;
+            }
+        }
+    }
+
+    /// The extended-box filter itself, unrounded, over a `w x h` plane: what the tests check
+    /// Pillow's rounding against.
+    pub(in crate::augment) fn box_blur_plane(plane: &mut [f32], w: usize, h: usize, k: &BoxKernel) {
+        passes_over_plane(plane, w, h, |src, out| box_line(src, out, k));
+    }
 
     /// The row-at-a-time column passes give the column-by-column blur bit for bit, on planes
     /// shorter and narrower than the kernel too.

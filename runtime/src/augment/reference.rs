@@ -8,9 +8,8 @@
 //!
 //! The tests read the files, so they need no Python.
 
-use super::blur::{
-    box_blur_plane, gaussian_blur, pil_gaussian_blur_u8, torchvision_gaussian_blur, BoxKernel,
-};
+use super::blur::tests::box_blur_plane;
+use super::blur::{gaussian_blur, pil_gaussian_blur_u8, torchvision_gaussian_blur, BoxKernel};
 use super::colour::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale};
 use super::config::AugmentConfig;
 use super::crop::CropBox;
